@@ -1,0 +1,126 @@
+#include "client/format.h"
+
+#include <google/protobuf/util/json_util.h>
+
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
+
+namespace tuneforge::cli {
+
+std::string StateName(v1::JobState s) {
+  std::string name = v1::JobState_Name(s);
+  const std::string prefix = "JOB_STATE_";
+  return name.rfind(prefix, 0) == 0 ? name.substr(prefix.size()) : name;
+}
+
+std::string Duration(double seconds) {
+  const auto s = static_cast<int64_t>(seconds + 0.5);
+  if (s >= 3600) return absl::StrFormat("%dh%02dm", s / 3600, (s % 3600) / 60);
+  if (s >= 60) return absl::StrFormat("%dm%02ds", s / 60, s % 60);
+  return absl::StrFormat("%ds", s);
+}
+
+std::string EventLine(const v1::JobEvent& e) {
+  std::string prefix = absl::StrFormat("#%-4d ", e.sequence());
+  switch (e.payload_case()) {
+    case v1::JobEvent::kStateChange: {
+      const v1::StateChange& c = e.state_change();
+      std::string line = c.from() == v1::JOB_STATE_UNSPECIFIED
+                             ? absl::StrCat("state ", StateName(c.to()))
+                             : absl::StrCat("state ", StateName(c.from()), " -> ",
+                                            StateName(c.to()));
+      if (!c.reason().empty()) absl::StrAppend(&line, " (", c.reason(), ")");
+      return prefix + line;
+    }
+    case v1::JobEvent::kMetrics: {
+      const v1::TrainingMetrics& m = e.metrics();
+      return prefix + absl::StrFormat(
+                          "epoch %d step %d/%d  train_loss %.4f  lr %.2e  grad_norm %.3f  "
+                          "tokens/s %.0f  eta %s",
+                          m.epoch(), m.step(), m.total_steps(), m.loss(), m.learning_rate(),
+                          m.grad_norm(), m.tokens_per_second(), Duration(m.eta_seconds()));
+    }
+    case v1::JobEvent::kEvaluation: {
+      const v1::Evaluation& v = e.evaluation();
+      return prefix + absl::StrFormat(
+                          "epoch %d step %d  validation_loss %.4f  perplexity %.2f  "
+                          "token_accuracy %.3f",
+                          v.epoch(), v.step(), v.validation_loss(), v.perplexity(),
+                          v.token_accuracy());
+    }
+    case v1::JobEvent::kSample: {
+      std::string completion = e.sample().completion();
+      for (char& c : completion) {
+        if (c == '\n') c = ' ';
+      }
+      return prefix + absl::StrCat("sample: ", e.sample().prompt(), " -> ", completion);
+    }
+    case v1::JobEvent::kLog:
+      return prefix + absl::StrCat(e.log().level(), ": ", e.log().message());
+    case v1::JobEvent::kCheckpoint:
+      return prefix + absl::StrCat("checkpoint at step ", e.checkpoint().step());
+    case v1::JobEvent::PAYLOAD_NOT_SET:
+      break;
+  }
+  return prefix + "(unknown event)";
+}
+
+std::string JobSummary(const v1::Job& job) {
+  const v1::JobProgress& p = job.progress();
+  std::string out = absl::StrCat(job.name(), "  ", StateName(job.state()), "\n");
+  absl::StrAppend(&out, "  model ", job.base_model(), "  dataset ", job.training_dataset(),
+                  "  examples ", job.train_examples(), " train / ", job.validation_examples(),
+                  " validation\n");
+  absl::StrAppend(&out, absl::StrFormat("  epoch %d/%d  step %d/%d  tokens %d  attempt %d/%d\n",
+                                        p.epoch(), p.total_epochs(), p.step(), p.total_steps(),
+                                        p.tokens_seen(), job.attempt(), job.max_attempts()));
+  if (p.step() > 0) {
+    absl::StrAppend(&out, absl::StrFormat("  train_loss %.4f", p.train_loss()));
+    if (p.has_validation_loss()) {
+      absl::StrAppend(&out, absl::StrFormat("  validation_loss %.4f", p.validation_loss()));
+    }
+    absl::StrAppend(&out, absl::StrFormat("  tokens/s %.0f", p.tokens_per_second()));
+    if (job.state() == v1::JOB_STATE_RUNNING) {
+      absl::StrAppend(&out, "  eta ", Duration(p.eta_seconds()));
+    }
+    absl::StrAppend(&out, "\n");
+  }
+  if (!job.error().empty()) absl::StrAppend(&out, "  error: ", job.error(), "\n");
+  return out;
+}
+
+std::string DatasetSummary(const v1::Dataset& d) {
+  const v1::ValidationReport& r = d.report();
+  std::string state = v1::DatasetState_Name(d.state());
+  state = state.substr(std::string("DATASET_STATE_").size());
+  return absl::StrCat(d.name(), "  ", state, "  ", d.display_name(), "\n  ", r.example_count(),
+                      " examples, ~", r.token_estimate(), " tokens, ", d.size_bytes(),
+                      " bytes, ", r.error_count(), " errors, ", r.warning_count(),
+                      " warnings\n  sha256 ", d.sha256(), "\n");
+}
+
+std::string ReportProblems(const v1::ValidationReport& r) {
+  std::string out;
+  for (const v1::DatasetProblem& p : r.problems()) {
+    absl::StrAppend(&out, "  ",
+                    p.severity() == v1::PROBLEM_SEVERITY_WARNING ? "warning" : "error", ": line ",
+                    p.line(), ", column ", p.column());
+    if (p.record() > 0) absl::StrAppend(&out, ", record ", p.record());
+    if (!p.field().empty()) absl::StrAppend(&out, ", field ", p.field());
+    absl::StrAppend(&out, ": ", p.message(), " [", p.code(), "]\n");
+  }
+  const int64_t unlisted = r.error_count() + r.warning_count() - r.problems_size();
+  if (unlisted > 0) absl::StrAppend(&out, "  ... and ", unlisted, " more\n");
+  return out;
+}
+
+std::string ToJson(const google::protobuf::Message& m) {
+  std::string out;
+  google::protobuf::util::JsonPrintOptions options;
+  options.add_whitespace = true;
+  options.preserve_proto_field_names = false;
+  (void)google::protobuf::util::MessageToJsonString(m, &out, options);
+  return out;
+}
+
+}  // namespace tuneforge::cli

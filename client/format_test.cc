@@ -1,0 +1,50 @@
+#include "client/format.h"
+
+#include <gtest/gtest.h>
+
+namespace tuneforge::cli {
+namespace {
+
+TEST(FormatTest, Durations) {
+  EXPECT_EQ(Duration(4.4), "4s");
+  EXPECT_EQ(Duration(65), "1m05s");
+  EXPECT_EQ(Duration(7380), "2h03m");
+}
+
+TEST(FormatTest, EventLines) {
+  v1::JobEvent e;
+  e.set_sequence(3);
+  e.mutable_state_change()->set_from(v1::JOB_STATE_QUEUED);
+  e.mutable_state_change()->set_to(v1::JOB_STATE_RUNNING);
+  EXPECT_EQ(EventLine(e), "#3    state QUEUED -> RUNNING");
+  v1::JobEvent m;
+  m.set_sequence(12);
+  m.mutable_metrics()->set_epoch(1);
+  m.mutable_metrics()->set_step(10);
+  m.mutable_metrics()->set_total_steps(60);
+  m.mutable_metrics()->set_loss(2.34567);
+  m.mutable_metrics()->set_eta_seconds(75);
+  std::string line = EventLine(m);
+  EXPECT_NE(line.find("epoch 1 step 10/60  train_loss 2.3457"), std::string::npos) << line;
+  EXPECT_NE(line.find("eta 1m15s"), std::string::npos) << line;
+}
+
+TEST(FormatTest, ProblemsSayWhere) {
+  v1::ValidationReport r;
+  r.set_error_count(3);
+  v1::DatasetProblem* p = r.add_problems();
+  p->set_code("missing_field");
+  p->set_line(4);
+  p->set_column(1);
+  p->set_record(3);
+  p->set_field("/completion");
+  p->set_message("record has no \"completion\" field");
+  std::string text = ReportProblems(r);
+  EXPECT_NE(text.find("error: line 4, column 1, record 3, field /completion: record has no"),
+            std::string::npos)
+      << text;
+  EXPECT_NE(text.find("and 2 more"), std::string::npos);
+}
+
+}  // namespace
+}  // namespace tuneforge::cli

@@ -1,0 +1,360 @@
+// tuneforge: the command-line client.
+//
+//   tuneforge datasets upload examples/hr.json
+//   tuneforge jobs create --model tiny-gpt --training-dataset datasets/ID --follow
+//   tuneforge jobs watch jobs/ID
+//
+// Exit codes: 0 success; 1 the job failed or was cancelled (watch, create
+// --follow), the dataset is invalid, or another error; 2 usage error or an
+// invalid argument; 3 server unavailable; 4 not found.
+#include <unistd.h>
+
+#include <chrono>
+#include <cstdio>
+#include <fstream>
+#include <iostream>
+#include <thread>
+
+#include <CLI/CLI.hpp>
+#include <grpcpp/grpcpp.h>
+
+#include "absl/strings/str_cat.h"
+#include "client/format.h"
+#include "common/sha256.h"
+#include "tuneforge/v1/dataset.grpc.pb.h"
+#include "tuneforge/v1/job.grpc.pb.h"
+#include "tuneforge/v1/model.grpc.pb.h"
+
+namespace tuneforge::cli {
+namespace {
+
+constexpr auto kCallTimeout = std::chrono::seconds(30);
+constexpr size_t kChunkBytes = 1 << 20;
+
+struct Globals {
+  std::string addr = "127.0.0.1:50051";
+  std::string output = "text";  // text | json
+};
+
+int ExitCode(const grpc::Status& s) {
+  switch (s.error_code()) {
+    case grpc::StatusCode::OK: return 0;
+    case grpc::StatusCode::UNAVAILABLE:
+    case grpc::StatusCode::DEADLINE_EXCEEDED: return 3;
+    case grpc::StatusCode::NOT_FOUND:
+    case grpc::StatusCode::PERMISSION_DENIED:
+    case grpc::StatusCode::UNAUTHENTICATED: return 4;
+    case grpc::StatusCode::INVALID_ARGUMENT: return 2;
+    default: return 1;
+  }
+}
+
+int Fail(const grpc::Status& s) {
+  std::fprintf(stderr, "tuneforge: %s: %s\n",
+               s.error_code() == grpc::StatusCode::UNAVAILABLE ? "server unavailable" : "error",
+               s.error_message().c_str());
+  return ExitCode(s);
+}
+
+std::unique_ptr<grpc::ClientContext> Context(std::chrono::seconds timeout = kCallTimeout) {
+  auto ctx = std::make_unique<grpc::ClientContext>();
+  ctx->set_deadline(std::chrono::system_clock::now() + timeout);
+  return ctx;
+}
+
+// Accepts "jobs/ID" or a bare "ID".
+std::string Name(const std::string& collection, const std::string& id) {
+  return id.rfind(collection + "/", 0) == 0 ? id : collection + "/" + id;
+}
+
+class Client {
+ public:
+  explicit Client(const Globals& g)
+      : g_(g),
+        channel_(grpc::CreateChannel(g.addr, grpc::InsecureChannelCredentials())),
+        datasets_(v1::DatasetService::NewStub(channel_)),
+        jobs_(v1::JobService::NewStub(channel_)),
+        models_(v1::ModelService::NewStub(channel_)) {}
+
+  template <typename M>
+  void Print(const M& m, const std::string& text) {
+    std::cout << (g_.output == "json" ? ToJson(m) + "\n" : text) << std::flush;
+  }
+
+  int UploadDataset(const std::string& path, std::string name, const std::string& format) {
+    std::ifstream in(path, std::ios::binary);
+    if (!in) {
+      std::fprintf(stderr, "tuneforge: cannot read %s\n", path.c_str());
+      return 2;
+    }
+    std::string bytes((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+    if (name.empty()) name = path.substr(path.find_last_of('/') + 1);
+    v1::DatasetFormat fmt = v1::DATASET_FORMAT_UNSPECIFIED;
+    if (format == "prompt_completion") fmt = v1::DATASET_FORMAT_PROMPT_COMPLETION;
+    if (format == "chat") fmt = v1::DATASET_FORMAT_CHAT;
+    if (format == "text") fmt = v1::DATASET_FORMAT_TEXT;
+
+    auto ctx = Context(std::chrono::seconds(600));
+    v1::Dataset dataset;
+    auto writer = datasets_->UploadDataset(ctx.get(), &dataset);
+    v1::UploadDatasetRequest req;
+    req.mutable_metadata()->set_display_name(name);
+    req.mutable_metadata()->set_format(fmt);
+    req.mutable_metadata()->set_size_bytes(static_cast<int64_t>(bytes.size()));
+    req.mutable_metadata()->set_sha256(Sha256::Of(bytes));
+    bool ok = writer->Write(req);
+    for (size_t off = 0; ok && off < bytes.size(); off += kChunkBytes) {
+      v1::UploadDatasetRequest chunk;
+      chunk.set_chunk(bytes.substr(off, kChunkBytes));
+      ok = writer->Write(chunk);
+    }
+    writer->WritesDone();
+    grpc::Status s = writer->Finish();
+    if (!s.ok()) return Fail(s);
+    Print(dataset, DatasetSummary(dataset) + ReportProblems(dataset.report()));
+    return dataset.state() == v1::DATASET_STATE_READY ? 0 : 1;
+  }
+
+  int GetDataset(const std::string& id) {
+    v1::GetDatasetRequest req;
+    req.set_name(Name("datasets", id));
+    v1::Dataset d;
+    grpc::Status s = datasets_->GetDataset(Context().get(), req, &d);
+    if (!s.ok()) return Fail(s);
+    Print(d, DatasetSummary(d) + ReportProblems(d.report()));
+    return 0;
+  }
+
+  int ListDatasets() {
+    v1::ListDatasetsRequest req;
+    req.set_page_size(1000);
+    v1::ListDatasetsResponse resp;
+    grpc::Status s = datasets_->ListDatasets(Context().get(), req, &resp);
+    if (!s.ok()) return Fail(s);
+    std::string text;
+    for (const auto& d : resp.datasets()) text += DatasetSummary(d);
+    Print(resp, text);
+    return 0;
+  }
+
+  int ListModels() {
+    v1::ListModelsResponse resp;
+    grpc::Status s = models_->ListModels(Context().get(), v1::ListModelsRequest(), &resp);
+    if (!s.ok()) return Fail(s);
+    std::string text;
+    for (const auto& m : resp.models()) {
+      text += absl::StrCat(m.name(), "  ", m.architecture(), "  ", m.parameter_count(),
+                           " parameters  context ", m.context_length(), "  tokenizer ",
+                           m.tokenizer(), "\n");
+    }
+    Print(resp, text);
+    return 0;
+  }
+
+  int CreateJob(const v1::Job& job, bool follow) {
+    v1::CreateJobRequest req;
+    *req.mutable_job() = job;
+    v1::Job created;
+    grpc::Status s = jobs_->CreateJob(Context().get(), req, &created);
+    if (!s.ok()) return Fail(s);
+    Print(created, JobSummary(created));
+    return follow ? Watch(created.name(), 0) : 0;
+  }
+
+  int GetJob(const std::string& id) {
+    v1::GetJobRequest req;
+    req.set_name(Name("jobs", id));
+    v1::Job job;
+    grpc::Status s = jobs_->GetJob(Context().get(), req, &job);
+    if (!s.ok()) return Fail(s);
+    Print(job, JobSummary(job));
+    return 0;
+  }
+
+  int ListJobs(const std::string& state, const std::string& label) {
+    v1::ListJobsRequest req;
+    req.set_page_size(1000);
+    req.set_label(label);
+    if (!state.empty()) {
+      v1::JobState st;
+      if (!v1::JobState_Parse("JOB_STATE_" + state, &st)) {
+        std::fprintf(stderr, "tuneforge: unknown state %s\n", state.c_str());
+        return 2;
+      }
+      req.set_state(st);
+    }
+    v1::ListJobsResponse resp;
+    grpc::Status s = jobs_->ListJobs(Context().get(), req, &resp);
+    if (!s.ok()) return Fail(s);
+    std::string text;
+    for (const auto& j : resp.jobs()) text += JobSummary(j);
+    Print(resp, text);
+    return 0;
+  }
+
+  int CancelJob(const std::string& id) {
+    v1::CancelJobRequest req;
+    req.set_name(Name("jobs", id));
+    v1::Job job;
+    grpc::Status s = jobs_->CancelJob(Context().get(), req, &job);
+    if (!s.ok()) return Fail(s);
+    Print(job, JobSummary(job));
+    return 0;
+  }
+
+  // Prints every event until the job ends; reconnects after a dropped stream
+  // from the last sequence seen, so nothing is lost or repeated.
+  int Watch(const std::string& id, int64_t after) {
+    const std::string name = Name("jobs", id);
+    int retries = 0;
+    while (true) {
+      auto ctx = Context(std::chrono::hours(24 * 7));
+      v1::WatchJobRequest req;
+      req.set_name(name);
+      req.set_after_sequence(after);
+      auto reader = jobs_->WatchJob(ctx.get(), req);
+      v1::JobEvent event;
+      while (reader->Read(&event)) {
+        retries = 0;
+        after = event.sequence();
+        if (g_.output == "json") {
+          std::cout << ToJson(event) << "\n" << std::flush;
+        } else {
+          std::cout << EventLine(event) << "\n" << std::flush;
+        }
+      }
+      grpc::Status s = reader->Finish();
+      if (s.ok()) break;
+      if (s.error_code() != grpc::StatusCode::UNAVAILABLE || ++retries > 30) return Fail(s);
+      std::fprintf(stderr, "tuneforge: stream dropped (%s); reconnecting after #%lld\n",
+                   s.error_message().c_str(), static_cast<long long>(after));
+      std::this_thread::sleep_for(std::chrono::seconds(1));
+    }
+    v1::GetJobRequest req;
+    req.set_name(name);
+    v1::Job job;
+    grpc::Status s = jobs_->GetJob(Context().get(), req, &job);
+    if (!s.ok()) return Fail(s);
+    if (g_.output != "json") std::cout << JobSummary(job) << std::flush;
+    return job.state() == v1::JOB_STATE_SUCCEEDED ? 0 : 1;
+  }
+
+ private:
+  const Globals& g_;
+  std::shared_ptr<grpc::Channel> channel_;
+  std::unique_ptr<v1::DatasetService::Stub> datasets_;
+  std::unique_ptr<v1::JobService::Stub> jobs_;
+  std::unique_ptr<v1::ModelService::Stub> models_;
+};
+
+}  // namespace
+
+int Main(int argc, char** argv) {
+  CLI::App app{"tuneforge: fine-tune LLMs on a Tuneforge server"};
+  app.require_subcommand(1);
+  Globals g;
+  app.add_option("--addr", g.addr, "server address")
+      ->envname("TUNEFORGE_ADDR")
+      ->capture_default_str();
+  app.add_option("-o,--output", g.output, "text or json")
+      ->check(CLI::IsMember({"text", "json"}))
+      ->capture_default_str();
+  int code = 0;
+  auto run = [&](auto fn) { return [&, fn] { code = fn(Client(g)); }; };
+
+  CLI::App* datasets = app.add_subcommand("datasets", "upload and inspect datasets");
+  datasets->require_subcommand(1);
+  std::string file, name, format, id;
+  CLI::App* upload = datasets->add_subcommand("upload", "upload a dataset file");
+  upload->add_option("FILE", file, "JSON array or JSONL of prompt/completion")->required();
+  upload->add_option("--name", name, "display name (default: the file name)");
+  upload->add_option("--format", format, "prompt_completion, chat or text (default: detect)");
+  upload->callback(run([&](Client c) { return c.UploadDataset(file, name, format); }));
+  CLI::App* dget = datasets->add_subcommand("get", "show a dataset and its report");
+  dget->add_option("ID", id)->required();
+  dget->callback(run([&](Client c) { return c.GetDataset(id); }));
+  datasets->add_subcommand("list", "list datasets")
+      ->callback(run([&](Client c) { return c.ListDatasets(); }));
+
+  CLI::App* models = app.add_subcommand("models", "list base models");
+  models->require_subcommand(1);
+  models->add_subcommand("list", "list models")
+      ->callback(run([&](Client c) { return c.ListModels(); }));
+
+  CLI::App* jobs = app.add_subcommand("jobs", "create, follow and manage fine-tuning jobs");
+  jobs->require_subcommand(1);
+  CLI::App* create = jobs->add_subcommand("create", "create a fine-tuning job");
+  std::string model = "tiny-gpt", train, validation, request_id;
+  double split = -1;
+  int epochs = 0, batch = 0, max_seq_len = 0, warmup = -1, log_every = 0, priority = 0;
+  double lr = 0;
+  int64_t seed = -1;
+  std::vector<std::string> labels;
+  bool follow = false;
+  create->add_option("--model", model, "base model")->capture_default_str();
+  create->add_option("--training-dataset", train, "datasets/ID")->required();
+  create->add_option("--validation-dataset", validation, "datasets/ID");
+  create->add_option("--validation-split", split, "fraction held out (default 0.1)");
+  create->add_option("--epochs", epochs, "default 3");
+  create->add_option("--batch-size", batch, "default 8");
+  create->add_option("--learning-rate", lr, "default 1e-4");
+  create->add_option("--warmup-steps", warmup, "default 0");
+  create->add_option("--max-seq-len", max_seq_len, "default: the model's context");
+  create->add_option("--seed", seed, "default 42");
+  create->add_option("--log-every", log_every, "metrics every N steps (default 5)");
+  create->add_option("--priority", priority, "higher runs first");
+  create->add_option("--label", labels, "key=value, repeatable");
+  create->add_option("--request-id", request_id, "idempotency key for retries");
+  create->add_flag("--follow", follow, "watch the job until it ends");
+  create->callback([&] {
+    v1::Job job;
+    job.set_base_model(Name("models", model));
+    job.set_training_dataset(Name("datasets", train));
+    if (!validation.empty()) job.set_validation_dataset(Name("datasets", validation));
+    if (split >= 0) job.set_validation_split(split);
+    v1::Hyperparameters* h = job.mutable_hyperparameters();
+    h->set_epochs(epochs);
+    h->set_batch_size(batch);
+    h->set_learning_rate(lr);
+    if (warmup >= 0) h->set_warmup_steps(warmup);
+    h->set_max_seq_len(max_seq_len);
+    if (seed >= 0) h->set_seed(static_cast<uint64_t>(seed));
+    h->set_log_every_steps(log_every);
+    job.set_priority(priority);
+    job.set_request_id(request_id);
+    for (const std::string& l : labels) {
+      size_t eq = l.find('=');
+      if (eq == std::string::npos) throw CLI::ValidationError("--label", "expected key=value");
+      (*job.mutable_labels())[l.substr(0, eq)] = l.substr(eq + 1);
+    }
+    code = Client(g).CreateJob(job, follow);
+  });
+  std::string state, label;
+  int64_t after = 0;
+  CLI::App* jget = jobs->add_subcommand("get", "show a job's state and progress");
+  jget->add_option("ID", id)->required();
+  jget->callback(run([&](Client c) { return c.GetJob(id); }));
+  CLI::App* jlist = jobs->add_subcommand("list", "list jobs, newest first");
+  jlist->add_option("--state", state, "QUEUED, RUNNING, SUCCEEDED, FAILED, CANCELLED, PAUSED");
+  jlist->add_option("--label", label, "key=value");
+  jlist->callback(run([&](Client c) { return c.ListJobs(state, label); }));
+  CLI::App* cancel = jobs->add_subcommand("cancel", "cancel a job");
+  cancel->add_option("ID", id)->required();
+  cancel->callback(run([&](Client c) { return c.CancelJob(id); }));
+  CLI::App* watch = jobs->add_subcommand("watch", "stream a job's events until it ends");
+  watch->add_option("ID", id)->required();
+  watch->add_option("--after", after, "start after this event sequence number");
+  watch->callback(run([&](Client c) { return c.Watch(id, after); }));
+
+  try {
+    app.parse(argc, argv);
+  } catch (const CLI::ParseError& e) {
+    int rc = app.exit(e);
+    return rc == 0 ? 0 : 2;
+  }
+  return code;
+}
+
+}  // namespace tuneforge::cli
+
+int main(int argc, char** argv) { return tuneforge::cli::Main(argc, argv); }

@@ -1,0 +1,35 @@
+#!/usr/bin/env bash
+# Installs every Debian package that Tuneforge's build, tests and demo need.
+# Idempotent: when all packages are present it does nothing (not even apt-get update).
+set -euo pipefail
+
+PACKAGES=(
+  # toolchain
+  build-essential cmake ninja-build ccache pkg-config git
+  # RPC
+  libgrpc++-dev protobuf-compiler-grpc libprotobuf-dev protobuf-compiler
+  # core libraries
+  libabsl-dev libspdlog-dev libfmt-dev nlohmann-json3-dev libsqlite3-dev libcli11-dev
+  libsimdjson-dev
+  # training engine: libtorch (CPU) and a fast BLAS for its matrix products
+  libtorch-dev libopenblas0-pthread
+  # tests
+  libgtest-dev libgmock-dev python3 sqlite3 procps
+)
+
+missing=()
+for p in "${PACKAGES[@]}"; do
+  if ! dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed"; then
+    missing+=("$p")
+  fi
+done
+
+if [ ${#missing[@]} -eq 0 ]; then
+  exit 0
+fi
+
+SUDO=""
+if [ "$(id -u)" -ne 0 ]; then SUDO="sudo"; fi
+echo "install-deps: installing ${missing[*]}"
+$SUDO apt-get update -qq
+DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}"

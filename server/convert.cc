@@ -1,0 +1,321 @@
+#include "server/convert.h"
+
+#include <google/protobuf/util/time_util.h>
+
+#include "absl/strings/match.h"
+#include "absl/strings/str_cat.h"
+
+namespace tuneforge {
+namespace {
+
+using google::protobuf::util::TimeUtil;
+
+google::protobuf::Timestamp Ts(int64_t ms) { return TimeUtil::MillisecondsToTimestamp(ms); }
+
+bool ValidId(std::string_view id) {
+  if (id.empty() || id.size() > 63) return false;
+  for (char c : id) {
+    if (!((c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '-')) return false;
+  }
+  return true;
+}
+
+absl::Status OutOfRange(const char* field, const char* bounds) {
+  return absl::InvalidArgumentError(absl::StrCat("job.hyperparameters.", field, ": must be ",
+                                                 bounds));
+}
+
+}  // namespace
+
+absl::StatusOr<std::string> IdFromName(const std::string& name, const std::string& collection,
+                                       const std::string& field) {
+  const std::string prefix = collection + "/";
+  std::string id = absl::StartsWith(name, prefix) ? name.substr(prefix.size()) : name;
+  if (!ValidId(id)) {
+    return absl::InvalidArgumentError(absl::StrCat(field, ": '", name, "' is not a valid ",
+                                                   collection, " name; expected '", collection,
+                                                   "/{id}' with id of [a-z0-9-]"));
+  }
+  return id;
+}
+
+DatasetFormat FromProto(v1::DatasetFormat f) {
+  switch (f) {
+    case v1::DATASET_FORMAT_PROMPT_COMPLETION: return DatasetFormat::kPromptCompletion;
+    case v1::DATASET_FORMAT_CHAT: return DatasetFormat::kChat;
+    case v1::DATASET_FORMAT_TEXT: return DatasetFormat::kText;
+    default: return DatasetFormat::kUnspecified;
+  }
+}
+
+v1::ValidationReport ToProto(const DatasetReport& r) {
+  v1::ValidationReport out;
+  switch (r.format) {
+    case DatasetFormat::kPromptCompletion:
+      out.set_format(v1::DATASET_FORMAT_PROMPT_COMPLETION);
+      break;
+    case DatasetFormat::kChat: out.set_format(v1::DATASET_FORMAT_CHAT); break;
+    case DatasetFormat::kText: out.set_format(v1::DATASET_FORMAT_TEXT); break;
+    case DatasetFormat::kUnspecified: break;
+  }
+  out.set_example_count(r.example_count);
+  out.set_token_estimate(r.token_estimate);
+  out.set_error_count(r.error_count);
+  out.set_warning_count(r.warning_count);
+  for (const DatasetProblem& p : r.problems) {
+    v1::DatasetProblem* q = out.add_problems();
+    q->set_code(p.code);
+    q->set_severity(p.severity == Severity::kError ? v1::PROBLEM_SEVERITY_ERROR
+                                                   : v1::PROBLEM_SEVERITY_WARNING);
+    q->set_record(p.record);
+    q->set_line(p.line);
+    q->set_column(p.column);
+    q->set_field(p.field);
+    q->set_message(p.message);
+  }
+  return out;
+}
+
+v1::Dataset ToProto(const DatasetRecord& d) {
+  v1::Dataset out;
+  out.set_name(absl::StrCat("datasets/", d.id));
+  out.set_display_name(d.display_name);
+  out.set_state(d.state == DatasetState::kReady ? v1::DATASET_STATE_READY
+                                                : v1::DATASET_STATE_INVALID);
+  out.set_size_bytes(d.size_bytes);
+  out.set_sha256(d.sha256);
+  *out.mutable_create_time() = Ts(d.create_time_ms);
+  *out.mutable_report() = ToProto(d.report);
+  return out;
+}
+
+v1::Model ToProto(const ModelInfo& m) {
+  v1::Model out;
+  out.set_name(absl::StrCat("models/", m.id));
+  out.set_display_name(m.display_name);
+  out.set_source(v1::MODEL_SOURCE_PRESET);
+  out.set_architecture(m.architecture);
+  out.set_parameter_count(m.parameter_count);
+  out.set_context_length(m.context_length);
+  out.set_vocab_size(m.vocab_size);
+  out.set_tokenizer(m.tokenizer);
+  return out;
+}
+
+v1::JobState ToProto(JobState s) { return static_cast<v1::JobState>(static_cast<int>(s)); }
+JobState FromProto(v1::JobState s) { return static_cast<JobState>(static_cast<int>(s)); }
+
+absl::StatusOr<JobSpec> JobSpecFromProto(const v1::Job& job) {
+  JobSpec spec;
+  auto model = IdFromName(job.base_model(), "models", "job.base_model");
+  if (!model.ok()) return model.status();
+  spec.base_model = *model;
+  auto train = IdFromName(job.training_dataset(), "datasets", "job.training_dataset");
+  if (!train.ok()) return train.status();
+  spec.training_dataset = *train;
+  if (!job.validation_dataset().empty()) {
+    auto val = IdFromName(job.validation_dataset(), "datasets", "job.validation_dataset");
+    if (!val.ok()) return val.status();
+    spec.validation_dataset = *val;
+    if (job.has_validation_split()) {
+      return absl::InvalidArgumentError(
+          "job.validation_split: set either a validation dataset or a split, not both");
+    }
+    spec.validation_split = 0;
+  } else if (job.has_validation_split()) {
+    if (!(job.validation_split() >= 0 && job.validation_split() < 1)) {
+      return absl::InvalidArgumentError("job.validation_split: must be in [0, 1)");
+    }
+    spec.validation_split = job.validation_split();
+  }
+  if (job.method() == v1::TRAINING_METHOD_LORA) {
+    return absl::UnimplementedError("job.method: LoRA is not implemented yet; use FULL");
+  }
+
+  const v1::Hyperparameters& h = job.hyperparameters();
+  Hyperparameters& out = spec.hyperparameters;
+  if (h.epochs() != 0) out.epochs = h.epochs();
+  if (out.epochs < 1 || out.epochs > 1000) return OutOfRange("epochs", "in [1, 1000]");
+  if (h.batch_size() != 0) out.batch_size = h.batch_size();
+  if (out.batch_size < 1 || out.batch_size > 4096) return OutOfRange("batch_size", "in [1, 4096]");
+  if (h.learning_rate() != 0) out.learning_rate = h.learning_rate();
+  if (!(out.learning_rate > 0 && out.learning_rate <= 1)) {
+    return OutOfRange("learning_rate", "in (0, 1]");
+  }
+  if (h.has_warmup_steps()) out.warmup_steps = h.warmup_steps();
+  if (out.warmup_steps < 0) return OutOfRange("warmup_steps", ">= 0");
+  switch (h.schedule()) {
+    case v1::LEARNING_RATE_SCHEDULE_LINEAR: out.schedule = "linear"; break;
+    case v1::LEARNING_RATE_SCHEDULE_CONSTANT: out.schedule = "constant"; break;
+    default: out.schedule = "cosine"; break;
+  }
+  if (h.has_weight_decay()) out.weight_decay = h.weight_decay();
+  if (!(out.weight_decay >= 0 && out.weight_decay <= 1)) {
+    return OutOfRange("weight_decay", "in [0, 1]");
+  }
+  out.max_seq_len = h.max_seq_len();
+  if (out.max_seq_len < 0 || out.max_seq_len > 1 << 20) {
+    return OutOfRange("max_seq_len", "in [0, 1048576] (0: the model's context length)");
+  }
+  if (h.gradient_accumulation_steps() != 0) {
+    out.gradient_accumulation_steps = h.gradient_accumulation_steps();
+  }
+  if (out.gradient_accumulation_steps < 1 || out.gradient_accumulation_steps > 1024) {
+    return OutOfRange("gradient_accumulation_steps", "in [1, 1024]");
+  }
+  if (h.has_seed()) out.seed = h.seed();
+  if (h.log_every_steps() != 0) out.log_every_steps = h.log_every_steps();
+  if (out.log_every_steps < 1) return OutOfRange("log_every_steps", ">= 1");
+  out.eval_every_steps = h.eval_every_steps();
+  if (out.eval_every_steps < 0) return OutOfRange("eval_every_steps", ">= 0");
+  out.checkpoint_every_steps = h.checkpoint_every_steps();
+  if (out.checkpoint_every_steps < 0) return OutOfRange("checkpoint_every_steps", ">= 0");
+  if (h.has_grad_clip()) out.grad_clip = h.grad_clip();
+  if (!(out.grad_clip >= 0)) return OutOfRange("grad_clip", ">= 0 (0 turns clipping off)");
+
+  if (job.suffix().size() > 64) return absl::InvalidArgumentError("job.suffix: at most 64 bytes");
+  spec.suffix = job.suffix();
+  spec.priority = job.priority();
+  if (job.labels_size() > 64) return absl::InvalidArgumentError("job.labels: at most 64 labels");
+  for (const auto& [k, v] : job.labels()) {
+    if (!ValidId(k) || v.size() > 63) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "job.labels: key '", k, "' must be 1-63 characters of [a-z0-9-], values at most 63"));
+    }
+    spec.labels[k] = v;
+  }
+  if (job.request_id().size() > 128) {
+    return absl::InvalidArgumentError("job.request_id: at most 128 bytes");
+  }
+  spec.request_id = job.request_id();
+  return spec;
+}
+
+v1::Job ToProto(const Job& job) {
+  v1::Job out;
+  out.set_name(absl::StrCat("jobs/", job.id));
+  out.set_base_model(absl::StrCat("models/", job.spec.base_model));
+  out.set_training_dataset(absl::StrCat("datasets/", job.spec.training_dataset));
+  if (!job.spec.validation_dataset.empty()) {
+    out.set_validation_dataset(absl::StrCat("datasets/", job.spec.validation_dataset));
+  } else {
+    out.set_validation_split(job.spec.validation_split);
+  }
+  const Hyperparameters& h = job.spec.hyperparameters;
+  v1::Hyperparameters* p = out.mutable_hyperparameters();
+  p->set_epochs(h.epochs);
+  p->set_batch_size(h.batch_size);
+  p->set_learning_rate(h.learning_rate);
+  p->set_warmup_steps(h.warmup_steps);
+  p->set_schedule(h.schedule == "linear"     ? v1::LEARNING_RATE_SCHEDULE_LINEAR
+                  : h.schedule == "constant" ? v1::LEARNING_RATE_SCHEDULE_CONSTANT
+                                             : v1::LEARNING_RATE_SCHEDULE_COSINE);
+  p->set_weight_decay(h.weight_decay);
+  p->set_max_seq_len(h.max_seq_len);
+  p->set_gradient_accumulation_steps(h.gradient_accumulation_steps);
+  p->set_seed(h.seed);
+  p->set_log_every_steps(h.log_every_steps);
+  p->set_eval_every_steps(h.eval_every_steps);
+  p->set_checkpoint_every_steps(h.checkpoint_every_steps);
+  p->set_grad_clip(h.grad_clip);
+  out.set_method(v1::TRAINING_METHOD_FULL);
+  out.set_suffix(job.spec.suffix);
+  out.set_priority(job.spec.priority);
+  for (const auto& [k, v] : job.spec.labels) (*out.mutable_labels())[k] = v;
+  out.set_request_id(job.spec.request_id);
+
+  out.set_state(ToProto(job.state));
+  *out.mutable_create_time() = Ts(job.create_time_ms);
+  if (job.start_time_ms) *out.mutable_start_time() = Ts(job.start_time_ms);
+  if (job.end_time_ms) *out.mutable_end_time() = Ts(job.end_time_ms);
+  v1::JobProgress* g = out.mutable_progress();
+  g->set_epoch(job.progress.epoch);
+  g->set_total_epochs(job.progress.total_epochs);
+  g->set_step(job.progress.step);
+  g->set_total_steps(job.progress.total_steps);
+  g->set_tokens_seen(job.progress.tokens_seen);
+  g->set_train_loss(job.progress.train_loss);
+  g->set_validation_loss(job.progress.validation_loss);
+  g->set_has_validation_loss(job.progress.has_validation_loss);
+  g->set_tokens_per_second(job.progress.tokens_per_second);
+  g->set_eta_seconds(job.progress.eta_seconds);
+  out.set_attempt(job.attempt);
+  out.set_max_attempts(job.max_attempts);
+  out.set_error(job.error);
+  if (!job.worker.empty()) out.set_worker(absl::StrCat("workers/", job.worker));
+  out.set_train_examples(job.train_examples);
+  out.set_validation_examples(job.validation_examples);
+  return out;
+}
+
+v1::JobEvent ToProto(const Event& e) {
+  v1::JobEvent out;
+  out.set_job(absl::StrCat("jobs/", e.job_id));
+  out.set_sequence(e.sequence);
+  *out.mutable_time() = Ts(e.time_ms);
+  if (const auto* s = std::get_if<StateChangeEvent>(&e.payload)) {
+    v1::StateChange* p = out.mutable_state_change();
+    p->set_from(ToProto(s->from));
+    p->set_to(ToProto(s->to));
+    p->set_reason(s->reason);
+  } else if (const auto* m = std::get_if<MetricsEvent>(&e.payload)) {
+    v1::TrainingMetrics* p = out.mutable_metrics();
+    p->set_epoch(m->epoch);
+    p->set_step(m->step);
+    p->set_total_steps(m->total_steps);
+    p->set_loss(m->loss);
+    p->set_learning_rate(m->learning_rate);
+    p->set_grad_norm(m->grad_norm);
+    p->set_tokens_per_second(m->tokens_per_second);
+    p->set_tokens_seen(m->tokens_seen);
+    p->set_epoch_progress(m->epoch_progress);
+    p->set_eta_seconds(m->eta_seconds);
+  } else if (const auto* v = std::get_if<EvaluationEvent>(&e.payload)) {
+    v1::Evaluation* p = out.mutable_evaluation();
+    p->set_epoch(v->epoch);
+    p->set_step(v->step);
+    p->set_validation_loss(v->validation_loss);
+    p->set_perplexity(v->perplexity);
+    p->set_token_accuracy(v->token_accuracy);
+  } else if (const auto* s = std::get_if<SampleEvent>(&e.payload)) {
+    v1::SampleCompletion* p = out.mutable_sample();
+    p->set_prompt(s->prompt);
+    p->set_completion(s->completion);
+    p->set_step(s->step);
+  } else if (const auto* l = std::get_if<LogEvent>(&e.payload)) {
+    out.mutable_log()->set_level(l->level);
+    out.mutable_log()->set_message(l->message);
+  }
+  return out;
+}
+
+absl::StatusOr<Event> EventFromProto(const v1::JobEvent& e) {
+  Event out;
+  switch (e.payload_case()) {
+    case v1::JobEvent::kMetrics: {
+      const v1::TrainingMetrics& m = e.metrics();
+      out.payload = MetricsEvent{m.epoch(), m.step(), m.total_steps(), m.loss(),
+                                 m.learning_rate(), m.grad_norm(), m.tokens_per_second(),
+                                 m.tokens_seen(), m.epoch_progress(), m.eta_seconds()};
+      break;
+    }
+    case v1::JobEvent::kEvaluation: {
+      const v1::Evaluation& v = e.evaluation();
+      out.payload = EvaluationEvent{v.epoch(), v.step(), v.validation_loss(), v.perplexity(),
+                                    v.token_accuracy()};
+      break;
+    }
+    case v1::JobEvent::kSample:
+      out.payload = SampleEvent{e.sample().prompt(), e.sample().completion(), e.sample().step()};
+      break;
+    case v1::JobEvent::kLog:
+      out.payload = LogEvent{e.log().level(), e.log().message()};
+      break;
+    default:
+      return absl::InvalidArgumentError(
+          "event.payload: workers report metrics, evaluation, sample or log events");
+  }
+  return out;
+}
+
+}  // namespace tuneforge

@@ -1,0 +1,148 @@
+// DatasetService: streamed uploads and the dataset catalogue.
+#include "absl/strings/str_cat.h"
+#include "server/convert.h"
+#include "server/grpc_status.h"
+#include "server/services.h"
+
+namespace tuneforge {
+
+grpc::ServerUnaryReactor* FinishNow(grpc::CallbackServerContext* ctx, const absl::Status& status) {
+  grpc::ServerUnaryReactor* reactor = ctx->DefaultReactor();
+  reactor->Finish(ToGrpc(status));
+  return reactor;
+}
+
+int PageSize(int requested, int default_size, int max_size) {
+  if (requested <= 0) return default_size;
+  return std::min(requested, max_size);
+}
+
+namespace {
+
+// Reads metadata, then chunks into a DatasetUpload; at the end of the stream
+// stores (or, for a dry run, only validates) the dataset.
+class UploadReactor : public grpc::ServerReadReactor<v1::UploadDatasetRequest> {
+ public:
+  UploadReactor(grpc::CallbackServerContext* ctx, DatasetCatalog* catalog, v1::Dataset* stored,
+                v1::ValidateDatasetResponse* validated)
+      : ctx_(ctx), catalog_(catalog), stored_(stored), validated_(validated) {
+    StartRead(&request_);
+  }
+
+  void OnReadDone(bool ok) override {
+    if (!ok) {
+      Complete();
+      return;
+    }
+    absl::Status s = Consume();
+    if (!s.ok()) {
+      upload_.reset();  // removes the partial blob
+      Finish(ToGrpc(s));
+      return;
+    }
+    StartRead(&request_);
+  }
+
+  void OnDone() override { delete this; }
+
+ private:
+  absl::Status Consume() {
+    if (!upload_) {
+      if (!request_.has_metadata()) {
+        return absl::InvalidArgumentError(
+            "the first message of an upload must carry metadata, not a chunk");
+      }
+      const v1::UploadDatasetMetadata& m = request_.metadata();
+      if (m.size_bytes() <= 0) {
+        return absl::InvalidArgumentError(
+            "metadata.size_bytes: required, so that a stream cut short is never stored");
+      }
+      if (m.display_name().size() > 256) {
+        return absl::InvalidArgumentError("metadata.display_name: at most 256 bytes");
+      }
+      auto upload = catalog_->StartUpload(
+          UploadMetadata{m.display_name(), FromProto(m.format()), m.size_bytes(), m.sha256()});
+      if (!upload.ok()) return upload.status();
+      upload_ = std::move(*upload);
+      return absl::OkStatus();
+    }
+    if (request_.data_case() != v1::UploadDatasetRequest::kChunk) {
+      return absl::InvalidArgumentError("after the metadata, every message must be a chunk");
+    }
+    return upload_->Append(request_.chunk());
+  }
+
+  void Complete() {
+    if (ctx_->IsCancelled()) {
+      upload_.reset();
+      Finish(grpc::Status(grpc::StatusCode::CANCELLED, "upload cancelled; nothing was stored"));
+      return;
+    }
+    if (!upload_) {
+      Finish(grpc::Status(grpc::StatusCode::INVALID_ARGUMENT, "the upload stream was empty"));
+      return;
+    }
+    absl::Status status;
+    if (stored_ != nullptr) {
+      absl::StatusOr<DatasetRecord> d = upload_->Finish();
+      status = d.status();
+      if (d.ok()) *stored_ = ToProto(*d);
+    } else {
+      absl::StatusOr<DatasetReport> r = upload_->Validate();
+      status = r.status();
+      if (r.ok()) *validated_->mutable_report() = ToProto(*r);
+    }
+    upload_.reset();
+    Finish(ToGrpc(status));
+  }
+
+  grpc::CallbackServerContext* ctx_;
+  DatasetCatalog* catalog_;
+  v1::Dataset* stored_;
+  v1::ValidateDatasetResponse* validated_;
+  v1::UploadDatasetRequest request_;
+  std::unique_ptr<DatasetUpload> upload_;
+};
+
+}  // namespace
+
+grpc::ServerReadReactor<v1::UploadDatasetRequest>* DatasetServiceImpl::UploadDataset(
+    grpc::CallbackServerContext* ctx, v1::Dataset* response) {
+  return new UploadReactor(ctx, catalog_, response, nullptr);
+}
+
+grpc::ServerReadReactor<v1::UploadDatasetRequest>* DatasetServiceImpl::ValidateDataset(
+    grpc::CallbackServerContext* ctx, v1::ValidateDatasetResponse* response) {
+  return new UploadReactor(ctx, catalog_, nullptr, response);
+}
+
+grpc::ServerUnaryReactor* DatasetServiceImpl::GetDataset(grpc::CallbackServerContext* ctx,
+                                                         const v1::GetDatasetRequest* request,
+                                                         v1::Dataset* response) {
+  absl::StatusOr<std::string> id = IdFromName(request->name(), "datasets", "name");
+  if (!id.ok()) return FinishNow(ctx, id.status());
+  absl::StatusOr<DatasetRecord> d = catalog_->Get(*id);
+  if (d.ok()) *response = ToProto(*d);
+  return FinishNow(ctx, d.status());
+}
+
+grpc::ServerUnaryReactor* DatasetServiceImpl::ListDatasets(grpc::CallbackServerContext* ctx,
+                                                           const v1::ListDatasetsRequest* request,
+                                                           v1::ListDatasetsResponse* response) {
+  const int size = PageSize(request->page_size(), 50, 1000);
+  absl::StatusOr<std::vector<DatasetRecord>> page = catalog_->List(request->page_token(), size);
+  if (!page.ok()) return FinishNow(ctx, page.status());
+  for (const DatasetRecord& d : *page) *response->add_datasets() = ToProto(d);
+  if (static_cast<int>(page->size()) == size) response->set_next_page_token(page->back().id);
+  return FinishNow(ctx, absl::OkStatus());
+}
+
+grpc::ServerUnaryReactor* DatasetServiceImpl::DeleteDataset(grpc::CallbackServerContext* ctx,
+                                                            const v1::DeleteDatasetRequest* request,
+                                                            v1::DeleteDatasetResponse* response) {
+  absl::StatusOr<std::string> id = IdFromName(request->name(), "datasets", "name");
+  if (!id.ok()) return FinishNow(ctx, id.status());
+  return FinishNow(ctx, catalog_->Delete(*id));
+}
+
+}  // namespace tuneforge

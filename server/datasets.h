@@ -1,0 +1,82 @@
+// Dataset ingestion and the dataset catalogue, with no RPC types.
+//
+// An upload streams into the blob store (content-addressed, so identical
+// bytes are stored once), is parsed and validated, and becomes a dataset row
+// that is READY or INVALID with its report. A broken or oversized stream
+// leaves nothing behind.
+//
+//   auto upload = catalog.StartUpload({"hr.json", DatasetFormat::kUnspecified});
+//   RETURN_IF_ERROR((*upload)->Append(chunk));   // as chunks arrive
+//   ASSIGN_OR_RETURN(DatasetRecord d, (*upload)->Finish());
+//
+// Thread-safe: DatasetCatalog may be used from any thread; each DatasetUpload
+// belongs to one stream.
+#ifndef TUNEFORGE_SERVER_DATASETS_H_
+#define TUNEFORGE_SERVER_DATASETS_H_
+
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "common/blob_store.h"
+#include "server/records.h"
+#include "server/store.h"
+
+namespace tuneforge {
+
+struct UploadMetadata {
+  std::string display_name;  // e.g. "hr.json"
+  DatasetFormat format = DatasetFormat::kUnspecified;
+  int64_t size_bytes = 0;  // 0: unknown; else checked at the end
+  std::string sha256;      // "": unknown; else checked at the end
+};
+
+class DatasetCatalog;
+
+class DatasetUpload {
+ public:
+  // RESOURCE_EXHAUSTED once the stream passes the size limit.
+  absl::Status Append(std::string_view chunk);
+  // Checks size and digest, stores the blob and the dataset row.
+  absl::StatusOr<DatasetRecord> Finish();
+  // Validates without storing anything (a dry run).
+  absl::StatusOr<DatasetReport> Validate();
+
+ private:
+  friend class DatasetCatalog;
+  DatasetUpload(DatasetCatalog* catalog, UploadMetadata metadata,
+                std::unique_ptr<BlobWriter> writer)
+      : catalog_(catalog), metadata_(std::move(metadata)), writer_(std::move(writer)) {}
+  absl::Status CheckSize() const;
+
+  DatasetCatalog* catalog_;
+  UploadMetadata metadata_;
+  std::unique_ptr<BlobWriter> writer_;
+};
+
+class DatasetCatalog {
+ public:
+  DatasetCatalog(Store* store, BlobStore* blobs, int64_t max_upload_bytes)
+      : store_(store), blobs_(blobs), max_upload_bytes_(max_upload_bytes) {}
+
+  absl::StatusOr<std::unique_ptr<DatasetUpload>> StartUpload(UploadMetadata metadata);
+  absl::StatusOr<DatasetRecord> Get(const std::string& id) { return store_->GetDataset(id); }
+  absl::StatusOr<std::vector<DatasetRecord>> List(const std::string& after_id, int limit) {
+    return store_->ListDatasets(after_id, limit);
+  }
+  // FAILED_PRECONDITION while an active job uses it; removes the blob when no
+  // other dataset shares it.
+  absl::Status Delete(const std::string& id);
+  int64_t max_upload_bytes() const { return max_upload_bytes_; }
+
+ private:
+  friend class DatasetUpload;
+  Store* const store_;
+  BlobStore* const blobs_;
+  const int64_t max_upload_bytes_;
+};
+
+}  // namespace tuneforge
+
+#endif  // TUNEFORGE_SERVER_DATASETS_H_

@@ -1,0 +1,208 @@
+// JobService: creating, reading, cancelling and watching fine-tuning jobs.
+#include <deque>
+#include <mutex>
+
+#include "absl/strings/numbers.h"
+#include "server/convert.h"
+#include "server/grpc_status.h"
+#include "server/services.h"
+
+namespace tuneforge {
+namespace {
+
+// Streams a job's events: first those after `after_sequence`, then each new
+// one as it is committed, and finishes once the job has ended and its last
+// event was sent. Reads from the store at the client's pace, at most
+// kBatch events ahead, so a slow watcher holds no more than that in memory
+// and never slows down the job.
+class WatchReactor : public grpc::ServerWriteReactor<v1::JobEvent> {
+ public:
+  static constexpr int kBatch = 64;
+
+  WatchReactor(Scheduler* scheduler, std::string job_id, int64_t after_sequence)
+      : scheduler_(scheduler),
+        job_id_(std::move(job_id)),
+        fetched_after_(after_sequence),
+        shared_(std::make_shared<Shared>()) {
+    shared_->reactor = this;
+    subscription_ = scheduler_->Subscribe(job_id_, [shared = shared_] {
+      std::lock_guard<std::recursive_mutex> lock(shared->mu);
+      if (shared->reactor != nullptr) shared->reactor->Pump();
+    });
+    std::lock_guard<std::recursive_mutex> lock(shared_->mu);
+    Pump();
+  }
+
+  void OnWriteDone(bool ok) override {
+    std::lock_guard<std::recursive_mutex> lock(shared_->mu);
+    writing_ = false;
+    if (!ok) {
+      Done(grpc::Status(grpc::StatusCode::UNAVAILABLE, "the stream broke; watch again"));
+      return;
+    }
+    Pump();
+  }
+
+  void OnCancel() override {
+    std::lock_guard<std::recursive_mutex> lock(shared_->mu);
+    if (!writing_) Done(grpc::Status::CANCELLED);
+  }
+
+  void OnDone() override {
+    {
+      std::lock_guard<std::recursive_mutex> lock(shared_->mu);
+      shared_->reactor = nullptr;
+    }
+    scheduler_->Unsubscribe(subscription_);
+    delete this;
+  }
+
+ private:
+  struct Shared {
+    std::recursive_mutex mu;  // reactions may arrive while Pump() runs
+    WatchReactor* reactor = nullptr;
+  };
+
+  // Called with shared_->mu held.
+  void Pump() {
+    if (writing_ || finished_) return;
+    if (pending_.empty()) {
+      absl::StatusOr<std::vector<Event>> events =
+          scheduler_->ListEvents(job_id_, fetched_after_, kBatch);
+      if (!events.ok()) {
+        Done(ToGrpc(events.status()));
+        return;
+      }
+      for (const Event& e : *events) {
+        pending_.push_back(ToProto(e));
+        fetched_after_ = e.sequence;
+      }
+    }
+    if (!pending_.empty()) {
+      current_ = std::move(pending_.front());
+      pending_.pop_front();
+      writing_ = true;
+      StartWrite(&current_);
+      return;
+    }
+    absl::StatusOr<Job> job = scheduler_->GetJob(job_id_);
+    if (!job.ok()) {
+      Done(ToGrpc(job.status()));
+    } else if (IsTerminal(job->state) && job->last_sequence <= fetched_after_) {
+      Done(grpc::Status::OK);
+    }
+  }
+
+  void Done(const grpc::Status& status) {
+    if (finished_) return;
+    finished_ = true;
+    Finish(status);
+  }
+
+  Scheduler* const scheduler_;
+  const std::string job_id_;
+  int64_t fetched_after_;
+  std::shared_ptr<Shared> shared_;
+  uint64_t subscription_ = 0;
+  std::deque<v1::JobEvent> pending_;
+  v1::JobEvent current_;
+  bool writing_ = false;
+  bool finished_ = false;
+};
+
+}  // namespace
+
+grpc::ServerUnaryReactor* JobServiceImpl::CreateJob(grpc::CallbackServerContext* ctx,
+                                                    const v1::CreateJobRequest* request,
+                                                    v1::Job* response) {
+  absl::StatusOr<JobSpec> spec = JobSpecFromProto(request->job());
+  if (!spec.ok()) return FinishNow(ctx, spec.status());
+  absl::StatusOr<Job> job = scheduler_->CreateJob(*std::move(spec));
+  if (job.ok()) *response = ToProto(*job);
+  return FinishNow(ctx, job.status());
+}
+
+grpc::ServerUnaryReactor* JobServiceImpl::GetJob(grpc::CallbackServerContext* ctx,
+                                                 const v1::GetJobRequest* request,
+                                                 v1::Job* response) {
+  absl::StatusOr<std::string> id = IdFromName(request->name(), "jobs", "name");
+  if (!id.ok()) return FinishNow(ctx, id.status());
+  absl::StatusOr<Job> job = scheduler_->GetJob(*id);
+  if (job.ok()) *response = ToProto(*job);
+  return FinishNow(ctx, job.status());
+}
+
+grpc::ServerUnaryReactor* JobServiceImpl::ListJobs(grpc::CallbackServerContext* ctx,
+                                                   const v1::ListJobsRequest* request,
+                                                   v1::ListJobsResponse* response) {
+  JobFilter filter;
+  if (request->state() != v1::JOB_STATE_UNSPECIFIED) filter.state = FromProto(request->state());
+  if (!request->label().empty()) {
+    size_t eq = request->label().find('=');
+    if (eq == std::string::npos) {
+      return FinishNow(ctx, absl::InvalidArgumentError("label: expected key=value"));
+    }
+    filter.label_key = request->label().substr(0, eq);
+    filter.label_value = request->label().substr(eq + 1);
+    if (!IdFromName(filter.label_key, "labels", "label").ok()) {
+      return FinishNow(ctx, absl::InvalidArgumentError("label: key must be of [a-z0-9-]"));
+    }
+  }
+  const int size = PageSize(request->page_size(), 50, 1000);
+  absl::StatusOr<std::vector<Job>> jobs = scheduler_->ListJobs(filter, request->page_token(), size);
+  if (!jobs.ok()) return FinishNow(ctx, jobs.status());
+  for (const Job& job : *jobs) *response->add_jobs() = ToProto(job);
+  if (static_cast<int>(jobs->size()) == size) response->set_next_page_token(jobs->back().id);
+  return FinishNow(ctx, absl::OkStatus());
+}
+
+grpc::ServerUnaryReactor* JobServiceImpl::CancelJob(grpc::CallbackServerContext* ctx,
+                                                    const v1::CancelJobRequest* request,
+                                                    v1::Job* response) {
+  absl::StatusOr<std::string> id = IdFromName(request->name(), "jobs", "name");
+  if (!id.ok()) return FinishNow(ctx, id.status());
+  absl::StatusOr<Job> job = scheduler_->CancelJob(*id);
+  if (job.ok()) *response = ToProto(*job);
+  return FinishNow(ctx, job.status());
+}
+
+grpc::ServerWriteReactor<v1::JobEvent>* JobServiceImpl::WatchJob(
+    grpc::CallbackServerContext* ctx, const v1::WatchJobRequest* request) {
+  absl::StatusOr<std::string> id = IdFromName(request->name(), "jobs", "name");
+  absl::Status status = id.status();
+  if (status.ok()) status = scheduler_->GetJob(*id).status();
+  if (!status.ok()) {
+    class Failed : public grpc::ServerWriteReactor<v1::JobEvent> {
+     public:
+      explicit Failed(const grpc::Status& s) { Finish(s); }
+      void OnDone() override { delete this; }
+    };
+    return new Failed(ToGrpc(status));
+  }
+  return new WatchReactor(scheduler_, *id, request->after_sequence());
+}
+
+grpc::ServerUnaryReactor* JobServiceImpl::ListJobEvents(grpc::CallbackServerContext* ctx,
+                                                        const v1::ListJobEventsRequest* request,
+                                                        v1::ListJobEventsResponse* response) {
+  absl::StatusOr<std::string> id = IdFromName(request->name(), "jobs", "name");
+  if (!id.ok()) return FinishNow(ctx, id.status());
+  absl::Status exists = scheduler_->GetJob(*id).status();
+  if (!exists.ok()) return FinishNow(ctx, exists);
+  int64_t after = request->after_sequence();
+  if (!request->page_token().empty()) {
+    if (!absl::SimpleAtoi(request->page_token(), &after)) {
+      return FinishNow(ctx, absl::InvalidArgumentError("page_token: not a token from this API"));
+    }
+  }
+  const int size = PageSize(request->page_size(), 100, 1000);
+  absl::StatusOr<std::vector<Event>> events = scheduler_->ListEvents(*id, after, size);
+  if (!events.ok()) return FinishNow(ctx, events.status());
+  for (const Event& e : *events) *response->add_events() = ToProto(e);
+  if (static_cast<int>(events->size()) == size) {
+    response->set_next_page_token(std::to_string(events->back().sequence));
+  }
+  return FinishNow(ctx, absl::OkStatus());
+}
+
+}  // namespace tuneforge

@@ -1,0 +1,135 @@
+#include "server/records.h"
+
+#include <nlohmann/json.hpp>
+
+namespace tuneforge {
+
+NLOHMANN_JSON_SERIALIZE_ENUM(JobState, {{JobState::kUnspecified, "UNSPECIFIED"},
+                                        {JobState::kQueued, "QUEUED"},
+                                        {JobState::kRunning, "RUNNING"},
+                                        {JobState::kSucceeded, "SUCCEEDED"},
+                                        {JobState::kFailed, "FAILED"},
+                                        {JobState::kCancelled, "CANCELLED"},
+                                        {JobState::kPaused, "PAUSED"}})
+NLOHMANN_JSON_SERIALIZE_ENUM(Severity, {{Severity::kError, "error"},
+                                        {Severity::kWarning, "warning"}})
+NLOHMANN_JSON_SERIALIZE_ENUM(DatasetFormat,
+                             {{DatasetFormat::kUnspecified, "unspecified"},
+                              {DatasetFormat::kPromptCompletion, "prompt_completion"},
+                              {DatasetFormat::kChat, "chat"},
+                              {DatasetFormat::kText, "text"}})
+
+NLOHMANN_DEFINE_TYPE_NON_INTRUSIVE_WITH_DEFAULT(DatasetProblem, code, severity, record, line,
+                                                column, field, message)
+NLOHMANN_DEFINE_TYPE_NON_INTRUSIVE_WITH_DEFAULT(DatasetReport, format, example_count,
+                                                token_estimate, error_count, warning_count,
+                                                problems)
+NLOHMANN_DEFINE_TYPE_NON_INTRUSIVE_WITH_DEFAULT(Hyperparameters, epochs, batch_size,
+                                                learning_rate, warmup_steps, schedule,
+                                                weight_decay, max_seq_len,
+                                                gradient_accumulation_steps, seed,
+                                                log_every_steps, eval_every_steps,
+                                                checkpoint_every_steps, grad_clip)
+NLOHMANN_DEFINE_TYPE_NON_INTRUSIVE_WITH_DEFAULT(JobSpec, base_model, training_dataset,
+                                                validation_dataset, validation_split,
+                                                hyperparameters, suffix, priority, labels,
+                                                request_id)
+NLOHMANN_DEFINE_TYPE_NON_INTRUSIVE_WITH_DEFAULT(JobProgress, epoch, total_epochs, step,
+                                                total_steps, tokens_seen, train_loss,
+                                                validation_loss, has_validation_loss,
+                                                tokens_per_second, eta_seconds)
+NLOHMANN_DEFINE_TYPE_NON_INTRUSIVE_WITH_DEFAULT(Job, id, spec, state, create_time_ms,
+                                                start_time_ms, end_time_ms, progress, attempt,
+                                                max_attempts, error, worker, lease,
+                                                cancel_requested, train_examples,
+                                                validation_examples, last_sequence)
+NLOHMANN_DEFINE_TYPE_NON_INTRUSIVE_WITH_DEFAULT(StateChangeEvent, from, to, reason)
+NLOHMANN_DEFINE_TYPE_NON_INTRUSIVE_WITH_DEFAULT(MetricsEvent, epoch, step, total_steps, loss,
+                                                learning_rate, grad_norm, tokens_per_second,
+                                                tokens_seen, epoch_progress, eta_seconds)
+NLOHMANN_DEFINE_TYPE_NON_INTRUSIVE_WITH_DEFAULT(EvaluationEvent, epoch, step,
+                                                validation_loss, perplexity, token_accuracy)
+NLOHMANN_DEFINE_TYPE_NON_INTRUSIVE_WITH_DEFAULT(SampleEvent, prompt, completion, step)
+NLOHMANN_DEFINE_TYPE_NON_INTRUSIVE_WITH_DEFAULT(LogEvent, level, message)
+
+namespace {
+
+using json = nlohmann::json;
+constexpr int kFormatVersion = 1;
+
+json Versioned(json j) {
+  j["v"] = kFormatVersion;
+  return j;
+}
+
+json ParseVersioned(std::string_view text, std::string_view what) {
+  json j = json::parse(text);
+  int v = j.value("v", 0);
+  if (v != kFormatVersion) {
+    throw json::other_error::create(
+        501, std::string(what) + " record has format version " + std::to_string(v) +
+                 ", this build reads version " + std::to_string(kFormatVersion),
+        nullptr);
+  }
+  return j;
+}
+
+// Payload kinds in the order of Event::payload's alternatives.
+constexpr const char* kPayloadKinds[] = {"state_change", "metrics", "evaluation", "sample",
+                                         "log"};
+
+template <size_t I = 0>
+void PayloadFromKind(const std::string& kind, const json& data, Event* event) {
+  if constexpr (I < std::variant_size_v<decltype(Event::payload)>) {
+    if (kind == kPayloadKinds[I]) {
+      event->payload = data.get<std::variant_alternative_t<I, decltype(Event::payload)>>();
+      return;
+    }
+    PayloadFromKind<I + 1>(kind, data, event);
+  } else {
+    throw json::other_error::create(502, "unknown event kind '" + kind + "'", nullptr);
+  }
+}
+
+}  // namespace
+
+bool IsTerminal(JobState s) {
+  return s == JobState::kSucceeded || s == JobState::kFailed || s == JobState::kCancelled;
+}
+
+std::string_view JobStateName(JobState s) {
+  switch (s) {
+    case JobState::kQueued: return "QUEUED";
+    case JobState::kRunning: return "RUNNING";
+    case JobState::kSucceeded: return "SUCCEEDED";
+    case JobState::kFailed: return "FAILED";
+    case JobState::kCancelled: return "CANCELLED";
+    case JobState::kPaused: return "PAUSED";
+    case JobState::kUnspecified: break;
+  }
+  return "UNSPECIFIED";
+}
+
+std::string ToJson(const DatasetReport& r) { return Versioned(json(r)).dump(); }
+
+DatasetReport DatasetReportFromJson(std::string_view text) {
+  return ParseVersioned(text, "dataset report").get<DatasetReport>();
+}
+
+std::string ToJson(const Job& job) { return Versioned(json(job)).dump(); }
+
+Job JobFromJson(std::string_view text) { return ParseVersioned(text, "job").get<Job>(); }
+
+std::string PayloadToJson(const Event& event) {
+  json j;
+  j["kind"] = kPayloadKinds[event.payload.index()];
+  std::visit([&](const auto& p) { j["data"] = p; }, event.payload);
+  return Versioned(std::move(j)).dump();
+}
+
+void PayloadFromJson(std::string_view text, Event* event) {
+  json j = ParseVersioned(text, "event");
+  PayloadFromKind(j.at("kind").get<std::string>(), j.at("data"), event);
+}
+
+}  // namespace tuneforge

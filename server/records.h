@@ -1,0 +1,157 @@
+// The scheduler's own types: datasets, jobs and events as the core sees them,
+// independent of the wire format (server/convert.h maps them to and from
+// tuneforge.v1 protos) and of storage (each serialises to versioned JSON for
+// the SQLite store, readable with the sqlite3 shell).
+//
+// Plain value types; not synchronised.
+#ifndef TUNEFORGE_SERVER_RECORDS_H_
+#define TUNEFORGE_SERVER_RECORDS_H_
+
+#include <cstdint>
+#include <map>
+#include <string>
+#include <variant>
+#include <vector>
+
+#include <nlohmann/json_fwd.hpp>
+
+#include "common/dataset.h"
+
+namespace tuneforge {
+
+// Values match tuneforge.v1.JobState.
+enum class JobState { kUnspecified = 0, kQueued = 1, kRunning = 2, kSucceeded = 3, kFailed = 4,
+                      kCancelled = 5, kPaused = 6 };
+bool IsTerminal(JobState s);
+std::string_view JobStateName(JobState s);  // "QUEUED", ...
+
+enum class DatasetState { kReady = 1, kInvalid = 2 };
+
+struct DatasetRecord {
+  std::string id;            // e.g. "d7k2m9x0qp4a"
+  std::string display_name;  // e.g. "hr.json"
+  DatasetState state = DatasetState::kReady;
+  int64_t size_bytes = 0;
+  std::string sha256;
+  int64_t create_time_ms = 0;
+  DatasetReport report;
+};
+
+// Training settings with their defaults; the RPC layer fills unset fields.
+struct Hyperparameters {
+  int epochs = 3;
+  int batch_size = 8;
+  double learning_rate = 1e-4;
+  int warmup_steps = 0;
+  std::string schedule = "cosine";  // cosine | linear | constant
+  double weight_decay = 0.01;
+  int max_seq_len = 0;              // 0: the model's context length
+  int gradient_accumulation_steps = 1;
+  uint64_t seed = 42;
+  int log_every_steps = 5;
+  int eval_every_steps = 0;
+  int checkpoint_every_steps = 0;
+  double grad_clip = 1.0;
+};
+
+struct JobSpec {
+  std::string base_model;          // model id, e.g. "tiny-gpt"
+  std::string training_dataset;    // dataset id
+  std::string validation_dataset;  // dataset id, or empty to split
+  double validation_split = 0.1;   // used when validation_dataset is empty
+  Hyperparameters hyperparameters;
+  std::string suffix;
+  int priority = 0;
+  std::map<std::string, std::string> labels;
+  std::string request_id;
+};
+
+struct JobProgress {
+  int epoch = 0;
+  int total_epochs = 0;
+  int64_t step = 0;
+  int64_t total_steps = 0;
+  int64_t tokens_seen = 0;
+  double train_loss = 0;
+  double validation_loss = 0;
+  bool has_validation_loss = false;
+  double tokens_per_second = 0;
+  double eta_seconds = 0;
+};
+
+struct Job {
+  std::string id;
+  JobSpec spec;
+  JobState state = JobState::kQueued;
+  int64_t create_time_ms = 0;
+  int64_t start_time_ms = 0;
+  int64_t end_time_ms = 0;
+  JobProgress progress;
+  int attempt = 0;        // attempts started so far
+  int max_attempts = 3;
+  std::string error;
+  std::string worker;     // worker id while running
+  std::string lease;      // fencing token of the current attempt
+  bool cancel_requested = false;
+  int64_t train_examples = 0;
+  int64_t validation_examples = 0;
+  int64_t last_sequence = 0;  // sequence of the job's latest event
+};
+
+struct StateChangeEvent {
+  JobState from = JobState::kQueued;
+  JobState to = JobState::kQueued;
+  std::string reason;
+};
+
+struct MetricsEvent {
+  int epoch = 0;
+  int64_t step = 0;
+  int64_t total_steps = 0;
+  double loss = 0;
+  double learning_rate = 0;
+  double grad_norm = 0;
+  double tokens_per_second = 0;
+  int64_t tokens_seen = 0;
+  double epoch_progress = 0;
+  double eta_seconds = 0;
+};
+
+struct EvaluationEvent {
+  int epoch = 0;
+  int64_t step = 0;
+  double validation_loss = 0;
+  double perplexity = 0;
+  double token_accuracy = 0;
+};
+
+struct SampleEvent {
+  std::string prompt;
+  std::string completion;
+  int64_t step = 0;
+};
+
+struct LogEvent {
+  std::string level;  // "info", "warning", "error"
+  std::string message;
+};
+
+struct Event {
+  std::string job_id;
+  int64_t sequence = 0;  // 1-based, per job, without gaps
+  int64_t time_ms = 0;
+  std::variant<StateChangeEvent, MetricsEvent, EvaluationEvent, SampleEvent, LogEvent> payload;
+};
+
+// JSON forms for the store. Each document carries "v" (its format version);
+// a document of an unknown version throws nlohmann::json::exception.
+std::string ToJson(const DatasetReport& r);
+DatasetReport DatasetReportFromJson(std::string_view text);
+std::string ToJson(const Job& job);
+Job JobFromJson(std::string_view text);
+std::string PayloadToJson(const Event& event);
+void PayloadFromJson(std::string_view text, Event* event);
+
+}  // namespace tuneforge
+
+#endif  // TUNEFORGE_SERVER_RECORDS_H_

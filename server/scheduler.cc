@@ -1,0 +1,440 @@
+#include "server/scheduler.h"
+
+#include <chrono>
+#include <random>
+
+#include "absl/strings/str_cat.h"
+#include "common/status_macros.h"
+#include "server/models.h"
+
+namespace tuneforge {
+
+// Callbacks collected under the lock and run after it is released: declare a
+// Deferred before the MutexLock so it is destroyed after the unlock.
+struct Scheduler::Deferred {
+  std::vector<std::function<void()>> calls;
+  ~Deferred() {
+    for (auto& call : calls) call();
+  }
+};
+
+int64_t NowMs() {
+  return std::chrono::duration_cast<std::chrono::milliseconds>(
+             std::chrono::system_clock::now().time_since_epoch())
+      .count();
+}
+
+std::string NewId() {
+  static absl::Mutex mu(absl::kConstInit);
+  static std::mt19937_64 rng(std::random_device{}() ^
+                             static_cast<uint64_t>(NowMs()) * 0x9E3779B97F4A7C15ULL);
+  static constexpr char kChars[] = "abcdefghijklmnopqrstuvwxyz0123456789";
+  absl::MutexLock lock(&mu);
+  std::string id(12, 'a');
+  id[0] = kChars[rng() % 26];
+  for (size_t i = 1; i < id.size(); ++i) id[i] = kChars[rng() % 36];
+  return id;
+}
+
+Scheduler::Scheduler(Store* store, SchedulerOptions options)
+    : store_(store), options_(options) {}
+
+absl::StatusOr<std::unique_ptr<Scheduler>> Scheduler::Create(Store* store,
+                                                             SchedulerOptions options) {
+  std::unique_ptr<Scheduler> s(new Scheduler(store, options));
+  ASSIGN_OR_RETURN(std::vector<Job> jobs, store->LoadActiveJobs());
+  {
+    absl::MutexLock lock(&s->mu_);
+    const int64_t deadline = NowMs() + absl::ToInt64Milliseconds(options.lease_duration);
+    for (Job& job : jobs) {
+      if (job.state == JobState::kQueued) s->queue_.insert(KeyOf(job));
+      // A running job keeps its lease for one more lease period: its worker may
+      // reconnect and carry on; if not, the reaper requeues it.
+      if (job.state == JobState::kRunning) s->lease_deadline_ms_[job.id] = deadline;
+      s->active_.emplace(job.id, std::move(job));
+    }
+  }
+  s->reaper_ = std::thread([p = s.get()] { p->ReaperLoop(); });
+  return s;
+}
+
+Scheduler::~Scheduler() {
+  std::map<uint64_t, Waiter> waiters;
+  {
+    absl::MutexLock lock(&mu_);
+    stopping_ = true;
+    waiters.swap(waiters_);
+  }
+  if (reaper_.joinable()) reaper_.join();
+  for (auto& [ticket, w] : waiters) {
+    w.done(absl::UnavailableError("the scheduler is shutting down; retry"));
+  }
+}
+
+Scheduler::QueueKey Scheduler::KeyOf(const Job& job) {
+  return {-job.spec.priority, job.create_time_ms, job.id};
+}
+
+absl::Status Scheduler::CommitLocked(Job& job, std::vector<Event> events, Deferred& deferred) {
+  Job next = job;
+  const int64_t now = NowMs();
+  for (Event& e : events) {
+    e.job_id = job.id;
+    e.sequence = ++next.last_sequence;
+    e.time_ms = now;
+  }
+  RETURN_IF_ERROR(store_->PutJob(next, events));
+  job = std::move(next);
+  if (!events.empty()) {
+    for (const auto& [id, entry] : listeners_) {
+      if (entry.first == job.id) deferred.calls.push_back(entry.second);
+    }
+  }
+  return absl::OkStatus();
+}
+
+absl::Status Scheduler::TransitionLocked(Job& job, JobState to, const std::string& reason,
+                                         Deferred& deferred) {
+  const JobState from = job.state;
+  job.state = to;
+  if (IsTerminal(to)) {
+    job.end_time_ms = NowMs();
+    job.worker.clear();
+    job.lease.clear();
+    if (to != JobState::kSucceeded) job.error = reason;
+  }
+  Event e;
+  e.payload = StateChangeEvent{from, to, reason};
+  return CommitLocked(job, {std::move(e)}, deferred);
+}
+
+absl::StatusOr<Job> Scheduler::CreateJob(JobSpec spec) {
+  if (!spec.request_id.empty()) {
+    ASSIGN_OR_RETURN(std::optional<Job> existing, store_->FindJobByRequestId(spec.request_id));
+    if (existing) return *std::move(existing);
+  }
+  if (FindModel(spec.base_model) == nullptr) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "job.base_model: no model 'models/", spec.base_model, "'; see ListModels"));
+  }
+  auto ready_dataset = [&](const std::string& id,
+                           const char* field) -> absl::StatusOr<DatasetRecord> {
+    absl::StatusOr<DatasetRecord> d = store_->GetDataset(id);
+    if (absl::IsNotFound(d.status())) {
+      return absl::InvalidArgumentError(
+          absl::StrCat(field, ": dataset 'datasets/", id, "' does not exist"));
+    }
+    if (d.ok() && d->state != DatasetState::kReady) {
+      return absl::FailedPreconditionError(absl::StrCat(
+          field, ": dataset 'datasets/", id, "' is INVALID with ", d->report.error_count,
+          " errors; see its report with `tuneforge datasets get ", id, "`"));
+    }
+    return d;
+  };
+  ASSIGN_OR_RETURN(DatasetRecord train, ready_dataset(spec.training_dataset,
+                                                      "job.training_dataset"));
+  Job job;
+  if (!spec.validation_dataset.empty()) {
+    ASSIGN_OR_RETURN(DatasetRecord val, ready_dataset(spec.validation_dataset,
+                                                      "job.validation_dataset"));
+    job.train_examples = train.report.example_count;
+    job.validation_examples = val.report.example_count;
+  } else {
+    job.validation_examples = ValidationCount(train.report.example_count, spec.validation_split);
+    job.train_examples = train.report.example_count - job.validation_examples;
+  }
+  job.id = NewId();
+  job.spec = std::move(spec);
+  job.state = JobState::kQueued;
+  job.create_time_ms = NowMs();
+  job.max_attempts = options_.max_attempts;
+  job.progress.total_epochs = job.spec.hyperparameters.epochs;
+
+  Deferred deferred;
+  absl::MutexLock lock(&mu_);
+  Event created;
+  created.payload = StateChangeEvent{JobState::kUnspecified, JobState::kQueued, "created"};
+  absl::Status committed = CommitLocked(job, {std::move(created)}, deferred);
+  if (!committed.ok()) {
+    // A concurrent retry with the same request_id won the race.
+    if (!job.spec.request_id.empty()) {
+      absl::StatusOr<std::optional<Job>> existing =
+          store_->FindJobByRequestId(job.spec.request_id);
+      if (existing.ok() && *existing) return **existing;
+    }
+    return committed;
+  }
+  active_[job.id] = job;
+  queue_.insert(KeyOf(job));
+  MatchLocked(deferred);
+  return active_[job.id];
+}
+
+absl::StatusOr<Job> Scheduler::GetJob(const std::string& id) {
+  {
+    absl::MutexLock lock(&mu_);
+    auto it = active_.find(id);
+    if (it != active_.end()) return it->second;
+  }
+  return store_->GetJob(id);
+}
+
+absl::StatusOr<std::vector<Job>> Scheduler::ListJobs(const JobFilter& filter,
+                                                     const std::string& after_id, int limit) {
+  // Active jobs are written through to the store, so the store is complete.
+  return store_->ListJobs(filter, after_id, limit);
+}
+
+absl::StatusOr<Job> Scheduler::CancelJob(const std::string& id) {
+  Deferred deferred;
+  absl::MutexLock lock(&mu_);
+  auto it = active_.find(id);
+  if (it == active_.end()) {
+    ASSIGN_OR_RETURN(Job done, store_->GetJob(id));
+    return absl::FailedPreconditionError(absl::StrCat(
+        "job ", id, " already ended ", std::string(JobStateName(done.state)), "; nothing to cancel"));
+  }
+  Job& job = it->second;
+  if (job.state == JobState::kRunning) {
+    // The worker learns it at its next heartbeat and finishes the job CANCELLED.
+    if (!job.cancel_requested) {
+      job.cancel_requested = true;
+      Event e;
+      e.payload = LogEvent{"info", "cancellation requested; stopping the worker"};
+      RETURN_IF_ERROR(CommitLocked(job, {std::move(e)}, deferred));
+    }
+    return job;
+  }
+  queue_.erase(KeyOf(job));
+  RETURN_IF_ERROR(TransitionLocked(job, JobState::kCancelled, "cancelled by the user", deferred));
+  Job result = job;
+  active_.erase(it);
+  return result;
+}
+
+absl::StatusOr<std::vector<Event>> Scheduler::ListEvents(const std::string& job_id,
+                                                         int64_t after_sequence, int limit) {
+  return store_->ListEvents(job_id, after_sequence, limit);
+}
+
+std::string Scheduler::RegisterWorker(const WorkerInfo& info) {
+  std::string id = NewId();
+  absl::MutexLock lock(&mu_);
+  workers_[id] = info;
+  return id;
+}
+
+uint64_t Scheduler::AcquireJob(const std::string& worker_id, absl::Duration wait,
+                               AcquireCallback done) {
+  Deferred deferred;
+  absl::MutexLock lock(&mu_);
+  if (workers_.count(worker_id) == 0) {
+    deferred.calls.push_back([done] {
+      done(absl::NotFoundError("unknown worker; register again (the scheduler restarted?)"));
+    });
+    return 0;
+  }
+  const uint64_t ticket = next_ticket_++;
+  waiters_[ticket] = Waiter{worker_id, absl::Now() + wait, std::move(done)};
+  MatchLocked(deferred);
+  return ticket;
+}
+
+void Scheduler::CancelAcquire(uint64_t ticket) {
+  Deferred deferred;
+  absl::MutexLock lock(&mu_);
+  auto it = waiters_.find(ticket);
+  if (it == waiters_.end()) return;  // already answered
+  deferred.calls.push_back([done = std::move(it->second.done)] {
+    done(absl::CancelledError("the worker went away"));
+  });
+  waiters_.erase(it);
+}
+
+void Scheduler::MatchLocked(Deferred& deferred) {
+  while (!queue_.empty() && !waiters_.empty()) {
+    const std::string job_id = std::get<2>(*queue_.begin());
+    auto waiter = waiters_.begin();
+    AcquireCallback done = std::move(waiter->second.done);
+    const std::string worker_id = waiter->second.worker_id;
+    waiters_.erase(waiter);
+    absl::StatusOr<Assignment> a = AssignLocked(job_id, worker_id, deferred);
+    if (!a.ok()) {
+      deferred.calls.push_back([done, s = a.status()] { done(s); });
+      return;
+    }
+    deferred.calls.push_back(
+        [done, a = *std::move(a)]() mutable { done(std::optional<Assignment>(std::move(a))); });
+  }
+}
+
+absl::StatusOr<Assignment> Scheduler::AssignLocked(const std::string& job_id,
+                                                   const std::string& worker_id,
+                                                   Deferred& deferred) {
+  Job& job = active_.at(job_id);
+  Job before = job;
+  job.attempt += 1;
+  job.worker = worker_id;
+  job.lease = NewId() + NewId();
+  job.cancel_requested = false;
+  if (job.start_time_ms == 0) job.start_time_ms = NowMs();
+  absl::Status s = TransitionLocked(
+      job, JobState::kRunning,
+      absl::StrCat("attempt ", job.attempt, " of ", job.max_attempts, " on worker ", worker_id,
+                   " (", workers_[worker_id].display_name, ")"),
+      deferred);
+  if (!s.ok()) {
+    job = std::move(before);
+    return s;
+  }
+  queue_.erase(KeyOf(job));
+  const int64_t deadline = NowMs() + absl::ToInt64Milliseconds(options_.lease_duration);
+  lease_deadline_ms_[job.id] = deadline;
+
+  Assignment a;
+  a.job = job;
+  a.lease_deadline_ms = deadline;
+  absl::StatusOr<DatasetRecord> train = store_->GetDataset(job.spec.training_dataset);
+  if (!train.ok()) return train.status();
+  a.training_sha256 = train->sha256;
+  if (!job.spec.validation_dataset.empty()) {
+    absl::StatusOr<DatasetRecord> val = store_->GetDataset(job.spec.validation_dataset);
+    if (!val.ok()) return val.status();
+    a.validation_sha256 = val->sha256;
+  }
+  return a;
+}
+
+absl::StatusOr<Job*> Scheduler::LeasedJobLocked(const std::string& job_id,
+                                                const std::string& lease) {
+  auto it = active_.find(job_id);
+  if (it == active_.end() || it->second.state != JobState::kRunning ||
+      it->second.lease != lease) {
+    return absl::AbortedError(absl::StrCat(
+        "job ", job_id, ": this worker's lease is no longer valid (the job ended, was cancelled, "
+        "or was handed to another worker); stop working on it"));
+  }
+  return &it->second;
+}
+
+absl::StatusOr<HeartbeatReply> Scheduler::Heartbeat(const std::string& worker_id,
+                                                    const std::string& job_id,
+                                                    const std::string& lease, int64_t step) {
+  absl::MutexLock lock(&mu_);
+  ASSIGN_OR_RETURN(Job * job, LeasedJobLocked(job_id, lease));
+  if (job->worker != worker_id) {
+    return absl::AbortedError(absl::StrCat("job ", job_id, " is leased to another worker"));
+  }
+  const int64_t deadline = NowMs() + absl::ToInt64Milliseconds(options_.lease_duration);
+  lease_deadline_ms_[job_id] = deadline;
+  return HeartbeatReply{job->cancel_requested, deadline};
+}
+
+absl::Status Scheduler::ReportEvent(const std::string& job_id, const std::string& lease,
+                                    Event event) {
+  Deferred deferred;
+  absl::MutexLock lock(&mu_);
+  ASSIGN_OR_RETURN(Job * job, LeasedJobLocked(job_id, lease));
+  JobProgress& p = job->progress;
+  if (const auto* m = std::get_if<MetricsEvent>(&event.payload)) {
+    p.epoch = m->epoch;
+    p.step = m->step;
+    p.total_steps = m->total_steps;
+    p.tokens_seen = m->tokens_seen;
+    p.train_loss = m->loss;
+    p.tokens_per_second = m->tokens_per_second;
+    p.eta_seconds = m->eta_seconds;
+  } else if (const auto* e = std::get_if<EvaluationEvent>(&event.payload)) {
+    p.validation_loss = e->validation_loss;
+    p.has_validation_loss = true;
+  } else if (std::holds_alternative<StateChangeEvent>(event.payload)) {
+    return absl::InvalidArgumentError("workers cannot report state changes; call FinishJob");
+  }
+  return CommitLocked(*job, {std::move(event)}, deferred);
+}
+
+absl::Status Scheduler::FinishJob(const std::string& job_id, const std::string& lease,
+                                  JobState state, const std::string& error) {
+  if (!IsTerminal(state)) {
+    return absl::InvalidArgumentError("state: a job finishes SUCCEEDED, FAILED or CANCELLED");
+  }
+  Deferred deferred;
+  absl::MutexLock lock(&mu_);
+  ASSIGN_OR_RETURN(Job * job, LeasedJobLocked(job_id, lease));
+  std::string reason = error;
+  if (state == JobState::kCancelled && reason.empty()) reason = "cancelled by the user";
+  if (state == JobState::kSucceeded) job->progress.eta_seconds = 0;
+  RETURN_IF_ERROR(TransitionLocked(*job, state, reason, deferred));
+  lease_deadline_ms_.erase(job_id);
+  active_.erase(job_id);
+  return absl::OkStatus();
+}
+
+uint64_t Scheduler::Subscribe(const std::string& job_id, Listener listener) {
+  absl::MutexLock lock(&mu_);
+  const uint64_t id = next_ticket_++;
+  listeners_[id] = {job_id, std::move(listener)};
+  return id;
+}
+
+void Scheduler::Unsubscribe(uint64_t id) {
+  absl::MutexLock lock(&mu_);
+  listeners_.erase(id);
+}
+
+void Scheduler::ReapExpired() {
+  Deferred deferred;
+  absl::MutexLock lock(&mu_);
+  const absl::Time now = absl::Now();
+  for (auto it = waiters_.begin(); it != waiters_.end();) {
+    if (it->second.deadline <= now) {
+      deferred.calls.push_back(
+          [done = std::move(it->second.done)] { done(std::optional<Assignment>()); });
+      it = waiters_.erase(it);
+    } else {
+      ++it;
+    }
+  }
+  const int64_t now_ms = NowMs();
+  std::vector<std::string> expired;
+  for (const auto& [job_id, deadline] : lease_deadline_ms_) {
+    if (deadline <= now_ms) expired.push_back(job_id);
+  }
+  for (const std::string& job_id : expired) {
+    lease_deadline_ms_.erase(job_id);
+    auto it = active_.find(job_id);
+    if (it == active_.end() || it->second.state != JobState::kRunning) continue;
+    Job& job = it->second;
+    const std::string why = absl::StrCat("attempt ", job.attempt, ": worker ", job.worker,
+                                         " stopped sending heartbeats (lease expired)");
+    absl::Status s;
+    if (job.cancel_requested) {
+      s = TransitionLocked(job, JobState::kCancelled, "cancelled by the user; " + why, deferred);
+    } else if (job.attempt >= job.max_attempts) {
+      s = TransitionLocked(job, JobState::kFailed,
+                           absl::StrCat(why, "; no attempts left of ", job.max_attempts),
+                           deferred);
+    } else {
+      job.worker.clear();
+      job.lease.clear();
+      s = TransitionLocked(job, JobState::kQueued, why + "; queued again", deferred);
+      if (s.ok()) queue_.insert(KeyOf(job));
+    }
+    if (s.ok() && IsTerminal(job.state)) active_.erase(it);
+  }
+  MatchLocked(deferred);
+}
+
+void Scheduler::ReaperLoop() {
+  while (true) {
+    {
+      absl::MutexLock lock(&mu_);
+      auto stopping = [this]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) { return stopping_; };
+      mu_.AwaitWithTimeout(absl::Condition(&stopping), options_.reaper_period);
+      if (stopping_) return;
+    }
+    ReapExpired();
+  }
+}
+
+}  // namespace tuneforge

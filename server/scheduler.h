@@ -1,0 +1,162 @@
+// The scheduler's core: the job queue, worker leases and job events, with no
+// RPC types. The gRPC services (server/*_service.cc) are thin layers over it.
+//
+// Lifecycle: CreateJob queues a job; AcquireJob hands the best queued job to a
+// long-polling worker under a lease (a fencing token plus a deadline);
+// Heartbeat renews the lease and carries cancellation back to the worker;
+// ReportEvent appends training events; FinishJob ends the attempt. A lease
+// that expires sends the job back to the queue (attempt + 1) or, after
+// max_attempts, fails it. Every change is committed to the Store before the
+// call returns.
+//
+// Watchers subscribe to a job and are told when it has new events; they read
+// the events themselves (ListEvents) at their own pace, so a slow watcher
+// never holds up training or other watchers.
+//
+// Thread-safe: every public method may be called from any thread. Callbacks
+// (AcquireJob's `done`, subscription listeners) run without internal locks held.
+#ifndef TUNEFORGE_SERVER_SCHEDULER_H_
+#define TUNEFORGE_SERVER_SCHEDULER_H_
+
+#include <cstdint>
+#include <functional>
+#include <map>
+#include <memory>
+#include <optional>
+#include <set>
+#include <string>
+#include <thread>
+#include <tuple>
+#include <vector>
+
+#include "absl/base/thread_annotations.h"
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "absl/synchronization/mutex.h"
+#include "absl/time/time.h"
+#include "server/records.h"
+#include "server/store.h"
+
+namespace tuneforge {
+
+struct SchedulerOptions {
+  absl::Duration lease_duration = absl::Seconds(30);  // several heartbeats
+  absl::Duration heartbeat_interval = absl::Seconds(2);
+  int max_attempts = 3;
+  absl::Duration reaper_period = absl::Milliseconds(500);
+};
+
+struct WorkerInfo {
+  std::string display_name;  // e.g. "worker-0@host"
+  std::string device;        // "cpu" or "cuda"
+  int64_t memory_bytes = 0;
+  std::string engine_version;
+};
+
+// A job handed to a worker.
+struct Assignment {
+  Job job;
+  std::string training_sha256;
+  std::string validation_sha256;  // empty: split the training set
+  int64_t lease_deadline_ms = 0;
+};
+
+struct HeartbeatReply {
+  bool cancel_requested = false;
+  int64_t lease_deadline_ms = 0;
+};
+
+class Scheduler {
+ public:
+  using AcquireCallback = std::function<void(absl::StatusOr<std::optional<Assignment>>)>;
+  using Listener = std::function<void()>;
+
+  // Loads active jobs from `store`; running ones get a fresh lease so their
+  // workers can reconnect. Starts the lease reaper.
+  static absl::StatusOr<std::unique_ptr<Scheduler>> Create(Store* store,
+                                                           SchedulerOptions options);
+  ~Scheduler();
+
+  // Jobs.
+  // `spec` must name existing READY datasets; errors say which field is wrong.
+  // Idempotent on spec.request_id: a retry returns the first job.
+  absl::StatusOr<Job> CreateJob(JobSpec spec);
+  absl::StatusOr<Job> GetJob(const std::string& id);
+  absl::StatusOr<std::vector<Job>> ListJobs(const JobFilter& filter, const std::string& after_id,
+                                            int limit);
+  // QUEUED jobs end at once; RUNNING ones when their worker has stopped
+  // (within a heartbeat). A finished job: FAILED_PRECONDITION.
+  absl::StatusOr<Job> CancelJob(const std::string& id);
+  absl::StatusOr<std::vector<Event>> ListEvents(const std::string& job_id,
+                                                int64_t after_sequence, int limit);
+
+  // Workers.
+  std::string RegisterWorker(const WorkerInfo& info);
+  // Calls `done` exactly once: with an assignment as soon as a job is free,
+  // with nullopt after `wait`, or with an error. Returns a ticket for
+  // CancelAcquire (when the caller goes away first).
+  uint64_t AcquireJob(const std::string& worker_id, absl::Duration wait, AcquireCallback done);
+  void CancelAcquire(uint64_t ticket);
+  // Stale `lease`: ABORTED (the job was given to someone else).
+  absl::StatusOr<HeartbeatReply> Heartbeat(const std::string& worker_id,
+                                           const std::string& job_id, const std::string& lease,
+                                           int64_t step);
+  absl::Status ReportEvent(const std::string& job_id, const std::string& lease, Event event);
+  absl::Status FinishJob(const std::string& job_id, const std::string& lease, JobState state,
+                         const std::string& error);
+
+  // Watching. `listener` is called after every new event of the job.
+  uint64_t Subscribe(const std::string& job_id, Listener listener);
+  void Unsubscribe(uint64_t id);
+
+  // Expires leases and long-polls now (the reaper thread calls it too).
+  void ReapExpired();
+
+ private:
+  struct Waiter {
+    std::string worker_id;
+    absl::Time deadline;
+    AcquireCallback done;
+  };
+  // Queue order: higher priority first, then earlier creation.
+  using QueueKey = std::tuple<int, int64_t, std::string>;  // (-priority, create_ms, id)
+  struct Deferred;  // callbacks to run once the lock is released
+
+  Scheduler(Store* store, SchedulerOptions options);
+  static QueueKey KeyOf(const Job& job);
+  // Appends an event to `job` (sequence, time) and commits both.
+  absl::Status CommitLocked(Job& job, std::vector<Event> events, Deferred& deferred)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  absl::Status TransitionLocked(Job& job, JobState to, const std::string& reason,
+                                Deferred& deferred) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Hands queued jobs to waiting workers.
+  void MatchLocked(Deferred& deferred) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  absl::StatusOr<Assignment> AssignLocked(const std::string& job_id, const std::string& worker_id,
+                                          Deferred& deferred) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  absl::StatusOr<Job*> LeasedJobLocked(const std::string& job_id, const std::string& lease)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  void ReaperLoop();
+
+  Store* const store_;
+  const SchedulerOptions options_;
+
+  absl::Mutex mu_;
+  std::map<std::string, Job> active_ ABSL_GUARDED_BY(mu_);  // not terminal
+  std::set<QueueKey> queue_ ABSL_GUARDED_BY(mu_);
+  std::map<std::string, int64_t> lease_deadline_ms_ ABSL_GUARDED_BY(mu_);  // by job id
+  std::map<std::string, WorkerInfo> workers_ ABSL_GUARDED_BY(mu_);
+  std::map<uint64_t, Waiter> waiters_ ABSL_GUARDED_BY(mu_);  // FIFO by ticket
+  std::map<uint64_t, std::pair<std::string, Listener>> listeners_ ABSL_GUARDED_BY(mu_);
+  uint64_t next_ticket_ ABSL_GUARDED_BY(mu_) = 1;
+  bool stopping_ ABSL_GUARDED_BY(mu_) = false;
+  std::thread reaper_;
+};
+
+// A new random resource id: 12 characters of [a-z0-9], starting with a letter.
+std::string NewId();
+
+int64_t NowMs();
+
+}  // namespace tuneforge
+
+#endif  // TUNEFORGE_SERVER_SCHEDULER_H_

@@ -1,0 +1,112 @@
+// The gRPC services of tuneforge.v1: thin layers that validate requests,
+// convert them (server/convert.h), call the core (Scheduler, DatasetCatalog)
+// and convert back. Built on gRPC's callback API: unary calls finish inline,
+// streams are reactors, and nothing blocks a gRPC thread waiting for work.
+//
+// Thread-safe: gRPC calls these from many threads; all state is in the core.
+#ifndef TUNEFORGE_SERVER_SERVICES_H_
+#define TUNEFORGE_SERVER_SERVICES_H_
+
+#include "server/datasets.h"
+#include "server/scheduler.h"
+#include "tuneforge/v1/dataset.grpc.pb.h"
+#include "tuneforge/v1/job.grpc.pb.h"
+#include "tuneforge/v1/model.grpc.pb.h"
+#include "tuneforge/v1/worker.grpc.pb.h"
+
+namespace tuneforge {
+
+class DatasetServiceImpl final : public v1::DatasetService::CallbackService {
+ public:
+  explicit DatasetServiceImpl(DatasetCatalog* catalog) : catalog_(catalog) {}
+
+  grpc::ServerReadReactor<v1::UploadDatasetRequest>* UploadDataset(
+      grpc::CallbackServerContext* ctx, v1::Dataset* response) override;
+  grpc::ServerReadReactor<v1::UploadDatasetRequest>* ValidateDataset(
+      grpc::CallbackServerContext* ctx, v1::ValidateDatasetResponse* response) override;
+  grpc::ServerUnaryReactor* GetDataset(grpc::CallbackServerContext* ctx,
+                                       const v1::GetDatasetRequest* request,
+                                       v1::Dataset* response) override;
+  grpc::ServerUnaryReactor* ListDatasets(grpc::CallbackServerContext* ctx,
+                                         const v1::ListDatasetsRequest* request,
+                                         v1::ListDatasetsResponse* response) override;
+  grpc::ServerUnaryReactor* DeleteDataset(grpc::CallbackServerContext* ctx,
+                                          const v1::DeleteDatasetRequest* request,
+                                          v1::DeleteDatasetResponse* response) override;
+
+ private:
+  DatasetCatalog* const catalog_;
+};
+
+class ModelServiceImpl final : public v1::ModelService::CallbackService {
+ public:
+  grpc::ServerUnaryReactor* ListModels(grpc::CallbackServerContext* ctx,
+                                       const v1::ListModelsRequest* request,
+                                       v1::ListModelsResponse* response) override;
+  grpc::ServerUnaryReactor* GetModel(grpc::CallbackServerContext* ctx,
+                                     const v1::GetModelRequest* request,
+                                     v1::Model* response) override;
+};
+
+class JobServiceImpl final : public v1::JobService::CallbackService {
+ public:
+  explicit JobServiceImpl(Scheduler* scheduler) : scheduler_(scheduler) {}
+
+  grpc::ServerUnaryReactor* CreateJob(grpc::CallbackServerContext* ctx,
+                                      const v1::CreateJobRequest* request,
+                                      v1::Job* response) override;
+  grpc::ServerUnaryReactor* GetJob(grpc::CallbackServerContext* ctx,
+                                   const v1::GetJobRequest* request, v1::Job* response) override;
+  grpc::ServerUnaryReactor* ListJobs(grpc::CallbackServerContext* ctx,
+                                     const v1::ListJobsRequest* request,
+                                     v1::ListJobsResponse* response) override;
+  grpc::ServerUnaryReactor* CancelJob(grpc::CallbackServerContext* ctx,
+                                      const v1::CancelJobRequest* request,
+                                      v1::Job* response) override;
+  grpc::ServerWriteReactor<v1::JobEvent>* WatchJob(grpc::CallbackServerContext* ctx,
+                                                   const v1::WatchJobRequest* request) override;
+  grpc::ServerUnaryReactor* ListJobEvents(grpc::CallbackServerContext* ctx,
+                                          const v1::ListJobEventsRequest* request,
+                                          v1::ListJobEventsResponse* response) override;
+
+ private:
+  Scheduler* const scheduler_;
+};
+
+class WorkerServiceImpl final : public v1::WorkerService::CallbackService {
+ public:
+  WorkerServiceImpl(Scheduler* scheduler, BlobStore* blobs, SchedulerOptions options)
+      : scheduler_(scheduler), blobs_(blobs), options_(options) {}
+
+  grpc::ServerUnaryReactor* RegisterWorker(grpc::CallbackServerContext* ctx,
+                                           const v1::RegisterWorkerRequest* request,
+                                           v1::RegisterWorkerResponse* response) override;
+  grpc::ServerUnaryReactor* AcquireJob(grpc::CallbackServerContext* ctx,
+                                       const v1::AcquireJobRequest* request,
+                                       v1::AcquireJobResponse* response) override;
+  grpc::ServerUnaryReactor* Heartbeat(grpc::CallbackServerContext* ctx,
+                                      const v1::HeartbeatRequest* request,
+                                      v1::HeartbeatResponse* response) override;
+  grpc::ServerReadReactor<v1::ReportEventsRequest>* ReportEvents(
+      grpc::CallbackServerContext* ctx, v1::ReportEventsResponse* response) override;
+  grpc::ServerUnaryReactor* FinishJob(grpc::CallbackServerContext* ctx,
+                                      const v1::FinishJobRequest* request,
+                                      v1::FinishJobResponse* response) override;
+  grpc::ServerWriteReactor<v1::BlobChunk>* FetchBlob(grpc::CallbackServerContext* ctx,
+                                                     const v1::FetchBlobRequest* request) override;
+
+ private:
+  Scheduler* const scheduler_;
+  BlobStore* const blobs_;
+  const SchedulerOptions options_;
+};
+
+// Finishes a unary call inline with `status`.
+grpc::ServerUnaryReactor* FinishNow(grpc::CallbackServerContext* ctx, const absl::Status& status);
+
+// Page tokens (AIP-158) are the id of the last item of the previous page.
+int PageSize(int requested, int default_size, int max_size);
+
+}  // namespace tuneforge
+
+#endif  // TUNEFORGE_SERVER_SERVICES_H_

@@ -1,0 +1,329 @@
+#include "server/store.h"
+
+#include <sqlite3.h>
+
+#include <nlohmann/json.hpp>
+
+#include "absl/strings/str_cat.h"
+#include "common/status_macros.h"
+
+namespace tuneforge {
+namespace {
+
+// A prepared statement that finalizes itself.
+class Stmt {
+ public:
+  Stmt(sqlite3* db, const char* sql) : db_(db) {
+    rc_ = sqlite3_prepare_v2(db, sql, -1, &stmt_, nullptr);
+  }
+  ~Stmt() { sqlite3_finalize(stmt_); }
+  Stmt(const Stmt&) = delete;
+  Stmt& operator=(const Stmt&) = delete;
+
+  bool ok() const { return rc_ == SQLITE_OK; }
+  Stmt& Bind(int i, const std::string& s) {
+    sqlite3_bind_text(stmt_, i, s.data(), static_cast<int>(s.size()), SQLITE_TRANSIENT);
+    return *this;
+  }
+  Stmt& Bind(int i, int64_t v) {
+    sqlite3_bind_int64(stmt_, i, v);
+    return *this;
+  }
+  // SQLITE_ROW, SQLITE_DONE or an error code.
+  int Step() { return sqlite3_step(stmt_); }
+  std::string Text(int col) const {
+    const auto* p = reinterpret_cast<const char*>(sqlite3_column_text(stmt_, col));
+    return p ? std::string(p, sqlite3_column_bytes(stmt_, col)) : std::string();
+  }
+  int64_t Int(int col) const { return sqlite3_column_int64(stmt_, col); }
+
+ private:
+  sqlite3* db_;
+  sqlite3_stmt* stmt_ = nullptr;
+  int rc_;
+};
+
+constexpr const char* kSchema = R"sql(
+CREATE TABLE IF NOT EXISTS datasets (
+  seq INTEGER PRIMARY KEY AUTOINCREMENT,
+  id TEXT NOT NULL UNIQUE,
+  display_name TEXT NOT NULL,
+  state INTEGER NOT NULL,
+  size_bytes INTEGER NOT NULL,
+  sha256 TEXT NOT NULL,
+  create_time_ms INTEGER NOT NULL,
+  report TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS datasets_sha256 ON datasets(sha256);
+CREATE TABLE IF NOT EXISTS jobs (
+  seq INTEGER PRIMARY KEY AUTOINCREMENT,
+  id TEXT NOT NULL UNIQUE,
+  state INTEGER NOT NULL,
+  request_id TEXT,
+  training_dataset TEXT NOT NULL,
+  validation_dataset TEXT NOT NULL,
+  labels TEXT NOT NULL,
+  record TEXT NOT NULL
+);
+CREATE UNIQUE INDEX IF NOT EXISTS jobs_request_id ON jobs(request_id) WHERE request_id IS NOT NULL;
+CREATE INDEX IF NOT EXISTS jobs_state ON jobs(state);
+CREATE TABLE IF NOT EXISTS events (
+  job_id TEXT NOT NULL,
+  sequence INTEGER NOT NULL,
+  time_ms INTEGER NOT NULL,
+  payload TEXT NOT NULL,
+  PRIMARY KEY (job_id, sequence)
+) WITHOUT ROWID;
+)sql";
+
+constexpr const char* kActiveStates = "(1, 2, 6)";  // QUEUED, RUNNING, PAUSED
+
+DatasetRecord DatasetFromRow(const Stmt& s) {
+  DatasetRecord d;
+  d.id = s.Text(0);
+  d.display_name = s.Text(1);
+  d.state = static_cast<DatasetState>(s.Int(2));
+  d.size_bytes = s.Int(3);
+  d.sha256 = s.Text(4);
+  d.create_time_ms = s.Int(5);
+  d.report = DatasetReportFromJson(s.Text(6));
+  return d;
+}
+
+}  // namespace
+
+absl::StatusOr<std::unique_ptr<Store>> Store::Open(const std::string& path) {
+  sqlite3* db = nullptr;
+  int rc = sqlite3_open_v2(path.c_str(), &db,
+                           SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_FULLMUTEX,
+                           nullptr);
+  if (rc != SQLITE_OK) {
+    std::string msg = db ? sqlite3_errmsg(db) : sqlite3_errstr(rc);
+    sqlite3_close(db);
+    return absl::UnavailableError(absl::StrCat("cannot open database ", path, ": ", msg));
+  }
+  std::unique_ptr<Store> store(new Store(db));
+  absl::MutexLock lock(&store->mu_);
+  sqlite3_busy_timeout(db, 5000);
+  RETURN_IF_ERROR(store->Exec("PRAGMA journal_mode=WAL"));
+  // FULL: a commit is on disk before it returns, so acknowledged changes
+  // survive a power loss, not only a crash of the process.
+  RETURN_IF_ERROR(store->Exec("PRAGMA synchronous=FULL"));
+  RETURN_IF_ERROR(store->Exec("PRAGMA foreign_keys=ON"));
+  int version = 0;
+  {
+    Stmt s(db, "PRAGMA user_version");
+    if (s.Step() == SQLITE_ROW) version = static_cast<int>(s.Int(0));
+  }
+  if (version > kSchemaVersion) {
+    return absl::FailedPreconditionError(absl::StrCat(
+        "database ", path, " has schema version ", version, " but this build knows only up to ",
+        kSchemaVersion, "; run a newer tuneforge-server or restore a backup"));
+  }
+  RETURN_IF_ERROR(store->Exec("BEGIN IMMEDIATE"));
+  absl::Status s = store->Exec(kSchema);
+  // Migrations from older versions go here, one step at a time.
+  if (s.ok()) s = store->Exec(absl::StrCat("PRAGMA user_version=", kSchemaVersion).c_str());
+  if (!s.ok()) {
+    store->Exec("ROLLBACK").IgnoreError();
+    return s;
+  }
+  RETURN_IF_ERROR(store->Exec("COMMIT"));
+  return store;
+}
+
+Store::~Store() {
+  absl::MutexLock lock(&mu_);
+  sqlite3_close(db_);
+}
+
+absl::Status Store::Exec(const char* sql) {
+  char* err = nullptr;
+  if (sqlite3_exec(db_, sql, nullptr, nullptr, &err) != SQLITE_OK) {
+    std::string msg = err ? err : "unknown error";
+    sqlite3_free(err);
+    return absl::InternalError(absl::StrCat("sqlite: ", msg, " in: ", sql));
+  }
+  return absl::OkStatus();
+}
+
+absl::Status Store::Error(const char* what) {
+  const int code = sqlite3_errcode(db_);
+  std::string msg = absl::StrCat("sqlite ", what, ": ", sqlite3_errmsg(db_));
+  if (code == SQLITE_FULL) return absl::ResourceExhaustedError(msg);
+  if (code == SQLITE_BUSY || code == SQLITE_LOCKED) return absl::UnavailableError(msg);
+  return absl::InternalError(msg);
+}
+
+absl::Status Store::PutDataset(const DatasetRecord& d) {
+  absl::MutexLock lock(&mu_);
+  Stmt s(db_,
+         "INSERT INTO datasets (id, display_name, state, size_bytes, sha256, create_time_ms, "
+         "report) VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT(id) DO UPDATE SET "
+         "display_name=excluded.display_name, state=excluded.state, report=excluded.report");
+  if (!s.ok()) return Error("prepare");
+  s.Bind(1, d.id).Bind(2, d.display_name).Bind(3, static_cast<int64_t>(d.state));
+  s.Bind(4, d.size_bytes).Bind(5, d.sha256).Bind(6, d.create_time_ms).Bind(7, ToJson(d.report));
+  if (s.Step() != SQLITE_DONE) return Error("insert dataset");
+  return absl::OkStatus();
+}
+
+absl::StatusOr<DatasetRecord> Store::GetDataset(const std::string& id) {
+  absl::MutexLock lock(&mu_);
+  Stmt s(db_,
+         "SELECT id, display_name, state, size_bytes, sha256, create_time_ms, report "
+         "FROM datasets WHERE id = ?");
+  s.Bind(1, id);
+  int rc = s.Step();
+  if (rc == SQLITE_DONE) return absl::NotFoundError(absl::StrCat("dataset ", id, " not found"));
+  if (rc != SQLITE_ROW) return Error("get dataset");
+  return DatasetFromRow(s);
+}
+
+absl::StatusOr<std::vector<DatasetRecord>> Store::ListDatasets(const std::string& after_id,
+                                                               int limit) {
+  absl::MutexLock lock(&mu_);
+  Stmt s(db_,
+         "SELECT id, display_name, state, size_bytes, sha256, create_time_ms, report "
+         "FROM datasets WHERE seq > COALESCE((SELECT seq FROM datasets WHERE id = ?), 0) "
+         "ORDER BY seq LIMIT ?");
+  s.Bind(1, after_id).Bind(2, static_cast<int64_t>(limit));
+  std::vector<DatasetRecord> out;
+  int rc;
+  while ((rc = s.Step()) == SQLITE_ROW) out.push_back(DatasetFromRow(s));
+  if (rc != SQLITE_DONE) return Error("list datasets");
+  return out;
+}
+
+absl::Status Store::DeleteDataset(const std::string& id) {
+  absl::MutexLock lock(&mu_);
+  Stmt s(db_, "DELETE FROM datasets WHERE id = ?");
+  s.Bind(1, id);
+  if (s.Step() != SQLITE_DONE) return Error("delete dataset");
+  return absl::OkStatus();
+}
+
+absl::StatusOr<int64_t> Store::CountDatasetsWithBlob(const std::string& sha256) {
+  absl::MutexLock lock(&mu_);
+  Stmt s(db_, "SELECT COUNT(*) FROM datasets WHERE sha256 = ?");
+  s.Bind(1, sha256);
+  if (s.Step() != SQLITE_ROW) return Error("count datasets");
+  return s.Int(0);
+}
+
+absl::StatusOr<bool> Store::DatasetInUse(const std::string& id) {
+  absl::MutexLock lock(&mu_);
+  Stmt s(db_, absl::StrCat("SELECT 1 FROM jobs WHERE state IN ", kActiveStates,
+                           " AND (training_dataset = ?1 OR validation_dataset = ?1) LIMIT 1")
+                  .c_str());
+  s.Bind(1, id);
+  int rc = s.Step();
+  if (rc != SQLITE_ROW && rc != SQLITE_DONE) return Error("query jobs");
+  return rc == SQLITE_ROW;
+}
+
+absl::Status Store::PutJob(const Job& job, const std::vector<Event>& events) {
+  absl::MutexLock lock(&mu_);
+  RETURN_IF_ERROR(Exec("BEGIN IMMEDIATE"));
+  auto fail = [&](const char* what) {
+    absl::Status s = Error(what);
+    Exec("ROLLBACK").IgnoreError();
+    return s;
+  };
+  {
+    Stmt s(db_,
+           "INSERT INTO jobs (id, state, request_id, training_dataset, validation_dataset, "
+           "labels, record) VALUES (?, ?, NULLIF(?, ''), ?, ?, ?, ?) ON CONFLICT(id) DO UPDATE "
+           "SET state=excluded.state, record=excluded.record");
+    s.Bind(1, job.id).Bind(2, static_cast<int64_t>(job.state)).Bind(3, job.spec.request_id);
+    s.Bind(4, job.spec.training_dataset).Bind(5, job.spec.validation_dataset);
+    s.Bind(6, nlohmann::json(job.spec.labels).dump()).Bind(7, ToJson(job));
+    if (s.Step() != SQLITE_DONE) return fail("put job");
+  }
+  for (const Event& e : events) {
+    Stmt s(db_, "INSERT INTO events (job_id, sequence, time_ms, payload) VALUES (?, ?, ?, ?)");
+    s.Bind(1, e.job_id).Bind(2, e.sequence).Bind(3, e.time_ms).Bind(4, PayloadToJson(e));
+    if (s.Step() != SQLITE_DONE) return fail("append event");
+  }
+  if (absl::Status s = Exec("COMMIT"); !s.ok()) {
+    Exec("ROLLBACK").IgnoreError();
+    return s;
+  }
+  return absl::OkStatus();
+}
+
+absl::StatusOr<std::vector<Job>> Store::QueryJobs(const std::string& sql,
+                                                  const std::vector<std::string>& args) {
+  Stmt s(db_, sql.c_str());
+  if (!s.ok()) return Error("prepare");
+  for (size_t i = 0; i < args.size(); ++i) s.Bind(static_cast<int>(i + 1), args[i]);
+  std::vector<Job> out;
+  int rc;
+  while ((rc = s.Step()) == SQLITE_ROW) out.push_back(JobFromJson(s.Text(0)));
+  if (rc != SQLITE_DONE) return Error("query jobs");
+  return out;
+}
+
+absl::StatusOr<Job> Store::GetJob(const std::string& id) {
+  absl::MutexLock lock(&mu_);
+  ASSIGN_OR_RETURN(std::vector<Job> jobs, QueryJobs("SELECT record FROM jobs WHERE id = ?", {id}));
+  if (jobs.empty()) return absl::NotFoundError(absl::StrCat("job ", id, " not found"));
+  return std::move(jobs[0]);
+}
+
+absl::StatusOr<std::optional<Job>> Store::FindJobByRequestId(const std::string& request_id) {
+  absl::MutexLock lock(&mu_);
+  ASSIGN_OR_RETURN(std::vector<Job> jobs,
+                   QueryJobs("SELECT record FROM jobs WHERE request_id = ?", {request_id}));
+  if (jobs.empty()) return std::optional<Job>();
+  return std::optional<Job>(std::move(jobs[0]));
+}
+
+absl::StatusOr<std::vector<Job>> Store::ListJobs(const JobFilter& filter,
+                                                 const std::string& after_id, int limit) {
+  absl::MutexLock lock(&mu_);
+  std::string sql =
+      "SELECT record FROM jobs WHERE seq < COALESCE((SELECT seq FROM jobs WHERE id = ?1), "
+      "9223372036854775807)";
+  std::vector<std::string> args = {after_id};
+  if (filter.state) {
+    absl::StrAppend(&sql, " AND state = ", static_cast<int>(*filter.state));
+  }
+  if (!filter.label_key.empty()) {
+    args.push_back(absl::StrCat("$.\"", filter.label_key, "\""));
+    args.push_back(filter.label_value);
+    absl::StrAppend(&sql, " AND json_extract(labels, ?2) = ?3");
+  }
+  absl::StrAppend(&sql, " ORDER BY seq DESC LIMIT ", limit);
+  return QueryJobs(sql, args);
+}
+
+absl::StatusOr<std::vector<Job>> Store::LoadActiveJobs() {
+  absl::MutexLock lock(&mu_);
+  return QueryJobs(
+      absl::StrCat("SELECT record FROM jobs WHERE state IN ", kActiveStates, " ORDER BY seq"),
+      {});
+}
+
+absl::StatusOr<std::vector<Event>> Store::ListEvents(const std::string& job_id,
+                                                     int64_t after_sequence, int limit) {
+  absl::MutexLock lock(&mu_);
+  Stmt s(db_,
+         "SELECT sequence, time_ms, payload FROM events WHERE job_id = ? AND sequence > ? "
+         "ORDER BY sequence LIMIT ?");
+  s.Bind(1, job_id).Bind(2, after_sequence).Bind(3, static_cast<int64_t>(limit));
+  std::vector<Event> out;
+  int rc;
+  while ((rc = s.Step()) == SQLITE_ROW) {
+    Event e;
+    e.job_id = job_id;
+    e.sequence = s.Int(0);
+    e.time_ms = s.Int(1);
+    PayloadFromJson(s.Text(2), &e);
+    out.push_back(std::move(e));
+  }
+  if (rc != SQLITE_DONE) return Error("list events");
+  return out;
+}
+
+}  // namespace tuneforge

@@ -1,0 +1,79 @@
+// Durable state of the scheduler in one SQLite database (WAL mode): datasets,
+// jobs and their events. Every method commits before it returns, so whatever
+// a caller acknowledges survives a crash of the process.
+//
+// The schema carries a version (PRAGMA user_version); a database written by a
+// newer build is refused with a clear error.
+//
+// Thread-safe: one connection, serialised by an internal mutex.
+#ifndef TUNEFORGE_SERVER_STORE_H_
+#define TUNEFORGE_SERVER_STORE_H_
+
+#include <memory>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "absl/base/thread_annotations.h"
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "absl/synchronization/mutex.h"
+#include "server/records.h"
+
+struct sqlite3;
+
+namespace tuneforge {
+
+struct JobFilter {
+  std::optional<JobState> state;
+  std::string label_key;    // with label_value: only jobs carrying this label
+  std::string label_value;
+};
+
+class Store {
+ public:
+  static constexpr int kSchemaVersion = 1;
+
+  // Opens or creates the database at `path`.
+  static absl::StatusOr<std::unique_ptr<Store>> Open(const std::string& path);
+  ~Store();
+
+  absl::Status PutDataset(const DatasetRecord& d);
+  absl::StatusOr<DatasetRecord> GetDataset(const std::string& id);
+  // Datasets in creation order after the one with id `after_id` ("" = first).
+  absl::StatusOr<std::vector<DatasetRecord>> ListDatasets(const std::string& after_id,
+                                                          int limit);
+  absl::Status DeleteDataset(const std::string& id);
+  // How many datasets share this blob.
+  absl::StatusOr<int64_t> CountDatasetsWithBlob(const std::string& sha256);
+  // True when a queued, running or paused job names the dataset.
+  absl::StatusOr<bool> DatasetInUse(const std::string& id);
+
+  // Inserts or replaces the job and appends `events` in one transaction.
+  absl::Status PutJob(const Job& job, const std::vector<Event>& events = {});
+  absl::StatusOr<Job> GetJob(const std::string& id);
+  absl::StatusOr<std::optional<Job>> FindJobByRequestId(const std::string& request_id);
+  // Jobs, newest first, starting after `after_id` ("" = newest).
+  absl::StatusOr<std::vector<Job>> ListJobs(const JobFilter& filter, const std::string& after_id,
+                                            int limit);
+  // Every job that is not in a terminal state.
+  absl::StatusOr<std::vector<Job>> LoadActiveJobs();
+
+  absl::StatusOr<std::vector<Event>> ListEvents(const std::string& job_id,
+                                                int64_t after_sequence, int limit);
+
+ private:
+  explicit Store(sqlite3* db) : db_(db) {}
+  absl::Status Exec(const char* sql) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  absl::Status Error(const char* what) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  absl::StatusOr<std::vector<Job>> QueryJobs(const std::string& sql,
+                                             const std::vector<std::string>& args)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+
+  absl::Mutex mu_;
+  sqlite3* db_ ABSL_GUARDED_BY(mu_);
+};
+
+}  // namespace tuneforge
+
+#endif  // TUNEFORGE_SERVER_STORE_H_

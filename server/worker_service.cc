@@ -1,0 +1,254 @@
+// WorkerService: the internal API that workers pull jobs through.
+#include <fcntl.h>
+#include <unistd.h>
+
+#include <google/protobuf/util/time_util.h>
+
+#include <mutex>
+
+#include "absl/strings/str_cat.h"
+#include "server/convert.h"
+#include "server/grpc_status.h"
+#include "server/services.h"
+
+namespace tuneforge {
+namespace {
+
+using google::protobuf::util::TimeUtil;
+
+constexpr int kMaxWaitMs = 60'000;
+constexpr size_t kBlobChunkBytes = 256 * 1024;
+
+void FillAssignment(const Assignment& a, const std::string& lease, v1::Assignment* out) {
+  *out->mutable_job() = ToProto(a.job);
+  out->set_lease(lease);
+  *out->mutable_lease_deadline() = TimeUtil::MillisecondsToTimestamp(a.lease_deadline_ms);
+  out->set_training_dataset_sha256(a.training_sha256);
+  out->set_validation_dataset_sha256(a.validation_sha256);
+}
+
+// A long poll: parks in the scheduler until a job is free, the wait ends, or
+// the worker hangs up (then the scheduler forgets it, so no job is handed to
+// a worker that is gone).
+class AcquireReactor : public grpc::ServerUnaryReactor {
+ public:
+  AcquireReactor(Scheduler* scheduler, const v1::AcquireJobRequest* request,
+                 v1::AcquireJobResponse* response)
+      : scheduler_(scheduler), shared_(std::make_shared<Shared>()) {
+    shared_->reactor = this;
+    absl::StatusOr<std::string> worker = IdFromName(request->worker(), "workers", "worker");
+    if (!worker.ok()) {
+      Finish(ToGrpc(worker.status()));
+      return;
+    }
+    const int wait_ms = std::clamp(request->wait_ms(), 0, kMaxWaitMs);
+    // The callback may finish the call at once, and OnDone may then delete
+    // this reactor on another thread: from here on touch only locals.
+    std::shared_ptr<Shared> shared = shared_;
+    Scheduler* sched = scheduler_;
+    uint64_t ticket = sched->AcquireJob(
+        *worker, absl::Milliseconds(wait_ms),
+        [shared, response](absl::StatusOr<std::optional<Assignment>> result) {
+          std::lock_guard<std::mutex> lock(shared->mu);
+          if (shared->reactor == nullptr) return;
+          if (result.ok() && result->has_value()) {
+            FillAssignment(**result, (*result)->job.lease, response->mutable_assignment());
+          }
+          shared->reactor->Finish(ToGrpc(result.status()));
+        });
+    bool cancelled;
+    {
+      std::lock_guard<std::mutex> lock(shared->mu);
+      shared->ticket = ticket;
+      cancelled = shared->cancelled;
+    }
+    if (cancelled && ticket != 0) sched->CancelAcquire(ticket);
+  }
+
+  void OnCancel() override {
+    uint64_t ticket;
+    {
+      std::lock_guard<std::mutex> lock(shared_->mu);
+      shared_->cancelled = true;
+      ticket = shared_->ticket;
+    }
+    if (ticket != 0) scheduler_->CancelAcquire(ticket);
+  }
+
+  void OnDone() override {
+    {
+      std::lock_guard<std::mutex> lock(shared_->mu);
+      shared_->reactor = nullptr;
+    }
+    delete this;
+  }
+
+ private:
+  struct Shared {
+    std::mutex mu;
+    AcquireReactor* reactor = nullptr;
+    uint64_t ticket = 0;
+    bool cancelled = false;
+  };
+  Scheduler* const scheduler_;
+  std::shared_ptr<Shared> shared_;
+};
+
+class ReportReactor : public grpc::ServerReadReactor<v1::ReportEventsRequest> {
+ public:
+  ReportReactor(Scheduler* scheduler, v1::ReportEventsResponse* response)
+      : scheduler_(scheduler), response_(response) {
+    StartRead(&request_);
+  }
+
+  void OnReadDone(bool ok) override {
+    if (!ok) {
+      Finish(grpc::Status::OK);
+      return;
+    }
+    absl::Status s = Accept();
+    if (!s.ok()) {
+      Finish(ToGrpc(s));
+      return;
+    }
+    response_->set_accepted(response_->accepted() + 1);
+    StartRead(&request_);
+  }
+
+  void OnDone() override { delete this; }
+
+ private:
+  absl::Status Accept() {
+    absl::StatusOr<std::string> job = IdFromName(request_.job(), "jobs", "job");
+    if (!job.ok()) return job.status();
+    absl::StatusOr<Event> event = EventFromProto(request_.event());
+    if (!event.ok()) return event.status();
+    return scheduler_->ReportEvent(*job, request_.lease(), *std::move(event));
+  }
+
+  Scheduler* const scheduler_;
+  v1::ReportEventsResponse* response_;
+  v1::ReportEventsRequest request_;
+};
+
+// Streams a blob in chunks, reading the next chunk only when the previous
+// one has been sent.
+class BlobReactor : public grpc::ServerWriteReactor<v1::BlobChunk> {
+ public:
+  BlobReactor(BlobStore* blobs, const std::string& sha256) {
+    if (!blobs->Contains(sha256)) {
+      Finish(grpc::Status(grpc::StatusCode::NOT_FOUND,
+                          absl::StrCat("blob ", sha256, " not found")));
+      return;
+    }
+    fd_ = ::open(blobs->PathOf(sha256).c_str(), O_RDONLY | O_CLOEXEC);
+    absl::StatusOr<int64_t> size = blobs->SizeOf(sha256);
+    if (fd_ < 0 || !size.ok()) {
+      Finish(grpc::Status(grpc::StatusCode::INTERNAL, "cannot open blob " + sha256));
+      return;
+    }
+    total_ = *size;
+    SendNext();
+  }
+  ~BlobReactor() override {
+    if (fd_ >= 0) ::close(fd_);
+  }
+
+  void OnWriteDone(bool ok) override {
+    if (!ok) {
+      Finish(grpc::Status(grpc::StatusCode::UNAVAILABLE, "the stream broke"));
+      return;
+    }
+    SendNext();
+  }
+  void OnDone() override { delete this; }
+
+ private:
+  void SendNext() {
+    std::string* data = chunk_.mutable_data();
+    data->resize(kBlobChunkBytes);
+    ssize_t n;
+    do {
+      n = ::read(fd_, data->data(), kBlobChunkBytes);
+    } while (n < 0 && errno == EINTR);
+    if (n < 0) {
+      Finish(grpc::Status(grpc::StatusCode::INTERNAL, "cannot read blob"));
+      return;
+    }
+    if (n == 0) {
+      Finish(grpc::Status::OK);
+      return;
+    }
+    data->resize(static_cast<size_t>(n));
+    chunk_.set_total_bytes(total_);
+    StartWrite(&chunk_);
+  }
+
+  int fd_ = -1;
+  int64_t total_ = 0;
+  v1::BlobChunk chunk_;
+};
+
+}  // namespace
+
+grpc::ServerUnaryReactor* WorkerServiceImpl::RegisterWorker(
+    grpc::CallbackServerContext* ctx, const v1::RegisterWorkerRequest* request,
+    v1::RegisterWorkerResponse* response) {
+  if (request->display_name().size() > 256) {
+    return FinishNow(ctx, absl::InvalidArgumentError("display_name: at most 256 bytes"));
+  }
+  std::string id = scheduler_->RegisterWorker(WorkerInfo{
+      request->display_name(), request->device(), request->memory_bytes(),
+      request->engine_version()});
+  response->set_worker(absl::StrCat("workers/", id));
+  response->set_heartbeat_interval_ms(
+      static_cast<int32_t>(absl::ToInt64Milliseconds(options_.heartbeat_interval)));
+  return FinishNow(ctx, absl::OkStatus());
+}
+
+grpc::ServerUnaryReactor* WorkerServiceImpl::AcquireJob(grpc::CallbackServerContext* ctx,
+                                                        const v1::AcquireJobRequest* request,
+                                                        v1::AcquireJobResponse* response) {
+  return new AcquireReactor(scheduler_, request, response);
+}
+
+grpc::ServerUnaryReactor* WorkerServiceImpl::Heartbeat(grpc::CallbackServerContext* ctx,
+                                                       const v1::HeartbeatRequest* request,
+                                                       v1::HeartbeatResponse* response) {
+  absl::StatusOr<std::string> worker = IdFromName(request->worker(), "workers", "worker");
+  if (!worker.ok()) return FinishNow(ctx, worker.status());
+  absl::StatusOr<std::string> job = IdFromName(request->job(), "jobs", "job");
+  if (!job.ok()) return FinishNow(ctx, job.status());
+  absl::StatusOr<HeartbeatReply> reply =
+      scheduler_->Heartbeat(*worker, *job, request->lease(), request->step());
+  if (reply.ok()) {
+    response->set_cancel_requested(reply->cancel_requested);
+    *response->mutable_lease_deadline() =
+        TimeUtil::MillisecondsToTimestamp(reply->lease_deadline_ms);
+  }
+  return FinishNow(ctx, reply.status());
+}
+
+grpc::ServerReadReactor<v1::ReportEventsRequest>* WorkerServiceImpl::ReportEvents(
+    grpc::CallbackServerContext* ctx, v1::ReportEventsResponse* response) {
+  return new ReportReactor(scheduler_, response);
+}
+
+grpc::ServerUnaryReactor* WorkerServiceImpl::FinishJob(grpc::CallbackServerContext* ctx,
+                                                       const v1::FinishJobRequest* request,
+                                                       v1::FinishJobResponse* response) {
+  absl::StatusOr<std::string> job = IdFromName(request->job(), "jobs", "job");
+  if (!job.ok()) return FinishNow(ctx, job.status());
+  if (request->error().size() > 4096) {
+    return FinishNow(ctx, absl::InvalidArgumentError("error: at most 4096 bytes"));
+  }
+  return FinishNow(ctx, scheduler_->FinishJob(*job, request->lease(), FromProto(request->state()),
+                                              request->error()));
+}
+
+grpc::ServerWriteReactor<v1::BlobChunk>* WorkerServiceImpl::FetchBlob(
+    grpc::CallbackServerContext* ctx, const v1::FetchBlobRequest* request) {
+  return new BlobReactor(blobs_, request->sha256());
+}
+
+}  // namespace tuneforge

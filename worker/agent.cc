@@ -1,0 +1,352 @@
+#include "worker/agent.h"
+
+#include <unistd.h>
+
+#include <chrono>
+#include <condition_variable>
+#include <filesystem>
+#include <fstream>
+#include <thread>
+
+#include <spdlog/spdlog.h>
+
+#include "absl/strings/str_cat.h"
+#include "common/blob_store.h"
+#include "common/dataset.h"
+#include "common/sha256.h"
+#include "worker/engine/trainer.h"
+
+namespace tuneforge {
+namespace {
+
+constexpr auto kCallTimeout = std::chrono::seconds(30);
+
+void SetDeadline(grpc::ClientContext& ctx, std::chrono::milliseconds timeout) {
+  ctx.set_deadline(std::chrono::system_clock::now() + timeout);
+}
+
+absl::Status FromGrpc(const grpc::Status& s) {
+  if (s.ok()) return absl::OkStatus();
+  return absl::Status(static_cast<absl::StatusCode>(s.error_code()), s.error_message());
+}
+
+engine::TrainConfig ConfigFromJob(const v1::Job& job, int threads) {
+  const v1::Hyperparameters& h = job.hyperparameters();
+  engine::TrainConfig c;
+  c.model = job.base_model().substr(job.base_model().find('/') + 1);
+  c.epochs = h.epochs();
+  c.batch_size = h.batch_size();
+  c.learning_rate = h.learning_rate();
+  c.warmup_steps = h.warmup_steps();
+  c.schedule = h.schedule() == v1::LEARNING_RATE_SCHEDULE_LINEAR     ? engine::Schedule::kLinear
+               : h.schedule() == v1::LEARNING_RATE_SCHEDULE_CONSTANT ? engine::Schedule::kConstant
+                                                                     : engine::Schedule::kCosine;
+  c.weight_decay = h.weight_decay();
+  c.max_seq_len = h.max_seq_len();
+  c.gradient_accumulation_steps = h.gradient_accumulation_steps();
+  c.seed = h.seed();
+  c.log_every_steps = h.log_every_steps();
+  c.eval_every_steps = h.eval_every_steps();
+  c.grad_clip = h.grad_clip();
+  c.threads = threads;
+  return c;
+}
+
+// Turns engine callbacks into ReportEvents messages, and answers the
+// engine's ShouldStop() from the heartbeat's findings.
+class JobObserver : public engine::TrainObserver {
+ public:
+  JobObserver(grpc::ClientWriter<v1::ReportEventsRequest>* stream, const v1::Assignment& a,
+              const std::atomic<bool>* stop)
+      : stream_(stream), job_(a.job().name()), lease_(a.lease()), agent_stop_(stop) {}
+
+  void OnStart(const engine::TrainPlan& p) override {
+    v1::JobEvent e;
+    e.mutable_log()->set_level("info");
+    e.mutable_log()->set_message(absl::StrCat(
+        "training ", p.parameter_count, " parameters on ", p.train_examples, " examples (",
+        p.validation_examples, " for validation), ", p.total_steps, " steps, ", p.threads,
+        " threads", p.truncated_examples ? absl::StrCat("; ", p.truncated_examples,
+                                                        " examples truncated to max_seq_len")
+                                         : ""));
+    Send(std::move(e));
+  }
+  void OnMetrics(const engine::StepMetrics& m) override {
+    step_ = m.step;
+    v1::JobEvent e;
+    v1::TrainingMetrics* p = e.mutable_metrics();
+    p->set_epoch(m.epoch);
+    p->set_step(m.step);
+    p->set_total_steps(m.total_steps);
+    p->set_loss(m.loss);
+    p->set_learning_rate(m.learning_rate);
+    p->set_grad_norm(m.grad_norm);
+    p->set_tokens_per_second(m.tokens_per_second);
+    p->set_tokens_seen(m.tokens_seen);
+    p->set_epoch_progress(m.epoch_progress);
+    p->set_eta_seconds(m.eta_seconds);
+    Send(std::move(e));
+  }
+  void OnEvaluation(const engine::EvalMetrics& m) override {
+    v1::JobEvent e;
+    v1::Evaluation* p = e.mutable_evaluation();
+    p->set_epoch(m.epoch);
+    p->set_step(m.step);
+    p->set_validation_loss(m.loss);
+    p->set_perplexity(m.perplexity);
+    p->set_token_accuracy(m.token_accuracy);
+    Send(std::move(e));
+  }
+  void OnSample(const std::string& prompt, const std::string& completion,
+                int64_t step) override {
+    v1::JobEvent e;
+    e.mutable_sample()->set_prompt(prompt);
+    e.mutable_sample()->set_completion(completion);
+    e.mutable_sample()->set_step(step);
+    Send(std::move(e));
+  }
+  bool ShouldStop() override { return cancelled || lease_lost || *agent_stop_; }
+
+  int64_t step() const { return step_; }
+  std::atomic<bool> cancelled{false};
+  std::atomic<bool> lease_lost{false};
+
+ private:
+  void Send(v1::JobEvent event) {
+    if (lease_lost) return;
+    v1::ReportEventsRequest r;
+    r.set_job(job_);
+    r.set_lease(lease_);
+    *r.mutable_event() = std::move(event);
+    if (!stream_->Write(r)) {
+      spdlog::warn("{}: the event stream to the scheduler broke; stopping the job", job_);
+      lease_lost = true;
+    }
+  }
+
+  grpc::ClientWriter<v1::ReportEventsRequest>* stream_;
+  std::string job_;
+  std::string lease_;
+  const std::atomic<bool>* agent_stop_;
+  std::atomic<int64_t> step_{0};
+};
+
+}  // namespace
+
+Agent::Agent(std::shared_ptr<grpc::Channel> channel, AgentOptions options)
+    : stub_(v1::WorkerService::NewStub(channel)), options_(std::move(options)) {}
+
+void Agent::RequestStop() {
+  stop_ = true;
+  std::lock_guard<std::mutex> lock(poll_mu_);
+  if (poll_ctx_ != nullptr) poll_ctx_->TryCancel();
+}
+
+absl::Status Agent::Register() {
+  grpc::ClientContext ctx;
+  SetDeadline(ctx, kCallTimeout);
+  v1::RegisterWorkerRequest req;
+  req.set_display_name(options_.name);
+  req.set_device("cpu");
+  req.set_memory_bytes(static_cast<int64_t>(sysconf(_SC_PHYS_PAGES)) * sysconf(_SC_PAGESIZE));
+  req.set_engine_version("tuneforge-0.1.0");
+  v1::RegisterWorkerResponse resp;
+  grpc::Status s = stub_->RegisterWorker(&ctx, req, &resp);
+  if (!s.ok()) return FromGrpc(s);
+  worker_ = resp.worker();
+  heartbeat_interval_ms_ = std::max(100, resp.heartbeat_interval_ms());
+  spdlog::info("registered as {} ({})", worker_, options_.name);
+  return absl::OkStatus();
+}
+
+int Agent::Run() {
+  std::error_code ec;
+  std::filesystem::create_directories(options_.cache_dir, ec);
+  if (ec) {
+    spdlog::error("cannot create cache dir {}: {}", options_.cache_dir, ec.message());
+    return 1;
+  }
+  int backoff_ms = 200;
+  while (!stop_) {
+    if (worker_.empty()) {
+      absl::Status s = Register();
+      if (!s.ok()) {
+        spdlog::warn("cannot register with the scheduler ({}); retrying in {} ms", s.ToString(),
+                     backoff_ms);
+        std::this_thread::sleep_for(std::chrono::milliseconds(backoff_ms));
+        backoff_ms = std::min(backoff_ms * 2, 5000);
+        continue;
+      }
+      backoff_ms = 200;
+    }
+    grpc::ClientContext ctx;
+    SetDeadline(ctx, std::chrono::milliseconds(options_.wait_ms + 10'000));
+    {
+      std::lock_guard<std::mutex> lock(poll_mu_);
+      if (stop_) break;
+      poll_ctx_ = &ctx;
+    }
+    v1::AcquireJobRequest req;
+    req.set_worker(worker_);
+    req.set_wait_ms(options_.wait_ms);
+    v1::AcquireJobResponse resp;
+    grpc::Status s = stub_->AcquireJob(&ctx, req, &resp);
+    {
+      std::lock_guard<std::mutex> lock(poll_mu_);
+      poll_ctx_ = nullptr;
+    }
+    if (stop_) break;
+    if (s.error_code() == grpc::StatusCode::NOT_FOUND) {
+      worker_.clear();  // the scheduler forgot us (restarted): register again
+      continue;
+    }
+    if (!s.ok()) {
+      spdlog::warn("AcquireJob failed ({}); retrying in {} ms", s.error_message(), backoff_ms);
+      std::this_thread::sleep_for(std::chrono::milliseconds(backoff_ms));
+      backoff_ms = std::min(backoff_ms * 2, 5000);
+      continue;
+    }
+    backoff_ms = 200;
+    if (resp.has_assignment()) RunJob(resp.assignment());
+  }
+  spdlog::info("worker {} stopped", options_.name);
+  return 0;
+}
+
+absl::StatusOr<std::string> Agent::FetchBlob(const std::string& sha256) {
+  if (!IsSha256Hex(sha256)) return absl::InvalidArgumentError("bad blob digest " + sha256);
+  std::string path = options_.cache_dir + "/" + sha256;
+  if (std::filesystem::exists(path)) return path;
+  grpc::ClientContext ctx;
+  SetDeadline(ctx, std::chrono::minutes(30));
+  v1::FetchBlobRequest req;
+  req.set_sha256(sha256);
+  auto reader = stub_->FetchBlob(&ctx, req);
+  std::string tmp = path + ".part." + std::to_string(getpid());
+  {
+    std::ofstream out(tmp, std::ios::binary | std::ios::trunc);
+    Sha256 hash;
+    v1::BlobChunk chunk;
+    while (reader->Read(&chunk)) {
+      out.write(chunk.data().data(), static_cast<std::streamsize>(chunk.data().size()));
+      hash.Update(chunk.data());
+    }
+    grpc::Status s = reader->Finish();
+    out.close();
+    if (!s.ok() || !out) {
+      std::filesystem::remove(tmp);
+      return s.ok() ? absl::InternalError("cannot write " + tmp) : FromGrpc(s);
+    }
+    if (hash.HexDigest() != sha256) {
+      std::filesystem::remove(tmp);
+      return absl::DataLossError("fetched blob does not match its digest " + sha256);
+    }
+  }
+  std::filesystem::rename(tmp, path);
+  return path;
+}
+
+void Agent::RunJob(const v1::Assignment& a) {
+  const std::string& job = a.job().name();
+  spdlog::info("{}: acquired (attempt {})", job, a.job().attempt());
+
+  grpc::ClientContext stream_ctx;
+  SetDeadline(stream_ctx, std::chrono::hours(24 * 30));
+  v1::ReportEventsResponse report_resp;
+  auto stream = stub_->ReportEvents(&stream_ctx, &report_resp);
+  JobObserver observer(stream.get(), a, &stop_);
+
+  // Heartbeats: renew the lease, learn of cancellation.
+  std::mutex hb_mu;
+  std::condition_variable hb_cv;
+  bool hb_done = false;
+  std::thread heartbeat([&] {
+    std::unique_lock<std::mutex> lock(hb_mu);
+    while (!hb_cv.wait_for(lock, std::chrono::milliseconds(heartbeat_interval_ms_),
+                           [&] { return hb_done; })) {
+      lock.unlock();
+      grpc::ClientContext ctx;
+      SetDeadline(ctx, std::chrono::milliseconds(heartbeat_interval_ms_ * 2));
+      v1::HeartbeatRequest req;
+      req.set_worker(worker_);
+      req.set_job(job);
+      req.set_lease(a.lease());
+      req.set_step(observer.step());
+      v1::HeartbeatResponse resp;
+      grpc::Status s = stub_->Heartbeat(&ctx, req, &resp);
+      if (s.ok() && resp.cancel_requested()) observer.cancelled = true;
+      if (s.error_code() == grpc::StatusCode::ABORTED) {
+        spdlog::warn("{}: lease lost ({}); stopping", job, s.error_message());
+        observer.lease_lost = true;
+      }
+      lock.lock();
+    }
+  });
+
+  v1::JobState outcome = v1::JOB_STATE_SUCCEEDED;
+  std::string error;
+  try {
+    auto load = [&](const std::string& sha) -> std::vector<Example> {
+      absl::StatusOr<std::string> path = FetchBlob(sha);
+      if (!path.ok()) throw std::runtime_error("cannot fetch dataset: " + path.status().ToString());
+      absl::StatusOr<std::string> bytes = ReadFileToString(*path);
+      if (!bytes.ok()) throw std::runtime_error(bytes.status().ToString());
+      ParsedDataset parsed = ParseDataset(*bytes);
+      if (parsed.report.error_count > 0) {
+        throw std::runtime_error("dataset " + sha + " has errors; it should not have been READY");
+      }
+      return std::move(parsed.examples);
+    };
+    std::vector<Example> all = load(a.training_dataset_sha256());
+    std::vector<Example> train, validation;
+    if (!a.validation_dataset_sha256().empty()) {
+      train = std::move(all);
+      validation = load(a.validation_dataset_sha256());
+    } else {
+      Split split = SplitExamples(static_cast<int64_t>(all.size()),
+                                  a.job().validation_split(), a.job().hyperparameters().seed());
+      for (int64_t i : split.train) train.push_back(all[i]);
+      for (int64_t i : split.validation) validation.push_back(all[i]);
+    }
+    engine::TrainResult r =
+        engine::Train(ConfigFromJob(a.job(), options_.threads), train, validation, observer);
+    if (r.stopped) outcome = v1::JOB_STATE_CANCELLED;
+  } catch (const std::exception& e) {  // c10::Error included: one catch at the job boundary
+    outcome = v1::JOB_STATE_FAILED;
+    error = e.what();
+    // c10::Error carries a C++ backtrace after the first line; keep the message.
+    if (size_t nl = error.find("\nException raised from"); nl != std::string::npos) {
+      error.resize(nl);
+    }
+    spdlog::error("{}: training failed: {}", job, error);
+  }
+  {
+    std::lock_guard<std::mutex> lock(hb_mu);
+    hb_done = true;
+  }
+  hb_cv.notify_all();
+  heartbeat.join();
+  stream->WritesDone();
+  grpc::Status report_status = stream->Finish();
+  if (!report_status.ok() && report_status.error_code() == grpc::StatusCode::ABORTED) {
+    observer.lease_lost = true;
+  }
+
+  if (observer.lease_lost || (stop_ && !observer.cancelled)) {
+    spdlog::info("{}: left to the scheduler (lease lost or worker stopping)", job);
+    return;
+  }
+  grpc::ClientContext ctx;
+  SetDeadline(ctx, kCallTimeout);
+  v1::FinishJobRequest req;
+  req.set_job(job);
+  req.set_lease(a.lease());
+  req.set_state(outcome);
+  req.set_error(error.substr(0, 4000));
+  v1::FinishJobResponse resp;
+  grpc::Status s = stub_->FinishJob(&ctx, req, &resp);
+  spdlog::info("{}: finished {}{}", job, v1::JobState_Name(outcome),
+               s.ok() ? "" : " (scheduler refused: " + s.error_message() + ")");
+}
+
+}  // namespace tuneforge

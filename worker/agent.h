@@ -1,0 +1,58 @@
+// The worker's agent: registers with the scheduler, long-polls for jobs, and
+// runs each one through the training engine while it heartbeats, streams
+// events, and stops when the job is cancelled or its lease is lost.
+//
+//   Agent agent(grpc::CreateChannel(addr, creds), options);
+//   agent.Run();                 // until RequestStop() (e.g. from SIGTERM)
+//
+// Thread-safe: RequestStop() may be called from any thread; Run() from one.
+#ifndef TUNEFORGE_WORKER_AGENT_H_
+#define TUNEFORGE_WORKER_AGENT_H_
+
+#include <atomic>
+#include <memory>
+#include <mutex>
+#include <string>
+
+#include <grpcpp/grpcpp.h>
+
+#include "absl/status/statusor.h"
+#include "tuneforge/v1/worker.grpc.pb.h"
+
+namespace tuneforge {
+
+struct AgentOptions {
+  std::string name = "worker";     // shown in job events, e.g. "gpu-node-3/0"
+  int threads = 0;                 // training threads; 0: the cores we may use
+  std::string cache_dir = "./tuneforge-worker-cache";  // datasets by sha256
+  int wait_ms = 10'000;            // long-poll length
+};
+
+class Agent {
+ public:
+  Agent(std::shared_ptr<grpc::Channel> channel, AgentOptions options);
+
+  // Serves jobs until RequestStop(). Returns 0, or 1 on a fatal error.
+  int Run();
+  // Stops polling and the running job (it is not finished: its lease expires
+  // and the scheduler hands it out again).
+  void RequestStop();
+
+ private:
+  absl::Status Register();
+  // Fetches a blob into the cache (checked against its digest); returns its path.
+  absl::StatusOr<std::string> FetchBlob(const std::string& sha256);
+  void RunJob(const v1::Assignment& assignment);
+
+  std::unique_ptr<v1::WorkerService::Stub> stub_;
+  AgentOptions options_;
+  std::string worker_;  // "workers/{id}"
+  int heartbeat_interval_ms_ = 2000;
+  std::atomic<bool> stop_{false};
+  std::mutex poll_mu_;
+  grpc::ClientContext* poll_ctx_ = nullptr;  // the pending AcquireJob, guarded by poll_mu_
+};
+
+}  // namespace tuneforge
+
+#endif  // TUNEFORGE_WORKER_AGENT_H_

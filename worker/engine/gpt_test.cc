@@ -1,0 +1,65 @@
+#include "worker/engine/gpt.h"
+
+#include <gtest/gtest.h>
+
+namespace tuneforge::engine {
+namespace {
+
+GptConfig SmallConfig() {
+  GptConfig c;
+  c.context_length = 32;
+  c.n_layer = 2;
+  c.n_head = 2;
+  c.d_model = 32;
+  return c;
+}
+
+TEST(GptTest, OutputShape) {
+  torch::manual_seed(1);
+  Gpt model(SmallConfig());
+  torch::Tensor ids = torch::randint(0, 256, {3, 17}, torch::kInt64);  // (B, T)
+  torch::Tensor logits = model->forward(ids);
+  EXPECT_EQ(logits.sizes(), (std::vector<int64_t>{3, 17, 258}));
+  EXPECT_TRUE(torch::isfinite(logits).all().item<bool>());
+}
+
+TEST(GptTest, TinyPresetSize) {
+  torch::manual_seed(1);
+  Gpt model(TinyGptConfig());
+  // wte 258*128 + wpe 256*128 + 4 blocks * (12*128^2 + 13*128) + ln_f 2*128.
+  EXPECT_EQ(model->ParameterCount(), 258 * 128 + 256 * 128 + 4 * (12 * 128 * 128 + 13 * 128) +
+                                         2 * 128);
+}
+
+TEST(GptTest, SameSeedSameWeights) {
+  torch::manual_seed(7);
+  Gpt a(SmallConfig());
+  torch::manual_seed(7);
+  Gpt b(SmallConfig());
+  torch::Tensor ids = torch::randint(0, 256, {1, 9}, torch::kInt64);
+  EXPECT_TRUE(torch::equal(a->forward(ids), b->forward(ids)));
+}
+
+TEST(GptTest, Causality) {
+  torch::manual_seed(3);
+  Gpt model(SmallConfig());
+  model->eval();
+  torch::Tensor ids = torch::randint(0, 256, {2, 20}, torch::kInt64);  // (B, T)
+  torch::Tensor changed = ids.clone();
+  changed.index_put_({torch::indexing::Slice(), 12}, (ids.index({torch::indexing::Slice(), 12}) + 1) % 256);
+  torch::Tensor a = model->forward(ids);      // (B, T, V)
+  torch::Tensor b = model->forward(changed);  // (B, T, V)
+  using torch::indexing::Slice;
+  // Positions before the change see the same logits, bit for bit ...
+  EXPECT_TRUE(torch::equal(a.index({Slice(), Slice(0, 12)}), b.index({Slice(), Slice(0, 12)})));
+  // ... and the changed position onwards do not.
+  EXPECT_FALSE(torch::allclose(a.index({Slice(), Slice(12)}), b.index({Slice(), Slice(12)})));
+}
+
+TEST(GptTest, RefusesTooLongSequence) {
+  Gpt model(SmallConfig());
+  EXPECT_THROW(model->forward(torch::zeros({1, 33}, torch::kInt64)), c10::Error);
+}
+
+}  // namespace
+}  // namespace tuneforge::engine

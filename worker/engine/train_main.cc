@@ -1,0 +1,121 @@
+// tuneforge-train: the training engine as a standalone command. Trains a preset
+// on local dataset files and prints the same metrics a job streams, with no
+// scheduler and no RPC.
+//
+//   tuneforge-train --data examples/hr.json --epochs 3 --learning-rate 1e-3
+#include <cstdio>
+#include <exception>
+
+#include <CLI/CLI.hpp>
+
+#include "common/file_util.h"
+#include "common/dataset.h"
+#include "worker/engine/trainer.h"
+
+namespace {
+
+using tuneforge::engine::EvalMetrics;
+using tuneforge::engine::StepMetrics;
+using tuneforge::engine::TrainPlan;
+
+class PrintingObserver : public tuneforge::engine::TrainObserver {
+ public:
+  void OnStart(const TrainPlan& p) override {
+    std::printf("model tiny-gpt: %lld parameters, %d threads\n",
+                static_cast<long long>(p.parameter_count), p.threads);
+    std::printf("data: %lld training, %lld validation examples, %lld truncated; %lld steps\n",
+                static_cast<long long>(p.train_examples),
+                static_cast<long long>(p.validation_examples),
+                static_cast<long long>(p.truncated_examples),
+                static_cast<long long>(p.total_steps));
+  }
+  void OnMetrics(const StepMetrics& m) override {
+    std::printf("epoch %d step %lld/%lld  train_loss %.4f  lr %.2e  grad_norm %.3f  "
+                "tokens/s %.0f  eta %.0fs\n",
+                m.epoch, static_cast<long long>(m.step), static_cast<long long>(m.total_steps),
+                m.loss, m.learning_rate, m.grad_norm, m.tokens_per_second, m.eta_seconds);
+    std::fflush(stdout);
+  }
+  void OnEvaluation(const EvalMetrics& m) override {
+    std::printf("epoch %d step %lld  validation_loss %.4f  perplexity %.2f  token_accuracy %.3f\n",
+                m.epoch, static_cast<long long>(m.step), m.loss, m.perplexity,
+                m.token_accuracy);
+    std::fflush(stdout);
+  }
+  void OnSample(const std::string& prompt, const std::string& completion,
+                int64_t step) override {
+    std::printf("sample: %s -> %s\n", prompt.c_str(), completion.c_str());
+  }
+};
+
+// Reads and parses a dataset file; prints its problems and exits on errors.
+std::vector<tuneforge::Example> Load(const std::string& path) {
+  std::string bytes;
+  if (!tuneforge::ReadWholeFile(path, &bytes)) {
+    std::fprintf(stderr, "tuneforge-train: cannot read %s\n", path.c_str());
+    std::exit(2);
+  }
+  tuneforge::ParsedDataset parsed = tuneforge::ParseDataset(bytes);
+  for (const auto& p : parsed.report.problems) {
+    std::fprintf(stderr, "%s:%lld:%lld: %s: %s [%s]%s%s\n", path.c_str(),
+                 static_cast<long long>(p.line), static_cast<long long>(p.column),
+                 p.severity == tuneforge::Severity::kError ? "error" : "warning",
+                 p.message.c_str(), p.code.c_str(), p.field.empty() ? "" : " at ",
+                 p.field.c_str());
+  }
+  if (parsed.report.error_count > 0) {
+    std::fprintf(stderr, "tuneforge-train: %s has %lld errors\n", path.c_str(),
+                 static_cast<long long>(parsed.report.error_count));
+    std::exit(1);
+  }
+  return std::move(parsed.examples);
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  CLI::App app{"tuneforge-train: fine-tune a model on local files, no server"};
+  tuneforge::engine::TrainConfig config;
+  std::string data, validation;
+  double split = 0.1;
+  app.add_option("--data", data, "training dataset (JSON array or JSONL)")->required();
+  app.add_option("--validation", validation, "validation dataset; else --validation-split");
+  app.add_option("--validation-split", split, "fraction held out for validation")
+      ->capture_default_str();
+  app.add_option("--model", config.model, "preset")->capture_default_str();
+  app.add_option("--epochs", config.epochs)->capture_default_str();
+  app.add_option("--batch-size", config.batch_size)->capture_default_str();
+  app.add_option("--learning-rate", config.learning_rate)->capture_default_str();
+  app.add_option("--warmup-steps", config.warmup_steps)->capture_default_str();
+  app.add_option("--weight-decay", config.weight_decay)->capture_default_str();
+  app.add_option("--max-seq-len", config.max_seq_len, "0: the model's context")
+      ->capture_default_str();
+  app.add_option("--grad-accum", config.gradient_accumulation_steps)->capture_default_str();
+  app.add_option("--seed", config.seed)->capture_default_str();
+  app.add_option("--log-every", config.log_every_steps)->capture_default_str();
+  app.add_option("--threads", config.threads, "0: the cores this process may use")
+      ->capture_default_str();
+  CLI11_PARSE(app, argc, argv);
+
+  try {
+    std::vector<tuneforge::Example> all = Load(data);
+    std::vector<tuneforge::Example> train, val;
+    if (!validation.empty()) {
+      train = std::move(all);
+      val = Load(validation);
+    } else {
+      tuneforge::Split s = tuneforge::SplitExamples(static_cast<int64_t>(all.size()), split,
+                                                    config.seed);
+      for (int64_t i : s.train) train.push_back(all[i]);
+      for (int64_t i : s.validation) val.push_back(all[i]);
+    }
+    PrintingObserver observer;
+    tuneforge::engine::TrainResult r = tuneforge::engine::Train(config, train, val, observer);
+    std::printf("done: %lld steps, train_loss %.4f, validation_loss %.4f\n",
+                static_cast<long long>(r.steps), r.final_train_loss, r.final_validation_loss);
+  } catch (const std::exception& e) {
+    std::fprintf(stderr, "tuneforge-train: training failed: %s\n", e.what());
+    return 1;
+  }
+  return 0;
+}

@@ -1,0 +1,362 @@
+#include "worker/engine/trainer.h"
+
+#include <sched.h>
+
+#include <algorithm>
+#include <chrono>
+#include <cmath>
+#include <fstream>
+#include <random>
+#include <stdexcept>
+
+#include <torch/torch.h>
+
+#include "worker/engine/byte_tokenizer.h"
+#include "worker/engine/gpt.h"
+
+namespace tuneforge::engine {
+namespace {
+
+constexpr int64_t kIgnore = -100;  // target id that carries no loss
+using Clock = std::chrono::steady_clock;
+
+// One tokenised example: ids[i] predicts targets[i]. (L) each.
+struct Sequence {
+  std::vector<int64_t> ids;
+  std::vector<int64_t> targets;
+  int64_t prompt_tokens = 0;
+};
+
+Sequence Tokenize(const Example& e, int64_t max_len, bool train_on_prompt, bool* truncated) {
+  std::vector<int64_t> tokens = ByteTokenizer::Encode(e.prompt);
+  const auto loss_from = static_cast<int64_t>(tokens.size());  // first completion token
+  ByteTokenizer::Encode(e.completion, tokens);
+  tokens.push_back(ByteTokenizer::kEndOfText);
+  *truncated = static_cast<int64_t>(tokens.size()) > max_len + 1;
+  if (*truncated) tokens.resize(max_len + 1);
+  Sequence s;
+  s.prompt_tokens = loss_from;
+  const auto n = static_cast<int64_t>(tokens.size()) - 1;
+  s.ids.assign(tokens.begin(), tokens.end() - 1);
+  s.targets.resize(n);
+  for (int64_t i = 0; i < n; ++i) {
+    s.targets[i] = (train_on_prompt || i + 1 >= loss_from) ? tokens[i + 1] : kIgnore;
+  }
+  return s;
+}
+
+struct Batch {
+  torch::Tensor ids;      // (B, T) int64, padded with kPad
+  torch::Tensor targets;  // (B, T) int64, padded with kIgnore
+  int64_t tokens = 0;     // real (unpadded) input tokens
+  int64_t target_tokens = 0;
+};
+
+Batch MakeBatch(const std::vector<Sequence>& seqs, const std::vector<int64_t>& order,
+                size_t begin, size_t end) {
+  int64_t T = 0;
+  for (size_t i = begin; i < end; ++i) {
+    T = std::max<int64_t>(T, static_cast<int64_t>(seqs[order[i]].ids.size()));
+  }
+  const auto B = static_cast<int64_t>(end - begin);
+  Batch batch;
+  batch.ids = torch::full({B, T}, ByteTokenizer::kPad, torch::kInt64);
+  batch.targets = torch::full({B, T}, kIgnore, torch::kInt64);
+  auto ids = batch.ids.accessor<int64_t, 2>();
+  auto targets = batch.targets.accessor<int64_t, 2>();
+  for (int64_t b = 0; b < B; ++b) {
+    const Sequence& s = seqs[order[begin + b]];
+    for (size_t t = 0; t < s.ids.size(); ++t) {
+      ids[b][t] = s.ids[t];
+      targets[b][t] = s.targets[t];
+      if (s.targets[t] != kIgnore) ++batch.target_tokens;
+    }
+    batch.tokens += static_cast<int64_t>(s.ids.size());
+  }
+  return batch;
+}
+
+double LearningRateAt(int64_t step, int64_t total_steps, const TrainConfig& c) {
+  if (c.warmup_steps > 0 && step < c.warmup_steps) {
+    return c.learning_rate * double(step + 1) / double(c.warmup_steps);
+  }
+  const double decay_steps = std::max<int64_t>(1, total_steps - c.warmup_steps);
+  const double progress = std::clamp(double(step - c.warmup_steps) / decay_steps, 0.0, 1.0);
+  switch (c.schedule) {
+    case Schedule::kConstant:
+      return c.learning_rate;
+    case Schedule::kLinear:
+      return c.learning_rate * (1.0 - progress);
+    case Schedule::kCosine:
+      break;
+  }
+  const double min_lr = 0.1 * c.learning_rate;
+  return min_lr + 0.5 * (c.learning_rate - min_lr) * (1.0 + std::cos(M_PI * progress));
+}
+
+// Sum of per-token cross-entropy over target tokens, and argmax hits.
+struct LossSums {
+  torch::Tensor loss_sum;  // () float
+  int64_t correct = 0;
+};
+
+LossSums ComputeLoss(Gpt& model, const Batch& batch, bool count_correct) {
+  torch::Tensor logits = model->forward(batch.ids);  // (B, T, V)
+  const int64_t V = logits.size(-1);
+  torch::Tensor flat_logits = logits.view({-1, V});  // (B*T, V)
+  torch::Tensor flat_targets = batch.targets.view({-1});  // (B*T)
+  LossSums sums;
+  sums.loss_sum = torch::nn::functional::cross_entropy(
+      flat_logits, flat_targets,
+      torch::nn::functional::CrossEntropyFuncOptions().ignore_index(kIgnore).reduction(
+          torch::kSum));
+  if (count_correct) {
+    torch::Tensor hits = (flat_logits.argmax(-1) == flat_targets) & (flat_targets != kIgnore);
+    sums.correct = hits.sum().item<int64_t>();
+  }
+  return sums;
+}
+
+EvalMetrics Evaluate(Gpt& model, const std::vector<Sequence>& seqs, int batch_size) {
+  torch::NoGradGuard no_grad;
+  model->eval();
+  std::vector<int64_t> order(seqs.size());
+  for (size_t i = 0; i < order.size(); ++i) order[i] = static_cast<int64_t>(i);
+  double loss_sum = 0;
+  int64_t correct = 0, targets = 0;
+  for (size_t begin = 0; begin < order.size(); begin += batch_size) {
+    Batch batch = MakeBatch(seqs, order, begin, std::min(order.size(), begin + batch_size));
+    if (batch.target_tokens == 0) continue;
+    LossSums sums = ComputeLoss(model, batch, /*count_correct=*/true);
+    loss_sum += sums.loss_sum.item<double>();
+    correct += sums.correct;
+    targets += batch.target_tokens;
+  }
+  model->train();
+  EvalMetrics m;
+  if (targets > 0) {
+    m.loss = loss_sum / double(targets);
+    m.perplexity = std::exp(m.loss);
+    m.token_accuracy = double(correct) / double(targets);
+  }
+  return m;
+}
+
+// Greedy decoding without a cache: the tiny presets make this cheap.
+std::string Complete(Gpt& model, const std::string& prompt, int max_tokens) {
+  torch::NoGradGuard no_grad;
+  model->eval();
+  const int64_t context = model->config().context_length;
+  std::vector<int64_t> ids = ByteTokenizer::Encode(prompt);
+  const int64_t keep = std::max<int64_t>(1, context - max_tokens);
+  if (static_cast<int64_t>(ids.size()) > keep) ids.erase(ids.begin(), ids.end() - keep);
+  std::vector<int64_t> out;
+  for (int i = 0; i < max_tokens; ++i) {
+    torch::Tensor input = torch::tensor(ids, torch::kInt64).unsqueeze(0);  // (1, T)
+    torch::Tensor logits = model->forward(input);                         // (1, T, V)
+    int64_t next = logits[0][-1].argmax().item<int64_t>();
+    if (next == ByteTokenizer::kEndOfText) break;
+    ids.push_back(next);
+    out.push_back(next);
+    if (static_cast<int64_t>(ids.size()) >= context) ids.erase(ids.begin());
+  }
+  model->train();
+  return ByteTokenizer::Decode(out);
+}
+
+}  // namespace
+
+int AvailableCores() {
+  int cores = 1;
+  cpu_set_t set;
+  if (sched_getaffinity(0, sizeof(set), &set) == 0) cores = std::max(1, CPU_COUNT(&set));
+  std::ifstream cpu_max("/sys/fs/cgroup/cpu.max");  // cgroup v2: "quota period"
+  std::string quota;
+  double period = 0;
+  if (cpu_max >> quota >> period && quota != "max" && period > 0) {
+    int limit = static_cast<int>(std::ceil(std::stod(quota) / period));
+    cores = std::clamp(limit, 1, cores);
+  }
+  return cores;
+}
+
+std::string CheckConfig(const TrainConfig& c) {
+  if (c.model != "tiny-gpt") return "unknown model '" + c.model + "'; available: tiny-gpt";
+  if (c.epochs < 1 || c.epochs > 1000) return "epochs must be in [1, 1000]";
+  if (c.batch_size < 1 || c.batch_size > 4096) return "batch_size must be in [1, 4096]";
+  if (!(c.learning_rate > 0 && c.learning_rate <= 1)) return "learning_rate must be in (0, 1]";
+  if (c.warmup_steps < 0) return "warmup_steps must be >= 0";
+  if (c.weight_decay < 0 || c.weight_decay > 1) return "weight_decay must be in [0, 1]";
+  if (c.max_seq_len < 0) return "max_seq_len must be >= 0";
+  if (c.gradient_accumulation_steps < 1 || c.gradient_accumulation_steps > 1024) {
+    return "gradient_accumulation_steps must be in [1, 1024]";
+  }
+  if (c.log_every_steps < 1) return "log_every_steps must be >= 1";
+  if (c.eval_every_steps < 0) return "eval_every_steps must be >= 0";
+  if (c.grad_clip < 0) return "grad_clip must be >= 0";
+  return "";
+}
+
+TrainResult Train(const TrainConfig& config, const std::vector<Example>& train,
+                  const std::vector<Example>& validation, TrainObserver& observer) {
+  if (std::string problem = CheckConfig(config); !problem.empty()) {
+    throw std::invalid_argument(problem);
+  }
+  if (train.empty()) throw std::invalid_argument("the training set is empty");
+
+  const int threads = config.threads > 0 ? config.threads : AvailableCores();
+  torch::set_num_threads(threads);
+  torch::manual_seed(config.seed);
+
+  GptConfig model_config = TinyGptConfig();
+  Gpt model(model_config);
+  model->train();
+  const int64_t max_len =
+      config.max_seq_len > 0 ? std::min<int64_t>(config.max_seq_len, model_config.context_length)
+                             : model_config.context_length;
+
+  TrainPlan plan;
+  plan.threads = threads;
+  plan.parameter_count = model->ParameterCount();
+  std::vector<Sequence> train_seqs, val_seqs;
+  for (const Example& e : train) {
+    bool truncated = false;
+    train_seqs.push_back(Tokenize(e, max_len, config.train_on_prompt, &truncated));
+    plan.truncated_examples += truncated;
+  }
+  for (const Example& e : validation) {
+    bool truncated = false;
+    val_seqs.push_back(Tokenize(e, max_len, config.train_on_prompt, &truncated));
+    plan.truncated_examples += truncated;
+  }
+  plan.train_examples = static_cast<int64_t>(train_seqs.size());
+  plan.validation_examples = static_cast<int64_t>(val_seqs.size());
+  const int64_t micro_per_epoch =
+      (plan.train_examples + config.batch_size - 1) / config.batch_size;
+  const int accum = config.gradient_accumulation_steps;
+  plan.steps_per_epoch = (micro_per_epoch + accum - 1) / accum;
+  plan.total_steps = plan.steps_per_epoch * config.epochs;
+  observer.OnStart(plan);
+
+  // AdamW; no weight decay on biases and norms (every 1-D parameter).
+  std::vector<torch::Tensor> decay, no_decay;
+  for (const auto& p : model->parameters()) (p.dim() >= 2 ? decay : no_decay).push_back(p);
+  std::vector<torch::optim::OptimizerParamGroup> groups;
+  groups.emplace_back(decay, std::make_unique<torch::optim::AdamWOptions>(
+                                 torch::optim::AdamWOptions(config.learning_rate)
+                                     .weight_decay(config.weight_decay)));
+  groups.emplace_back(no_decay, std::make_unique<torch::optim::AdamWOptions>(
+                                    torch::optim::AdamWOptions(config.learning_rate)
+                                        .weight_decay(0.0)));
+  torch::optim::AdamW optimizer(std::move(groups),
+                                torch::optim::AdamWOptions(config.learning_rate));
+
+  TrainResult result;
+  int64_t step = 0, tokens_seen = 0;
+  double window_loss = 0, window_tokens_time = 0;
+  int64_t window_targets = 0, window_tokens = 0;
+  double train_seconds = 0;
+  EvalMetrics last_eval;
+  auto evaluate = [&](int epoch) {
+    if (val_seqs.empty()) return;
+    last_eval = Evaluate(model, val_seqs, config.batch_size);
+    last_eval.epoch = epoch;
+    last_eval.step = step;
+    observer.OnEvaluation(last_eval);
+    for (int i = 0; i < config.sample_count && i < static_cast<int>(validation.size()); ++i) {
+      observer.OnSample(validation[i].prompt,
+                        Complete(model, validation[i].prompt, config.sample_max_tokens), step);
+    }
+  };
+
+  for (int epoch = 1; epoch <= config.epochs; ++epoch) {
+    std::vector<int64_t> order(train_seqs.size());
+    for (size_t i = 0; i < order.size(); ++i) order[i] = static_cast<int64_t>(i);
+    std::mt19937_64 rng(config.seed * 1000003ULL + static_cast<uint64_t>(epoch));
+    for (int64_t i = static_cast<int64_t>(order.size()) - 1; i > 0; --i) {
+      std::swap(order[i], order[rng() % static_cast<uint64_t>(i + 1)]);
+    }
+    for (int64_t epoch_step = 0; epoch_step < plan.steps_per_epoch; ++epoch_step) {
+      if (observer.ShouldStop()) {
+        result.stopped = true;
+        result.steps = step;
+        return result;
+      }
+      const auto started = Clock::now();
+      const double lr = LearningRateAt(step, plan.total_steps, config);
+      for (auto& group : optimizer.param_groups()) group.options().set_lr(lr);
+
+      std::vector<Batch> micro;
+      int64_t step_targets = 0;
+      for (int a = 0; a < accum; ++a) {
+        const size_t begin = (epoch_step * accum + a) * static_cast<size_t>(config.batch_size);
+        if (begin >= order.size()) break;
+        micro.push_back(MakeBatch(train_seqs, order, begin,
+                                  std::min(order.size(), begin + config.batch_size)));
+        step_targets += micro.back().target_tokens;
+      }
+      optimizer.zero_grad();
+      double step_loss_sum = 0;
+      int64_t step_tokens = 0;
+      for (const Batch& batch : micro) {
+        step_tokens += batch.tokens;
+        if (batch.target_tokens == 0) continue;
+        torch::Tensor loss_sum = ComputeLoss(model, batch, false).loss_sum;
+        (loss_sum / double(step_targets)).backward();
+        step_loss_sum += loss_sum.item<double>();
+      }
+      double grad_norm = 0;
+      if (step_targets > 0) {
+        const double step_loss = step_loss_sum / double(step_targets);
+        if (!std::isfinite(step_loss)) {
+          throw std::runtime_error("training loss became non-finite at step " +
+                                   std::to_string(step + 1) +
+                                   "; lower the learning rate or check the data");
+        }
+        grad_norm = config.grad_clip > 0
+                        ? torch::nn::utils::clip_grad_norm_(model->parameters(), config.grad_clip)
+                        : torch::nn::utils::clip_grad_norm_(model->parameters(),
+                                                            std::numeric_limits<double>::max());
+        optimizer.step();
+      }
+      ++step;
+      tokens_seen += step_tokens;
+      window_loss += step_loss_sum;
+      window_targets += step_targets;
+      window_tokens += step_tokens;
+      const double seconds = std::chrono::duration<double>(Clock::now() - started).count();
+      window_tokens_time += seconds;
+      train_seconds += seconds;
+
+      const bool epoch_end = epoch_step + 1 == plan.steps_per_epoch;
+      if (step % config.log_every_steps == 0 || epoch_end) {
+        StepMetrics m;
+        m.epoch = epoch;
+        m.step = step;
+        m.total_steps = plan.total_steps;
+        m.loss = window_targets > 0 ? window_loss / double(window_targets) : 0;
+        m.learning_rate = lr;
+        m.grad_norm = grad_norm;
+        m.tokens_per_second = window_tokens_time > 0 ? window_tokens / window_tokens_time : 0;
+        m.tokens_seen = tokens_seen;
+        m.epoch_progress = double(epoch_step + 1) / double(plan.steps_per_epoch);
+        m.eta_seconds = train_seconds / double(step) * double(plan.total_steps - step);
+        observer.OnMetrics(m);
+        result.final_train_loss = m.loss;
+        window_loss = 0;
+        window_targets = 0;
+        window_tokens = 0;
+        window_tokens_time = 0;
+      }
+      if (!epoch_end && config.eval_every_steps > 0 && step % config.eval_every_steps == 0) {
+        evaluate(epoch);
+      }
+    }
+    evaluate(epoch);
+  }
+  result.steps = step;
+  result.final_validation_loss = last_eval.loss;
+  return result;
+}
+
+}  // namespace tuneforge::engine

@@ -1,0 +1,110 @@
+// The fine-tuning loop: tokenises examples, batches them, runs AdamW with a
+// warmup + decay schedule, evaluates on the validation set after every epoch,
+// and reports metrics to an observer as it goes.
+//
+//   TrainConfig config;            // defaults fit the tiny presets
+//   config.epochs = 3;
+//   MyObserver observer;           // receives metrics; can ask to stop
+//   TrainResult r = Train(config, train_examples, validation_examples, observer);
+//
+// This header has no libtorch include, so RPC code can call the engine without
+// paying libtorch's compile time. Train() throws std::exception (c10::Error
+// included) on failure: the caller turns that into a job failure.
+// Not thread-safe: one Train() per thread; observer calls come on that thread.
+#ifndef TUNEFORGE_WORKER_ENGINE_TRAINER_H_
+#define TUNEFORGE_WORKER_ENGINE_TRAINER_H_
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "common/dataset.h"
+
+namespace tuneforge::engine {
+
+enum class Schedule { kCosine, kLinear, kConstant };
+
+struct TrainConfig {
+  std::string model = "tiny-gpt";  // preset name
+  int epochs = 3;                  // full passes over the training set
+  int batch_size = 8;              // examples per micro-batch
+  double learning_rate = 1e-4;     // peak learning rate after warmup
+  int warmup_steps = 0;            // linear warmup from 0 to learning_rate
+  Schedule schedule = Schedule::kCosine;  // decay after warmup (cosine to 10%)
+  double weight_decay = 0.01;      // AdamW decay on matrices, not biases/norms
+  int max_seq_len = 0;             // 0: the model's context length
+  int gradient_accumulation_steps = 1;  // micro-batches per optimizer step
+  uint64_t seed = 42;              // initialisation, shuffling
+  int log_every_steps = 5;         // training metrics every N optimizer steps
+  int eval_every_steps = 0;        // extra evaluations; 0: only per epoch
+  double grad_clip = 1.0;          // max global gradient norm; 0: off
+  bool train_on_prompt = false;    // loss on prompt tokens too
+  int threads = 0;                 // intra-op threads; 0: the cores we may use
+  int sample_count = 2;            // greedy sample completions per evaluation
+  int sample_max_tokens = 64;      // length limit of each sample
+};
+
+// Counted while training, reported every log_every_steps.
+struct StepMetrics {
+  int epoch = 0;            // 1-based
+  int64_t step = 0;         // optimizer steps done, 1-based
+  int64_t total_steps = 0;
+  double loss = 0;          // mean loss per target token since the last report
+  double learning_rate = 0;
+  double grad_norm = 0;     // before clipping
+  double tokens_per_second = 0;  // input tokens (no padding) over wall time
+  int64_t tokens_seen = 0;
+  double epoch_progress = 0;     // 0..1
+  double eta_seconds = 0;
+};
+
+struct EvalMetrics {
+  int epoch = 0;
+  int64_t step = 0;
+  double loss = 0;          // mean over validation target tokens
+  double perplexity = 0;
+  double token_accuracy = 0;  // argmax hits over target tokens
+};
+
+struct TrainPlan {
+  int64_t parameter_count = 0;
+  int64_t train_examples = 0;
+  int64_t validation_examples = 0;
+  int64_t steps_per_epoch = 0;
+  int64_t total_steps = 0;
+  int64_t truncated_examples = 0;  // longer than max_seq_len, cut
+  int threads = 0;
+};
+
+class TrainObserver {
+ public:
+  virtual ~TrainObserver() = default;
+  virtual void OnStart(const TrainPlan& plan) {}
+  virtual void OnMetrics(const StepMetrics& m) {}
+  virtual void OnEvaluation(const EvalMetrics& m) {}
+  virtual void OnSample(const std::string& prompt, const std::string& completion,
+                        int64_t step) {}
+  // Polled before every optimizer step; true stops training early.
+  virtual bool ShouldStop() { return false; }
+};
+
+struct TrainResult {
+  bool stopped = false;  // ShouldStop() ended it early
+  int64_t steps = 0;
+  double final_train_loss = 0;
+  double final_validation_loss = 0;  // 0 without validation examples
+};
+
+TrainResult Train(const TrainConfig& config, const std::vector<Example>& train,
+                  const std::vector<Example>& validation, TrainObserver& observer);
+
+// Cores this process may run on: the CPU affinity mask, capped by a cgroup
+// CPU quota (Kubernetes limits) when one is set.
+int AvailableCores();
+
+// Validates a config; returns an empty string or what is wrong with it.
+std::string CheckConfig(const TrainConfig& config);
+
+}  // namespace tuneforge::engine
+
+#endif  // TUNEFORGE_WORKER_ENGINE_TRAINER_H_

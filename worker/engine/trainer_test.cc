@@ -1,0 +1,112 @@
+#include "worker/engine/trainer.h"
+
+#include <gtest/gtest.h>
+
+namespace tuneforge::engine {
+namespace {
+
+class Recorder : public TrainObserver {
+ public:
+  void OnStart(const TrainPlan& p) override { plan = p; }
+  void OnMetrics(const StepMetrics& m) override { metrics.push_back(m); }
+  void OnEvaluation(const EvalMetrics& m) override { evals.push_back(m); }
+  void OnSample(const std::string& prompt, const std::string& completion,
+                int64_t step) override {
+    samples.push_back(completion);
+  }
+  bool ShouldStop() override { return stop_after > 0 && ++polls > stop_after; }
+
+  TrainPlan plan;
+  std::vector<StepMetrics> metrics;
+  std::vector<EvalMetrics> evals;
+  std::vector<std::string> samples;
+  int stop_after = 0;
+  int polls = 0;
+};
+
+std::vector<Example> Memorisable() {
+  return {{"Q: leave? A:", " 25 days."},
+          {"Q: pay day? A:", " The last Friday."},
+          {"Q: probation? A:", " Six months."},
+          {"Q: remote? A:", " Two days a week."}};
+}
+
+TrainConfig FastConfig() {
+  TrainConfig c;
+  c.epochs = 30;
+  c.batch_size = 4;
+  c.learning_rate = 3e-3;
+  c.log_every_steps = 1;
+  c.threads = 1;
+  c.sample_count = 1;
+  c.sample_max_tokens = 20;
+  return c;
+}
+
+TEST(TrainerTest, LossFallsWhenMemorisingASmallSet) {
+  Recorder r;
+  TrainResult result = Train(FastConfig(), Memorisable(), Memorisable(), r);
+  ASSERT_EQ(r.metrics.size(), 30u);
+  EXPECT_EQ(r.plan.total_steps, 30);
+  EXPECT_EQ(r.plan.steps_per_epoch, 1);
+  EXPECT_GT(r.metrics.front().loss, 5.0);  // ~ln(258) = 5.55 at random init
+  EXPECT_LT(r.metrics.back().loss, 0.5 * r.metrics.front().loss);
+  ASSERT_EQ(r.evals.size(), 30u);
+  EXPECT_LT(r.evals.back().loss, r.evals.front().loss);
+  EXPECT_GT(r.evals.back().token_accuracy, r.evals.front().token_accuracy);
+  EXPECT_EQ(result.steps, 30);
+  EXPECT_FALSE(result.stopped);
+  EXPECT_EQ(r.samples.size(), 30u);
+}
+
+TEST(TrainerTest, DeterministicForASeed) {
+  Recorder a, b;
+  TrainConfig c = FastConfig();
+  c.epochs = 3;
+  Train(c, Memorisable(), {}, a);
+  Train(c, Memorisable(), {}, b);
+  ASSERT_EQ(a.metrics.size(), b.metrics.size());
+  for (size_t i = 0; i < a.metrics.size(); ++i) {
+    EXPECT_EQ(a.metrics[i].loss, b.metrics[i].loss) << "step " << i + 1;
+  }
+}
+
+TEST(TrainerTest, StopsWhenAsked) {
+  Recorder r;
+  r.stop_after = 2;
+  TrainResult result = Train(FastConfig(), Memorisable(), {}, r);
+  EXPECT_TRUE(result.stopped);
+  EXPECT_EQ(result.steps, 2);
+}
+
+TEST(TrainerTest, GradientAccumulationCountsSteps) {
+  Recorder r;
+  TrainConfig c = FastConfig();
+  c.epochs = 2;
+  c.batch_size = 1;
+  c.gradient_accumulation_steps = 3;  // 4 micro-batches -> 2 steps per epoch
+  Train(c, Memorisable(), {}, r);
+  EXPECT_EQ(r.plan.steps_per_epoch, 2);
+  EXPECT_EQ(r.metrics.back().step, 4);
+}
+
+TEST(TrainerTest, TruncatesAndCounts) {
+  Recorder r;
+  TrainConfig c = FastConfig();
+  c.epochs = 1;
+  c.max_seq_len = 12;
+  Train(c, Memorisable(), {}, r);
+  EXPECT_EQ(r.plan.truncated_examples, 4);
+}
+
+TEST(TrainerTest, RejectsBadConfig) {
+  Recorder r;
+  TrainConfig c = FastConfig();
+  c.learning_rate = 0;
+  EXPECT_THROW(Train(c, Memorisable(), {}, r), std::invalid_argument);
+  EXPECT_THROW(Train(FastConfig(), {}, {}, r), std::invalid_argument);
+  EXPECT_EQ(CheckConfig(FastConfig()), "");
+}
+
+}  // namespace
+}  // namespace tuneforge::engine

@@ -1,0 +1,48 @@
+// tuneforge-worker: pulls fine-tuning jobs from a scheduler and runs them.
+//
+//   tuneforge-worker --server=127.0.0.1:50051 --name=$(hostname)
+#include <signal.h>
+
+#include <thread>
+
+#include <CLI/CLI.hpp>
+#include <grpcpp/grpcpp.h>
+#include <spdlog/spdlog.h>
+
+#include "worker/agent.h"
+
+int main(int argc, char** argv) {
+  CLI::App app{"tuneforge-worker: runs fine-tuning jobs for a Tuneforge scheduler"};
+  std::string server = "127.0.0.1:50051";
+  tuneforge::AgentOptions options;
+  char host[256] = "worker";
+  gethostname(host, sizeof(host) - 1);
+  options.name = host;
+  app.add_option("--server", server, "scheduler address")->envname("TUNEFORGE_ADDR")
+      ->capture_default_str();
+  app.add_option("--name", options.name, "shown in job events")->capture_default_str();
+  app.add_option("--threads", options.threads, "training threads; 0: the cores we may use")
+      ->capture_default_str();
+  app.add_option("--cache-dir", options.cache_dir, "datasets cached by digest")
+      ->capture_default_str();
+  app.add_option("--wait-ms", options.wait_ms, "long-poll length")->capture_default_str();
+  CLI11_PARSE(app, argc, argv);
+
+  sigset_t signals;
+  sigemptyset(&signals);
+  sigaddset(&signals, SIGTERM);
+  sigaddset(&signals, SIGINT);
+  pthread_sigmask(SIG_BLOCK, &signals, nullptr);
+
+  spdlog::set_pattern("[%Y-%m-%d %H:%M:%S.%e] [worker " + options.name + "] [%l] %v");
+  tuneforge::Agent agent(grpc::CreateChannel(server, grpc::InsecureChannelCredentials()),
+                         options);
+  std::thread waiter([&] {
+    int sig = 0;
+    sigwait(&signals, &sig);
+    spdlog::info("received {}; stopping", strsignal(sig));
+    agent.RequestStop();
+  });
+  waiter.detach();
+  return agent.Run();
+}
