@@ -33,7 +33,7 @@ constexpr size_t kChunkBytes = 1 << 20;
 
 struct Globals {
   std::string addr = "127.0.0.1:50051";
-  std::string output = "text";  // text | json
+  std::string output = "text";  // text | json | name
 };
 
 int ExitCode(const grpc::Status& s) {
@@ -76,9 +76,17 @@ class Client {
         jobs_(v1::JobService::NewStub(channel_)),
         models_(v1::ModelService::NewStub(channel_)) {}
 
+  // Prints `m` as text, JSON, or (-o name) just its resource name, for scripts.
   template <typename M>
-  void Print(const M& m, const std::string& text) {
-    std::cout << (g_.output == "json" ? ToJson(m) + "\n" : text) << std::flush;
+  void Print(const M& m, const std::string& text, const std::string& name = "") {
+    if (g_.output == "json") {
+      std::cout << ToJson(m) << "\n";
+    } else if (g_.output == "name") {
+      if (!name.empty()) std::cout << name << "\n";
+    } else {
+      std::cout << text;
+    }
+    std::cout << std::flush;
   }
 
   int UploadDataset(const std::string& path, std::string name, const std::string& format) {
@@ -111,7 +119,7 @@ class Client {
     writer->WritesDone();
     grpc::Status s = writer->Finish();
     if (!s.ok()) return Fail(s);
-    Print(dataset, DatasetSummary(dataset) + ReportProblems(dataset.report()));
+    Print(dataset, DatasetSummary(dataset) + ReportProblems(dataset.report()), dataset.name());
     return dataset.state() == v1::DATASET_STATE_READY ? 0 : 1;
   }
 
@@ -121,7 +129,7 @@ class Client {
     v1::Dataset d;
     grpc::Status s = datasets_->GetDataset(Context().get(), req, &d);
     if (!s.ok()) return Fail(s);
-    Print(d, DatasetSummary(d) + ReportProblems(d.report()));
+    Print(d, DatasetSummary(d) + ReportProblems(d.report()), d.name());
     return 0;
   }
 
@@ -132,8 +140,12 @@ class Client {
     grpc::Status s = datasets_->ListDatasets(Context().get(), req, &resp);
     if (!s.ok()) return Fail(s);
     std::string text;
-    for (const auto& d : resp.datasets()) text += DatasetSummary(d);
-    Print(resp, text);
+    std::string names;
+    for (const auto& d : resp.datasets()) {
+      text += DatasetSummary(d);
+      names += d.name() + "\n";
+    }
+    Print(resp, text, names.empty() ? "" : names.substr(0, names.size() - 1));
     return 0;
   }
 
@@ -157,7 +169,7 @@ class Client {
     v1::Job created;
     grpc::Status s = jobs_->CreateJob(Context().get(), req, &created);
     if (!s.ok()) return Fail(s);
-    Print(created, JobSummary(created));
+    Print(created, JobSummary(created), created.name());
     return follow ? Watch(created.name(), 0) : 0;
   }
 
@@ -167,7 +179,7 @@ class Client {
     v1::Job job;
     grpc::Status s = jobs_->GetJob(Context().get(), req, &job);
     if (!s.ok()) return Fail(s);
-    Print(job, JobSummary(job));
+    Print(job, JobSummary(job), job.name());
     return 0;
   }
 
@@ -187,8 +199,12 @@ class Client {
     grpc::Status s = jobs_->ListJobs(Context().get(), req, &resp);
     if (!s.ok()) return Fail(s);
     std::string text;
-    for (const auto& j : resp.jobs()) text += JobSummary(j);
-    Print(resp, text);
+    std::string names;
+    for (const auto& j : resp.jobs()) {
+      text += JobSummary(j);
+      names += j.name() + "\n";
+    }
+    Print(resp, text, names.empty() ? "" : names.substr(0, names.size() - 1));
     return 0;
   }
 
@@ -198,7 +214,7 @@ class Client {
     v1::Job job;
     grpc::Status s = jobs_->CancelJob(Context().get(), req, &job);
     if (!s.ok()) return Fail(s);
-    Print(job, JobSummary(job));
+    Print(job, JobSummary(job), job.name());
     return 0;
   }
 
@@ -235,7 +251,7 @@ class Client {
     v1::Job job;
     grpc::Status s = jobs_->GetJob(Context().get(), req, &job);
     if (!s.ok()) return Fail(s);
-    if (g_.output != "json") std::cout << JobSummary(job) << std::flush;
+    if (g_.output == "text") std::cout << JobSummary(job) << std::flush;
     return job.state() == v1::JOB_STATE_SUCCEEDED ? 0 : 1;
   }
 
@@ -256,8 +272,8 @@ int Main(int argc, char** argv) {
   app.add_option("--addr", g.addr, "server address")
       ->envname("TUNEFORGE_ADDR")
       ->capture_default_str();
-  app.add_option("-o,--output", g.output, "text or json")
-      ->check(CLI::IsMember({"text", "json"}))
+  app.add_option("-o,--output", g.output, "text, json, or name (resource names only)")
+      ->check(CLI::IsMember({"text", "json", "name"}))
       ->capture_default_str();
   int code = 0;
   auto run = [&](auto fn) { return [&, fn] { code = fn(Client(g)); }; };

@@ -1,15 +1,20 @@
 #include "server/models.h"
 
+#include "worker/engine/model_config.h"
+
 namespace tuneforge {
 
 const std::vector<ModelInfo>& PresetModels() {
-  // tiny-gpt: the engine's TinyGptConfig (V=258, T=256, C=128, 4 layers):
-  // wte + wpe + 4 * (12 C^2 + 13 C) + 2 C parameters.
-  static const std::vector<ModelInfo> kPresets = {
-      {"tiny-gpt", "Tiny GPT (byte tokenizer, random init from the job's seed)", "gpt",
-       258 * 128 + 256 * 128 + 4 * (12 * 128 * 128 + 13 * 128) + 2 * 128, 256, 258, "byte"},
-  };
-  return kPresets;
+  static const std::vector<ModelInfo> kModels = [] {
+    std::vector<ModelInfo> models;
+    for (const engine::Preset& p : engine::Presets()) {
+      models.push_back({p.name, p.description, "gpt", engine::ParameterCount(p.config),
+                        static_cast<int>(p.config.context_length),
+                        static_cast<int>(p.config.vocab_size), "byte"});
+    }
+    return models;
+  }();
+  return kModels;
 }
 
 const ModelInfo* FindModel(const std::string& id) {

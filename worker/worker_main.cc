@@ -10,8 +10,10 @@
 #include <spdlog/spdlog.h>
 
 #include "worker/agent.h"
+#include "worker/engine/openmp_env.h"
 
 int main(int argc, char** argv) {
+  tuneforge::engine::UsePassiveOpenMpWait(argv);
   CLI::App app{"tuneforge-worker: runs fine-tuning jobs for a Tuneforge scheduler"};
   std::string server = "127.0.0.1:50051";
   tuneforge::AgentOptions options;

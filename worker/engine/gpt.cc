@@ -8,8 +8,6 @@ namespace tuneforge::engine {
 
 namespace F = torch::nn::functional;
 
-GptConfig TinyGptConfig() { return GptConfig{}; }
-
 CausalSelfAttentionImpl::CausalSelfAttentionImpl(const GptConfig& c)
     : n_head_(c.n_head),
       dropout_(c.dropout),

@@ -9,7 +9,7 @@
 // self-attention and a GELU MLP, a final layer norm, and an output head tied to
 // the token embedding.
 //
-//   GptConfig config = TinyGptConfig();
+//   GptConfig config = *PresetConfig("tiny-gpt");
 //   torch::manual_seed(42);
 //   Gpt model(config);
 //   torch::Tensor logits = model->forward(ids);  // (B, T) -> (B, T, V)
@@ -22,19 +22,9 @@
 
 #include <torch/torch.h>
 
+#include "worker/engine/model_config.h"
+
 namespace tuneforge::engine {
-
-struct GptConfig {
-  int64_t vocab_size = 258;       // e.g. 258 for the byte tokenizer
-  int64_t context_length = 256;   // longest sequence, e.g. 256
-  int64_t n_layer = 4;            // transformer blocks, e.g. 4
-  int64_t n_head = 4;             // attention heads, e.g. 4; divides d_model
-  int64_t d_model = 128;          // channels, e.g. 128
-  double dropout = 0.0;           // e.g. 0.0 (fine-tuning usually needs none)
-};
-
-// The built-in `tiny-gpt` preset: about 0.85M parameters, byte vocabulary.
-GptConfig TinyGptConfig();
 
 class CausalSelfAttentionImpl : public torch::nn::Module {
  public:

@@ -25,10 +25,18 @@ TEST(GptTest, OutputShape) {
 
 TEST(GptTest, TinyPresetSize) {
   torch::manual_seed(1);
-  Gpt model(TinyGptConfig());
+  Gpt model(*PresetConfig("tiny-gpt"));
   // wte 258*128 + wpe 256*128 + 4 blocks * (12*128^2 + 13*128) + ln_f 2*128.
   EXPECT_EQ(model->ParameterCount(), 258 * 128 + 256 * 128 + 4 * (12 * 128 * 128 + 13 * 128) +
                                          2 * 128);
+  EXPECT_EQ(model->ParameterCount(), ParameterCount(*PresetConfig("tiny-gpt")));
+}
+
+TEST(GptTest, EveryPresetCountsItsParameters) {
+  for (const Preset& p : Presets()) {
+    Gpt model(p.config);
+    EXPECT_EQ(model->ParameterCount(), ParameterCount(p.config)) << p.name;
+  }
 }
 
 TEST(GptTest, SameSeedSameWeights) {

@@ -10,6 +10,7 @@
 
 #include "common/file_util.h"
 #include "common/dataset.h"
+#include "worker/engine/openmp_env.h"
 #include "worker/engine/trainer.h"
 
 namespace {
@@ -21,8 +22,8 @@ using tuneforge::engine::TrainPlan;
 class PrintingObserver : public tuneforge::engine::TrainObserver {
  public:
   void OnStart(const TrainPlan& p) override {
-    std::printf("model tiny-gpt: %lld parameters, %d threads\n",
-                static_cast<long long>(p.parameter_count), p.threads);
+    std::printf("model: %lld parameters, %d threads\n", static_cast<long long>(p.parameter_count),
+                p.threads);
     std::printf("data: %lld training, %lld validation examples, %lld truncated; %lld steps\n",
                 static_cast<long long>(p.train_examples),
                 static_cast<long long>(p.validation_examples),
@@ -74,6 +75,7 @@ std::vector<tuneforge::Example> Load(const std::string& path) {
 }  // namespace
 
 int main(int argc, char** argv) {
+  tuneforge::engine::UsePassiveOpenMpWait(argv);
   CLI::App app{"tuneforge-train: fine-tune a model on local files, no server"};
   tuneforge::engine::TrainConfig config;
   std::string data, validation;

@@ -27,8 +27,19 @@ struct Sequence {
   int64_t prompt_tokens = 0;
 };
 
+bool IsSpace(char c) { return c == ' ' || c == '\n' || c == '\t' || c == '\r'; }
+
+// The text a prompt is continued from: the prompt plus one space unless it
+// already ends in whitespace, so the seed format's `"...?"` + `"Answer"` reads
+// as "...? Answer". Training and sampling use the same rule.
+std::string PromptText(const std::string& prompt, const std::string& completion) {
+  if (prompt.empty() || IsSpace(prompt.back())) return prompt;
+  if (!completion.empty() && IsSpace(completion.front())) return prompt;
+  return prompt + ' ';
+}
+
 Sequence Tokenize(const Example& e, int64_t max_len, bool train_on_prompt, bool* truncated) {
-  std::vector<int64_t> tokens = ByteTokenizer::Encode(e.prompt);
+  std::vector<int64_t> tokens = ByteTokenizer::Encode(PromptText(e.prompt, e.completion));
   const auto loss_from = static_cast<int64_t>(tokens.size());  // first completion token
   ByteTokenizer::Encode(e.completion, tokens);
   tokens.push_back(ByteTokenizer::kEndOfText);
@@ -147,7 +158,7 @@ std::string Complete(Gpt& model, const std::string& prompt, int max_tokens) {
   torch::NoGradGuard no_grad;
   model->eval();
   const int64_t context = model->config().context_length;
-  std::vector<int64_t> ids = ByteTokenizer::Encode(prompt);
+  std::vector<int64_t> ids = ByteTokenizer::Encode(PromptText(prompt, ""));
   const int64_t keep = std::max<int64_t>(1, context - max_tokens);
   if (static_cast<int64_t>(ids.size()) > keep) ids.erase(ids.begin(), ids.end() - keep);
   std::vector<int64_t> out;
@@ -181,7 +192,11 @@ int AvailableCores() {
 }
 
 std::string CheckConfig(const TrainConfig& c) {
-  if (c.model != "tiny-gpt") return "unknown model '" + c.model + "'; available: tiny-gpt";
+  if (!PresetConfig(c.model)) {
+    std::string names;
+    for (const Preset& p : Presets()) names += (names.empty() ? "" : ", ") + p.name;
+    return "unknown model '" + c.model + "'; available: " + names;
+  }
   if (c.epochs < 1 || c.epochs > 1000) return "epochs must be in [1, 1000]";
   if (c.batch_size < 1 || c.batch_size > 4096) return "batch_size must be in [1, 4096]";
   if (!(c.learning_rate > 0 && c.learning_rate <= 1)) return "learning_rate must be in (0, 1]";
@@ -208,7 +223,7 @@ TrainResult Train(const TrainConfig& config, const std::vector<Example>& train,
   torch::set_num_threads(threads);
   torch::manual_seed(config.seed);
 
-  GptConfig model_config = TinyGptConfig();
+  const GptConfig model_config = *PresetConfig(config.model);
   Gpt model(model_config);
   model->train();
   const int64_t max_len =

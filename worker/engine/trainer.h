@@ -7,6 +7,10 @@
 //   MyObserver observer;           // receives metrics; can ask to stop
 //   TrainResult r = Train(config, train_examples, validation_examples, observer);
 //
+// An example is trained as prompt + completion + end-of-text, with one space
+// between prompt and completion when neither brings whitespace of its own;
+// loss falls on the completion and end-of-text only (unless train_on_prompt).
+//
 // This header has no libtorch include, so RPC code can call the engine without
 // paying libtorch's compile time. Train() throws std::exception (c10::Error
 // included) on failure: the caller turns that into a job failure.

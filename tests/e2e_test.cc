@@ -1,0 +1,196 @@
+// The walking skeleton end to end: a real scheduler with a real local worker
+// on a free loopback port, driven only through the real `tuneforge` CLI.
+#include <chrono>
+#include <sstream>
+#include <thread>
+
+#include <gtest/gtest.h>
+#include <nlohmann/json.hpp>
+
+#include "tests/process.h"
+
+namespace tuneforge::testing {
+namespace {
+
+using json = nlohmann::json;
+
+std::string SmallDataset(int n) {
+  json records = json::array();
+  for (int i = 0; i < n; ++i) {
+    records.push_back({{"prompt", "How many leave days in year " + std::to_string(2000 + i) + "?"},
+                       {"completion", "In " + std::to_string(2000 + i) + " you get " +
+                                          std::to_string(20 + i % 7) + " days of leave."}});
+  }
+  return records.dump(2);
+}
+
+json ParseJson(const RunResult& r) {
+  EXPECT_EQ(r.exit_code, 0) << r.out << r.err;
+  return json::parse(r.out);
+}
+
+class EndToEndTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    dir_ = FreshDir(::testing::UnitTest::GetInstance()->current_test_info()->name());
+    server_ = std::make_unique<ServerProcess>(dir_, 1);
+    WriteFile(dir_ + "/data.json", SmallDataset(40));
+  }
+
+  std::string Upload(const std::string& file) {
+    RunResult r = server_->Cli({"-o", "name", "datasets", "upload", file});
+    EXPECT_EQ(r.exit_code, 0) << r.out << r.err;
+    return r.out.substr(0, r.out.find('\n'));
+  }
+
+  std::string CreateJob(const std::string& dataset, int epochs) {
+    RunResult r = server_->Cli({"-o", "name", "jobs", "create", "--model", "tiny-gpt",
+                                "--training-dataset", dataset, "--epochs",
+                                std::to_string(epochs), "--learning-rate", "3e-3",
+                                "--max-seq-len", "64", "--log-every", "1"});
+    EXPECT_EQ(r.exit_code, 0) << r.out << r.err;
+    return r.out.substr(0, r.out.find('\n'));
+  }
+
+  json GetJob(const std::string& job) { return ParseJson(server_->Cli({"-o", "json", "jobs", "get", job})); }
+
+  std::string dir_;
+  std::unique_ptr<ServerProcess> server_;
+};
+
+TEST_F(EndToEndTest, UploadCreateAndWatchUntilSucceeded) {
+  const std::string dataset = Upload(dir_ + "/data.json");
+  ASSERT_EQ(dataset.rfind("datasets/", 0), 0u) << dataset;
+  json d = ParseJson(server_->Cli({"-o", "json", "datasets", "get", dataset}));
+  EXPECT_EQ(d["state"], "DATASET_STATE_READY");
+  EXPECT_EQ(d["report"]["exampleCount"], "40");  // int64 is a string in proto JSON
+
+  const std::string job = CreateJob(dataset, 3);
+  ASSERT_EQ(job.rfind("jobs/", 0), 0u) << job;
+
+  // Text mode: one line per event, and the job summary at the end.
+  RunResult watch = server_->Cli({"jobs", "watch", job});
+  ASSERT_EQ(watch.exit_code, 0) << watch.out << watch.err << server_->Log();
+  EXPECT_NE(watch.out.find("state QUEUED -> RUNNING"), std::string::npos) << watch.out;
+  EXPECT_NE(watch.out.find("train_loss"), std::string::npos);
+  EXPECT_NE(watch.out.find("validation_loss"), std::string::npos);
+  EXPECT_NE(watch.out.find("state RUNNING -> SUCCEEDED"), std::string::npos);
+
+  // JSON mode replays the same events: sequence numbers 1..N without gaps,
+  // training loss falling, one evaluation per epoch.
+  RunResult replay = server_->Cli({"-o", "json", "jobs", "watch", job});
+  ASSERT_EQ(replay.exit_code, 0);
+  std::vector<json> events;
+  std::istringstream lines(replay.out);
+  std::string buffer, line;
+  while (std::getline(lines, line)) {
+    buffer += line + "\n";
+    if (line == "}") {
+      events.push_back(json::parse(buffer));
+      buffer.clear();
+    }
+  }
+  ASSERT_GT(events.size(), 5u);
+  std::vector<double> losses;
+  int evaluations = 0;
+  for (size_t i = 0; i < events.size(); ++i) {
+    EXPECT_EQ(events[i]["sequence"], std::to_string(i + 1));
+    if (events[i].contains("metrics")) losses.push_back(events[i]["metrics"]["loss"]);
+    if (events[i].contains("evaluation")) ++evaluations;
+  }
+  EXPECT_EQ(evaluations, 3);
+  ASSERT_GE(losses.size(), 6u);
+  EXPECT_LT(losses.back(), losses.front() - 1.0) << "training loss did not fall";
+
+  json j = GetJob(job);
+  EXPECT_EQ(j["state"], "JOB_STATE_SUCCEEDED");
+  EXPECT_EQ(j["trainExamples"], "36");
+  EXPECT_EQ(j["validationExamples"], "4");
+  EXPECT_EQ(j["progress"]["step"], j["progress"]["totalSteps"]);
+  EXPECT_EQ(j["progress"]["epoch"], 3);
+  EXPECT_TRUE(j["progress"]["hasValidationLoss"]);
+
+  // Resuming a watch after event 3 replays from event 4 only.
+  RunResult resumed = server_->Cli({"jobs", "watch", job, "--after", "3"});
+  EXPECT_EQ(resumed.exit_code, 0);
+  EXPECT_EQ(resumed.out.rfind("#4 ", 0), 0u) << resumed.out;
+
+  RunResult listed = server_->Cli({"jobs", "list", "--state", "SUCCEEDED"});
+  EXPECT_NE(listed.out.find(job), std::string::npos);
+}
+
+TEST_F(EndToEndTest, RunningJobShowsProgressAndCancels) {
+  const std::string dataset = Upload(dir_ + "/data.json");
+  const std::string job = CreateJob(dataset, 1000);
+  // Poll like another service would, until the job has trained a few steps.
+  json j;
+  for (int i = 0; i < 600; ++i) {
+    j = GetJob(job);
+    if (j["state"] == "JOB_STATE_RUNNING" && j["progress"].value("step", "0") != "0") break;
+    std::this_thread::sleep_for(std::chrono::milliseconds(100));
+  }
+  ASSERT_EQ(j["state"], "JOB_STATE_RUNNING") << j.dump();
+  EXPECT_EQ(j["progress"]["epoch"], 1);
+  EXPECT_GT(j["progress"]["trainLoss"].get<double>(), 0.0);
+  RunResult text = server_->Cli({"jobs", "get", job});
+  EXPECT_NE(text.out.find("RUNNING"), std::string::npos);
+  EXPECT_NE(text.out.find("train_loss"), std::string::npos) << text.out;
+
+  RunResult cancel = server_->Cli({"jobs", "cancel", job});
+  ASSERT_EQ(cancel.exit_code, 0) << cancel.err;
+  // The worker hears of it at its next heartbeat and stops; watch exits 1.
+  const auto start = std::chrono::steady_clock::now();
+  RunResult watch = server_->Cli({"jobs", "watch", job});
+  EXPECT_EQ(watch.exit_code, 1) << watch.out << watch.err;
+  EXPECT_LT(std::chrono::steady_clock::now() - start, std::chrono::seconds(30));
+  EXPECT_NE(watch.out.find("state RUNNING -> CANCELLED"), std::string::npos) << watch.out;
+  j = GetJob(job);
+  EXPECT_EQ(j["state"], "JOB_STATE_CANCELLED");
+  EXPECT_LT(std::stoll(j["progress"]["step"].get<std::string>()),
+            std::stoll(j["progress"]["totalSteps"].get<std::string>()));
+  // A finished job cannot be cancelled again.
+  EXPECT_EQ(server_->Cli({"jobs", "cancel", job}).exit_code, 1);
+
+  // The worker is free again: a second job runs to the end.
+  const std::string next = CreateJob(dataset, 1);
+  EXPECT_EQ(server_->Cli({"jobs", "watch", next}).exit_code, 0) << server_->Log();
+}
+
+TEST_F(EndToEndTest, BrokenDatasetIsReportedAndRefusedForJobs) {
+  WriteFile(dir_ + "/broken.jsonl",
+            "{\"prompt\": \"a\", \"completion\": \"b\"}\n"
+            "{\"prompt\": \"a\"}\n"
+            "not json\n");
+  RunResult upload = server_->Cli({"datasets", "upload", dir_ + "/broken.jsonl"});
+  EXPECT_EQ(upload.exit_code, 1);
+  EXPECT_NE(upload.out.find("INVALID"), std::string::npos) << upload.out;
+  EXPECT_NE(upload.out.find("line 2, column 1, record 2, field /completion"), std::string::npos)
+      << upload.out;
+  EXPECT_NE(upload.out.find("line 3"), std::string::npos);
+
+  std::string dataset = server_->Cli({"-o", "name", "datasets", "list"}).out;
+  dataset = dataset.substr(0, dataset.find('\n'));
+  RunResult create = server_->Cli({"jobs", "create", "--training-dataset", dataset});
+  EXPECT_EQ(create.exit_code, 1);
+  EXPECT_NE(create.err.find("INVALID with 2 errors"), std::string::npos) << create.err;
+}
+
+TEST_F(EndToEndTest, ErrorsHaveExitCodes) {
+  EXPECT_EQ(server_->Cli({"jobs", "get", "jobs/doesnotexist"}).exit_code, 4);
+  RunResult bad = server_->Cli({"jobs", "create", "--training-dataset", "datasets/nope"});
+  EXPECT_EQ(bad.exit_code, 2);
+  EXPECT_NE(bad.err.find("job.training_dataset"), std::string::npos) << bad.err;
+  const std::string dataset = Upload(dir_ + "/data.json");
+  RunResult range = server_->Cli(
+      {"jobs", "create", "--training-dataset", dataset, "--epochs", "100000"});
+  EXPECT_EQ(range.exit_code, 2);
+  EXPECT_NE(range.err.find("job.hyperparameters.epochs"), std::string::npos) << range.err;
+  EXPECT_EQ(server_->Cli({"jobs", "frobnicate"}).exit_code, 2);
+  const std::string addr = server_->addr();
+  EXPECT_EQ(server_->Stop(), 0) << server_->Log();  // SIGTERM: a clean exit
+  RunResult down = testing::Run("tuneforge", {"--addr=" + addr, "jobs", "list"});
+  EXPECT_EQ(down.exit_code, 3) << down.err;
+}
+
+}  // namespace
+}  // namespace tuneforge::testing

@@ -1,0 +1,124 @@
+#include "tests/process.h"
+
+#include <fcntl.h>
+#include <signal.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <cstdlib>
+#include <filesystem>
+#include <fstream>
+#include <sstream>
+#include <stdexcept>
+#include <thread>
+
+#include <gtest/gtest.h>
+
+namespace tuneforge::testing {
+namespace {
+
+std::string ReadAll(const std::string& path) {
+  std::ifstream in(path);
+  std::stringstream ss;
+  ss << in.rdbuf();
+  return ss.str();
+}
+
+pid_t Spawn(const std::string& path, const std::vector<std::string>& args,
+            const std::vector<std::string>& env, const std::string& out, const std::string& err) {
+  std::vector<std::string> argv = {path};
+  argv.insert(argv.end(), args.begin(), args.end());
+  pid_t pid = fork();
+  if (pid == 0) {
+    int o = open(out.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
+    int e = open(err.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
+    dup2(o, 1);
+    dup2(e, 2);
+    int null = open("/dev/null", O_RDONLY);
+    dup2(null, 0);
+    for (const std::string& kv : env) putenv(strdup(kv.c_str()));
+    std::vector<char*> c;
+    for (std::string& a : argv) c.push_back(a.data());
+    c.push_back(nullptr);
+    execv(path.c_str(), c.data());
+    _exit(127);
+  }
+  return pid;
+}
+
+}  // namespace
+
+std::string BinDir() {
+  const char* dir = std::getenv("TUNEFORGE_BIN_DIR");
+  return dir ? dir : "build/bin";
+}
+
+std::string FreshDir(const std::string& name) {
+  std::string dir = ::testing::TempDir() + "/tf-" + name + "-" + std::to_string(getpid());
+  std::filesystem::remove_all(dir);
+  std::filesystem::create_directories(dir);
+  return dir;
+}
+
+void WriteFile(const std::string& path, const std::string& content) {
+  std::ofstream(path, std::ios::binary) << content;
+}
+
+RunResult Run(const std::string& binary, const std::vector<std::string>& args,
+              const std::vector<std::string>& env) {
+  static int counter = 0;
+  std::string base = ::testing::TempDir() + "/run-" + std::to_string(getpid()) + "-" +
+                     std::to_string(counter++);
+  pid_t pid = Spawn(BinDir() + "/" + binary, args, env, base + ".out", base + ".err");
+  int status = 0;
+  waitpid(pid, &status, 0);
+  RunResult r;
+  r.exit_code = WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
+  r.out = ReadAll(base + ".out");
+  r.err = ReadAll(base + ".err");
+  std::filesystem::remove(base + ".out");
+  std::filesystem::remove(base + ".err");
+  return r;
+}
+
+ServerProcess::ServerProcess(const std::string& data_dir, int workers,
+                             const std::vector<std::string>& extra_args)
+    : data_dir_(data_dir) {
+  std::vector<std::string> args = {"--listen=127.0.0.1:0", "--port-file=" + data_dir + "/port",
+                                   "--data-dir=" + data_dir + "/data",
+                                   "--local-workers=" + std::to_string(workers)};
+  args.insert(args.end(), extra_args.begin(), extra_args.end());
+  pid_ = Spawn(BinDir() + "/tuneforge-server", args, {}, data_dir + "/server.out",
+               data_dir + "/server.log");
+  for (int i = 0; i < 200; ++i) {
+    std::string port = ReadAll(data_dir + "/port");
+    if (!port.empty() && port.back() == '\n') {
+      addr_ = "127.0.0.1:" + port.substr(0, port.size() - 1);
+      return;
+    }
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  }
+  throw std::runtime_error("tuneforge-server did not start: " + Log());
+}
+
+ServerProcess::~ServerProcess() { Stop(); }
+
+int ServerProcess::Stop() {
+  if (pid_ < 0) return 0;
+  kill(pid_, SIGTERM);
+  int status = 0;
+  waitpid(pid_, &status, 0);
+  pid_ = -1;
+  return WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
+}
+
+std::string ServerProcess::Log() const { return ReadAll(data_dir_ + "/server.log"); }
+
+RunResult ServerProcess::Cli(const std::vector<std::string>& args) const {
+  std::vector<std::string> full = {"--addr=" + addr_};
+  full.insert(full.end(), args.begin(), args.end());
+  return Run("tuneforge", full);
+}
+
+}  // namespace tuneforge::testing

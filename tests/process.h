@@ -1,0 +1,57 @@
+// Test helpers that run Tuneforge's real binaries: a scheduler with local
+// workers on a free loopback port, and CLI invocations with their output and
+// exit code.
+#ifndef TUNEFORGE_TESTS_PROCESS_H_
+#define TUNEFORGE_TESTS_PROCESS_H_
+
+#include <sys/types.h>
+
+#include <string>
+#include <vector>
+
+namespace tuneforge::testing {
+
+// Directory of the built binaries (ctest sets TUNEFORGE_BIN_DIR).
+std::string BinDir();
+
+struct RunResult {
+  int exit_code = -1;
+  std::string out;  // standard output
+  std::string err;  // standard error
+};
+
+// Runs `binary` (a name in BinDir()) with `args` and waits for it.
+RunResult Run(const std::string& binary, const std::vector<std::string>& args,
+              const std::vector<std::string>& env = {});
+
+// A tuneforge-server process, stopped (SIGTERM) when destroyed.
+class ServerProcess {
+ public:
+  // Starts the server with `--local-workers=workers` under `data_dir`
+  // and waits until it serves.
+  ServerProcess(const std::string& data_dir, int workers,
+                const std::vector<std::string>& extra_args = {});
+  ~ServerProcess();
+  ServerProcess(const ServerProcess&) = delete;
+  ServerProcess& operator=(const ServerProcess&) = delete;
+
+  const std::string& addr() const { return addr_; }
+  // Runs the CLI against this server.
+  RunResult Cli(const std::vector<std::string>& args) const;
+  // SIGTERM, then waits; returns the exit status.
+  int Stop();
+  std::string Log() const;
+
+ private:
+  pid_t pid_ = -1;
+  std::string data_dir_;
+  std::string addr_;
+};
+
+// A fresh empty directory under the test temp dir.
+std::string FreshDir(const std::string& name);
+void WriteFile(const std::string& path, const std::string& content);
+
+}  // namespace tuneforge::testing
+
+#endif  // TUNEFORGE_TESTS_PROCESS_H_
