@@ -4,7 +4,7 @@ BUILD_DIR ?= build
 BUILD_TYPE ?= Release
 JOBS ?= $(shell nproc)
 
-.PHONY: all setup configure build test demo bench engine clean
+.PHONY: all setup configure build test demo bench engine tsan clean
 
 all: build
 
@@ -34,5 +34,11 @@ engine: setup
 	  -DTUNEFORGE_ENGINE_ONLY=ON
 	cmake --build $(BUILD_DIR)-engine -j $(JOBS)
 
+# The scheduler core's tests under ThreadSanitizer.
+tsan: setup
+	cmake -S . -B $(BUILD_DIR)-tsan -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo -DTUNEFORGE_TSAN=ON
+	cmake --build $(BUILD_DIR)-tsan -j $(JOBS) --target server_core_test
+	TSAN_OPTIONS=halt_on_error=1 $(BUILD_DIR)-tsan/bin/server_core_test
+
 clean:
-	rm -rf $(BUILD_DIR) $(BUILD_DIR)-engine .demo
+	rm -rf $(BUILD_DIR) $(BUILD_DIR)-engine $(BUILD_DIR)-tsan .demo

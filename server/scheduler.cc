@@ -25,11 +25,11 @@ int64_t NowMs() {
 }
 
 std::string NewId() {
-  static absl::Mutex mu(absl::kConstInit);
+  static std::mutex mu;
   static std::mt19937_64 rng(std::random_device{}() ^
                              static_cast<uint64_t>(NowMs()) * 0x9E3779B97F4A7C15ULL);
   static constexpr char kChars[] = "abcdefghijklmnopqrstuvwxyz0123456789";
-  absl::MutexLock lock(&mu);
+  std::lock_guard<std::mutex> lock(mu);
   std::string id(12, 'a');
   id[0] = kChars[rng() % 26];
   for (size_t i = 1; i < id.size(); ++i) id[i] = kChars[rng() % 36];
@@ -44,7 +44,7 @@ absl::StatusOr<std::unique_ptr<Scheduler>> Scheduler::Create(Store* store,
   std::unique_ptr<Scheduler> s(new Scheduler(store, options));
   ASSIGN_OR_RETURN(std::vector<Job> jobs, store->LoadActiveJobs());
   {
-    absl::MutexLock lock(&s->mu_);
+    MutexLock lock(&s->mu_);
     const int64_t deadline = NowMs() + absl::ToInt64Milliseconds(options.lease_duration);
     for (Job& job : jobs) {
       if (job.state == JobState::kQueued) s->queue_.insert(KeyOf(job));
@@ -59,13 +59,17 @@ absl::StatusOr<std::unique_ptr<Scheduler>> Scheduler::Create(Store* store,
 }
 
 Scheduler::~Scheduler() {
+  {
+    std::lock_guard<std::mutex> lock(stop_mu_);
+    stopping_ = true;
+  }
+  stop_cv_.notify_all();
+  if (reaper_.joinable()) reaper_.join();
   std::map<uint64_t, Waiter> waiters;
   {
-    absl::MutexLock lock(&mu_);
-    stopping_ = true;
+    MutexLock lock(&mu_);
     waiters.swap(waiters_);
   }
-  if (reaper_.joinable()) reaper_.join();
   for (auto& [ticket, w] : waiters) {
     w.done(absl::UnavailableError("the scheduler is shutting down; retry"));
   }
@@ -151,7 +155,7 @@ absl::StatusOr<Job> Scheduler::CreateJob(JobSpec spec) {
   job.progress.total_epochs = job.spec.hyperparameters.epochs;
 
   Deferred deferred;
-  absl::MutexLock lock(&mu_);
+  MutexLock lock(&mu_);
   Event created;
   created.payload = StateChangeEvent{JobState::kUnspecified, JobState::kQueued, "created"};
   absl::Status committed = CommitLocked(job, {std::move(created)}, deferred);
@@ -172,7 +176,7 @@ absl::StatusOr<Job> Scheduler::CreateJob(JobSpec spec) {
 
 absl::StatusOr<Job> Scheduler::GetJob(const std::string& id) {
   {
-    absl::MutexLock lock(&mu_);
+    MutexLock lock(&mu_);
     auto it = active_.find(id);
     if (it != active_.end()) return it->second;
   }
@@ -187,7 +191,7 @@ absl::StatusOr<std::vector<Job>> Scheduler::ListJobs(const JobFilter& filter,
 
 absl::StatusOr<Job> Scheduler::CancelJob(const std::string& id) {
   Deferred deferred;
-  absl::MutexLock lock(&mu_);
+  MutexLock lock(&mu_);
   auto it = active_.find(id);
   if (it == active_.end()) {
     ASSIGN_OR_RETURN(Job done, store_->GetJob(id));
@@ -219,7 +223,7 @@ absl::StatusOr<std::vector<Event>> Scheduler::ListEvents(const std::string& job_
 
 std::string Scheduler::RegisterWorker(const WorkerInfo& info) {
   std::string id = NewId();
-  absl::MutexLock lock(&mu_);
+  MutexLock lock(&mu_);
   workers_[id] = info;
   return id;
 }
@@ -227,7 +231,7 @@ std::string Scheduler::RegisterWorker(const WorkerInfo& info) {
 uint64_t Scheduler::AcquireJob(const std::string& worker_id, absl::Duration wait,
                                AcquireCallback done) {
   Deferred deferred;
-  absl::MutexLock lock(&mu_);
+  MutexLock lock(&mu_);
   if (workers_.count(worker_id) == 0) {
     deferred.calls.push_back([done] {
       done(absl::NotFoundError("unknown worker; register again (the scheduler restarted?)"));
@@ -242,7 +246,7 @@ uint64_t Scheduler::AcquireJob(const std::string& worker_id, absl::Duration wait
 
 void Scheduler::CancelAcquire(uint64_t ticket) {
   Deferred deferred;
-  absl::MutexLock lock(&mu_);
+  MutexLock lock(&mu_);
   auto it = waiters_.find(ticket);
   if (it == waiters_.end()) return;  // already answered
   deferred.calls.push_back([done = std::move(it->second.done)] {
@@ -320,7 +324,7 @@ absl::StatusOr<Job*> Scheduler::LeasedJobLocked(const std::string& job_id,
 absl::StatusOr<HeartbeatReply> Scheduler::Heartbeat(const std::string& worker_id,
                                                     const std::string& job_id,
                                                     const std::string& lease, int64_t step) {
-  absl::MutexLock lock(&mu_);
+  MutexLock lock(&mu_);
   ASSIGN_OR_RETURN(Job * job, LeasedJobLocked(job_id, lease));
   if (job->worker != worker_id) {
     return absl::AbortedError(absl::StrCat("job ", job_id, " is leased to another worker"));
@@ -333,7 +337,7 @@ absl::StatusOr<HeartbeatReply> Scheduler::Heartbeat(const std::string& worker_id
 absl::Status Scheduler::ReportEvent(const std::string& job_id, const std::string& lease,
                                     Event event) {
   Deferred deferred;
-  absl::MutexLock lock(&mu_);
+  MutexLock lock(&mu_);
   ASSIGN_OR_RETURN(Job * job, LeasedJobLocked(job_id, lease));
   JobProgress& p = job->progress;
   if (const auto* m = std::get_if<MetricsEvent>(&event.payload)) {
@@ -359,7 +363,7 @@ absl::Status Scheduler::FinishJob(const std::string& job_id, const std::string& 
     return absl::InvalidArgumentError("state: a job finishes SUCCEEDED, FAILED or CANCELLED");
   }
   Deferred deferred;
-  absl::MutexLock lock(&mu_);
+  MutexLock lock(&mu_);
   ASSIGN_OR_RETURN(Job * job, LeasedJobLocked(job_id, lease));
   std::string reason = error;
   if (state == JobState::kCancelled && reason.empty()) reason = "cancelled by the user";
@@ -371,20 +375,20 @@ absl::Status Scheduler::FinishJob(const std::string& job_id, const std::string& 
 }
 
 uint64_t Scheduler::Subscribe(const std::string& job_id, Listener listener) {
-  absl::MutexLock lock(&mu_);
+  MutexLock lock(&mu_);
   const uint64_t id = next_ticket_++;
   listeners_[id] = {job_id, std::move(listener)};
   return id;
 }
 
 void Scheduler::Unsubscribe(uint64_t id) {
-  absl::MutexLock lock(&mu_);
+  MutexLock lock(&mu_);
   listeners_.erase(id);
 }
 
 void Scheduler::ReapExpired() {
   Deferred deferred;
-  absl::MutexLock lock(&mu_);
+  MutexLock lock(&mu_);
   const absl::Time now = absl::Now();
   for (auto it = waiters_.begin(); it != waiters_.end();) {
     if (it->second.deadline <= now) {
@@ -426,14 +430,12 @@ void Scheduler::ReapExpired() {
 }
 
 void Scheduler::ReaperLoop() {
-  while (true) {
-    {
-      absl::MutexLock lock(&mu_);
-      auto stopping = [this]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) { return stopping_; };
-      mu_.AwaitWithTimeout(absl::Condition(&stopping), options_.reaper_period);
-      if (stopping_) return;
-    }
+  const auto period = absl::ToChronoMilliseconds(options_.reaper_period);
+  std::unique_lock<std::mutex> lock(stop_mu_);
+  while (!stop_cv_.wait_for(lock, period, [this] { return stopping_; })) {
+    lock.unlock();
     ReapExpired();
+    lock.lock();
   }
 }
 

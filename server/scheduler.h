@@ -18,6 +18,7 @@
 #ifndef TUNEFORGE_SERVER_SCHEDULER_H_
 #define TUNEFORGE_SERVER_SCHEDULER_H_
 
+#include <condition_variable>
 #include <cstdint>
 #include <functional>
 #include <map>
@@ -32,7 +33,7 @@
 #include "absl/base/thread_annotations.h"
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
-#include "absl/synchronization/mutex.h"
+#include "common/mutex.h"
 #include "absl/time/time.h"
 #include "server/records.h"
 #include "server/store.h"
@@ -140,7 +141,7 @@ class Scheduler {
   Store* const store_;
   const SchedulerOptions options_;
 
-  absl::Mutex mu_;
+  Mutex mu_;
   std::map<std::string, Job> active_ ABSL_GUARDED_BY(mu_);  // not terminal
   std::set<QueueKey> queue_ ABSL_GUARDED_BY(mu_);
   std::map<std::string, int64_t> lease_deadline_ms_ ABSL_GUARDED_BY(mu_);  // by job id
@@ -148,7 +149,9 @@ class Scheduler {
   std::map<uint64_t, Waiter> waiters_ ABSL_GUARDED_BY(mu_);  // FIFO by ticket
   std::map<uint64_t, std::pair<std::string, Listener>> listeners_ ABSL_GUARDED_BY(mu_);
   uint64_t next_ticket_ ABSL_GUARDED_BY(mu_) = 1;
-  bool stopping_ ABSL_GUARDED_BY(mu_) = false;
+  std::mutex stop_mu_;  // the reaper's sleep, apart from mu_
+  std::condition_variable stop_cv_;
+  bool stopping_ = false;  // guarded by stop_mu_
   std::thread reaper_;
 };
 

@@ -1,10 +1,11 @@
 #include "server/scheduler.h"
 
 #include <filesystem>
+#include <future>
 
 #include <gtest/gtest.h>
 
-#include "absl/synchronization/notification.h"
+
 
 namespace tuneforge {
 namespace {
@@ -43,19 +44,17 @@ class SchedulerTest : public ::testing::Test {
   // Blocks until AcquireJob answers.
   absl::StatusOr<std::optional<Assignment>> Acquire(const std::string& worker,
                                                     absl::Duration wait) {
-    absl::Notification done;
-    absl::StatusOr<std::optional<Assignment>> result;
+    std::promise<absl::StatusOr<std::optional<Assignment>>> result;
     scheduler_->AcquireJob(worker, wait, [&](absl::StatusOr<std::optional<Assignment>> r) {
-      result = std::move(r);
-      done.Notify();
+      result.set_value(std::move(r));
     });
-    done.WaitForNotification();
-    return result;
+    return result.get_future().get();
   }
 
   std::vector<JobState> States(const std::string& job) {
     std::vector<JobState> out;
-    for (const Event& e : *scheduler_->ListEvents(job, 0, 1000)) {
+    std::vector<Event> events = *scheduler_->ListEvents(job, 0, 1000);
+    for (const Event& e : events) {
       if (auto* c = std::get_if<StateChangeEvent>(&e.payload)) out.push_back(c->to);
     }
     return out;
@@ -110,15 +109,13 @@ TEST_F(SchedulerTest, HandsOutByPriorityThenAge) {
 
 TEST_F(SchedulerTest, LongPollIsAnsweredWhenAJobArrives) {
   std::string w = scheduler_->RegisterWorker({"w", "cpu", 0, ""});
-  absl::Notification done;
-  std::optional<Assignment> got;
-  scheduler_->AcquireJob(w, absl::Seconds(30), [&](auto r) {
-    got = *r;
-    done.Notify();
-  });
-  EXPECT_FALSE(done.HasBeenNotified());
+  std::promise<std::optional<Assignment>> answer;
+  std::future<std::optional<Assignment>> done = answer.get_future();
+  scheduler_->AcquireJob(w, absl::Seconds(30), [&](auto r) { answer.set_value(*r); });
+  EXPECT_EQ(done.wait_for(std::chrono::milliseconds(50)), std::future_status::timeout);
   auto job = scheduler_->CreateJob(Spec());
-  ASSERT_TRUE(done.WaitForNotificationWithTimeout(absl::Seconds(5)));
+  ASSERT_EQ(done.wait_for(std::chrono::seconds(5)), std::future_status::ready);
+  std::optional<Assignment> got = done.get();
   ASSERT_TRUE(got.has_value());
   EXPECT_EQ(got->job.id, job->id);
   EXPECT_EQ(got->training_sha256, std::string(64, 'a'));

@@ -103,7 +103,7 @@ absl::StatusOr<std::unique_ptr<Store>> Store::Open(const std::string& path) {
     return absl::UnavailableError(absl::StrCat("cannot open database ", path, ": ", msg));
   }
   std::unique_ptr<Store> store(new Store(db));
-  absl::MutexLock lock(&store->mu_);
+  MutexLock lock(&store->mu_);
   sqlite3_busy_timeout(db, 5000);
   RETURN_IF_ERROR(store->Exec("PRAGMA journal_mode=WAL"));
   // FULL: a commit is on disk before it returns, so acknowledged changes
@@ -133,7 +133,7 @@ absl::StatusOr<std::unique_ptr<Store>> Store::Open(const std::string& path) {
 }
 
 Store::~Store() {
-  absl::MutexLock lock(&mu_);
+  MutexLock lock(&mu_);
   sqlite3_close(db_);
 }
 
@@ -156,7 +156,7 @@ absl::Status Store::Error(const char* what) {
 }
 
 absl::Status Store::PutDataset(const DatasetRecord& d) {
-  absl::MutexLock lock(&mu_);
+  MutexLock lock(&mu_);
   Stmt s(db_,
          "INSERT INTO datasets (id, display_name, state, size_bytes, sha256, create_time_ms, "
          "report) VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT(id) DO UPDATE SET "
@@ -169,7 +169,7 @@ absl::Status Store::PutDataset(const DatasetRecord& d) {
 }
 
 absl::StatusOr<DatasetRecord> Store::GetDataset(const std::string& id) {
-  absl::MutexLock lock(&mu_);
+  MutexLock lock(&mu_);
   Stmt s(db_,
          "SELECT id, display_name, state, size_bytes, sha256, create_time_ms, report "
          "FROM datasets WHERE id = ?");
@@ -182,7 +182,7 @@ absl::StatusOr<DatasetRecord> Store::GetDataset(const std::string& id) {
 
 absl::StatusOr<std::vector<DatasetRecord>> Store::ListDatasets(const std::string& after_id,
                                                                int limit) {
-  absl::MutexLock lock(&mu_);
+  MutexLock lock(&mu_);
   Stmt s(db_,
          "SELECT id, display_name, state, size_bytes, sha256, create_time_ms, report "
          "FROM datasets WHERE seq > COALESCE((SELECT seq FROM datasets WHERE id = ?), 0) "
@@ -196,7 +196,7 @@ absl::StatusOr<std::vector<DatasetRecord>> Store::ListDatasets(const std::string
 }
 
 absl::Status Store::DeleteDataset(const std::string& id) {
-  absl::MutexLock lock(&mu_);
+  MutexLock lock(&mu_);
   Stmt s(db_, "DELETE FROM datasets WHERE id = ?");
   s.Bind(1, id);
   if (s.Step() != SQLITE_DONE) return Error("delete dataset");
@@ -204,7 +204,7 @@ absl::Status Store::DeleteDataset(const std::string& id) {
 }
 
 absl::StatusOr<int64_t> Store::CountDatasetsWithBlob(const std::string& sha256) {
-  absl::MutexLock lock(&mu_);
+  MutexLock lock(&mu_);
   Stmt s(db_, "SELECT COUNT(*) FROM datasets WHERE sha256 = ?");
   s.Bind(1, sha256);
   if (s.Step() != SQLITE_ROW) return Error("count datasets");
@@ -212,7 +212,7 @@ absl::StatusOr<int64_t> Store::CountDatasetsWithBlob(const std::string& sha256) 
 }
 
 absl::StatusOr<bool> Store::DatasetInUse(const std::string& id) {
-  absl::MutexLock lock(&mu_);
+  MutexLock lock(&mu_);
   Stmt s(db_, absl::StrCat("SELECT 1 FROM jobs WHERE state IN ", kActiveStates,
                            " AND (training_dataset = ?1 OR validation_dataset = ?1) LIMIT 1")
                   .c_str());
@@ -223,7 +223,7 @@ absl::StatusOr<bool> Store::DatasetInUse(const std::string& id) {
 }
 
 absl::Status Store::PutJob(const Job& job, const std::vector<Event>& events) {
-  absl::MutexLock lock(&mu_);
+  MutexLock lock(&mu_);
   RETURN_IF_ERROR(Exec("BEGIN IMMEDIATE"));
   auto fail = [&](const char* what) {
     absl::Status s = Error(what);
@@ -265,14 +265,14 @@ absl::StatusOr<std::vector<Job>> Store::QueryJobs(const std::string& sql,
 }
 
 absl::StatusOr<Job> Store::GetJob(const std::string& id) {
-  absl::MutexLock lock(&mu_);
+  MutexLock lock(&mu_);
   ASSIGN_OR_RETURN(std::vector<Job> jobs, QueryJobs("SELECT record FROM jobs WHERE id = ?", {id}));
   if (jobs.empty()) return absl::NotFoundError(absl::StrCat("job ", id, " not found"));
   return std::move(jobs[0]);
 }
 
 absl::StatusOr<std::optional<Job>> Store::FindJobByRequestId(const std::string& request_id) {
-  absl::MutexLock lock(&mu_);
+  MutexLock lock(&mu_);
   ASSIGN_OR_RETURN(std::vector<Job> jobs,
                    QueryJobs("SELECT record FROM jobs WHERE request_id = ?", {request_id}));
   if (jobs.empty()) return std::optional<Job>();
@@ -281,7 +281,7 @@ absl::StatusOr<std::optional<Job>> Store::FindJobByRequestId(const std::string& 
 
 absl::StatusOr<std::vector<Job>> Store::ListJobs(const JobFilter& filter,
                                                  const std::string& after_id, int limit) {
-  absl::MutexLock lock(&mu_);
+  MutexLock lock(&mu_);
   std::string sql =
       "SELECT record FROM jobs WHERE seq < COALESCE((SELECT seq FROM jobs WHERE id = ?1), "
       "9223372036854775807)";
@@ -299,7 +299,7 @@ absl::StatusOr<std::vector<Job>> Store::ListJobs(const JobFilter& filter,
 }
 
 absl::StatusOr<std::vector<Job>> Store::LoadActiveJobs() {
-  absl::MutexLock lock(&mu_);
+  MutexLock lock(&mu_);
   return QueryJobs(
       absl::StrCat("SELECT record FROM jobs WHERE state IN ", kActiveStates, " ORDER BY seq"),
       {});
@@ -307,7 +307,7 @@ absl::StatusOr<std::vector<Job>> Store::LoadActiveJobs() {
 
 absl::StatusOr<std::vector<Event>> Store::ListEvents(const std::string& job_id,
                                                      int64_t after_sequence, int limit) {
-  absl::MutexLock lock(&mu_);
+  MutexLock lock(&mu_);
   Stmt s(db_,
          "SELECT sequence, time_ms, payload FROM events WHERE job_id = ? AND sequence > ? "
          "ORDER BY sequence LIMIT ?");

@@ -1,11 +1,16 @@
 // The walking skeleton end to end: a real scheduler with a real local worker
 // on a free loopback port, driven only through the real `tuneforge` CLI.
 #include <chrono>
+#include <set>
 #include <sstream>
 #include <thread>
 
+#include <grpcpp/grpcpp.h>
 #include <gtest/gtest.h>
 #include <nlohmann/json.hpp>
+
+#include "grpc/health/v1/health.grpc.pb.h"
+#include "grpc/reflection/v1alpha/reflection.grpc.pb.h"
 
 #include "tests/process.h"
 
@@ -190,6 +195,38 @@ TEST_F(EndToEndTest, ErrorsHaveExitCodes) {
   EXPECT_EQ(server_->Stop(), 0) << server_->Log();  // SIGTERM: a clean exit
   RunResult down = testing::Run("tuneforge", {"--addr=" + addr, "jobs", "list"});
   EXPECT_EQ(down.exit_code, 3) << down.err;
+}
+
+TEST_F(EndToEndTest, StandardHealthAndReflectionServices) {
+  auto channel = grpc::CreateChannel(server_->addr(), grpc::InsecureChannelCredentials());
+  auto health = grpc::health::v1::Health::NewStub(channel);
+  grpc::ClientContext ctx;
+  ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(10));
+  grpc::health::v1::HealthCheckResponse status;
+  grpc::Status s = health->Check(&ctx, grpc::health::v1::HealthCheckRequest(), &status);
+  ASSERT_TRUE(s.ok()) << s.error_message();
+  EXPECT_EQ(status.status(), grpc::health::v1::HealthCheckResponse::SERVING);
+
+  auto reflection = grpc::reflection::v1alpha::ServerReflection::NewStub(channel);
+  grpc::ClientContext rctx;
+  rctx.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(10));
+  auto stream = reflection->ServerReflectionInfo(&rctx);
+  grpc::reflection::v1alpha::ServerReflectionRequest request;
+  request.set_list_services("");
+  ASSERT_TRUE(stream->Write(request));
+  stream->WritesDone();
+  grpc::reflection::v1alpha::ServerReflectionResponse response;
+  ASSERT_TRUE(stream->Read(&response));
+  std::set<std::string> services;
+  for (const auto& service : response.list_services_response().service()) {
+    services.insert(service.name());
+  }
+  EXPECT_TRUE(stream->Finish().ok());
+  for (const char* name : {"tuneforge.v1.DatasetService", "tuneforge.v1.JobService",
+                           "tuneforge.v1.ModelService", "tuneforge.v1.WorkerService",
+                           "grpc.health.v1.Health"}) {
+    EXPECT_EQ(services.count(name), 1u) << name;
+  }
 }
 
 }  // namespace
