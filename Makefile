@@ -17,10 +17,12 @@ configure: setup
 build: configure
 	cmake --build $(BUILD_DIR) -j $(JOBS)
 
-# Every test: unit tests, then the end-to-end tests that start real servers,
-# workers and CLI processes (marked RUN_SERIAL, so they run alone).
+# Every test: unit tests, the end-to-end tests that start real servers,
+# workers and CLI processes (marked RUN_SERIAL, so they run alone), and the
+# scheduler core's tests under ThreadSanitizer.
 test: build
 	cd $(BUILD_DIR) && ctest --output-on-failure -j $(JOBS) --timeout 600
+	$(MAKE) tsan
 
 demo: build
 	./scripts/demo.sh $(BUILD_DIR)/bin

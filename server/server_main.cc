@@ -17,6 +17,7 @@
 #include <spdlog/spdlog.h>
 
 #include "common/blob_store.h"
+#include "common/signals.h"
 #include "server/datasets.h"
 #include "server/local_workers.h"
 #include "server/scheduler.h"
@@ -67,12 +68,7 @@ int main(int argc, char** argv) {
   app.add_option("--port-file", port_file, "write the port served on to this file");
   CLI11_PARSE(app, argc, argv);
 
-  // Signals are taken by sigwait() below; block them before any thread starts.
-  sigset_t signals;
-  sigemptyset(&signals);
-  sigaddset(&signals, SIGTERM);
-  sigaddset(&signals, SIGINT);
-  pthread_sigmask(SIG_BLOCK, &signals, nullptr);
+  tuneforge::BlockTerminationSignals();  // taken by WaitForTerminationSignal() below
 
   std::error_code ec;
   std::filesystem::create_directories(data_dir, ec);
@@ -147,8 +143,7 @@ int main(int argc, char** argv) {
                  threads);
   }
 
-  int sig = 0;
-  sigwait(&signals, &sig);
+  const int sig = tuneforge::WaitForTerminationSignal();
   spdlog::info("received {}; shutting down", strsignal(sig));
   workers.Stop(absl::Seconds(10));
   server->Shutdown(std::chrono::system_clock::now() + std::chrono::seconds(2));

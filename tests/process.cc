@@ -66,13 +66,22 @@ void WriteFile(const std::string& path, const std::string& content) {
 }
 
 RunResult Run(const std::string& binary, const std::vector<std::string>& args,
-              const std::vector<std::string>& env) {
+              const std::vector<std::string>& env, int timeout_s) {
   static int counter = 0;
   std::string base = ::testing::TempDir() + "/run-" + std::to_string(getpid()) + "-" +
                      std::to_string(counter++);
   pid_t pid = Spawn(BinDir() + "/" + binary, args, env, base + ".out", base + ".err");
   int status = 0;
-  waitpid(pid, &status, 0);
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(timeout_s);
+  while (waitpid(pid, &status, WNOHANG) == 0) {
+    if (std::chrono::steady_clock::now() > deadline) {
+      kill(pid, SIGKILL);
+      waitpid(pid, &status, 0);
+      ADD_FAILURE() << binary << " ran longer than " << timeout_s << " s and was killed";
+      break;
+    }
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  }
   RunResult r;
   r.exit_code = WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
   r.out = ReadAll(base + ".out");

@@ -20,9 +20,11 @@ struct RunResult {
   std::string err;  // standard error
 };
 
-// Runs `binary` (a name in BinDir()) with `args` and waits for it.
+// Runs `binary` (a name in BinDir()) with `args` and waits for it, killing it
+// after `timeout_s` (then exit_code is 137), so a hang fails a test instead
+// of stalling it.
 RunResult Run(const std::string& binary, const std::vector<std::string>& args,
-              const std::vector<std::string>& env = {});
+              const std::vector<std::string>& env = {}, int timeout_s = 120);
 
 // A tuneforge-server process, stopped (SIGTERM) when destroyed.
 class ServerProcess {

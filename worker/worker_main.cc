@@ -9,6 +9,7 @@
 #include <grpcpp/grpcpp.h>
 #include <spdlog/spdlog.h>
 
+#include "common/signals.h"
 #include "worker/agent.h"
 #include "worker/engine/openmp_env.h"
 
@@ -30,18 +31,13 @@ int main(int argc, char** argv) {
   app.add_option("--wait-ms", options.wait_ms, "long-poll length")->capture_default_str();
   CLI11_PARSE(app, argc, argv);
 
-  sigset_t signals;
-  sigemptyset(&signals);
-  sigaddset(&signals, SIGTERM);
-  sigaddset(&signals, SIGINT);
-  pthread_sigmask(SIG_BLOCK, &signals, nullptr);
+  tuneforge::BlockTerminationSignals();
 
   spdlog::set_pattern("[%Y-%m-%d %H:%M:%S.%e] [worker " + options.name + "] [%l] %v");
   tuneforge::Agent agent(grpc::CreateChannel(server, grpc::InsecureChannelCredentials()),
                          options);
   std::thread waiter([&] {
-    int sig = 0;
-    sigwait(&signals, &sig);
+    const int sig = tuneforge::WaitForTerminationSignal();
     spdlog::info("received {}; stopping", strsignal(sig));
     agent.RequestStop();
   });
