@@ -149,6 +149,16 @@ class Client {
     return 0;
   }
 
+  int DeleteDataset(const std::string& id) {
+    v1::DeleteDatasetRequest req;
+    req.set_name(Name("datasets", id));
+    v1::DeleteDatasetResponse resp;
+    grpc::Status s = datasets_->DeleteDataset(Context().get(), req, &resp);
+    if (!s.ok()) return Fail(s);
+    if (g_.output == "text") std::cout << "deleted " << req.name() << "\n";
+    return 0;
+  }
+
   int ListModels() {
     v1::ListModelsResponse resp;
     grpc::Status s = models_->ListModels(Context().get(), v1::ListModelsRequest(), &resp);
@@ -289,6 +299,9 @@ int Main(int argc, char** argv) {
   CLI::App* dget = datasets->add_subcommand("get", "show a dataset and its report");
   dget->add_option("ID", id)->required();
   dget->callback(run([&](Client c) { return c.GetDataset(id); }));
+  CLI::App* ddelete = datasets->add_subcommand("delete", "delete a dataset no job still uses");
+  ddelete->add_option("ID", id)->required();
+  ddelete->callback(run([&](Client c) { return c.DeleteDataset(id); }));
   datasets->add_subcommand("list", "list datasets")
       ->callback(run([&](Client c) { return c.ListDatasets(); }));
 

@@ -41,11 +41,11 @@ BlobWriter::BlobWriter(std::string root, std::string tmp_path, int fd)
 
 BlobWriter::~BlobWriter() {
   if (fd_ >= 0) ::close(fd_);
-  if (!done_) ::unlink(tmp_path_.c_str());
+  if (!published_) ::unlink(tmp_path_.c_str());
 }
 
 absl::Status BlobWriter::Append(std::string_view bytes) {
-  if (done_) return absl::FailedPreconditionError("blob already committed");
+  if (sealed_) return absl::FailedPreconditionError("blob already sealed");
   const char* p = bytes.data();
   size_t left = bytes.size();
   while (left > 0) {
@@ -62,8 +62,9 @@ absl::Status BlobWriter::Append(std::string_view bytes) {
   return absl::OkStatus();
 }
 
-absl::StatusOr<std::string> BlobWriter::Commit(std::string_view expected_sha256) {
-  if (done_) return absl::FailedPreconditionError("blob already committed");
+absl::StatusOr<std::string> BlobWriter::Seal(std::string_view expected_sha256) {
+  if (sealed_) return absl::FailedPreconditionError("blob already sealed");
+  sealed_ = true;
   std::string sha = hash_.HexDigest();
   if (!expected_sha256.empty() && expected_sha256 != sha) {
     return absl::InvalidArgumentError(absl::StrCat(
@@ -73,14 +74,33 @@ absl::StatusOr<std::string> BlobWriter::Commit(std::string_view expected_sha256)
   if (::fsync(fd_) != 0) return ErrnoStatus("fsync", tmp_path_);
   ::close(fd_);
   fd_ = -1;
-  std::string dir = absl::StrCat(root_, "/blobs/", sha.substr(0, 2));
+  sha256_ = std::move(sha);
+  return sha256_;
+}
+
+absl::StatusOr<std::string> BlobWriter::ReadSealed() const {
+  if (sha256_.empty()) return absl::FailedPreconditionError("blob not sealed");
+  return ReadFileToString(tmp_path_);
+}
+
+absl::Status BlobWriter::Publish() {
+  if (sha256_.empty() || published_) {
+    return absl::FailedPreconditionError("only a sealed, unpublished blob can be published");
+  }
+  std::string dir = absl::StrCat(root_, "/blobs/", sha256_.substr(0, 2));
   if (::mkdir(dir.c_str(), 0755) != 0 && errno != EEXIST) return ErrnoStatus("mkdir", dir);
-  std::string final_path = absl::StrCat(dir, "/", sha);
+  std::string final_path = absl::StrCat(dir, "/", sha256_);
   if (::rename(tmp_path_.c_str(), final_path.c_str()) != 0) {
     return ErrnoStatus("rename to", final_path);
   }
-  done_ = true;
-  if (absl::Status s = FsyncDir(dir); !s.ok()) return s;
+  published_ = true;
+  return FsyncDir(dir);
+}
+
+absl::StatusOr<std::string> BlobWriter::Commit(std::string_view expected_sha256) {
+  absl::StatusOr<std::string> sha = Seal(expected_sha256);
+  if (!sha.ok()) return sha;
+  if (absl::Status s = Publish(); !s.ok()) return s;
   return sha;
 }
 

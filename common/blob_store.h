@@ -30,16 +30,22 @@ namespace tuneforge {
 
 class BlobWriter {
  public:
-  ~BlobWriter();  // removes the temp file unless committed
+  ~BlobWriter();  // removes the temp file unless published
   BlobWriter(const BlobWriter&) = delete;
   BlobWriter& operator=(const BlobWriter&) = delete;
 
   absl::Status Append(std::string_view bytes);
   int64_t size() const { return size_; }
 
-  // Flushes to disk and moves the blob into place. When `expected_sha256` is
-  // not empty and differs from the digest of the bytes, nothing is kept and
-  // the result is INVALID_ARGUMENT. Returns the digest.
+  // Ends writing: flushes the bytes to disk and returns their digest. When
+  // `expected_sha256` is not empty and differs, the result is
+  // INVALID_ARGUMENT (and Publish() will not be allowed).
+  absl::StatusOr<std::string> Seal(std::string_view expected_sha256 = "");
+  // The sealed bytes, still in their temp file (for checks before Publish).
+  absl::StatusOr<std::string> ReadSealed() const;
+  // Moves the sealed blob into place; from then on readers see it.
+  absl::Status Publish();
+  // Seal() then Publish(); returns the digest.
   absl::StatusOr<std::string> Commit(std::string_view expected_sha256 = "");
 
  private:
@@ -51,7 +57,9 @@ class BlobWriter {
   int fd_;
   int64_t size_ = 0;
   Sha256 hash_;
-  bool done_ = false;
+  std::string sha256_;      // set by a successful Seal()
+  bool sealed_ = false;
+  bool published_ = false;
 };
 
 class BlobStore {

@@ -27,8 +27,8 @@ absl::Status DatasetUpload::CheckSize() const {
 
 absl::StatusOr<DatasetRecord> DatasetUpload::Finish() {
   RETURN_IF_ERROR(CheckSize());
-  ASSIGN_OR_RETURN(std::string sha, writer_->Commit(metadata_.sha256));
-  ASSIGN_OR_RETURN(std::string bytes, catalog_->blobs_->ReadAll(sha));
+  ASSIGN_OR_RETURN(std::string sha, writer_->Seal(metadata_.sha256));
+  ASSIGN_OR_RETURN(std::string bytes, writer_->ReadSealed());
   ParsedDataset parsed = ParseDataset(bytes, metadata_.format);
   DatasetRecord d;
   d.id = NewId();
@@ -38,19 +38,17 @@ absl::StatusOr<DatasetRecord> DatasetUpload::Finish() {
   d.sha256 = sha;
   d.create_time_ms = NowMs();
   d.report = std::move(parsed.report);
+  MutexLock lock(&catalog_->blob_refs_mu_);
+  RETURN_IF_ERROR(writer_->Publish());
   RETURN_IF_ERROR(catalog_->store_->PutDataset(d));
   return d;
 }
 
 absl::StatusOr<DatasetReport> DatasetUpload::Validate() {
   RETURN_IF_ERROR(CheckSize());
-  // Read back from the temp file; the writer is dropped without committing.
-  ASSIGN_OR_RETURN(std::string sha, writer_->Commit(metadata_.sha256));
-  absl::StatusOr<std::string> bytes = catalog_->blobs_->ReadAll(sha);
-  ASSIGN_OR_RETURN(int64_t users, catalog_->store_->CountDatasetsWithBlob(sha));
-  if (users == 0) catalog_->blobs_->Remove(sha).IgnoreError();
-  if (!bytes.ok()) return bytes.status();
-  return ParseDataset(*bytes, metadata_.format).report;
+  RETURN_IF_ERROR(writer_->Seal(metadata_.sha256).status());
+  ASSIGN_OR_RETURN(std::string bytes, writer_->ReadSealed());
+  return ParseDataset(bytes, metadata_.format).report;  // the temp file goes with writer_
 }
 
 absl::StatusOr<std::unique_ptr<DatasetUpload>> DatasetCatalog::StartUpload(
@@ -75,6 +73,7 @@ absl::Status DatasetCatalog::Delete(const std::string& id) {
     return absl::FailedPreconditionError(absl::StrCat(
         "dataset ", id, " is used by a queued, running or paused job; cancel it first"));
   }
+  MutexLock lock(&blob_refs_mu_);
   RETURN_IF_ERROR(store_->DeleteDataset(id));
   ASSIGN_OR_RETURN(int64_t users, store_->CountDatasetsWithBlob(d.sha256));
   if (users == 0) RETURN_IF_ERROR(blobs_->Remove(d.sha256));

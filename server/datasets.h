@@ -20,6 +20,7 @@
 
 #include "absl/status/statusor.h"
 #include "common/blob_store.h"
+#include "common/mutex.h"
 #include "server/records.h"
 #include "server/store.h"
 
@@ -75,6 +76,9 @@ class DatasetCatalog {
   Store* const store_;
   BlobStore* const blobs_;
   const int64_t max_upload_bytes_;
+  // Held while blob references change (publish + insert, delete + remove),
+  // so a delete never removes a blob that a concurrent upload just reused.
+  Mutex blob_refs_mu_;
 };
 
 }  // namespace tuneforge

@@ -178,6 +178,8 @@ TEST_F(EndToEndTest, BrokenDatasetIsReportedAndRefusedForJobs) {
   RunResult create = server_->Cli({"jobs", "create", "--training-dataset", dataset});
   EXPECT_EQ(create.exit_code, 1);
   EXPECT_NE(create.err.find("INVALID with 2 errors"), std::string::npos) << create.err;
+  EXPECT_EQ(server_->Cli({"datasets", "delete", dataset}).exit_code, 0);
+  EXPECT_EQ(server_->Cli({"datasets", "get", dataset}).exit_code, 4);
 }
 
 TEST_F(EndToEndTest, ErrorsHaveExitCodes) {
