@@ -4,7 +4,7 @@ BUILD_DIR ?= build
 BUILD_TYPE ?= Release
 JOBS ?= $(shell nproc)
 
-.PHONY: all setup configure build test demo bench engine tsan clean
+.PHONY: all setup configure build test demo bench engine tsan fuzz fuzz-smoke clean
 
 all: build
 
@@ -23,6 +23,7 @@ build: configure
 test: build
 	cd $(BUILD_DIR) && ctest --output-on-failure -j $(JOBS) --timeout 600
 	$(MAKE) tsan
+	$(MAKE) fuzz-smoke
 
 demo: build
 	./scripts/demo.sh $(BUILD_DIR)/bin
@@ -42,5 +43,22 @@ tsan: setup
 	cmake --build $(BUILD_DIR)-tsan -j $(JOBS) --target server_core_test
 	TSAN_OPTIONS=halt_on_error=1 $(BUILD_DIR)-tsan/bin/server_core_test
 
+# The dataset validator under libFuzzer with AddressSanitizer and UBSan.
+# `make fuzz` runs it for FUZZ_SECONDS; `make test` runs a short smoke.
+FUZZ_SECONDS ?= 300
+FUZZ_DIR = $(BUILD_DIR)-fuzz
+FUZZER = $(FUZZ_DIR)/dataset_fuzzer
+$(FUZZER): common/dataset.cc common/dataset_validator.cc common/dataset.h \
+           common/dataset_validator.h tests/fuzz/dataset_fuzzer.cc
+	mkdir -p $(FUZZ_DIR)/corpus
+	clang++-14 -std=c++17 -O1 -g -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=all \
+	  -I. $(filter %.cc,$^) -o $@
+
+fuzz: setup $(FUZZER)
+	$(FUZZER) -max_total_time=$(FUZZ_SECONDS) -max_len=4096 $(FUZZ_DIR)/corpus tests/fuzz/corpus/dataset
+
+fuzz-smoke: setup $(FUZZER)
+	$(FUZZER) -max_total_time=20 -max_len=4096 $(FUZZ_DIR)/corpus tests/fuzz/corpus/dataset
+
 clean:
-	rm -rf $(BUILD_DIR) $(BUILD_DIR)-engine $(BUILD_DIR)-tsan .demo
+	rm -rf $(BUILD_DIR) $(BUILD_DIR)-engine $(BUILD_DIR)-tsan $(BUILD_DIR)-fuzz .demo

@@ -2,8 +2,12 @@
 
 #include <google/protobuf/util/json_util.h>
 
+#include <cctype>
+#include <map>
+
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
+#include "absl/strings/str_replace.h"
 
 namespace tuneforge::cli {
 
@@ -48,13 +52,9 @@ std::string EventLine(const v1::JobEvent& e) {
                           v.epoch(), v.step(), v.validation_loss(), v.perplexity(),
                           v.token_accuracy());
     }
-    case v1::JobEvent::kSample: {
-      std::string completion = e.sample().completion();
-      for (char& c : completion) {
-        if (c == '\n') c = ' ';
-      }
-      return prefix + absl::StrCat("sample: ", e.sample().prompt(), " -> ", completion);
-    }
+    case v1::JobEvent::kSample:  // newlines shown as \n: one line per event
+      return prefix + absl::StrCat("sample: ", absl::StrReplaceAll(e.sample().prompt(), {{"\n", "\\n"}}),
+                                   " -> ", absl::StrReplaceAll(e.sample().completion(), {{"\n", "\\n"}}));
     case v1::JobEvent::kLog:
       return prefix + absl::StrCat(e.log().level(), ": ", e.log().message());
     case v1::JobEvent::kCheckpoint:
@@ -89,14 +89,40 @@ std::string JobSummary(const v1::Job& job) {
   return out;
 }
 
+std::string ReportSummary(const v1::ValidationReport& r) {
+  std::string format = v1::DatasetFormat_Name(r.format()).substr(std::string("DATASET_FORMAT_").size());
+  for (char& c : format) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+  std::string out = absl::StrCat("  ", format, ": ", r.example_count(), " examples, ",
+                                 r.token_estimate(), " tokens");
+  if (r.turn_count() > 0) absl::StrAppend(&out, ", ", r.turn_count(), " chat turns");
+  absl::StrAppend(&out, "; ", r.error_count(), " errors, ", r.warning_count(), " warnings\n");
+  if (r.example_count() > 0) {
+    const v1::TokenStats& t = r.tokens();
+    absl::StrAppend(&out, absl::StrFormat("  tokens per example: min %d, mean %.1f, p50 %d, p95 %d, max %d\n",
+                                          t.min(), t.mean(), t.p50(), t.p95(), t.max()));
+  }
+  if (r.over_max_seq_len() > 0) {
+    absl::StrAppend(&out, "  ", r.over_max_seq_len(),
+                    " examples are longer than the max_seq_len given (they will be truncated)\n");
+  }
+  if (r.duplicate_count() > 0) absl::StrAppend(&out, "  ", r.duplicate_count(), " exact duplicates\n");
+  if (r.empty_prompt_count() > 0) {
+    absl::StrAppend(&out, "  ", r.empty_prompt_count(), " empty prompts\n");
+  }
+  if (!r.problem_counts().empty()) {
+    std::map<std::string, int64_t> sorted(r.problem_counts().begin(), r.problem_counts().end());
+    absl::StrAppend(&out, "  problems by code:");
+    for (const auto& [code, n] : sorted) absl::StrAppend(&out, " ", code, "=", n);
+    absl::StrAppend(&out, "\n");
+  }
+  return out;
+}
+
 std::string DatasetSummary(const v1::Dataset& d) {
-  const v1::ValidationReport& r = d.report();
   std::string state = v1::DatasetState_Name(d.state());
   state = state.substr(std::string("DATASET_STATE_").size());
-  return absl::StrCat(d.name(), "  ", state, "  ", d.display_name(), "\n  ", r.example_count(),
-                      " examples, ~", r.token_estimate(), " tokens, ", d.size_bytes(),
-                      " bytes, ", r.error_count(), " errors, ", r.warning_count(),
-                      " warnings\n  sha256 ", d.sha256(), "\n");
+  return absl::StrCat(d.name(), "  ", state, "  ", d.display_name(), "  ", d.size_bytes(),
+                      " bytes  sha256 ", d.sha256().substr(0, 12), "\n", ReportSummary(d.report()));
 }
 
 std::string ReportProblems(const v1::ValidationReport& r) {

@@ -19,6 +19,8 @@ std::string EventLine(const v1::JobEvent& e);
 // A few lines: state, progress, latest losses, error.
 std::string JobSummary(const v1::Job& job);
 std::string DatasetSummary(const v1::Dataset& d);
+// Counts and token statistics of a report, e.g. "208 examples, ...".
+std::string ReportSummary(const v1::ValidationReport& r);
 // Every listed problem as "line L, column C, record R, field F: message [code]".
 std::string ReportProblems(const v1::ValidationReport& r);
 // Protobuf's canonical JSON mapping, stable for scripts.

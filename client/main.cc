@@ -10,6 +10,7 @@
 #include <unistd.h>
 
 #include <chrono>
+#include <cstdlib>
 #include <cstdio>
 #include <fstream>
 #include <iostream>
@@ -20,6 +21,8 @@
 
 #include "absl/strings/str_cat.h"
 #include "client/format.h"
+#include "common/dataset_validator.h"
+#include "common/report_proto.h"
 #include "common/sha256.h"
 #include "tuneforge/v1/dataset.grpc.pb.h"
 #include "tuneforge/v1/job.grpc.pb.h"
@@ -30,6 +33,91 @@ namespace {
 
 constexpr auto kCallTimeout = std::chrono::seconds(30);
 constexpr size_t kChunkBytes = 1 << 20;
+
+struct UploadOptions {
+  std::string format;     // "" (detect), prompt_completion, chat, text
+  std::string separator;  // plain text documents
+  int max_seq_len = 0;    // report examples longer than this
+};
+
+// .txt and .md files are plain text unless a format is given.
+v1::DatasetFormat FormatFor(const std::string& path, const std::string& format) {
+  if (format == "prompt_completion") return v1::DATASET_FORMAT_PROMPT_COMPLETION;
+  if (format == "chat") return v1::DATASET_FORMAT_CHAT;
+  if (format == "text") return v1::DATASET_FORMAT_TEXT;
+  for (const char* ext : {".txt", ".md"}) {
+    const std::string e = ext;
+    if (path.size() > e.size() && path.compare(path.size() - e.size(), e.size(), e) == 0) {
+      return v1::DATASET_FORMAT_TEXT;
+    }
+  }
+  return v1::DATASET_FORMAT_UNSPECIFIED;
+}
+
+std::string FileSha256(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  Sha256 hash;
+  std::string buffer(kChunkBytes, '\0');
+  while (in) {
+    in.read(buffer.data(), static_cast<std::streamsize>(buffer.size()));
+    hash.Update(std::string_view(buffer.data(), static_cast<size_t>(in.gcount())));
+  }
+  return hash.HexDigest();
+}
+
+// A one-line progress bar on standard error, drawn only on a terminal.
+class Progress {
+ public:
+  Progress(const char* what, int64_t total)
+      : what_(what), total_(total), on_(isatty(2) && std::getenv("NO_COLOR") == nullptr),
+        start_(std::chrono::steady_clock::now()) {}
+  void Update(int64_t done) {
+    if (!on_ || total_ <= 0) return;
+    const double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - start_).count();
+    const int width = 30;
+    const int filled = static_cast<int>(width * done / total_);
+    std::fprintf(stderr, "\r%s [%s%s] %3d%%  %.1f MB/s", what_,
+                 std::string(filled, '#').c_str(), std::string(width - filled, '.').c_str(),
+                 static_cast<int>(100 * done / total_), s > 0 ? done / s / 1e6 : 0.0);
+  }
+  void Done() {
+    if (on_) std::fprintf(stderr, "\n");
+  }
+
+ private:
+  const char* what_;
+  int64_t total_;
+  bool on_;
+  std::chrono::steady_clock::time_point start_;
+};
+
+// `datasets validate` without a server: the scheduler's checks, run here.
+int ValidateLocally(const std::string& path, const UploadOptions& o, const std::string& output) {
+  std::ifstream in(path, std::ios::binary);
+  if (!in) {
+    std::fprintf(stderr, "tuneforge: cannot read %s\n", path.c_str());
+    return 2;
+  }
+  ValidatorOptions options;
+  options.declared = FromProto(FormatFor(path, o.format));
+  options.separator = o.separator;
+  options.max_seq_len = o.max_seq_len;
+  options.keep_examples = false;
+  DatasetValidator validator(options);
+  std::string buffer(kChunkBytes, '\0');
+  while (in) {
+    in.read(buffer.data(), static_cast<std::streamsize>(buffer.size()));
+    validator.Feed(std::string_view(buffer.data(), static_cast<size_t>(in.gcount())));
+  }
+  v1::ValidationReport report = ToProto(validator.Finish().report);
+  if (output == "json") {
+    std::cout << ToJson(report) << "\n";
+  } else {
+    std::cout << path << (report.error_count() > 0 ? "  INVALID\n" : "  OK\n")
+              << ReportSummary(report) << ReportProblems(report);
+  }
+  return report.error_count() > 0 ? 1 : 0;
+}
 
 struct Globals {
   std::string addr = "127.0.0.1:50051";
@@ -89,33 +177,43 @@ class Client {
     std::cout << std::flush;
   }
 
-  int UploadDataset(const std::string& path, std::string name, const std::string& format) {
-    std::ifstream in(path, std::ios::binary);
+  int UploadDataset(const std::string& path, std::string name, const UploadOptions& o) {
+    std::ifstream in(path, std::ios::binary | std::ios::ate);
     if (!in) {
       std::fprintf(stderr, "tuneforge: cannot read %s\n", path.c_str());
       return 2;
     }
-    std::string bytes((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+    const int64_t size = in.tellg();
+    in.seekg(0);
     if (name.empty()) name = path.substr(path.find_last_of('/') + 1);
-    v1::DatasetFormat fmt = v1::DATASET_FORMAT_UNSPECIFIED;
-    if (format == "prompt_completion") fmt = v1::DATASET_FORMAT_PROMPT_COMPLETION;
-    if (format == "chat") fmt = v1::DATASET_FORMAT_CHAT;
-    if (format == "text") fmt = v1::DATASET_FORMAT_TEXT;
+    std::string sha = FileSha256(path);
 
-    auto ctx = Context(std::chrono::seconds(600));
+    auto ctx = Context(std::chrono::seconds(600 + size / (1 << 20)));  // >= 1 MiB/s
     v1::Dataset dataset;
     auto writer = datasets_->UploadDataset(ctx.get(), &dataset);
     v1::UploadDatasetRequest req;
-    req.mutable_metadata()->set_display_name(name);
-    req.mutable_metadata()->set_format(fmt);
-    req.mutable_metadata()->set_size_bytes(static_cast<int64_t>(bytes.size()));
-    req.mutable_metadata()->set_sha256(Sha256::Of(bytes));
+    v1::UploadDatasetMetadata* m = req.mutable_metadata();
+    m->set_display_name(name);
+    m->set_format(FormatFor(path, o.format));
+    m->set_size_bytes(size);
+    m->set_sha256(sha);
+    m->set_separator(o.separator);
+    m->set_max_seq_len(o.max_seq_len);
     bool ok = writer->Write(req);
-    for (size_t off = 0; ok && off < bytes.size(); off += kChunkBytes) {
+    Progress progress("uploading", size);
+    std::string buffer(kChunkBytes, '\0');
+    int64_t sent = 0;
+    while (ok && in) {
+      in.read(buffer.data(), static_cast<std::streamsize>(buffer.size()));
+      const auto n = static_cast<size_t>(in.gcount());
+      if (n == 0) break;
       v1::UploadDatasetRequest chunk;
-      chunk.set_chunk(bytes.substr(off, kChunkBytes));
+      chunk.set_chunk(buffer.substr(0, n));
       ok = writer->Write(chunk);
+      sent += static_cast<int64_t>(n);
+      progress.Update(sent);
     }
+    progress.Done();
     writer->WritesDone();
     grpc::Status s = writer->Finish();
     if (!s.ok()) return Fail(s);
@@ -290,12 +388,29 @@ int Main(int argc, char** argv) {
 
   CLI::App* datasets = app.add_subcommand("datasets", "upload and inspect datasets");
   datasets->require_subcommand(1);
-  std::string file, name, format, id;
+  std::string file, name, id;
+  UploadOptions upload_options;
+  auto dataset_options = [&](CLI::App* cmd) {
+    cmd->add_option("FILE", file,
+                    "a JSON array or JSONL of prompt/completion, chat or text records, or a "
+                    "plain text file")
+        ->required();
+    cmd->add_option("--format", upload_options.format,
+                    "prompt_completion, chat or text (default: detect; .txt and .md are text)")
+        ->check(CLI::IsMember({"prompt_completion", "chat", "text"}));
+    cmd->add_option("--separator", upload_options.separator,
+                    "plain text: split documents on this string (default: one document)");
+    cmd->add_option("--max-seq-len", upload_options.max_seq_len,
+                    "report how many examples are longer than this many tokens");
+  };
   CLI::App* upload = datasets->add_subcommand("upload", "upload a dataset file");
-  upload->add_option("FILE", file, "JSON array or JSONL of prompt/completion")->required();
+  dataset_options(upload);
   upload->add_option("--name", name, "display name (default: the file name)");
-  upload->add_option("--format", format, "prompt_completion, chat or text (default: detect)");
-  upload->callback(run([&](Client c) { return c.UploadDataset(file, name, format); }));
+  upload->callback(run([&](Client c) { return c.UploadDataset(file, name, upload_options); }));
+  CLI::App* validate = datasets->add_subcommand(
+      "validate", "check a local file as the server would, without a server; exit 1 on errors");
+  dataset_options(validate);
+  validate->callback([&] { code = ValidateLocally(file, upload_options, g.output); });
   CLI::App* dget = datasets->add_subcommand("get", "show a dataset and its report");
   dget->add_option("ID", id)->required();
   dget->callback(run([&](Client c) { return c.GetDataset(id); }));

@@ -78,11 +78,6 @@ absl::StatusOr<std::string> BlobWriter::Seal(std::string_view expected_sha256) {
   return sha256_;
 }
 
-absl::StatusOr<std::string> BlobWriter::ReadSealed() const {
-  if (sha256_.empty()) return absl::FailedPreconditionError("blob not sealed");
-  return ReadFileToString(tmp_path_);
-}
-
 absl::Status BlobWriter::Publish() {
   if (sha256_.empty() || published_) {
     return absl::FailedPreconditionError("only a sealed, unpublished blob can be published");

@@ -41,8 +41,8 @@ class BlobWriter {
   // `expected_sha256` is not empty and differs, the result is
   // INVALID_ARGUMENT (and Publish() will not be allowed).
   absl::StatusOr<std::string> Seal(std::string_view expected_sha256 = "");
-  // The sealed bytes, still in their temp file (for checks before Publish).
-  absl::StatusOr<std::string> ReadSealed() const;
+  // The digest, once sealed.
+  const std::string& sha256() const { return sha256_; }
   // Moves the sealed blob into place; from then on readers see it.
   absl::Status Publish();
   // Seal() then Publish(); returns the digest.

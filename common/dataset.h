@@ -1,18 +1,18 @@
-// Parsing and validation of dataset files.
+// Training examples and how they become text.
 //
-// A dataset file holds prompt/completion examples, either as a JSON array
-// (`[{"prompt": "...", "completion": "..."}, ...]`) or as JSONL (one object per
-// line). ParseDataset reads every record, keeps the good ones, and reports
-// every problem with its record number, line, column and field, so a user can
-// fix the whole file in one pass:
+// A dataset holds one kind of record (see DatasetFormat). Each Example renders
+// to segments of text, each marked trained or not: what the engine tokenises
+// and computes loss on, and what the validator counts tokens of, so the two
+// never disagree.
 //
-//   ParsedDataset parsed = ParseDataset(bytes);
-//   if (parsed.report.error_count > 0) { ...show parsed.report.problems... }
-//   for (const Example& e : parsed.examples) { ... }
+//   prompt/completion   "<prompt> <completion>" + end-of-text; loss on the
+//                       completion and end-of-text (train_on_prompt: all)
+//   chat                "<role>: <content>\n" per message + end-of-text; loss
+//                       on assistant contents (a `weight` of 0 turns one off)
+//   text                the document + end-of-text, all trained
 //
-// Depends only on the C++ standard library and nlohmann/json, so the training
-// engine can link it without the server's dependencies. Thread-safe: all
-// functions are pure.
+// Depends only on the C++ standard library, so the libtorch-only engine build
+// links it. Thread-safe: all functions are pure.
 #ifndef TUNEFORGE_COMMON_DATASET_H_
 #define TUNEFORGE_COMMON_DATASET_H_
 
@@ -28,56 +28,57 @@ enum class DatasetFormat { kUnspecified, kPromptCompletion, kChat, kText };
 // "prompt_completion", "chat", "text" or "unspecified".
 std::string_view DatasetFormatName(DatasetFormat format);
 
+struct ChatMessage {
+  std::string role;     // "system", "user" or "assistant"
+  std::string content;  // e.g. "How many leave days do I get?"
+  bool trained = true;  // `weight`; only assistant messages are ever trained
+};
+
 struct Example {
-  std::string prompt;      // e.g. "How many days of annual leave do I get?"
-  std::string completion;  // e.g. "Full-time employees get 25 days a year."
+  DatasetFormat format = DatasetFormat::kPromptCompletion;
+  std::string prompt;      // prompt/completion: e.g. "How many days of leave?"
+  std::string completion;  // prompt/completion: e.g. "25 days a year."
+  std::vector<ChatMessage> messages;  // chat
+  std::string text;                   // text: a whole document
 };
 
-enum class Severity { kError, kWarning };
-
-struct DatasetProblem {
-  std::string code;  // stable id, e.g. "missing_field", "not_json"
-  Severity severity = Severity::kError;
-  int64_t record = 0;  // 1-based record number; 0 when not about a record
-  int64_t line = 0;    // 1-based line of the record (or of the error)
-  int64_t column = 0;  // 1-based byte column in that line
-  std::string field;   // JSON pointer, e.g. "/completion"; empty for the record
-  std::string message;
+struct Segment {
+  std::string text;
+  bool trained = false;
 };
 
-struct DatasetReport {
-  DatasetFormat format = DatasetFormat::kUnspecified;
-  int64_t example_count = 0;
-  int64_t token_estimate = 0;  // bytes of prompt and completion + 1 per example
-  int64_t error_count = 0;
-  int64_t warning_count = 0;
-  std::vector<DatasetProblem> problems;  // at most kMaxListedProblems
-};
+// The example's text in order. The engine appends end-of-text, trained when
+// the last segment is. A prompt is followed by one space unless it or the
+// completion already has whitespace there.
+std::vector<Segment> Render(const Example& e, bool train_on_prompt = false);
 
-// The report lists this many problems; the counts above are always complete.
-inline constexpr size_t kMaxListedProblems = 1000;
+// The text a model continues to complete an example: the prompt (with its
+// separator) or, for chat, every message before the last assistant turn and
+// that turn's header. Empty for text documents.
+std::string GenerationPrompt(const Example& e);
 
-struct ParsedDataset {
-  std::vector<Example> examples;  // only the valid records
-  DatasetReport report;
-};
+// Tokens of the example under the byte tokenizer: rendered bytes + 1.
+int64_t ByteTokenCount(const Example& e);
 
-// Parses `bytes` as a dataset file. `declared` may name the format; only
-// kPromptCompletion (or kUnspecified, meaning detect) is supported so far.
-ParsedDataset ParseDataset(std::string_view bytes,
-                           DatasetFormat declared = DatasetFormat::kUnspecified);
+// A 64-bit hash of the example's content; equal examples hash equal.
+uint64_t ExampleKey(const Example& e);
 
-// Splits example indices [0, n) into a training and a validation set,
-// deterministically from `seed`: the same (n, fraction, seed) always gives the
-// same split, on every machine. A positive fraction holds out at least one
-// example when n >= 2, and never all of them.
+// Splits examples into training and validation sets, deterministically from
+// `seed`: the same keys, fraction and seed give the same split everywhere.
+// Examples with equal keys (exact duplicates) always land on the same side.
+// The validation set gets ValidationCount(n, fraction) examples when the
+// duplicate groups allow it, never more.
 struct Split {
-  std::vector<int64_t> train;
-  std::vector<int64_t> validation;
+  std::vector<int64_t> train;       // indices, ascending
+  std::vector<int64_t> validation;  // indices, ascending
 };
-Split SplitExamples(int64_t n, double validation_fraction, uint64_t seed);
+Split SplitExamples(const std::vector<uint64_t>& keys, double validation_fraction,
+                    uint64_t seed);
+Split SplitExamples(const std::vector<Example>& examples, double validation_fraction,
+                    uint64_t seed);
 
-// How many examples a split of n at `validation_fraction` holds out.
+// How many of n examples a split at `validation_fraction` holds out: at
+// least one for a positive fraction when n >= 2, and never all of them.
 int64_t ValidationCount(int64_t n, double validation_fraction);
 
 }  // namespace tuneforge

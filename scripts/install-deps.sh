@@ -13,8 +13,8 @@ PACKAGES=(
   libsimdjson-dev
   # training engine: libtorch (CPU) and a fast BLAS for its matrix products
   libtorch-dev libopenblas0-pthread
-  # tests
-  libgtest-dev libgmock-dev python3 sqlite3 procps
+  # tests: GoogleTest, and clang's libFuzzer with its sanitizers for the fuzz targets
+  libgtest-dev libgmock-dev python3 sqlite3 procps clang-14 libclang-rt-14-dev
 )
 
 missing=()

@@ -39,43 +39,6 @@ absl::StatusOr<std::string> IdFromName(const std::string& name, const std::strin
   return id;
 }
 
-DatasetFormat FromProto(v1::DatasetFormat f) {
-  switch (f) {
-    case v1::DATASET_FORMAT_PROMPT_COMPLETION: return DatasetFormat::kPromptCompletion;
-    case v1::DATASET_FORMAT_CHAT: return DatasetFormat::kChat;
-    case v1::DATASET_FORMAT_TEXT: return DatasetFormat::kText;
-    default: return DatasetFormat::kUnspecified;
-  }
-}
-
-v1::ValidationReport ToProto(const DatasetReport& r) {
-  v1::ValidationReport out;
-  switch (r.format) {
-    case DatasetFormat::kPromptCompletion:
-      out.set_format(v1::DATASET_FORMAT_PROMPT_COMPLETION);
-      break;
-    case DatasetFormat::kChat: out.set_format(v1::DATASET_FORMAT_CHAT); break;
-    case DatasetFormat::kText: out.set_format(v1::DATASET_FORMAT_TEXT); break;
-    case DatasetFormat::kUnspecified: break;
-  }
-  out.set_example_count(r.example_count);
-  out.set_token_estimate(r.token_estimate);
-  out.set_error_count(r.error_count);
-  out.set_warning_count(r.warning_count);
-  for (const DatasetProblem& p : r.problems) {
-    v1::DatasetProblem* q = out.add_problems();
-    q->set_code(p.code);
-    q->set_severity(p.severity == Severity::kError ? v1::PROBLEM_SEVERITY_ERROR
-                                                   : v1::PROBLEM_SEVERITY_WARNING);
-    q->set_record(p.record);
-    q->set_line(p.line);
-    q->set_column(p.column);
-    q->set_field(p.field);
-    q->set_message(p.message);
-  }
-  return out;
-}
-
 v1::Dataset ToProto(const DatasetRecord& d) {
   v1::Dataset out;
   out.set_name(absl::StrCat("datasets/", d.id));
@@ -86,6 +49,7 @@ v1::Dataset ToProto(const DatasetRecord& d) {
   out.set_sha256(d.sha256);
   *out.mutable_create_time() = Ts(d.create_time_ms);
   *out.mutable_report() = ToProto(d.report);
+  out.set_separator(d.separator);
   return out;
 }
 

@@ -8,6 +8,7 @@
 #include <string>
 
 #include "absl/status/statusor.h"
+#include "common/report_proto.h"
 #include "server/models.h"
 #include "server/records.h"
 #include "tuneforge/v1/dataset.pb.h"
@@ -22,8 +23,6 @@ absl::StatusOr<std::string> IdFromName(const std::string& name, const std::strin
                                        const std::string& field);
 
 v1::Dataset ToProto(const DatasetRecord& d);
-v1::ValidationReport ToProto(const DatasetReport& r);
-DatasetFormat FromProto(v1::DatasetFormat f);
 
 v1::Model ToProto(const ModelInfo& m);
 

@@ -60,8 +60,19 @@ class UploadReactor : public grpc::ServerReadReactor<v1::UploadDatasetRequest> {
       if (m.display_name().size() > 256) {
         return absl::InvalidArgumentError("metadata.display_name: at most 256 bytes");
       }
+      if (m.separator().size() > 256) {
+        return absl::InvalidArgumentError("metadata.separator: at most 256 bytes");
+      }
+      if (!m.separator().empty() && m.format() != v1::DATASET_FORMAT_TEXT) {
+        return absl::InvalidArgumentError(
+            "metadata.separator: only plain text (format TEXT) is split on a separator");
+      }
+      if (m.max_seq_len() < 0) {
+        return absl::InvalidArgumentError("metadata.max_seq_len: must be >= 0");
+      }
       auto upload = catalog_->StartUpload(
-          UploadMetadata{m.display_name(), FromProto(m.format()), m.size_bytes(), m.sha256()});
+          UploadMetadata{m.display_name(), FromProto(m.format()), m.size_bytes(), m.sha256(),
+                         m.separator(), m.max_seq_len()});
       if (!upload.ok()) return upload.status();
       upload_ = std::move(*upload);
       return absl::OkStatus();

@@ -6,49 +6,67 @@
 
 namespace tuneforge {
 
+namespace {
+
+ValidatorOptions OptionsOf(const UploadMetadata& m) {
+  ValidatorOptions o;
+  o.declared = m.format;
+  o.separator = m.separator;
+  o.max_seq_len = m.max_seq_len;
+  o.keep_examples = false;  // the report is all an upload needs
+  return o;
+}
+
+}  // namespace
+
+DatasetUpload::DatasetUpload(DatasetCatalog* catalog, UploadMetadata metadata,
+                             std::unique_ptr<BlobWriter> writer)
+    : catalog_(catalog),
+      metadata_(std::move(metadata)),
+      writer_(std::move(writer)),
+      validator_(OptionsOf(metadata_)) {}
+
 absl::Status DatasetUpload::Append(std::string_view chunk) {
   if (writer_->size() + static_cast<int64_t>(chunk.size()) > catalog_->max_upload_bytes_) {
     return absl::ResourceExhaustedError(absl::StrCat(
         "upload exceeds the server's limit of ", catalog_->max_upload_bytes_,
         " bytes; split the dataset or raise --max-upload-bytes"));
   }
-  return writer_->Append(chunk);
+  RETURN_IF_ERROR(writer_->Append(chunk));
+  validator_.Feed(chunk);
+  return absl::OkStatus();
 }
 
-absl::Status DatasetUpload::CheckSize() const {
+absl::StatusOr<DatasetReport> DatasetUpload::Seal() {
   if (metadata_.size_bytes > 0 && metadata_.size_bytes != writer_->size()) {
     return absl::InvalidArgumentError(
         absl::StrCat("metadata.size_bytes: the client announced ", metadata_.size_bytes,
                      " bytes but sent ", writer_->size(), "; the upload was cut short"));
   }
   if (writer_->size() == 0) return absl::InvalidArgumentError("the upload holds no bytes");
-  return absl::OkStatus();
+  RETURN_IF_ERROR(writer_->Seal(metadata_.sha256).status());
+  return validator_.Finish().report;
 }
 
 absl::StatusOr<DatasetRecord> DatasetUpload::Finish() {
-  RETURN_IF_ERROR(CheckSize());
-  ASSIGN_OR_RETURN(std::string sha, writer_->Seal(metadata_.sha256));
-  ASSIGN_OR_RETURN(std::string bytes, writer_->ReadSealed());
-  ParsedDataset parsed = ParseDataset(bytes, metadata_.format);
+  ASSIGN_OR_RETURN(DatasetReport report, Seal());
   DatasetRecord d;
   d.id = NewId();
   d.display_name = metadata_.display_name;
-  d.state = parsed.report.error_count > 0 ? DatasetState::kInvalid : DatasetState::kReady;
-  d.size_bytes = static_cast<int64_t>(bytes.size());
-  d.sha256 = sha;
+  d.state = report.error_count > 0 ? DatasetState::kInvalid : DatasetState::kReady;
+  d.size_bytes = writer_->size();
   d.create_time_ms = NowMs();
-  d.report = std::move(parsed.report);
+  d.report = std::move(report);
+  d.separator = metadata_.separator;
   MutexLock lock(&catalog_->blob_refs_mu_);
   RETURN_IF_ERROR(writer_->Publish());
+  d.sha256 = writer_->sha256();
   RETURN_IF_ERROR(catalog_->store_->PutDataset(d));
   return d;
 }
 
 absl::StatusOr<DatasetReport> DatasetUpload::Validate() {
-  RETURN_IF_ERROR(CheckSize());
-  RETURN_IF_ERROR(writer_->Seal(metadata_.sha256).status());
-  ASSIGN_OR_RETURN(std::string bytes, writer_->ReadSealed());
-  return ParseDataset(bytes, metadata_.format).report;  // the temp file goes with writer_
+  return Seal();  // the temp file goes with writer_
 }
 
 absl::StatusOr<std::unique_ptr<DatasetUpload>> DatasetCatalog::StartUpload(

@@ -20,6 +20,7 @@
 
 #include "absl/status/statusor.h"
 #include "common/blob_store.h"
+#include "common/dataset_validator.h"
 #include "common/mutex.h"
 #include "server/records.h"
 #include "server/store.h"
@@ -28,9 +29,11 @@ namespace tuneforge {
 
 struct UploadMetadata {
   std::string display_name;  // e.g. "hr.json"
-  DatasetFormat format = DatasetFormat::kUnspecified;
+  DatasetFormat format = DatasetFormat::kUnspecified;  // kText also takes plain text
   int64_t size_bytes = 0;  // 0: unknown; else checked at the end
   std::string sha256;      // "": unknown; else checked at the end
+  std::string separator;   // plain text: document separator; "": one document
+  int64_t max_seq_len = 0; // report examples longer than this; 0: don't
 };
 
 class DatasetCatalog;
@@ -47,13 +50,14 @@ class DatasetUpload {
  private:
   friend class DatasetCatalog;
   DatasetUpload(DatasetCatalog* catalog, UploadMetadata metadata,
-                std::unique_ptr<BlobWriter> writer)
-      : catalog_(catalog), metadata_(std::move(metadata)), writer_(std::move(writer)) {}
-  absl::Status CheckSize() const;
+                std::unique_ptr<BlobWriter> writer);
+  // Checks size and digest and finishes validation.
+  absl::StatusOr<DatasetReport> Seal();
 
   DatasetCatalog* catalog_;
   UploadMetadata metadata_;
   std::unique_ptr<BlobWriter> writer_;
+  DatasetValidator validator_;  // fed as the bytes arrive
 };
 
 class DatasetCatalog {

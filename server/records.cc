@@ -21,8 +21,11 @@ NLOHMANN_JSON_SERIALIZE_ENUM(DatasetFormat,
 
 NLOHMANN_DEFINE_TYPE_NON_INTRUSIVE_WITH_DEFAULT(DatasetProblem, code, severity, record, line,
                                                 column, field, message)
+NLOHMANN_DEFINE_TYPE_NON_INTRUSIVE_WITH_DEFAULT(TokenStats, min, max, p50, p95, mean)
 NLOHMANN_DEFINE_TYPE_NON_INTRUSIVE_WITH_DEFAULT(DatasetReport, format, example_count,
-                                                token_estimate, error_count, warning_count,
+                                                token_estimate, tokens, over_max_seq_len,
+                                                duplicate_count, empty_prompt_count, turn_count,
+                                                error_count, warning_count, problem_counts,
                                                 problems)
 NLOHMANN_DEFINE_TYPE_NON_INTRUSIVE_WITH_DEFAULT(Hyperparameters, epochs, batch_size,
                                                 learning_rate, warmup_steps, schedule,

@@ -16,6 +16,7 @@
 #include <nlohmann/json_fwd.hpp>
 
 #include "common/dataset.h"
+#include "common/dataset_validator.h"
 
 namespace tuneforge {
 
@@ -35,6 +36,7 @@ struct DatasetRecord {
   std::string sha256;
   int64_t create_time_ms = 0;
   DatasetReport report;
+  std::string separator;     // plain text: the document separator
 };
 
 // Training settings with their defaults; the RPC layer fills unset fields.

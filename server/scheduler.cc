@@ -300,11 +300,11 @@ absl::StatusOr<Assignment> Scheduler::AssignLocked(const std::string& job_id,
   a.lease_deadline_ms = deadline;
   absl::StatusOr<DatasetRecord> train = store_->GetDataset(job.spec.training_dataset);
   if (!train.ok()) return train.status();
-  a.training_sha256 = train->sha256;
+  a.training = *std::move(train);
   if (!job.spec.validation_dataset.empty()) {
     absl::StatusOr<DatasetRecord> val = store_->GetDataset(job.spec.validation_dataset);
     if (!val.ok()) return val.status();
-    a.validation_sha256 = val->sha256;
+    a.validation = *std::move(val);
   }
   return a;
 }

@@ -57,8 +57,8 @@ struct WorkerInfo {
 // A job handed to a worker.
 struct Assignment {
   Job job;
-  std::string training_sha256;
-  std::string validation_sha256;  // empty: split the training set
+  DatasetRecord training;
+  std::optional<DatasetRecord> validation;  // none: split the training set
   int64_t lease_deadline_ms = 0;
 };
 

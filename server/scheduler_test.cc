@@ -118,7 +118,7 @@ TEST_F(SchedulerTest, LongPollIsAnsweredWhenAJobArrives) {
   std::optional<Assignment> got = done.get();
   ASSERT_TRUE(got.has_value());
   EXPECT_EQ(got->job.id, job->id);
-  EXPECT_EQ(got->training_sha256, std::string(64, 'a'));
+  EXPECT_EQ(got->training.sha256, std::string(64, 'a'));
   EXPECT_EQ(scheduler_->GetJob(job->id)->state, JobState::kRunning);
 }
 

@@ -52,7 +52,8 @@ CREATE TABLE IF NOT EXISTS datasets (
   size_bytes INTEGER NOT NULL,
   sha256 TEXT NOT NULL,
   create_time_ms INTEGER NOT NULL,
-  report TEXT NOT NULL
+  report TEXT NOT NULL,
+  separator TEXT NOT NULL DEFAULT ''
 );
 CREATE INDEX IF NOT EXISTS datasets_sha256 ON datasets(sha256);
 CREATE TABLE IF NOT EXISTS jobs (
@@ -87,6 +88,7 @@ DatasetRecord DatasetFromRow(const Stmt& s) {
   d.sha256 = s.Text(4);
   d.create_time_ms = s.Int(5);
   d.report = DatasetReportFromJson(s.Text(6));
+  d.separator = s.Text(7);
   return d;
 }
 
@@ -159,11 +161,12 @@ absl::Status Store::PutDataset(const DatasetRecord& d) {
   MutexLock lock(&mu_);
   Stmt s(db_,
          "INSERT INTO datasets (id, display_name, state, size_bytes, sha256, create_time_ms, "
-         "report) VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT(id) DO UPDATE SET "
+         "report, separator) VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT(id) DO UPDATE SET "
          "display_name=excluded.display_name, state=excluded.state, report=excluded.report");
   if (!s.ok()) return Error("prepare");
   s.Bind(1, d.id).Bind(2, d.display_name).Bind(3, static_cast<int64_t>(d.state));
   s.Bind(4, d.size_bytes).Bind(5, d.sha256).Bind(6, d.create_time_ms).Bind(7, ToJson(d.report));
+  s.Bind(8, d.separator);
   if (s.Step() != SQLITE_DONE) return Error("insert dataset");
   return absl::OkStatus();
 }
@@ -171,7 +174,7 @@ absl::Status Store::PutDataset(const DatasetRecord& d) {
 absl::StatusOr<DatasetRecord> Store::GetDataset(const std::string& id) {
   MutexLock lock(&mu_);
   Stmt s(db_,
-         "SELECT id, display_name, state, size_bytes, sha256, create_time_ms, report "
+         "SELECT id, display_name, state, size_bytes, sha256, create_time_ms, report, separator "
          "FROM datasets WHERE id = ?");
   s.Bind(1, id);
   int rc = s.Step();
@@ -184,7 +187,7 @@ absl::StatusOr<std::vector<DatasetRecord>> Store::ListDatasets(const std::string
                                                                int limit) {
   MutexLock lock(&mu_);
   Stmt s(db_,
-         "SELECT id, display_name, state, size_bytes, sha256, create_time_ms, report "
+         "SELECT id, display_name, state, size_bytes, sha256, create_time_ms, report, separator "
          "FROM datasets WHERE seq > COALESCE((SELECT seq FROM datasets WHERE id = ?), 0) "
          "ORDER BY seq LIMIT ?");
   s.Bind(1, after_id).Bind(2, static_cast<int64_t>(limit));

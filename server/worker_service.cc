@@ -23,8 +23,12 @@ void FillAssignment(const Assignment& a, const std::string& lease, v1::Assignmen
   *out->mutable_job() = ToProto(a.job);
   out->set_lease(lease);
   *out->mutable_lease_deadline() = TimeUtil::MillisecondsToTimestamp(a.lease_deadline_ms);
-  out->set_training_dataset_sha256(a.training_sha256);
-  out->set_validation_dataset_sha256(a.validation_sha256);
+  out->set_training_dataset_sha256(a.training.sha256);
+  *out->mutable_training_dataset() = ToProto(a.training);
+  if (a.validation) {
+    out->set_validation_dataset_sha256(a.validation->sha256);
+    *out->mutable_validation_dataset() = ToProto(*a.validation);
+  }
 }
 
 // A long poll: parks in the scheduler until a job is free, the wait ends, or

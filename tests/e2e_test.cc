@@ -161,6 +161,44 @@ TEST_F(EndToEndTest, RunningJobShowsProgressAndCancels) {
   EXPECT_EQ(server_->Cli({"jobs", "watch", next}).exit_code, 0) << server_->Log();
 }
 
+TEST_F(EndToEndTest, ChatAndPlainTextDatasetsTrain) {
+  std::string chat;
+  for (int i = 0; i < 12; ++i) {
+    chat += R"({"messages": [{"role": "system", "content": "You answer HR questions."}, )"
+            R"({"role": "user", "content": "Leave in year )" + std::to_string(2000 + i) +
+            R"(?"}, {"role": "assistant", "content": ")" + std::to_string(20 + i) +
+            " days.\"}]}\n";
+  }
+  WriteFile(dir_ + "/chat.jsonl", chat);
+  std::string docs;
+  for (int i = 0; i < 12; ++i) {
+    docs += (i ? "\n---\n" : "") + std::string("Policy ") + std::to_string(i) +
+            ": employees get " + std::to_string(20 + i) + " days of leave.";
+  }
+  WriteFile(dir_ + "/handbook.txt", docs);
+
+  RunResult text_upload = server_->Cli({"-o", "json", "datasets", "upload",
+                                        dir_ + "/handbook.txt", "--separator", "\n---\n"});
+  ASSERT_EQ(text_upload.exit_code, 0) << text_upload.out << text_upload.err;
+  json text = json::parse(text_upload.out);
+  EXPECT_EQ(text["report"]["format"], "DATASET_FORMAT_TEXT");
+  EXPECT_EQ(text["report"]["exampleCount"], "12");
+  EXPECT_EQ(text["separator"], "\n---\n");
+
+  for (const std::string& dataset : {text["name"].get<std::string>(),
+                                     Upload(dir_ + "/chat.jsonl")}) {
+    const std::string job = CreateJob(dataset, 2);
+    RunResult watch = server_->Cli({"jobs", "watch", job});
+    EXPECT_EQ(watch.exit_code, 0) << watch.out << watch.err << server_->Log();
+    EXPECT_NE(watch.out.find("validation_loss"), std::string::npos) << watch.out;
+    if (dataset != text["name"]) {
+      // Samples continue the conversation from the assistant's turn.
+      EXPECT_NE(watch.out.find("user: Leave in year"), std::string::npos) << watch.out;
+      EXPECT_NE(watch.out.find("assistant:  ->"), std::string::npos) << watch.out;
+    }
+  }
+}
+
 TEST_F(EndToEndTest, BrokenDatasetIsReportedAndRefusedForJobs) {
   WriteFile(dir_ + "/broken.jsonl",
             "{\"prompt\": \"a\", \"completion\": \"b\"}\n"

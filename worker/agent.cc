@@ -13,6 +13,8 @@
 #include "absl/strings/str_cat.h"
 #include "common/blob_store.h"
 #include "common/dataset.h"
+#include "common/dataset_validator.h"
+#include "common/report_proto.h"
 #include "common/sha256.h"
 #include "worker/engine/trainer.h"
 
@@ -286,25 +288,28 @@ void Agent::RunJob(const v1::Assignment& a) {
   v1::JobState outcome = v1::JOB_STATE_SUCCEEDED;
   std::string error;
   try {
-    auto load = [&](const std::string& sha) -> std::vector<Example> {
-      absl::StatusOr<std::string> path = FetchBlob(sha);
+    auto load = [&](const v1::Dataset& d) -> std::vector<Example> {
+      absl::StatusOr<std::string> path = FetchBlob(d.sha256());
       if (!path.ok()) throw std::runtime_error("cannot fetch dataset: " + path.status().ToString());
       absl::StatusOr<std::string> bytes = ReadFileToString(*path);
       if (!bytes.ok()) throw std::runtime_error(bytes.status().ToString());
-      ParsedDataset parsed = ParseDataset(*bytes);
+      ValidatorOptions options;  // read it exactly as the scheduler validated it
+      options.declared = FromProto(d.report().format());
+      options.separator = d.separator();
+      ParsedDataset parsed = ParseDataset(*bytes, options);
       if (parsed.report.error_count > 0) {
-        throw std::runtime_error("dataset " + sha + " has errors; it should not have been READY");
+        throw std::runtime_error(d.name() + " has errors here but was READY on the scheduler");
       }
       return std::move(parsed.examples);
     };
-    std::vector<Example> all = load(a.training_dataset_sha256());
+    std::vector<Example> all = load(a.training_dataset());
     std::vector<Example> train, validation;
-    if (!a.validation_dataset_sha256().empty()) {
+    if (a.has_validation_dataset()) {
       train = std::move(all);
-      validation = load(a.validation_dataset_sha256());
+      validation = load(a.validation_dataset());
     } else {
-      Split split = SplitExamples(static_cast<int64_t>(all.size()),
-                                  a.job().validation_split(), a.job().hyperparameters().seed());
+      Split split =
+          SplitExamples(all, a.job().validation_split(), a.job().hyperparameters().seed());
       for (int64_t i : split.train) train.push_back(all[i]);
       for (int64_t i : split.validation) validation.push_back(all[i]);
     }

@@ -10,10 +10,15 @@
 
 #include "common/file_util.h"
 #include "common/dataset.h"
+#include "common/dataset_validator.h"
 #include "worker/engine/openmp_env.h"
 #include "worker/engine/trainer.h"
 
 namespace {
+
+bool EndsWith(const std::string& s, const std::string& suffix) {
+  return s.size() >= suffix.size() && s.compare(s.size() - suffix.size(), suffix.size(), suffix) == 0;
+}
 
 using tuneforge::engine::EvalMetrics;
 using tuneforge::engine::StepMetrics;
@@ -50,13 +55,14 @@ class PrintingObserver : public tuneforge::engine::TrainObserver {
 };
 
 // Reads and parses a dataset file; prints its problems and exits on errors.
-std::vector<tuneforge::Example> Load(const std::string& path) {
+std::vector<tuneforge::Example> Load(const std::string& path,
+                                     const tuneforge::ValidatorOptions& options) {
   std::string bytes;
   if (!tuneforge::ReadWholeFile(path, &bytes)) {
     std::fprintf(stderr, "tuneforge-train: cannot read %s\n", path.c_str());
     std::exit(2);
   }
-  tuneforge::ParsedDataset parsed = tuneforge::ParseDataset(bytes);
+  tuneforge::ParsedDataset parsed = tuneforge::ParseDataset(bytes, options);
   for (const auto& p : parsed.report.problems) {
     std::fprintf(stderr, "%s:%lld:%lld: %s: %s [%s]%s%s\n", path.c_str(),
                  static_cast<long long>(p.line), static_cast<long long>(p.column),
@@ -84,6 +90,10 @@ int main(int argc, char** argv) {
   app.add_option("--validation", validation, "validation dataset; else --validation-split");
   app.add_option("--validation-split", split, "fraction held out for validation")
       ->capture_default_str();
+  std::string format, separator;
+  app.add_option("--format", format, "prompt_completion, chat or text (default: detect; "
+                                     ".txt and .md files are text)");
+  app.add_option("--separator", separator, "plain text: split documents on this string");
   app.add_option("--model", config.model, "preset")->capture_default_str();
   app.add_option("--epochs", config.epochs)->capture_default_str();
   app.add_option("--batch-size", config.batch_size)->capture_default_str();
@@ -100,14 +110,22 @@ int main(int argc, char** argv) {
   CLI11_PARSE(app, argc, argv);
 
   try {
-    std::vector<tuneforge::Example> all = Load(data);
+    tuneforge::ValidatorOptions options;
+    options.separator = separator;
+    if (format == "text" || EndsWith(data, ".txt") || EndsWith(data, ".md")) {
+      options.declared = tuneforge::DatasetFormat::kText;
+    } else if (format == "chat") {
+      options.declared = tuneforge::DatasetFormat::kChat;
+    } else if (format == "prompt_completion") {
+      options.declared = tuneforge::DatasetFormat::kPromptCompletion;
+    }
+    std::vector<tuneforge::Example> all = Load(data, options);
     std::vector<tuneforge::Example> train, val;
     if (!validation.empty()) {
       train = std::move(all);
-      val = Load(validation);
+      val = Load(validation, options);
     } else {
-      tuneforge::Split s = tuneforge::SplitExamples(static_cast<int64_t>(all.size()), split,
-                                                    config.seed);
+      tuneforge::Split s = tuneforge::SplitExamples(all, split, config.seed);
       for (int64_t i : s.train) train.push_back(all[i]);
       for (int64_t i : s.validation) val.push_back(all[i]);
     }

@@ -24,36 +24,40 @@ using Clock = std::chrono::steady_clock;
 struct Sequence {
   std::vector<int64_t> ids;
   std::vector<int64_t> targets;
-  int64_t prompt_tokens = 0;
 };
 
-bool IsSpace(char c) { return c == ' ' || c == '\n' || c == '\t' || c == '\r'; }
-
-// The text a prompt is continued from: the prompt plus one space unless it
-// already ends in whitespace, so the seed format's `"...?"` + `"Answer"` reads
-// as "...? Answer". Training and sampling use the same rule.
-std::string PromptText(const std::string& prompt, const std::string& completion) {
-  if (prompt.empty() || IsSpace(prompt.back())) return prompt;
-  if (!completion.empty() && IsSpace(completion.front())) return prompt;
-  return prompt + ' ';
-}
-
-Sequence Tokenize(const Example& e, int64_t max_len, bool train_on_prompt, bool* truncated) {
-  std::vector<int64_t> tokens = ByteTokenizer::Encode(PromptText(e.prompt, e.completion));
-  const auto loss_from = static_cast<int64_t>(tokens.size());  // first completion token
-  ByteTokenizer::Encode(e.completion, tokens);
-  tokens.push_back(ByteTokenizer::kEndOfText);
-  *truncated = static_cast<int64_t>(tokens.size()) > max_len + 1;
-  if (*truncated) tokens.resize(max_len + 1);
-  Sequence s;
-  s.prompt_tokens = loss_from;
-  const auto n = static_cast<int64_t>(tokens.size()) - 1;
-  s.ids.assign(tokens.begin(), tokens.end() - 1);
-  s.targets.resize(n);
-  for (int64_t i = 0; i < n; ++i) {
-    s.targets[i] = (train_on_prompt || i + 1 >= loss_from) ? tokens[i + 1] : kIgnore;
+// Tokenises an example into sequences of at most max_len inputs. Text
+// documents longer than that become several sequences (nothing is lost);
+// other examples are truncated, and `*truncated` says so.
+std::vector<Sequence> Tokenize(const Example& e, int64_t max_len, bool train_on_prompt,
+                               bool* truncated) {
+  std::vector<int64_t> tokens;
+  std::vector<bool> trained;  // whether tokens[i] carries loss
+  bool last_trained = false;
+  for (const Segment& segment : Render(e, train_on_prompt)) {
+    ByteTokenizer::Encode(segment.text, tokens);
+    trained.resize(tokens.size(), segment.trained);
+    last_trained = segment.trained;
   }
-  return s;
+  tokens.push_back(ByteTokenizer::kEndOfText);
+  trained.push_back(last_trained);
+
+  const auto n = static_cast<int64_t>(tokens.size());
+  *truncated = false;
+  std::vector<Sequence> out;
+  // Window [begin, begin + max_len + 1): inputs are all but its last token.
+  for (int64_t begin = 0; begin + 1 < n; begin += max_len) {
+    const int64_t end = std::min(n, begin + max_len + 1);
+    Sequence s;
+    s.ids.assign(tokens.begin() + begin, tokens.begin() + end - 1);
+    for (int64_t i = begin + 1; i < end; ++i) s.targets.push_back(trained[i] ? tokens[i] : kIgnore);
+    out.push_back(std::move(s));
+    if (end < n && e.format != DatasetFormat::kText) {
+      *truncated = true;
+      break;
+    }
+  }
+  return out;
 }
 
 struct Batch {
@@ -158,7 +162,7 @@ std::string Complete(Gpt& model, const std::string& prompt, int max_tokens) {
   torch::NoGradGuard no_grad;
   model->eval();
   const int64_t context = model->config().context_length;
-  std::vector<int64_t> ids = ByteTokenizer::Encode(PromptText(prompt, ""));
+  std::vector<int64_t> ids = ByteTokenizer::Encode(prompt);
   const int64_t keep = std::max<int64_t>(1, context - max_tokens);
   if (static_cast<int64_t>(ids.size()) > keep) ids.erase(ids.begin(), ids.end() - keep);
   std::vector<int64_t> out;
@@ -234,20 +238,20 @@ TrainResult Train(const TrainConfig& config, const std::vector<Example>& train,
   plan.threads = threads;
   plan.parameter_count = model->ParameterCount();
   std::vector<Sequence> train_seqs, val_seqs;
-  for (const Example& e : train) {
-    bool truncated = false;
-    train_seqs.push_back(Tokenize(e, max_len, config.train_on_prompt, &truncated));
-    plan.truncated_examples += truncated;
+  for (auto [examples, seqs] : {std::pair{&train, &train_seqs}, std::pair{&validation, &val_seqs}}) {
+    for (const Example& e : *examples) {
+      bool truncated = false;
+      for (Sequence& s : Tokenize(e, max_len, config.train_on_prompt, &truncated)) {
+        seqs->push_back(std::move(s));
+      }
+      plan.truncated_examples += truncated;
+    }
   }
-  for (const Example& e : validation) {
-    bool truncated = false;
-    val_seqs.push_back(Tokenize(e, max_len, config.train_on_prompt, &truncated));
-    plan.truncated_examples += truncated;
-  }
-  plan.train_examples = static_cast<int64_t>(train_seqs.size());
-  plan.validation_examples = static_cast<int64_t>(val_seqs.size());
+  plan.train_examples = static_cast<int64_t>(train.size());
+  plan.validation_examples = static_cast<int64_t>(validation.size());
+  plan.train_sequences = static_cast<int64_t>(train_seqs.size());
   const int64_t micro_per_epoch =
-      (plan.train_examples + config.batch_size - 1) / config.batch_size;
+      (plan.train_sequences + config.batch_size - 1) / config.batch_size;
   const int accum = config.gradient_accumulation_steps;
   plan.steps_per_epoch = (micro_per_epoch + accum - 1) / accum;
   plan.total_steps = plan.steps_per_epoch * config.epochs;
@@ -278,9 +282,13 @@ TrainResult Train(const TrainConfig& config, const std::vector<Example>& train,
     last_eval.epoch = epoch;
     last_eval.step = step;
     observer.OnEvaluation(last_eval);
-    for (int i = 0; i < config.sample_count && i < static_cast<int>(validation.size()); ++i) {
-      observer.OnSample(validation[i].prompt,
-                        Complete(model, validation[i].prompt, config.sample_max_tokens), step);
+    int samples = 0;
+    for (const Example& e : validation) {
+      if (samples == config.sample_count) break;
+      const std::string prompt = GenerationPrompt(e);
+      if (prompt.empty()) continue;  // text documents have nothing to complete
+      observer.OnSample(prompt, Complete(model, prompt, config.sample_max_tokens), step);
+      ++samples;
     }
   };
 

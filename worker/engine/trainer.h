@@ -7,9 +7,8 @@
 //   MyObserver observer;           // receives metrics; can ask to stop
 //   TrainResult r = Train(config, train_examples, validation_examples, observer);
 //
-// An example is trained as prompt + completion + end-of-text, with one space
-// between prompt and completion when neither brings whitespace of its own;
-// loss falls on the completion and end-of-text only (unless train_on_prompt).
+// Examples are rendered by Render() (common/dataset.h) and end with
+// end-of-text; loss falls on the segments it marks trained.
 //
 // This header has no libtorch include, so RPC code can call the engine without
 // paying libtorch's compile time. Train() throws std::exception (c10::Error
@@ -74,6 +73,7 @@ struct TrainPlan {
   int64_t parameter_count = 0;
   int64_t train_examples = 0;
   int64_t validation_examples = 0;
+  int64_t train_sequences = 0;     // long text documents give several
   int64_t steps_per_epoch = 0;
   int64_t total_steps = 0;
   int64_t truncated_examples = 0;  // longer than max_seq_len, cut

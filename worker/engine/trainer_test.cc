@@ -13,6 +13,7 @@ class Recorder : public TrainObserver {
   void OnSample(const std::string& prompt, const std::string& completion,
                 int64_t step) override {
     samples.push_back(completion);
+    sample_prompts.push_back(prompt);
   }
   bool ShouldStop() override { return stop_after > 0 && ++polls > stop_after; }
 
@@ -20,15 +21,21 @@ class Recorder : public TrainObserver {
   std::vector<StepMetrics> metrics;
   std::vector<EvalMetrics> evals;
   std::vector<std::string> samples;
+  std::vector<std::string> sample_prompts;
   int stop_after = 0;
   int polls = 0;
 };
 
+Example Pair(std::string prompt, std::string completion) {
+  Example e;
+  e.prompt = std::move(prompt);
+  e.completion = std::move(completion);
+  return e;
+}
+
 std::vector<Example> Memorisable() {
-  return {{"Q: leave? A:", " 25 days."},
-          {"Q: pay day? A:", " The last Friday."},
-          {"Q: probation? A:", " Six months."},
-          {"Q: remote? A:", " Two days a week."}};
+  return {Pair("Q: leave? A:", " 25 days."), Pair("Q: pay day? A:", " The last Friday."),
+          Pair("Q: probation? A:", " Six months."), Pair("Q: remote? A:", " Two days a week.")};
 }
 
 TrainConfig FastConfig() {
@@ -97,6 +104,35 @@ TEST(TrainerTest, TruncatesAndCounts) {
   c.max_seq_len = 12;
   Train(c, Memorisable(), {}, r);
   EXPECT_EQ(r.plan.truncated_examples, 4);
+}
+
+TEST(TrainerTest, LongDocumentsBecomeSeveralSequences) {
+  Example doc;
+  doc.format = DatasetFormat::kText;
+  doc.text = std::string(100, 'a');  // 101 tokens with end-of-text
+  Recorder r;
+  TrainConfig c = FastConfig();
+  c.epochs = 1;
+  c.max_seq_len = 32;
+  c.batch_size = 1;
+  Train(c, {doc}, {}, r);
+  EXPECT_EQ(r.plan.truncated_examples, 0);
+  EXPECT_EQ(r.plan.train_sequences, 4);  // windows of 32 inputs over 100 predictions
+  EXPECT_EQ(r.plan.steps_per_epoch, 4);
+}
+
+TEST(TrainerTest, ChatTrainsAndSamplesFromTheConversation) {
+  Example chat;
+  chat.format = DatasetFormat::kChat;
+  chat.messages = {{"user", "Leave?", true}, {"assistant", "25 days.", true}};
+  Recorder r;
+  TrainConfig c = FastConfig();
+  c.epochs = 2;
+  Train(c, {chat, chat}, {chat}, r);
+  ASSERT_EQ(r.samples.size(), 2u);
+  EXPECT_EQ(r.sample_prompts[0], "user: Leave?\nassistant: ");
+  EXPECT_EQ(r.evals.size(), 2u);
+  EXPECT_GT(r.evals.back().loss, 0);
 }
 
 TEST(TrainerTest, RejectsBadConfig) {
