@@ -30,6 +30,7 @@ demo: build
 
 bench: build
 	./bench/engine_threads.sh $(BUILD_DIR)/bin
+	./bench/upload.sh $(BUILD_DIR)/bin 50 200
 
 # The engine and tuneforge-train alone, with libtorch only (for GPU hosts).
 engine: setup

@@ -2,7 +2,6 @@
 
 #include <algorithm>
 #include <cstring>
-#include <unordered_set>
 #include <utility>
 
 #include <nlohmann/json.hpp>
@@ -85,7 +84,13 @@ struct DatasetValidator::State {
   bool escape = false;
   // Statistics.
   std::vector<int32_t> token_counts;
-  std::unordered_set<uint64_t> seen;
+  // Duplicate detection: 16 bytes per valid record, compared at Finish().
+  struct Seen {
+    uint64_t key;
+    int32_t record;
+    int32_t line;
+  };
+  std::vector<Seen> seen;
   bool finished = false;
 
   void Problem(std::string code, Severity severity, int64_t rec, Position pos, std::string field,
@@ -314,11 +319,8 @@ struct DatasetValidator::State {
   void Accept(Example e, int64_t record_number) {
     const int64_t tokens = ByteTokenCount(e);
     if (options.max_seq_len > 0 && tokens > options.max_seq_len) ++out.report.over_max_seq_len;
-    if (!seen.insert(ExampleKey(e)).second) {
-      ++out.report.duplicate_count;
-      Problem("duplicate", Severity::kWarning, record_number, record_start, "",
-              "record repeats an earlier one exactly");
-    }
+    seen.push_back({ExampleKey(e), static_cast<int32_t>(std::min<int64_t>(record_number, INT32_MAX)),
+                    static_cast<int32_t>(std::min<int64_t>(record_start.line, INT32_MAX))});
     token_counts.push_back(static_cast<int32_t>(std::min<int64_t>(tokens, INT32_MAX)));
     out.report.token_estimate += tokens;
     ++out.report.example_count;
@@ -491,6 +493,25 @@ struct DatasetValidator::State {
     }
   }
 
+  // Every record equal to an earlier one, in file order.
+  void ReportDuplicates() {
+    std::stable_sort(seen.begin(), seen.end(),
+                     [](const Seen& a, const Seen& b) { return a.key < b.key; });
+    std::vector<Seen> repeats;
+    for (size_t i = 1; i < seen.size(); ++i) {
+      if (seen[i].key == seen[i - 1].key) repeats.push_back(seen[i]);
+    }
+    std::sort(repeats.begin(), repeats.end(),
+              [](const Seen& a, const Seen& b) { return a.record < b.record; });
+    for (const Seen& d : repeats) {
+      ++out.report.duplicate_count;
+      Problem("duplicate", Severity::kWarning, d.record, Position{d.line, 1}, "",
+              "record repeats an earlier one exactly");
+    }
+    seen.clear();
+    seen.shrink_to_fit();
+  }
+
   ParsedDataset Finish() {
     finished = true;
     switch (mode) {
@@ -509,6 +530,7 @@ struct DatasetValidator::State {
       case Mode::kIgnoreRest:
         break;
     }
+    ReportDuplicates();
     DatasetReport& r = out.report;
     if (mode == Mode::kPlainText) r.format = DatasetFormat::kText;
     if (r.format == DatasetFormat::kUnspecified) r.format = options.declared;

@@ -1,7 +1,8 @@
 // Streaming validation of dataset files.
 //
 // Reads a file in chunks, as they arrive, and checks every record: memory
-// holds one record at a time (plus the examples, when kept). Every problem is
+// holds one record at a time, plus 20 bytes per record for duplicate
+// detection and token statistics (and the examples, when kept). Every problem is
 // reported with its record number, line, column and field, so a user can fix
 // the whole file in one pass.
 //
@@ -65,7 +66,9 @@ struct DatasetReport {
   int64_t error_count = 0;
   int64_t warning_count = 0;
   std::map<std::string, int64_t> problem_counts;  // by code; always complete
-  std::vector<DatasetProblem> problems;           // the first kMaxListedProblems
+  // The first kMaxListedProblems, in file order, then the duplicates (which
+  // are only known at the end).
+  std::vector<DatasetProblem> problems;
 };
 
 // The report lists this many problems; the counts are always complete.
