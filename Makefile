@@ -50,10 +50,10 @@ FUZZ_SECONDS ?= 300
 FUZZ_DIR = $(BUILD_DIR)-fuzz
 FUZZER = $(FUZZ_DIR)/dataset_fuzzer
 $(FUZZER): common/dataset.cc common/dataset_validator.cc common/dataset.h \
-           common/dataset_validator.h tests/fuzz/dataset_fuzzer.cc
+           common/dataset_validator.h common/json_view.h tests/fuzz/dataset_fuzzer.cc
 	mkdir -p $(FUZZ_DIR)/corpus
 	clang++-14 -std=c++17 -O1 -g -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=all \
-	  -I. $(filter %.cc,$^) -o $@
+	  -DTUNEFORGE_HAVE_SIMDJSON=1 -I. $(filter %.cc,$^) -lsimdjson -o $@
 
 fuzz: setup $(FUZZER)
 	$(FUZZER) -max_total_time=$(FUZZ_SECONDS) -max_len=4096 $(FUZZ_DIR)/corpus tests/fuzz/corpus/dataset

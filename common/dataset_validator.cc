@@ -6,6 +6,8 @@
 
 #include <nlohmann/json.hpp>
 
+#include "common/json_view.h"
+
 namespace tuneforge {
 namespace {
 
@@ -83,6 +85,9 @@ struct DatasetValidator::State {
   bool in_string = false;
   bool escape = false;
   // Statistics.
+#if TUNEFORGE_HAVE_SIMDJSON
+  simdjson::dom::parser simd_parser;  // reused: its buffers grow to the largest record
+#endif
   std::vector<int32_t> token_counts;
   // Duplicate detection: 16 bytes per valid record, compared at Finish().
   struct Seen {
@@ -152,6 +157,14 @@ struct DatasetValidator::State {
   }
 
   void JsonRecord() {
+#if TUNEFORGE_HAVE_SIMDJSON
+    simdjson::dom::element doc;
+    if (simd_parser.parse(record.data(), record.size()).get(doc) == simdjson::SUCCESS) {
+      CheckRecord(SimdjsonView(doc));
+      return;
+    }
+    // Not valid JSON: nlohmann says where and why.
+#endif
     json value;
     try {
       value = json::parse(record);
@@ -169,14 +182,19 @@ struct DatasetValidator::State {
               std::string("record cannot be read: ") + e.what());
       return;
     }
-    if (!value.is_object()) {
+    CheckRecord(NlohmannView(value));
+  }
+
+  template <typename V>
+  void CheckRecord(const V& value) {
+    if (!value.IsObject()) {
       Problem("wrong_type", Severity::kError, records, record_start, "",
-              std::string("record must be a JSON object, not ") + value.type_name());
+              std::string("record must be a JSON object, not ") + value.TypeName());
       return;
     }
-    DatasetFormat kind = value.contains("messages")                             ? DatasetFormat::kChat
-                         : value.contains("text")                               ? DatasetFormat::kText
-                         : value.contains("prompt") || value.contains("completion")
+    DatasetFormat kind = value.Find("messages")                        ? DatasetFormat::kChat
+                         : value.Find("text")                          ? DatasetFormat::kText
+                         : value.Find("prompt") || value.Find("completion")
                              ? DatasetFormat::kPromptCompletion
                              : DatasetFormat::kUnspecified;
     if (kind == DatasetFormat::kUnspecified) {
@@ -207,36 +225,38 @@ struct DatasetValidator::State {
   }
 
   // A string field; reports it missing or mistyped.
-  bool StringField(const json& object, const std::string& key, const std::string& pointer,
+  template <typename V>
+  bool StringField(const V& object, const std::string& key, const std::string& pointer,
                    std::string* out_value) {
-    auto it = object.find(key);
-    if (it == object.end()) {
+    std::optional<V> field = object.Find(key);
+    if (!field) {
       Problem("missing_field", Severity::kError, records, record_start, pointer,
               "record has no \"" + key + "\" field");
       return false;
     }
-    if (!it->is_string()) {
+    if (!field->IsString()) {
       Problem("wrong_type", Severity::kError, records, record_start, pointer,
-              "\"" + key + "\" must be a string, not " + it->type_name());
+              "\"" + key + "\" must be a string, not " + field->TypeName());
       return false;
     }
-    *out_value = it->get<std::string>();
+    *out_value = std::string(field->String());
     return true;
   }
 
-  void UnknownKeys(const json& object, std::initializer_list<const char*> known,
+  template <typename V>
+  void UnknownKeys(const V& object, std::initializer_list<const char*> known,
                    const std::string& prefix) {
-    for (const auto& item : object.items()) {
-      if (std::none_of(known.begin(), known.end(),
-                       [&](const char* k) { return item.key() == k; })) {
-        Problem("unknown_field", Severity::kWarning, records, record_start,
-                prefix + "/" + item.key(),
-                "field \"" + item.key() + "\" is not used and will be ignored");
+    object.ForEachKey([&](std::string_view key) {
+      if (std::none_of(known.begin(), known.end(), [&](const char* k) { return key == k; })) {
+        const std::string name(key);
+        Problem("unknown_field", Severity::kWarning, records, record_start, prefix + "/" + name,
+                "field \"" + name + "\" is not used and will be ignored");
       }
-    }
+    });
   }
 
-  bool PromptCompletion(const json& value, Example& e) {
+  template <typename V>
+  bool PromptCompletion(const V& value, Example& e) {
     bool ok = StringField(value, "prompt", "/prompt", &e.prompt);
     ok = StringField(value, "completion", "/completion", &e.completion) && ok;
     UnknownKeys(value, {"prompt", "completion"}, "");
@@ -254,7 +274,8 @@ struct DatasetValidator::State {
     return true;
   }
 
-  bool Text(const json& value, Example& e) {
+  template <typename V>
+  bool Text(const V& value, Example& e) {
     bool ok = StringField(value, "text", "/text", &e.text);
     UnknownKeys(value, {"text"}, "");
     if (ok && IsBlank(e.text)) {
@@ -265,20 +286,22 @@ struct DatasetValidator::State {
     return ok;
   }
 
-  bool Chat(const json& value, Example& e) {
+  template <typename V>
+  bool Chat(const V& value, Example& e) {
     UnknownKeys(value, {"messages"}, "");
-    const json& messages = value["messages"];
-    if (!messages.is_array() || messages.empty()) {
-      Problem(messages.is_array() ? "empty_field" : "wrong_type", Severity::kError, records,
+    const V messages = *value.Find("messages");
+    if (!messages.IsArray() || messages.Size() == 0) {
+      Problem(messages.IsArray() ? "empty_field" : "wrong_type", Severity::kError, records,
               record_start, "/messages", "\"messages\" must be a non-empty array of messages");
       return false;
     }
     bool ok = true;
     bool trained_turn = false;
-    for (size_t i = 0; i < messages.size(); ++i) {
+    const size_t n = messages.Size();
+    for (size_t i = 0; i < n; ++i) {
       const std::string at = "/messages/" + std::to_string(i);
-      const json& m = messages[i];
-      if (!m.is_object()) {
+      const V m = messages.At(i);
+      if (!m.IsObject()) {
         Problem("wrong_type", Severity::kError, records, record_start, at,
                 "a message must be an object with \"role\" and \"content\"");
         ok = false;
@@ -294,20 +317,20 @@ struct DatasetValidator::State {
                 "role \"" + message.role + "\" is not one of system, user, assistant");
         good = false;
       }
-      if (auto w = m.find("weight"); w != m.end()) {
-        if (!w->is_number() || (*w != 0 && *w != 1)) {
+      if (std::optional<V> w = m.Find("weight")) {
+        if (!w->IsNumber() || (w->Number() != 0 && w->Number() != 1)) {
           Problem("invalid_value", Severity::kError, records, record_start, at + "/weight",
                   "\"weight\" must be 0 or 1");
           good = false;
         } else {
-          message.trained = *w == 1;
+          message.trained = w->Number() == 1;
         }
       }
       if (good && message.role == "assistant" && message.trained) trained_turn = true;
       ok = ok && good;
       e.messages.push_back(std::move(message));
     }
-    out.report.turn_count += static_cast<int64_t>(messages.size());
+    out.report.turn_count += static_cast<int64_t>(n);
     if (ok && !trained_turn) {
       Problem("no_assistant_turn", Severity::kError, records, record_start, "/messages",
               "the conversation has no assistant message to learn from");
