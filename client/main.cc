@@ -35,6 +35,7 @@ constexpr auto kCallTimeout = std::chrono::seconds(30);
 constexpr size_t kChunkBytes = 1 << 20;
 
 struct UploadOptions {
+  std::string upload_id;  // "": the first 32 hex digits of the file's sha256
   std::string format;     // "" (detect), prompt_completion, chat, text
   std::string separator;  // plain text documents
   int max_seq_len = 0;    // report examples longer than this
@@ -177,6 +178,9 @@ class Client {
     std::cout << std::flush;
   }
 
+  // Streams a file up, resumably: the upload is named by --upload-id or by
+  // the file's digest, so after a dropped connection (retried here) or a
+  // killed CLI (run the same command again) only the missing bytes are sent.
   int UploadDataset(const std::string& path, std::string name, const UploadOptions& o) {
     std::ifstream in(path, std::ios::binary | std::ios::ate);
     if (!in) {
@@ -184,25 +188,58 @@ class Client {
       return 2;
     }
     const int64_t size = in.tellg();
-    in.seekg(0);
     if (name.empty()) name = path.substr(path.find_last_of('/') + 1);
-    std::string sha = FileSha256(path);
+    v1::UploadDatasetMetadata m;
+    m.set_display_name(name);
+    m.set_format(FormatFor(path, o.format));
+    m.set_size_bytes(size);
+    m.set_sha256(FileSha256(path));
+    m.set_separator(o.separator);
+    m.set_max_seq_len(o.max_seq_len);
+    m.set_upload_id(o.upload_id.empty() ? m.sha256().substr(0, 32) : o.upload_id);
 
-    auto ctx = Context(std::chrono::seconds(600 + size / (1 << 20)));  // >= 1 MiB/s
+    grpc::Status s;
     v1::Dataset dataset;
-    auto writer = datasets_->UploadDataset(ctx.get(), &dataset);
+    for (int attempt = 0; attempt < 6; ++attempt) {
+      if (attempt > 0) std::this_thread::sleep_for(std::chrono::seconds(attempt));
+      int64_t offset = 0;
+      v1::QueryUploadRequest query;
+      query.set_upload_id(m.upload_id());
+      v1::QueryUploadResponse pending;
+      if (datasets_->QueryUpload(Context().get(), query, &pending).ok() &&
+          pending.size_bytes() == size && pending.committed_size() > 0) {
+        offset = pending.committed_size();
+        std::fprintf(stderr, "tuneforge: resuming upload %s at byte %lld of %lld\n",
+                     m.upload_id().c_str(), static_cast<long long>(offset),
+                     static_cast<long long>(size));
+      }
+      m.set_offset(offset);
+      s = SendFrom(in, m, &dataset);
+      const bool dropped = s.error_code() == grpc::StatusCode::UNAVAILABLE ||
+                           (s.error_code() == grpc::StatusCode::CANCELLED &&
+                            s.error_message().find("resume") != std::string::npos);
+      if (!dropped) break;
+      std::fprintf(stderr, "tuneforge: upload interrupted (%s); retrying\n",
+                   s.error_message().c_str());
+    }
+    if (!s.ok()) return Fail(s);
+    Print(dataset, DatasetSummary(dataset) + ReportProblems(dataset.report()), dataset.name());
+    return dataset.state() == v1::DATASET_STATE_READY ? 0 : 1;
+  }
+
+  // One UploadDataset stream: metadata, then the file from metadata.offset.
+  grpc::Status SendFrom(std::ifstream& in, const v1::UploadDatasetMetadata& m,
+                        v1::Dataset* dataset) {
+    auto ctx = Context(std::chrono::seconds(600 + m.size_bytes() / (1 << 20)));  // >= 1 MiB/s
+    auto writer = datasets_->UploadDataset(ctx.get(), dataset);
     v1::UploadDatasetRequest req;
-    v1::UploadDatasetMetadata* m = req.mutable_metadata();
-    m->set_display_name(name);
-    m->set_format(FormatFor(path, o.format));
-    m->set_size_bytes(size);
-    m->set_sha256(sha);
-    m->set_separator(o.separator);
-    m->set_max_seq_len(o.max_seq_len);
+    *req.mutable_metadata() = m;
     bool ok = writer->Write(req);
-    Progress progress("uploading", size);
+    in.clear();
+    in.seekg(m.offset());
+    Progress progress("uploading", m.size_bytes());
     std::string buffer(kChunkBytes, '\0');
-    int64_t sent = 0;
+    int64_t sent = m.offset();
     while (ok && in) {
       in.read(buffer.data(), static_cast<std::streamsize>(buffer.size()));
       const auto n = static_cast<size_t>(in.gcount());
@@ -215,10 +252,7 @@ class Client {
     }
     progress.Done();
     writer->WritesDone();
-    grpc::Status s = writer->Finish();
-    if (!s.ok()) return Fail(s);
-    Print(dataset, DatasetSummary(dataset) + ReportProblems(dataset.report()), dataset.name());
-    return dataset.state() == v1::DATASET_STATE_READY ? 0 : 1;
+    return writer->Finish();
   }
 
   int GetDataset(const std::string& id) {
@@ -406,6 +440,8 @@ int Main(int argc, char** argv) {
   CLI::App* upload = datasets->add_subcommand("upload", "upload a dataset file");
   dataset_options(upload);
   upload->add_option("--name", name, "display name (default: the file name)");
+  upload->add_option("--upload-id", upload_options.upload_id,
+                     "names the upload for resuming (default: from the file's digest)");
   upload->callback(run([&](Client c) { return c.UploadDataset(file, name, upload_options); }));
   CLI::App* validate = datasets->add_subcommand(
       "validate", "check a local file as the server would, without a server; exit 1 on errors");

@@ -1,5 +1,9 @@
 // DatasetService: streamed uploads and the dataset catalogue.
+#include <algorithm>
+#include <cctype>
+
 #include "absl/strings/str_cat.h"
+#include "common/status_macros.h"
 #include "server/convert.h"
 #include "server/grpc_status.h"
 #include "server/services.h"
@@ -36,7 +40,7 @@ class UploadReactor : public grpc::ServerReadReactor<v1::UploadDatasetRequest> {
     }
     absl::Status s = Consume();
     if (!s.ok()) {
-      upload_.reset();  // removes the partial blob
+      Release(/*keep=*/false);  // removes the partial blob
       Finish(ToGrpc(s));
       return;
     }
@@ -70,11 +74,21 @@ class UploadReactor : public grpc::ServerReadReactor<v1::UploadDatasetRequest> {
       if (m.max_seq_len() < 0) {
         return absl::InvalidArgumentError("metadata.max_seq_len: must be >= 0");
       }
-      auto upload = catalog_->StartUpload(
-          UploadMetadata{m.display_name(), FromProto(m.format()), m.size_bytes(), m.sha256(),
-                         m.separator(), m.max_seq_len()});
-      if (!upload.ok()) return upload.status();
-      upload_ = std::move(*upload);
+      UploadMetadata metadata{m.display_name(), FromProto(m.format()), m.size_bytes(),
+                              m.sha256(),       m.separator(),         m.max_seq_len()};
+      if (m.upload_id().empty()) {
+        if (m.offset() != 0) {
+          return absl::InvalidArgumentError("metadata.offset: needs an upload_id to resume");
+        }
+        ASSIGN_OR_RETURN(upload_, catalog_->StartUpload(std::move(metadata)));
+        return absl::OkStatus();
+      }
+      if (stored_ == nullptr) {
+        return absl::InvalidArgumentError("metadata.upload_id: ValidateDataset is not resumable");
+      }
+      RETURN_IF_ERROR(CheckUploadId(m.upload_id()));
+      ASSIGN_OR_RETURN(upload_, catalog_->Resume(m.upload_id(), std::move(metadata), m.offset()));
+      upload_id_ = m.upload_id();
       return absl::OkStatus();
     }
     if (request_.data_case() != v1::UploadDatasetRequest::kChunk) {
@@ -83,10 +97,24 @@ class UploadReactor : public grpc::ServerReadReactor<v1::UploadDatasetRequest> {
     return upload_->Append(request_.chunk());
   }
 
+  // Ends the upload: a resumable one that was cut off is kept for later,
+  // anything else goes (with its temp file) once `upload_` is released.
+  void Release(bool keep) {
+    if (!upload_id_.empty()) {
+      catalog_->Suspend(upload_id_, keep ? std::move(upload_) : nullptr);
+    }
+    upload_.reset();
+  }
+
   void Complete() {
     if (ctx_->IsCancelled()) {
-      upload_.reset();
-      Finish(grpc::Status(grpc::StatusCode::CANCELLED, "upload cancelled; nothing was stored"));
+      const int64_t kept = upload_ ? upload_->size() : 0;
+      const bool resumable = !upload_id_.empty();
+      Release(/*keep=*/true);
+      Finish(grpc::Status(grpc::StatusCode::CANCELLED,
+                          resumable ? absl::StrCat("upload interrupted; ", kept,
+                                                   " bytes kept: resume at offset ", kept)
+                                    : "upload cancelled; nothing was stored"));
       return;
     }
     if (!upload_) {
@@ -103,8 +131,18 @@ class UploadReactor : public grpc::ServerReadReactor<v1::UploadDatasetRequest> {
       status = r.status();
       if (r.ok()) *validated_->mutable_report() = ToProto(*r);
     }
-    upload_.reset();
+    Release(/*keep=*/false);
     Finish(ToGrpc(status));
+  }
+
+  static absl::Status CheckUploadId(const std::string& id) {
+    const bool ok = !id.empty() && id.size() <= 64 &&
+                    std::all_of(id.begin(), id.end(), [](char c) {
+                      return std::isalnum(static_cast<unsigned char>(c)) || c == '_' || c == '-';
+                    });
+    return ok ? absl::OkStatus()
+              : absl::InvalidArgumentError(
+                    "upload_id: 1-64 characters of letters, digits, '_' and '-'");
   }
 
   grpc::CallbackServerContext* ctx_;
@@ -113,6 +151,7 @@ class UploadReactor : public grpc::ServerReadReactor<v1::UploadDatasetRequest> {
   v1::ValidateDatasetResponse* validated_;
   v1::UploadDatasetRequest request_;
   std::unique_ptr<DatasetUpload> upload_;
+  std::string upload_id_;  // set once this stream holds a resumable upload
 };
 
 }  // namespace
@@ -125,6 +164,17 @@ grpc::ServerReadReactor<v1::UploadDatasetRequest>* DatasetServiceImpl::UploadDat
 grpc::ServerReadReactor<v1::UploadDatasetRequest>* DatasetServiceImpl::ValidateDataset(
     grpc::CallbackServerContext* ctx, v1::ValidateDatasetResponse* response) {
   return new UploadReactor(ctx, catalog_, nullptr, response);
+}
+
+grpc::ServerUnaryReactor* DatasetServiceImpl::QueryUpload(grpc::CallbackServerContext* ctx,
+                                                          const v1::QueryUploadRequest* request,
+                                                          v1::QueryUploadResponse* response) {
+  absl::StatusOr<std::pair<int64_t, int64_t>> sizes = catalog_->Query(request->upload_id());
+  if (sizes.ok()) {
+    response->set_committed_size(sizes->first);
+    response->set_size_bytes(sizes->second);
+  }
+  return FinishNow(ctx, sizes.status());
 }
 
 grpc::ServerUnaryReactor* DatasetServiceImpl::GetDataset(grpc::CallbackServerContext* ctx,

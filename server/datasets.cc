@@ -84,6 +84,77 @@ absl::StatusOr<std::unique_ptr<DatasetUpload>> DatasetCatalog::StartUpload(
       new DatasetUpload(this, std::move(metadata), std::move(writer)));
 }
 
+void DatasetCatalog::ExpirePendingLocked() {
+  const absl::Time cutoff = absl::Now() - absl::Hours(1);
+  for (auto it = pending_.begin(); it != pending_.end();) {
+    // Only idle ones: an upload with a stream on it has no `upload` here.
+    it = (it->second.upload && it->second.touched < cutoff) ? pending_.erase(it) : std::next(it);
+  }
+}
+
+absl::StatusOr<std::unique_ptr<DatasetUpload>> DatasetCatalog::Resume(
+    const std::string& upload_id, UploadMetadata metadata, int64_t offset) {
+  MutexLock lock(&pending_mu_);
+  ExpirePendingLocked();
+  auto it = pending_.find(upload_id);
+  if (it == pending_.end()) {
+    if (offset != 0) {
+      return absl::NotFoundError(absl::StrCat("metadata.offset: no upload '", upload_id,
+                                              "' is pending here (it finished, expired, or the "
+                                              "server restarted); start again from offset 0"));
+    }
+    if (pending_.size() >= kMaxPending) {
+      return absl::ResourceExhaustedError(
+          absl::StrCat(kMaxPending, " resumable uploads are pending; finish some or retry later"));
+    }
+    ASSIGN_OR_RETURN(std::unique_ptr<DatasetUpload> upload, StartUpload(metadata));
+    pending_[upload_id] = Pending{nullptr, std::move(metadata), 0, absl::Now()};
+    return upload;
+  }
+  Pending& p = it->second;
+  if (!p.upload) {
+    return absl::AbortedError(absl::StrCat("upload '", upload_id,
+                                           "' is being written by another stream"));
+  }
+  if (!(p.metadata == metadata)) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "metadata: differs from the pending upload '", upload_id, "'; resume with the same "
+        "name, format, size, sha256, separator and max_seq_len, or choose a new upload_id"));
+  }
+  if (offset != p.size) {
+    return absl::FailedPreconditionError(absl::StrCat(
+        "metadata.offset: the server holds ", p.size, " bytes of upload '", upload_id,
+        "'; resume from exactly there (QueryUpload)"));
+  }
+  p.touched = absl::Now();
+  return std::move(p.upload);
+}
+
+void DatasetCatalog::Suspend(const std::string& upload_id,
+                             std::unique_ptr<DatasetUpload> upload) {
+  MutexLock lock(&pending_mu_);
+  auto it = pending_.find(upload_id);
+  if (it == pending_.end()) return;  // the upload is dropped with its temp file
+  if (!upload) {  // finished or failed for good
+    pending_.erase(it);
+    return;
+  }
+  it->second.size = upload->size();
+  it->second.touched = absl::Now();
+  it->second.upload = std::move(upload);
+}
+
+absl::StatusOr<std::pair<int64_t, int64_t>> DatasetCatalog::Query(const std::string& upload_id) {
+  MutexLock lock(&pending_mu_);
+  ExpirePendingLocked();
+  auto it = pending_.find(upload_id);
+  if (it == pending_.end()) {
+    return absl::NotFoundError(absl::StrCat("no upload '", upload_id, "' is pending"));
+  }
+  // While a stream is writing, this is the size it resumed from.
+  return std::make_pair(it->second.size, it->second.metadata.size_bytes);
+}
+
 absl::Status DatasetCatalog::Delete(const std::string& id) {
   ASSIGN_OR_RETURN(DatasetRecord d, store_->GetDataset(id));
   ASSIGN_OR_RETURN(bool in_use, store_->DatasetInUse(id));

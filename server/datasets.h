@@ -14,11 +14,13 @@
 #ifndef TUNEFORGE_SERVER_DATASETS_H_
 #define TUNEFORGE_SERVER_DATASETS_H_
 
+#include <map>
 #include <memory>
 #include <string>
 #include <vector>
 
 #include "absl/status/statusor.h"
+#include "absl/time/time.h"
 #include "common/blob_store.h"
 #include "common/dataset_validator.h"
 #include "common/mutex.h"
@@ -34,6 +36,11 @@ struct UploadMetadata {
   std::string sha256;      // "": unknown; else checked at the end
   std::string separator;   // plain text: document separator; "": one document
   int64_t max_seq_len = 0; // report examples longer than this; 0: don't
+
+  bool operator==(const UploadMetadata& o) const {
+    return display_name == o.display_name && format == o.format && size_bytes == o.size_bytes &&
+           sha256 == o.sha256 && separator == o.separator && max_seq_len == o.max_seq_len;
+  }
 };
 
 class DatasetCatalog;
@@ -42,6 +49,7 @@ class DatasetUpload {
  public:
   // RESOURCE_EXHAUSTED once the stream passes the size limit.
   absl::Status Append(std::string_view chunk);
+  int64_t size() const { return writer_->size(); }
   // Checks size and digest, stores the blob and the dataset row.
   absl::StatusOr<DatasetRecord> Finish();
   // Validates without storing anything (a dry run).
@@ -66,6 +74,15 @@ class DatasetCatalog {
       : store_(store), blobs_(blobs), max_upload_bytes_(max_upload_bytes) {}
 
   absl::StatusOr<std::unique_ptr<DatasetUpload>> StartUpload(UploadMetadata metadata);
+
+  // Resumable uploads, named by a client-chosen id. Resume() hands back the
+  // pending upload when `metadata` matches and `offset` is its size (a new
+  // one when none is pending and offset is 0); Suspend() keeps a broken
+  // upload for a later Resume(); Query() says how much it holds.
+  absl::StatusOr<std::unique_ptr<DatasetUpload>> Resume(const std::string& upload_id,
+                                                        UploadMetadata metadata, int64_t offset);
+  void Suspend(const std::string& upload_id, std::unique_ptr<DatasetUpload> upload);
+  absl::StatusOr<std::pair<int64_t, int64_t>> Query(const std::string& upload_id);
   absl::StatusOr<DatasetRecord> Get(const std::string& id) { return store_->GetDataset(id); }
   absl::StatusOr<std::vector<DatasetRecord>> List(const std::string& after_id, int limit) {
     return store_->ListDatasets(after_id, limit);
@@ -83,6 +100,17 @@ class DatasetCatalog {
   // Held while blob references change (publish + insert, delete + remove),
   // so a delete never removes a blob that a concurrent upload just reused.
   Mutex blob_refs_mu_;
+
+  struct Pending {
+    std::unique_ptr<DatasetUpload> upload;  // null while a stream is writing to it
+    UploadMetadata metadata;
+    int64_t size = 0;
+    absl::Time touched;
+  };
+  static constexpr int kMaxPending = 64;
+  void ExpirePendingLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(pending_mu_);
+  Mutex pending_mu_;
+  std::map<std::string, Pending> pending_ ABSL_GUARDED_BY(pending_mu_);
 };
 
 }  // namespace tuneforge

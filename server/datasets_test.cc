@@ -4,6 +4,7 @@
 
 #include <gtest/gtest.h>
 
+#include "common/sha256.h"
 #include "server/scheduler.h"
 
 namespace tuneforge {
@@ -117,6 +118,40 @@ TEST_F(DatasetCatalogTest, DeleteRefusedWhileAJobUsesIt) {
   EXPECT_EQ(Files("blobs"), 1u);
   ASSERT_TRUE(scheduler->CancelJob(job->id).ok());
   EXPECT_TRUE(catalog_->Delete(d->id).ok());
+}
+
+TEST_F(DatasetCatalogTest, ResumableUploadContinuesWhereItBroke) {
+  const std::string bytes = std::string(kGood) + "{\"prompt\": \"c\", \"completion\": \"d\"}\n";
+  const UploadMetadata m{"d.jsonl", DatasetFormat::kUnspecified,
+                         static_cast<int64_t>(bytes.size()), Sha256::Of(bytes), "", 0};
+  auto first = catalog_->Resume("up-1", m, 0);
+  ASSERT_TRUE(first.ok()) << first.status();
+  ASSERT_TRUE((*first)->Append(bytes.substr(0, 30)).ok());
+  // A second stream cannot take it while the first holds it.
+  EXPECT_EQ(catalog_->Resume("up-1", m, 0).status().code(), absl::StatusCode::kAborted);
+  catalog_->Suspend("up-1", std::move(*first));  // the connection dropped
+  EXPECT_EQ(catalog_->Query("up-1")->first, 30);
+  EXPECT_EQ(catalog_->Query("up-1")->second, static_cast<int64_t>(bytes.size()));
+  EXPECT_EQ(Files("tmp"), 1u);
+
+  EXPECT_EQ(catalog_->Resume("up-1", m, 10).status().code(),
+            absl::StatusCode::kFailedPrecondition);
+  UploadMetadata other = m;
+  other.display_name = "other.jsonl";
+  EXPECT_EQ(catalog_->Resume("up-1", other, 30).status().code(),
+            absl::StatusCode::kInvalidArgument);
+  auto second = catalog_->Resume("up-1", m, 30);
+  ASSERT_TRUE(second.ok()) << second.status();
+  ASSERT_TRUE((*second)->Append(bytes.substr(30)).ok());
+  auto d = (*second)->Finish();
+  ASSERT_TRUE(d.ok()) << d.status();
+  catalog_->Suspend("up-1", nullptr);  // finished: forget it
+  EXPECT_EQ(d->sha256, Sha256::Of(bytes));
+  EXPECT_EQ(d->report.example_count, 2);
+  EXPECT_EQ(catalog_->Query("up-1").status().code(), absl::StatusCode::kNotFound);
+  EXPECT_EQ(catalog_->Resume("up-1", m, 30).status().code(), absl::StatusCode::kNotFound);
+  second->reset();
+  EXPECT_EQ(Files("tmp"), 0u);
 }
 
 }  // namespace

@@ -24,6 +24,9 @@ class DatasetServiceImpl final : public v1::DatasetService::CallbackService {
       grpc::CallbackServerContext* ctx, v1::Dataset* response) override;
   grpc::ServerReadReactor<v1::UploadDatasetRequest>* ValidateDataset(
       grpc::CallbackServerContext* ctx, v1::ValidateDatasetResponse* response) override;
+  grpc::ServerUnaryReactor* QueryUpload(grpc::CallbackServerContext* ctx,
+                                        const v1::QueryUploadRequest* request,
+                                        v1::QueryUploadResponse* response) override;
   grpc::ServerUnaryReactor* GetDataset(grpc::CallbackServerContext* ctx,
                                        const v1::GetDatasetRequest* request,
                                        v1::Dataset* response) override;

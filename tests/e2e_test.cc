@@ -11,7 +11,9 @@
 
 #include "grpc/health/v1/health.grpc.pb.h"
 #include "grpc/reflection/v1alpha/reflection.grpc.pb.h"
+#include "tuneforge/v1/dataset.grpc.pb.h"
 
+#include "common/sha256.h"
 #include "tests/process.h"
 
 namespace tuneforge::testing {
@@ -197,6 +199,63 @@ TEST_F(EndToEndTest, ChatAndPlainTextDatasetsTrain) {
       EXPECT_NE(watch.out.find("assistant:  ->"), std::string::npos) << watch.out;
     }
   }
+}
+
+// A dropped connection keeps what arrived; running the upload again sends
+// only the rest.
+TEST_F(EndToEndTest, InterruptedUploadResumes) {
+  std::string bytes;
+  for (int i = 0; bytes.size() < 3'000'000; ++i) {
+    bytes += "{\"prompt\": \"question " + std::to_string(i) + "\", \"completion\": \"answer\"}\n";
+  }
+  WriteFile(dir_ + "/big.jsonl", bytes);
+  RunResult sha =
+      testing::Run("tuneforge", {"-o", "json", "datasets", "validate", dir_ + "/big.jsonl"});
+  ASSERT_EQ(sha.exit_code, 0);
+
+  // Another client sends the first half, then its connection drops.
+  auto stub = v1::DatasetService::NewStub(
+      grpc::CreateChannel(server_->addr(), grpc::InsecureChannelCredentials()));
+  const std::string upload_id = "resume-test";
+  {
+    grpc::ClientContext ctx;
+    v1::Dataset ignored;
+    auto writer = stub->UploadDataset(&ctx, &ignored);
+    v1::UploadDatasetRequest req;
+    req.mutable_metadata()->set_display_name("big.jsonl");
+    req.mutable_metadata()->set_size_bytes(static_cast<int64_t>(bytes.size()));
+    req.mutable_metadata()->set_upload_id(upload_id);
+    req.mutable_metadata()->set_sha256(Sha256::Of(bytes));  // as the CLI sends it
+    ASSERT_TRUE(writer->Write(req));
+    for (size_t off = 0; off < bytes.size() / 2; off += 100'000) {
+      v1::UploadDatasetRequest chunk;
+      chunk.set_chunk(bytes.substr(off, 100'000));
+      ASSERT_TRUE(writer->Write(chunk));
+    }
+    std::this_thread::sleep_for(std::chrono::milliseconds(500));  // let the server read them
+    ctx.TryCancel();
+    EXPECT_EQ(writer->Finish().error_code(), grpc::StatusCode::CANCELLED);
+  }
+  grpc::ClientContext qctx;
+  v1::QueryUploadRequest query;
+  query.set_upload_id(upload_id);
+  v1::QueryUploadResponse kept;
+  ASSERT_TRUE(stub->QueryUpload(&qctx, query, &kept).ok());
+  EXPECT_GT(kept.committed_size(), 0);
+  EXPECT_LE(kept.committed_size(), static_cast<int64_t>(bytes.size() / 2 + 100'000));
+
+  // The CLI, given the same upload id and metadata, sends only the rest.
+  RunResult resumed = server_->Cli({"-o", "json", "datasets", "upload", dir_ + "/big.jsonl",
+                                    "--upload-id", upload_id});
+  ASSERT_EQ(resumed.exit_code, 0) << resumed.out << resumed.err;
+  EXPECT_NE(resumed.err.find("resuming upload resume-test at byte " +
+                             std::to_string(kept.committed_size())),
+            std::string::npos)
+      << resumed.err;
+  json d = json::parse(resumed.out);
+  EXPECT_EQ(d["state"], "DATASET_STATE_READY");
+  EXPECT_EQ(d["sizeBytes"], std::to_string(bytes.size()));
+  EXPECT_EQ(d["report"]["exampleCount"], json::parse(sha.out)["exampleCount"]);
 }
 
 TEST_F(EndToEndTest, BrokenDatasetIsReportedAndRefusedForJobs) {
