@@ -57,6 +57,17 @@ std::string EventLine(const v1::JobEvent& e) {
                                    " -> ", absl::StrReplaceAll(e.sample().completion(), {{"\n", "\\n"}}));
     case v1::JobEvent::kLog:
       return prefix + absl::StrCat(e.log().level(), ": ", e.log().message());
+    case v1::JobEvent::kStarted: {
+      const v1::TrainingStarted& t = e.started();
+      std::string line = absl::StrCat("training ", t.parameter_count(), " parameters on ",
+                                      t.train_examples(), " examples (", t.validation_examples(),
+                                      " for validation), ", t.total_steps(), " steps, ",
+                                      t.threads(), " threads");
+      if (t.truncated_examples() > 0) {
+        absl::StrAppend(&line, "; ", t.truncated_examples(), " examples truncated to max_seq_len");
+      }
+      return prefix + line;
+    }
     case v1::JobEvent::kCheckpoint:
       return prefix + absl::StrCat("checkpoint at step ", e.checkpoint().step());
     case v1::JobEvent::PAYLOAD_NOT_SET:
@@ -93,7 +104,7 @@ std::string ReportSummary(const v1::ValidationReport& r) {
   std::string format = v1::DatasetFormat_Name(r.format()).substr(std::string("DATASET_FORMAT_").size());
   for (char& c : format) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
   std::string out = absl::StrCat("  ", format, ": ", r.example_count(), " examples, ",
-                                 r.token_estimate(), " tokens");
+                                 r.token_estimate(), " tokens (", r.tokenizer(), " tokenizer)");
   if (r.turn_count() > 0) absl::StrAppend(&out, ", ", r.turn_count(), " chat turns");
   absl::StrAppend(&out, "; ", r.error_count(), " errors, ", r.warning_count(), " warnings\n");
   if (r.example_count() > 0) {

@@ -24,6 +24,7 @@
 #include "common/dataset_validator.h"
 #include "common/report_proto.h"
 #include "common/sha256.h"
+#include "worker/engine/model_config.h"
 #include "tuneforge/v1/dataset.grpc.pb.h"
 #include "tuneforge/v1/job.grpc.pb.h"
 #include "tuneforge/v1/model.grpc.pb.h"
@@ -35,6 +36,7 @@ constexpr auto kCallTimeout = std::chrono::seconds(30);
 constexpr size_t kChunkBytes = 1 << 20;
 
 struct UploadOptions {
+  std::string model;      // count tokens with this model's tokenizer
   std::string upload_id;  // "": the first 32 hex digits of the file's sha256
   std::string format;     // "" (detect), prompt_completion, chat, text
   std::string separator;  // plain text documents
@@ -99,7 +101,17 @@ int ValidateLocally(const std::string& path, const UploadOptions& o, const std::
     std::fprintf(stderr, "tuneforge: cannot read %s\n", path.c_str());
     return 2;
   }
-  ValidatorOptions options;
+  if (!o.model.empty()) {
+    std::string model = o.model.substr(o.model.rfind('/') + 1);
+    if (!engine::PresetConfig(model)) {
+      std::fprintf(stderr, "tuneforge: unknown model %s; local validation knows the presets:",
+                   o.model.c_str());
+      for (const engine::Preset& p : engine::Presets()) std::fprintf(stderr, " %s", p.name.c_str());
+      std::fprintf(stderr, "\n");
+      return 2;
+    }
+  }
+  ValidatorOptions options;  // every preset tokenises bytes, like the validator
   options.declared = FromProto(FormatFor(path, o.format));
   options.separator = o.separator;
   options.max_seq_len = o.max_seq_len;
@@ -196,6 +208,7 @@ class Client {
     m.set_sha256(FileSha256(path));
     m.set_separator(o.separator);
     m.set_max_seq_len(o.max_seq_len);
+    if (!o.model.empty()) m.set_model(Name("models", o.model));
     m.set_upload_id(o.upload_id.empty() ? m.sha256().substr(0, 32) : o.upload_id);
 
     grpc::Status s;
@@ -436,6 +449,8 @@ int Main(int argc, char** argv) {
                     "plain text: split documents on this string (default: one document)");
     cmd->add_option("--max-seq-len", upload_options.max_seq_len,
                     "report how many examples are longer than this many tokens");
+    cmd->add_option("--model", upload_options.model,
+                    "count tokens with this base model's tokenizer (default: bytes)");
   };
   CLI::App* upload = datasets->add_subcommand("upload", "upload a dataset file");
   dataset_options(upload);

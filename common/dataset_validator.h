@@ -56,6 +56,7 @@ struct TokenStats {  // per valid example, under the byte tokenizer
 
 struct DatasetReport {
   DatasetFormat format = DatasetFormat::kUnspecified;
+  std::string tokenizer = "byte";  // what counted the tokens
   int64_t example_count = 0;   // valid examples (documents, for text)
   int64_t token_estimate = 0;  // their tokens in all
   TokenStats tokens;

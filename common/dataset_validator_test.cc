@@ -121,6 +121,17 @@ TEST(ParseDatasetTest, NumberOutOfRangeIsAProblemNotACrash) {
   EXPECT_EQ(d.report.problems[0].code, "not_json");
 }
 
+TEST(ParseDatasetTest, UnknownRecordShape) {
+  ParsedDataset d = ParseDataset("\n  {\"question\": \"a\", \"answer\": \"b\"}\n");
+  ASSERT_EQ(d.report.error_count, 1);
+  const DatasetProblem& p = d.report.problems[0];
+  EXPECT_EQ(p.code, "unknown_record");
+  EXPECT_EQ(p.record, 1);
+  EXPECT_EQ(p.line, 2);
+  EXPECT_EQ(p.column, 3);
+  EXPECT_EQ(d.report.tokenizer, "byte");
+}
+
 TEST(ParseDatasetTest, PlainTextNeedsTheTextFormat) {
   ParsedDataset d = ParseDataset("Leave policy.\nEveryone gets 25 days.\n");
   ASSERT_EQ(d.report.error_count, 1);

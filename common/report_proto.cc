@@ -37,6 +37,7 @@ v1::ValidationReport ToProto(const DatasetReport& r) {
   out.set_duplicate_count(r.duplicate_count);
   out.set_empty_prompt_count(r.empty_prompt_count);
   out.set_turn_count(r.turn_count);
+  out.set_tokenizer(r.tokenizer);
   for (const auto& [code, n] : r.problem_counts) (*out.mutable_problem_counts())[code] = n;
   for (const DatasetProblem& p : r.problems) {
     v1::DatasetProblem* q = out.add_problems();

@@ -249,6 +249,14 @@ v1::JobEvent ToProto(const Event& e) {
   } else if (const auto* l = std::get_if<LogEvent>(&e.payload)) {
     out.mutable_log()->set_level(l->level);
     out.mutable_log()->set_message(l->message);
+  } else if (const auto* t = std::get_if<StartedEvent>(&e.payload)) {
+    v1::TrainingStarted* p = out.mutable_started();
+    p->set_train_examples(t->train_examples);
+    p->set_validation_examples(t->validation_examples);
+    p->set_total_steps(t->total_steps);
+    p->set_parameter_count(t->parameter_count);
+    p->set_truncated_examples(t->truncated_examples);
+    p->set_threads(t->threads);
   }
   return out;
 }
@@ -275,9 +283,16 @@ absl::StatusOr<Event> EventFromProto(const v1::JobEvent& e) {
     case v1::JobEvent::kLog:
       out.payload = LogEvent{e.log().level(), e.log().message()};
       break;
+    case v1::JobEvent::kStarted: {
+      const v1::TrainingStarted& t = e.started();
+      out.payload = StartedEvent{t.train_examples(),    t.validation_examples(),
+                                 t.total_steps(),       t.parameter_count(),
+                                 t.truncated_examples(), t.threads()};
+      break;
+    }
     default:
       return absl::InvalidArgumentError(
-          "event.payload: workers report metrics, evaluation, sample or log events");
+          "event.payload: workers report started, metrics, evaluation, sample or log events");
   }
   return out;
 }

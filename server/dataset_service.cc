@@ -5,6 +5,7 @@
 #include "absl/strings/str_cat.h"
 #include "common/status_macros.h"
 #include "server/convert.h"
+#include "server/models.h"
 #include "server/grpc_status.h"
 #include "server/services.h"
 
@@ -73,6 +74,14 @@ class UploadReactor : public grpc::ServerReadReactor<v1::UploadDatasetRequest> {
       }
       if (m.max_seq_len() < 0) {
         return absl::InvalidArgumentError("metadata.max_seq_len: must be >= 0");
+      }
+      if (!m.model().empty()) {
+        // Every model served today tokenises bytes; the name is still checked.
+        ASSIGN_OR_RETURN(std::string model, IdFromName(m.model(), "models", "metadata.model"));
+        if (FindModel(model) == nullptr) {
+          return absl::InvalidArgumentError(
+              absl::StrCat("metadata.model: no model 'models/", model, "'; see ListModels"));
+        }
       }
       UploadMetadata metadata{m.display_name(), FromProto(m.format()), m.size_bytes(),
                               m.sha256(),       m.separator(),         m.max_seq_len()};

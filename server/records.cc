@@ -22,7 +22,7 @@ NLOHMANN_JSON_SERIALIZE_ENUM(DatasetFormat,
 NLOHMANN_DEFINE_TYPE_NON_INTRUSIVE_WITH_DEFAULT(DatasetProblem, code, severity, record, line,
                                                 column, field, message)
 NLOHMANN_DEFINE_TYPE_NON_INTRUSIVE_WITH_DEFAULT(TokenStats, min, max, p50, p95, mean)
-NLOHMANN_DEFINE_TYPE_NON_INTRUSIVE_WITH_DEFAULT(DatasetReport, format, example_count,
+NLOHMANN_DEFINE_TYPE_NON_INTRUSIVE_WITH_DEFAULT(DatasetReport, format, tokenizer, example_count,
                                                 token_estimate, tokens, over_max_seq_len,
                                                 duplicate_count, empty_prompt_count, turn_count,
                                                 error_count, warning_count, problem_counts,
@@ -54,6 +54,9 @@ NLOHMANN_DEFINE_TYPE_NON_INTRUSIVE_WITH_DEFAULT(EvaluationEvent, epoch, step,
                                                 validation_loss, perplexity, token_accuracy)
 NLOHMANN_DEFINE_TYPE_NON_INTRUSIVE_WITH_DEFAULT(SampleEvent, prompt, completion, step)
 NLOHMANN_DEFINE_TYPE_NON_INTRUSIVE_WITH_DEFAULT(LogEvent, level, message)
+NLOHMANN_DEFINE_TYPE_NON_INTRUSIVE_WITH_DEFAULT(StartedEvent, train_examples, validation_examples,
+                                                total_steps, parameter_count, truncated_examples,
+                                                threads)
 
 namespace {
 
@@ -79,7 +82,7 @@ json ParseVersioned(std::string_view text, std::string_view what) {
 
 // Payload kinds in the order of Event::payload's alternatives.
 constexpr const char* kPayloadKinds[] = {"state_change", "metrics", "evaluation", "sample",
-                                         "log"};
+                                         "log",          "started"};
 
 template <size_t I = 0>
 void PayloadFromKind(const std::string& kind, const json& data, Event* event) {

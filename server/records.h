@@ -138,11 +138,22 @@ struct LogEvent {
   std::string message;
 };
 
+struct StartedEvent {
+  int64_t train_examples = 0;  // after the split
+  int64_t validation_examples = 0;
+  int64_t total_steps = 0;
+  int64_t parameter_count = 0;
+  int64_t truncated_examples = 0;
+  int threads = 0;
+};
+
 struct Event {
   std::string job_id;
   int64_t sequence = 0;  // 1-based, per job, without gaps
   int64_t time_ms = 0;
-  std::variant<StateChangeEvent, MetricsEvent, EvaluationEvent, SampleEvent, LogEvent> payload;
+  std::variant<StateChangeEvent, MetricsEvent, EvaluationEvent, SampleEvent, LogEvent,
+               StartedEvent>
+      payload;
 };
 
 // JSON forms for the store. Each document carries "v" (its format version);

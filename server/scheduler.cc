@@ -351,6 +351,11 @@ absl::Status Scheduler::ReportEvent(const std::string& job_id, const std::string
   } else if (const auto* e = std::get_if<EvaluationEvent>(&event.payload)) {
     p.validation_loss = e->validation_loss;
     p.has_validation_loss = true;
+  } else if (const auto* t = std::get_if<StartedEvent>(&event.payload)) {
+    // The worker's split is the real one (duplicates kept on one side).
+    job->train_examples = t->train_examples;
+    job->validation_examples = t->validation_examples;
+    p.total_steps = t->total_steps;
   } else if (std::holds_alternative<StateChangeEvent>(event.payload)) {
     return absl::InvalidArgumentError("workers cannot report state changes; call FinishJob");
   }

@@ -197,10 +197,15 @@ TEST_F(SchedulerTest, EventsUpdateProgressAndNotifyWatchers) {
   ASSERT_TRUE(scheduler_
                   ->ReportEvent(job->id, lease, Event{"", 0, 0, EvaluationEvent{1, 4, 2.2, 9, 0.3}})
                   .ok());
-  EXPECT_EQ(notified, 2);
+  ASSERT_TRUE(scheduler_
+                  ->ReportEvent(job->id, lease, Event{"", 0, 0, StartedEvent{17, 3, 10, 1000, 0, 2}})
+                  .ok());
+  EXPECT_EQ(notified, 3);
   scheduler_->Unsubscribe(sub);
   Job j = *scheduler_->GetJob(job->id);
   EXPECT_EQ(j.progress.step, 4);
+  EXPECT_EQ(j.train_examples, 17);  // the worker's split replaces the estimate
+  EXPECT_EQ(j.validation_examples, 3);
   EXPECT_EQ(j.progress.train_loss, 2.0);
   EXPECT_TRUE(j.progress.has_validation_loss);
   EXPECT_EQ(j.progress.validation_loss, 2.2);

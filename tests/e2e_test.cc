@@ -79,6 +79,9 @@ TEST_F(EndToEndTest, UploadCreateAndWatchUntilSucceeded) {
   RunResult watch = server_->Cli({"jobs", "watch", job});
   ASSERT_EQ(watch.exit_code, 0) << watch.out << watch.err << server_->Log();
   EXPECT_NE(watch.out.find("state QUEUED -> RUNNING"), std::string::npos) << watch.out;
+  EXPECT_NE(watch.out.find("training 859136 parameters on 36 examples (4 for validation)"),
+            std::string::npos)
+      << watch.out;
   EXPECT_NE(watch.out.find("train_loss"), std::string::npos);
   EXPECT_NE(watch.out.find("validation_loss"), std::string::npos);
   EXPECT_NE(watch.out.find("state RUNNING -> SUCCEEDED"), std::string::npos);

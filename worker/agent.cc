@@ -64,13 +64,13 @@ class JobObserver : public engine::TrainObserver {
 
   void OnStart(const engine::TrainPlan& p) override {
     v1::JobEvent e;
-    e.mutable_log()->set_level("info");
-    e.mutable_log()->set_message(absl::StrCat(
-        "training ", p.parameter_count, " parameters on ", p.train_examples, " examples (",
-        p.validation_examples, " for validation), ", p.total_steps, " steps, ", p.threads,
-        " threads", p.truncated_examples ? absl::StrCat("; ", p.truncated_examples,
-                                                        " examples truncated to max_seq_len")
-                                         : ""));
+    v1::TrainingStarted* s = e.mutable_started();
+    s->set_train_examples(p.train_examples);
+    s->set_validation_examples(p.validation_examples);
+    s->set_total_steps(p.total_steps);
+    s->set_parameter_count(p.parameter_count);
+    s->set_truncated_examples(p.truncated_examples);
+    s->set_threads(p.threads);
     Send(std::move(e));
   }
   void OnMetrics(const engine::StepMetrics& m) override {
