@@ -59,7 +59,9 @@ fuzz: setup $(FUZZER)
 	$(FUZZER) -max_total_time=$(FUZZ_SECONDS) -max_len=4096 $(FUZZ_DIR)/corpus tests/fuzz/corpus/dataset
 
 fuzz-smoke: setup $(FUZZER)
-	$(FUZZER) -max_total_time=20 -max_len=4096 $(FUZZ_DIR)/corpus tests/fuzz/corpus/dataset
+	@$(FUZZER) -max_total_time=20 -max_len=4096 $(FUZZ_DIR)/corpus tests/fuzz/corpus/dataset \
+	  >$(FUZZ_DIR)/smoke.log 2>&1 || { tail -60 $(FUZZ_DIR)/smoke.log; exit 1; }
+	@echo "fuzz-smoke: $$(grep -o 'Done [0-9]* runs in [0-9]* second(s)' $(FUZZ_DIR)/smoke.log), no crash"
 
 clean:
 	rm -rf $(BUILD_DIR) $(BUILD_DIR)-engine $(BUILD_DIR)-tsan $(BUILD_DIR)-fuzz .demo

@@ -240,11 +240,42 @@ class Client {
     return dataset.state() == v1::DATASET_STATE_READY ? 0 : 1;
   }
 
+  // `datasets validate --remote`: the server's ValidateDataset, storing nothing.
+  int ValidateRemotely(const std::string& path, const UploadOptions& o) {
+    std::ifstream in(path, std::ios::binary | std::ios::ate);
+    if (!in) {
+      std::fprintf(stderr, "tuneforge: cannot read %s\n", path.c_str());
+      return 2;
+    }
+    v1::UploadDatasetMetadata m;
+    m.set_display_name(path.substr(path.find_last_of('/') + 1));
+    m.set_format(FormatFor(path, o.format));
+    m.set_size_bytes(in.tellg());
+    m.set_separator(o.separator);
+    m.set_max_seq_len(o.max_seq_len);
+    if (!o.model.empty()) m.set_model(Name("models", o.model));
+    auto ctx = Context(std::chrono::seconds(600 + m.size_bytes() / (1 << 20)));
+    v1::ValidateDatasetResponse resp;
+    auto writer = datasets_->ValidateDataset(ctx.get(), &resp);
+    grpc::Status s = Stream(writer.get(), in, m);
+    if (!s.ok()) return Fail(s);
+    const v1::ValidationReport& report = resp.report();
+    Print(resp, path + (report.error_count() > 0 ? "  INVALID\n" : "  OK\n") +
+                    ReportSummary(report) + ReportProblems(report));
+    return report.error_count() > 0 ? 1 : 0;
+  }
+
   // One UploadDataset stream: metadata, then the file from metadata.offset.
   grpc::Status SendFrom(std::ifstream& in, const v1::UploadDatasetMetadata& m,
                         v1::Dataset* dataset) {
     auto ctx = Context(std::chrono::seconds(600 + m.size_bytes() / (1 << 20)));  // >= 1 MiB/s
     auto writer = datasets_->UploadDataset(ctx.get(), dataset);
+    return Stream(writer.get(), in, m);
+  }
+
+  // Writes metadata, then the file from metadata.offset, and ends the stream.
+  grpc::Status Stream(grpc::ClientWriter<v1::UploadDatasetRequest>* writer, std::ifstream& in,
+                      const v1::UploadDatasetMetadata& m) {
     v1::UploadDatasetRequest req;
     *req.mutable_metadata() = m;
     bool ok = writer->Write(req);
@@ -461,7 +492,12 @@ int Main(int argc, char** argv) {
   CLI::App* validate = datasets->add_subcommand(
       "validate", "check a local file as the server would, without a server; exit 1 on errors");
   dataset_options(validate);
-  validate->callback([&] { code = ValidateLocally(file, upload_options, g.output); });
+  bool remote = false;
+  validate->add_flag("--remote", remote, "validate on the server (ValidateDataset) instead");
+  validate->callback([&] {
+    code = remote ? Client(g).ValidateRemotely(file, upload_options)
+                  : ValidateLocally(file, upload_options, g.output);
+  });
   CLI::App* dget = datasets->add_subcommand("get", "show a dataset and its report");
   dget->add_option("ID", id)->required();
   dget->callback(run([&](Client c) { return c.GetDataset(id); }));

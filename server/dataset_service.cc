@@ -5,8 +5,8 @@
 #include "absl/strings/str_cat.h"
 #include "common/status_macros.h"
 #include "server/convert.h"
-#include "server/models.h"
 #include "server/grpc_status.h"
+#include "server/models.h"
 #include "server/services.h"
 
 namespace tuneforge {

@@ -266,6 +266,13 @@ TEST_F(EndToEndTest, BrokenDatasetIsReportedAndRefusedForJobs) {
             "{\"prompt\": \"a\", \"completion\": \"b\"}\n"
             "{\"prompt\": \"a\"}\n"
             "not json\n");
+  // A dry run on the server reports the same and stores nothing.
+  RunResult dry = server_->Cli({"datasets", "validate", "--remote", dir_ + "/broken.jsonl"});
+  EXPECT_EQ(dry.exit_code, 1) << dry.out << dry.err;
+  EXPECT_NE(dry.out.find("line 2, column 1, record 2, field /completion"), std::string::npos)
+      << dry.out;
+  EXPECT_EQ(server_->Cli({"-o", "name", "datasets", "list"}).out, "");
+
   RunResult upload = server_->Cli({"datasets", "upload", dir_ + "/broken.jsonl"});
   EXPECT_EQ(upload.exit_code, 1);
   EXPECT_NE(upload.out.find("INVALID"), std::string::npos) << upload.out;
