@@ -44,24 +44,34 @@ tsan: setup
 	cmake --build $(BUILD_DIR)-tsan -j $(JOBS) --target server_core_test
 	TSAN_OPTIONS=halt_on_error=1 $(BUILD_DIR)-tsan/bin/server_core_test
 
-# The dataset validator under libFuzzer with AddressSanitizer and UBSan.
-# `make fuzz` runs it for FUZZ_SECONDS; `make test` runs a short smoke.
+# Fuzz targets (libFuzzer with AddressSanitizer and UBSan) for the parsers
+# that read what clients send: dataset records and safetensors headers.
+# `make fuzz` runs each for FUZZ_SECONDS; `make test` runs a short smoke.
 FUZZ_SECONDS ?= 300
 FUZZ_DIR = $(BUILD_DIR)-fuzz
-FUZZER = $(FUZZ_DIR)/dataset_fuzzer
-$(FUZZER): common/dataset.cc common/dataset_validator.cc common/dataset.h \
-           common/dataset_validator.h common/json_view.h tests/fuzz/dataset_fuzzer.cc
-	mkdir -p $(FUZZ_DIR)/corpus
-	clang++-14 -std=c++17 -O1 -g -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=all \
-	  -DTUNEFORGE_HAVE_SIMDJSON=1 -I. $(filter %.cc,$^) -lsimdjson -o $@
+FUZZ_TARGETS = dataset safetensors
+FUZZ_FLAGS = -std=c++17 -O1 -g -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=all -I.
+$(FUZZ_DIR)/dataset_fuzzer: common/dataset.cc common/dataset_validator.cc \
+    tests/fuzz/dataset_fuzzer.cc common/dataset.h common/dataset_validator.h common/json_view.h
+	mkdir -p $(FUZZ_DIR)
+	clang++-14 $(FUZZ_FLAGS) -DTUNEFORGE_HAVE_SIMDJSON=1 $(filter %.cc,$^) -lsimdjson -o $@
+$(FUZZ_DIR)/safetensors_fuzzer: common/safetensors.cc common/file_util.cc \
+    tests/fuzz/safetensors_fuzzer.cc common/safetensors.h
+	mkdir -p $(FUZZ_DIR)
+	clang++-14 $(FUZZ_FLAGS) $(filter %.cc,$^) -o $@
 
-fuzz: setup $(FUZZER)
-	$(FUZZER) -max_total_time=$(FUZZ_SECONDS) -max_len=4096 $(FUZZ_DIR)/corpus tests/fuzz/corpus/dataset
+fuzz: setup $(FUZZ_TARGETS:%=$(FUZZ_DIR)/%_fuzzer)
+	for t in $(FUZZ_TARGETS); do mkdir -p $(FUZZ_DIR)/corpus-$$t; \
+	  $(FUZZ_DIR)/$${t}_fuzzer -max_total_time=$(FUZZ_SECONDS) -max_len=4096 \
+	    $(FUZZ_DIR)/corpus-$$t tests/fuzz/corpus/$$t || exit 1; done
 
-fuzz-smoke: setup $(FUZZER)
-	@$(FUZZER) -max_total_time=20 -max_len=4096 $(FUZZ_DIR)/corpus tests/fuzz/corpus/dataset \
-	  >$(FUZZ_DIR)/smoke.log 2>&1 || { tail -60 $(FUZZ_DIR)/smoke.log; exit 1; }
-	@echo "fuzz-smoke: $$(grep -o 'Done [0-9]* runs in [0-9]* second(s)' $(FUZZ_DIR)/smoke.log), no crash"
+fuzz-smoke: setup $(FUZZ_TARGETS:%=$(FUZZ_DIR)/%_fuzzer)
+	@for t in $(FUZZ_TARGETS); do mkdir -p $(FUZZ_DIR)/corpus-$$t; \
+	  $(FUZZ_DIR)/$${t}_fuzzer -max_total_time=15 -max_len=4096 $(FUZZ_DIR)/corpus-$$t \
+	    tests/fuzz/corpus/$$t >$(FUZZ_DIR)/smoke-$$t.log 2>&1 || \
+	    { tail -60 $(FUZZ_DIR)/smoke-$$t.log; exit 1; }; \
+	  echo "fuzz-smoke $$t: $$(grep -o 'Done [0-9]* runs in [0-9]* second(s)' \
+	    $(FUZZ_DIR)/smoke-$$t.log), no crash"; done
 
 clean:
 	rm -rf $(BUILD_DIR) $(BUILD_DIR)-engine $(BUILD_DIR)-tsan $(BUILD_DIR)-fuzz .demo
