@@ -15,6 +15,8 @@ PACKAGES=(
   libtorch-dev libopenblas0-pthread
   # tests: GoogleTest, and clang's libFuzzer with its sanitizers for the fuzz targets
   libgtest-dev libgmock-dev python3 sqlite3 procps clang-14 libclang-rt-14-dev
+  # an independent PyTorch reference for the engine's numerics (same libtorch)
+  python3-torch
 )
 
 missing=()

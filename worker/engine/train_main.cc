@@ -105,6 +105,8 @@ int main(int argc, char** argv) {
   app.add_option("--grad-accum", config.gradient_accumulation_steps)->capture_default_str();
   app.add_option("--seed", config.seed)->capture_default_str();
   app.add_option("--log-every", config.log_every_steps)->capture_default_str();
+  app.add_option("--output", config.output_dir,
+                 "save the trained model here as a Hugging Face GPT-2 folder");
   app.add_option("--threads", config.threads, "0: the cores this process may use")
       ->capture_default_str();
   CLI11_PARSE(app, argc, argv);

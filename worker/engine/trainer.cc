@@ -13,6 +13,7 @@
 
 #include "worker/engine/byte_tokenizer.h"
 #include "worker/engine/gpt.h"
+#include "worker/engine/hf_gpt2.h"
 
 namespace tuneforge::engine {
 namespace {
@@ -379,6 +380,11 @@ TrainResult Train(const TrainConfig& config, const std::vector<Example>& train,
   }
   result.steps = step;
   result.final_validation_loss = last_eval.loss;
+  if (!config.output_dir.empty()) {
+    if (std::string error = SaveHfGpt2(model, config.output_dir); !error.empty()) {
+      throw std::runtime_error("cannot save the model: " + error);
+    }
+  }
   return result;
 }
 

@@ -45,6 +45,7 @@ struct TrainConfig {
   int threads = 0;                 // intra-op threads; 0: the cores we may use
   int sample_count = 2;            // greedy sample completions per evaluation
   int sample_max_tokens = 64;      // length limit of each sample
+  std::string output_dir;          // if set: the trained model, as an HF GPT-2 folder
 };
 
 // Counted while training, reported every log_every_steps.

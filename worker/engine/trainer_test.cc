@@ -2,6 +2,8 @@
 
 #include <gtest/gtest.h>
 
+#include "worker/engine/hf_gpt2.h"
+
 namespace tuneforge::engine {
 namespace {
 
@@ -133,6 +135,18 @@ TEST(TrainerTest, ChatTrainsAndSamplesFromTheConversation) {
   EXPECT_EQ(r.sample_prompts[0], "user: Leave?\nassistant: ");
   EXPECT_EQ(r.evals.size(), 2u);
   EXPECT_GT(r.evals.back().loss, 0);
+}
+
+TEST(TrainerTest, SavesTheTrainedModelAsAnHfFolder) {
+  Recorder r;
+  TrainConfig c = FastConfig();
+  c.epochs = 2;
+  c.output_dir = ::testing::TempDir() + "/trained-" + std::to_string(::getpid());
+  Train(c, Memorisable(), Memorisable(), r);
+  std::string error;
+  std::optional<Gpt> loaded = LoadHfGpt2(c.output_dir, &error);
+  ASSERT_TRUE(loaded) << error;
+  EXPECT_EQ((*loaded)->config().d_model, 128);
 }
 
 TEST(TrainerTest, RejectsBadConfig) {
