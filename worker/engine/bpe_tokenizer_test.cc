@@ -20,10 +20,7 @@ std::string Dir() {
   return dir;
 }
 
-std::string NpmModules() {
-  const char* dir = std::getenv("TUNEFORGE_NPM_DIR");
-  return std::string(dir ? dir : "build/npm") + "/node_modules";
-}
+std::string NpmModules() { return std::string(TUNEFORGE_NPM_DIR) + "/node_modules"; }
 
 TEST(BpeTokenizerTest, MergesLowestRankFirst) {
   const std::string dir = Dir();
