@@ -132,6 +132,19 @@ int ValidateLocally(const std::string& path, const UploadOptions& o, const std::
   return report.error_count() > 0 ? 1 : 0;
 }
 
+// What an upload or a remote validation announces about a file.
+v1::UploadDatasetMetadata MetadataFor(const std::string& path, const std::string& name,
+                                      int64_t size, const UploadOptions& o) {
+  v1::UploadDatasetMetadata m;
+  m.set_display_name(name.empty() ? path.substr(path.find_last_of('/') + 1) : name);
+  m.set_format(FormatFor(path, o.format));
+  m.set_size_bytes(size);
+  m.set_separator(o.separator);
+  m.set_max_seq_len(o.max_seq_len);
+  if (!o.model.empty()) m.set_model("models/" + o.model.substr(o.model.rfind('/') + 1));
+  return m;
+}
+
 struct Globals {
   std::string addr = "127.0.0.1:50051";
   std::string output = "text";  // text | json | name
@@ -193,22 +206,15 @@ class Client {
   // Streams a file up, resumably: the upload is named by --upload-id or by
   // the file's digest, so after a dropped connection (retried here) or a
   // killed CLI (run the same command again) only the missing bytes are sent.
-  int UploadDataset(const std::string& path, std::string name, const UploadOptions& o) {
+  int UploadDataset(const std::string& path, const std::string& name, const UploadOptions& o) {
     std::ifstream in(path, std::ios::binary | std::ios::ate);
     if (!in) {
       std::fprintf(stderr, "tuneforge: cannot read %s\n", path.c_str());
       return 2;
     }
     const int64_t size = in.tellg();
-    if (name.empty()) name = path.substr(path.find_last_of('/') + 1);
-    v1::UploadDatasetMetadata m;
-    m.set_display_name(name);
-    m.set_format(FormatFor(path, o.format));
-    m.set_size_bytes(size);
+    v1::UploadDatasetMetadata m = MetadataFor(path, name, size, o);
     m.set_sha256(FileSha256(path));
-    m.set_separator(o.separator);
-    m.set_max_seq_len(o.max_seq_len);
-    if (!o.model.empty()) m.set_model(Name("models", o.model));
     m.set_upload_id(o.upload_id.empty() ? m.sha256().substr(0, 32) : o.upload_id);
 
     grpc::Status s;
@@ -240,6 +246,17 @@ class Client {
     return dataset.state() == v1::DATASET_STATE_READY ? 0 : 1;
   }
 
+  // Prints a page of resources: their summaries, or (-o name) their names.
+  template <typename Response, typename Items, typename Summary>
+  void PrintList(const Response& resp, const Items& items, Summary summary) {
+    std::string text, names;
+    for (const auto& item : items) {
+      text += summary(item);
+      names += (names.empty() ? "" : "\n") + item.name();
+    }
+    Print(resp, text, names);
+  }
+
   // `datasets validate --remote`: the server's ValidateDataset, storing nothing.
   int ValidateRemotely(const std::string& path, const UploadOptions& o) {
     std::ifstream in(path, std::ios::binary | std::ios::ate);
@@ -247,13 +264,7 @@ class Client {
       std::fprintf(stderr, "tuneforge: cannot read %s\n", path.c_str());
       return 2;
     }
-    v1::UploadDatasetMetadata m;
-    m.set_display_name(path.substr(path.find_last_of('/') + 1));
-    m.set_format(FormatFor(path, o.format));
-    m.set_size_bytes(in.tellg());
-    m.set_separator(o.separator);
-    m.set_max_seq_len(o.max_seq_len);
-    if (!o.model.empty()) m.set_model(Name("models", o.model));
+    v1::UploadDatasetMetadata m = MetadataFor(path, "", in.tellg(), o);
     auto ctx = Context(std::chrono::seconds(600 + m.size_bytes() / (1 << 20)));
     v1::ValidateDatasetResponse resp;
     auto writer = datasets_->ValidateDataset(ctx.get(), &resp);
@@ -315,13 +326,7 @@ class Client {
     v1::ListDatasetsResponse resp;
     grpc::Status s = datasets_->ListDatasets(Context().get(), req, &resp);
     if (!s.ok()) return Fail(s);
-    std::string text;
-    std::string names;
-    for (const auto& d : resp.datasets()) {
-      text += DatasetSummary(d);
-      names += d.name() + "\n";
-    }
-    Print(resp, text, names.empty() ? "" : names.substr(0, names.size() - 1));
+    PrintList(resp, resp.datasets(), DatasetSummary);
     return 0;
   }
 
@@ -384,13 +389,7 @@ class Client {
     v1::ListJobsResponse resp;
     grpc::Status s = jobs_->ListJobs(Context().get(), req, &resp);
     if (!s.ok()) return Fail(s);
-    std::string text;
-    std::string names;
-    for (const auto& j : resp.jobs()) {
-      text += JobSummary(j);
-      names += j.name() + "\n";
-    }
-    Print(resp, text, names.empty() ? "" : names.substr(0, names.size() - 1));
+    PrintList(resp, resp.jobs(), JobSummary);
     return 0;
   }
 
