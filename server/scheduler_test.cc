@@ -159,8 +159,8 @@ TEST_F(SchedulerTest, HeartbeatsKeepTheLeaseAndCarryCancellation) {
   std::string w = scheduler_->RegisterWorker({"w", "cpu", 0, ""});
   auto a = Acquire(w, absl::ZeroDuration());
   const std::string lease = (*a)->job.lease;
-  for (int i = 0; i < 8; ++i) {
-    absl::SleepFor(absl::Milliseconds(100));
+  for (int i = 0; i < 16; ++i) {  // 800 ms in all, well past the 300 ms lease
+    absl::SleepFor(absl::Milliseconds(50));
     auto hb = scheduler_->Heartbeat(w, job->id, lease, i);
     ASSERT_TRUE(hb.ok()) << hb.status();
     EXPECT_FALSE(hb->cancel_requested);
