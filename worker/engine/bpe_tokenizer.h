@@ -19,6 +19,7 @@
 
 #include <cstdint>
 #include <memory>
+#include <optional>
 #include <string>
 #include <string_view>
 #include <unordered_map>
@@ -42,6 +43,11 @@ class BpeTokenizer {
   std::vector<int64_t> Encode(std::string_view text) const;
   std::string Decode(const std::vector<int64_t>& ids) const;
   int64_t vocab_size() const { return static_cast<int64_t>(id_to_token_.size()); }
+  // The id of a vocabulary entry as written in the files, e.g. "<|endoftext|>".
+  std::optional<int64_t> TokenId(const std::string& token) const {
+    auto it = vocab_.find(token);
+    return it == vocab_.end() ? std::nullopt : std::optional<int64_t>(it->second);
+  }
 
  private:
   BpeTokenizer() = default;

@@ -26,10 +26,20 @@
 
 namespace tuneforge::engine {
 
+// Keys and values of the positions decoded so far, per layer: incremental
+// decoding computes only the new positions.
+struct KvCache {
+  std::vector<torch::Tensor> keys;    // per layer (B, H, T_past, D)
+  std::vector<torch::Tensor> values;  // per layer (B, H, T_past, D)
+  int64_t length = 0;                 // T_past
+};
+
 class CausalSelfAttentionImpl : public torch::nn::Module {
  public:
   explicit CausalSelfAttentionImpl(const GptConfig& config);
-  torch::Tensor forward(const torch::Tensor& x);  // (B, T, C) -> (B, T, C)
+  // (B, T, C) -> (B, T, C). With a cache, x holds the positions after
+  // cache->length, and the layer's keys and values are appended to it.
+  torch::Tensor forward(const torch::Tensor& x, KvCache* cache = nullptr, size_t layer = 0);
 
  private:
   int64_t n_head_;
@@ -54,7 +64,8 @@ TORCH_MODULE(Mlp);
 class BlockImpl : public torch::nn::Module {
  public:
   explicit BlockImpl(const GptConfig& config);
-  torch::Tensor forward(torch::Tensor x);  // (B, T, C) -> (B, T, C)
+  torch::Tensor forward(torch::Tensor x, KvCache* cache = nullptr,
+                        size_t layer = 0);  // (B, T, C) -> (B, T, C)
 
  private:
   torch::nn::LayerNorm ln1_{nullptr};
@@ -68,8 +79,9 @@ class GptImpl : public torch::nn::Module {
  public:
   explicit GptImpl(const GptConfig& config);
 
-  // ids (B, T) int64 -> logits (B, T, V).
-  torch::Tensor forward(const torch::Tensor& ids);
+  // ids (B, T) int64 -> logits (B, T, V). With a cache, ids are the
+  // positions after cache->length, and the cache grows by T.
+  torch::Tensor forward(const torch::Tensor& ids, KvCache* cache = nullptr);
 
   const GptConfig& config() const { return config_; }
   int64_t ParameterCount() const;
@@ -83,6 +95,21 @@ class GptImpl : public torch::nn::Module {
   torch::nn::Dropout drop_{nullptr};
 };
 TORCH_MODULE(Gpt);
+
+struct SamplingOptions {
+  int max_new_tokens = 64;
+  double temperature = 0.0;  // 0: greedy (argmax)
+  double top_p = 1.0;        // nucleus: sample from the smallest set with this mass
+  uint64_t seed = 0;         // sampling is deterministic for a seed
+  int64_t stop_token = -1;   // ends generation; not returned
+};
+
+// Continues `prompt` (token ids, at least one); returns only the new tokens.
+// Stops at max_new_tokens, the stop token, or the context length. With
+// use_cache, each step runs the model on one new position (KV cache);
+// without, on the whole sequence: the two give the same tokens.
+std::vector<int64_t> Generate(Gpt& model, const std::vector<int64_t>& prompt,
+                              const SamplingOptions& options, bool use_cache = true);
 
 }  // namespace tuneforge::engine
 

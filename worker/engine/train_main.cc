@@ -16,6 +16,9 @@
 #include "common/dataset.h"
 #include "common/dataset_validator.h"
 #include "worker/engine/bpe_tokenizer.h"
+#include "worker/engine/byte_tokenizer.h"
+#include "worker/engine/gpt.h"
+#include "worker/engine/hf_gpt2.h"
 #include "worker/engine/openmp_env.h"
 #include "worker/engine/trainer.h"
 
@@ -83,16 +86,62 @@ std::vector<tuneforge::Example> Load(const std::string& path,
   return std::move(parsed.examples);
 }
 
+// The BPE tokenizer of a model folder: tokenizer.json, or vocab.json +
+// merges.txt; null (with `*error` empty) when the folder has neither.
+std::unique_ptr<tuneforge::engine::BpeTokenizer> LoadTokenizer(const std::string& dir,
+                                                               std::string* error) {
+  using tuneforge::engine::BpeTokenizer;
+  if (std::filesystem::exists(dir + "/tokenizer.json")) {
+    return BpeTokenizer::FromTokenizerJson(dir + "/tokenizer.json", error);
+  }
+  if (std::filesystem::exists(dir + "/vocab.json")) {
+    return BpeTokenizer::FromVocabMerges(dir + "/vocab.json", dir + "/merges.txt", error);
+  }
+  return nullptr;
+}
+
+// `tuneforge-train generate`: a saved model continues a prompt, with the
+// folder's BPE tokenizer, or bytes for the byte-level presets.
+int GenerateText(const std::string& dir, const std::string& prompt,
+                 tuneforge::engine::SamplingOptions sampling) {
+  using tuneforge::engine::ByteTokenizer;
+  std::string error;
+  std::optional<tuneforge::engine::Gpt> model = tuneforge::engine::LoadHfGpt2(dir, &error);
+  if (!model) {
+    std::fprintf(stderr, "tuneforge-train: %s\n", error.c_str());
+    return 1;
+  }
+  std::unique_ptr<tuneforge::engine::BpeTokenizer> bpe = LoadTokenizer(dir, &error);
+  if (!error.empty()) {
+    std::fprintf(stderr, "tuneforge-train: %s\n", error.c_str());
+    return 1;
+  }
+  const int64_t vocab = bpe ? bpe->vocab_size() : ByteTokenizer::kVocabSize;
+  if (vocab > (*model)->config().vocab_size) {
+    std::fprintf(stderr, "tuneforge-train: the tokenizer has %lld tokens but the model only %lld\n",
+                 static_cast<long long>(vocab),
+                 static_cast<long long>((*model)->config().vocab_size));
+    return 1;
+  }
+  std::vector<int64_t> ids = bpe ? bpe->Encode(prompt) : ByteTokenizer::Encode(prompt);
+  sampling.stop_token = bpe ? bpe->TokenId("<|endoftext|>").value_or(-1) : ByteTokenizer::kEndOfText;
+  try {
+    std::vector<int64_t> out = tuneforge::engine::Generate(*model, ids, sampling);
+    std::printf("%s\n", (bpe ? bpe->Decode(out) : ByteTokenizer::Decode(out)).c_str());
+  } catch (const std::exception& e) {
+    std::fprintf(stderr, "tuneforge-train: %s\n", e.what());
+    return 1;
+  }
+  return 0;
+}
+
 // `tuneforge-train tokenize`: the BPE tokenizer on its own, checkable
 // against any reference.
 int Tokenize(const std::string& dir, bool timing) {
   std::string error;
-  std::unique_ptr<tuneforge::engine::BpeTokenizer> tok =
-      std::filesystem::exists(dir + "/tokenizer.json")
-          ? tuneforge::engine::BpeTokenizer::FromTokenizerJson(dir + "/tokenizer.json", &error)
-          : tuneforge::engine::BpeTokenizer::FromVocabMerges(dir + "/vocab.json",
-                                                             dir + "/merges.txt", &error);
+  std::unique_ptr<tuneforge::engine::BpeTokenizer> tok = LoadTokenizer(dir, &error);
   if (!tok) {
+    if (error.empty()) error = dir + " has neither tokenizer.json nor vocab.json + merges.txt";
     std::fprintf(stderr, "tuneforge-train: %s\n", error.c_str());
     return 1;
   }
@@ -150,8 +199,20 @@ int main(int argc, char** argv) {
                        "a folder with tokenizer.json, or vocab.json and merges.txt")
       ->required();
   tokenize->add_flag("--time", timing, "print the encoding throughput on standard error");
+  CLI::App* generate = app.add_subcommand("generate", "continue a prompt with a saved model");
+  std::string prompt;
+  tuneforge::engine::SamplingOptions sampling;
+  generate->add_option("--model", tokenizer_dir,
+                       "a Hugging Face GPT-2 folder (its tokenizer files, or bytes)")
+      ->required();
+  generate->add_option("--prompt", prompt)->required();
+  generate->add_option("--max-tokens", sampling.max_new_tokens)->capture_default_str();
+  generate->add_option("--temperature", sampling.temperature, "0: greedy")->capture_default_str();
+  generate->add_option("--top-p", sampling.top_p)->capture_default_str();
+  generate->add_option("--seed", sampling.seed)->capture_default_str();
   CLI11_PARSE(app, argc, argv);
   if (tokenize->parsed()) return Tokenize(tokenizer_dir, timing);
+  if (generate->parsed()) return GenerateText(tokenizer_dir, prompt, sampling);
   if (data.empty()) {
     std::fprintf(stderr, "tuneforge-train: --data is required (or a subcommand; see --help)\n");
     return 2;

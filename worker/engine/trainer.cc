@@ -158,26 +158,17 @@ EvalMetrics Evaluate(Gpt& model, const std::vector<Sequence>& seqs, int batch_si
   return m;
 }
 
-// Greedy decoding without a cache: the tiny presets make this cheap.
+// A greedy completion of `prompt`, up to max_tokens or end-of-text.
 std::string Complete(Gpt& model, const std::string& prompt, int max_tokens) {
-  torch::NoGradGuard no_grad;
-  model->eval();
   const int64_t context = model->config().context_length;
   std::vector<int64_t> ids = ByteTokenizer::Encode(prompt);
   const int64_t keep = std::max<int64_t>(1, context - max_tokens);
   if (static_cast<int64_t>(ids.size()) > keep) ids.erase(ids.begin(), ids.end() - keep);
-  std::vector<int64_t> out;
-  for (int i = 0; i < max_tokens; ++i) {
-    torch::Tensor input = torch::tensor(ids, torch::kInt64).unsqueeze(0);  // (1, T)
-    torch::Tensor logits = model->forward(input);                         // (1, T, V)
-    int64_t next = logits[0][-1].argmax().item<int64_t>();
-    if (next == ByteTokenizer::kEndOfText) break;
-    ids.push_back(next);
-    out.push_back(next);
-    if (static_cast<int64_t>(ids.size()) >= context) ids.erase(ids.begin());
-  }
-  model->train();
-  return ByteTokenizer::Decode(out);
+  if (ids.empty()) ids.push_back(ByteTokenizer::kEndOfText);
+  SamplingOptions greedy;
+  greedy.max_new_tokens = max_tokens;
+  greedy.stop_token = ByteTokenizer::kEndOfText;
+  return ByteTokenizer::Decode(Generate(model, ids, greedy));
 }
 
 }  // namespace
