@@ -3,7 +3,7 @@
 // libtorch's element-wise kernels run on OpenMP threads, and its matrix
 // products on OpenBLAS's own threads. With OpenMP's default (ACTIVE) policy,
 // idle OpenMP threads spin and starve OpenBLAS: on 2 cores, 2 intra-op threads
-// train 4.5x slower than 1 (bench/engine_threads.sh). With PASSIVE they
+// train 2.6-3x slower than 1 (bench/engine_threads.sh). With PASSIVE they
 // sleep, and intra-op threads = cores is the fastest setting for every preset.
 //
 // libgomp reads OMP_WAIT_POLICY once, when it is loaded, before main() runs,
