@@ -3,7 +3,6 @@
 #include <algorithm>
 #include <cmath>
 #include <map>
-#include <random>
 
 namespace tuneforge {
 namespace {
@@ -116,13 +115,9 @@ Split SplitExamples(const std::vector<uint64_t>& keys, double validation_fractio
     if (added) groups.emplace_back();
     groups[it->second].push_back(static_cast<int64_t>(i));
   }
-  // Fisher-Yates with mt19937_64: unlike std::shuffle, identical everywhere.
   std::vector<size_t> order(groups.size());
   for (size_t i = 0; i < order.size(); ++i) order[i] = i;
-  std::mt19937_64 rng(seed);
-  for (size_t i = order.size(); i > 1; --i) {
-    std::swap(order[i - 1], order[rng() % i]);
-  }
+  DeterministicShuffle(order, seed);
   const int64_t target = ValidationCount(static_cast<int64_t>(keys.size()), validation_fraction);
   int64_t taken = 0;
   Split split;

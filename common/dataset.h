@@ -18,7 +18,9 @@
 
 #include <cstdint>
 #include <string>
+#include <random>
 #include <string_view>
+#include <utility>
 #include <vector>
 
 namespace tuneforge {
@@ -76,6 +78,14 @@ Split SplitExamples(const std::vector<uint64_t>& keys, double validation_fractio
                     uint64_t seed);
 Split SplitExamples(const std::vector<Example>& examples, double validation_fraction,
                     uint64_t seed);
+
+// Shuffles `v` in place with Fisher-Yates over mt19937_64 seeded with `seed`:
+// unlike std::shuffle, the same order on every platform and library.
+template <typename T>
+void DeterministicShuffle(std::vector<T>& v, uint64_t seed) {
+  std::mt19937_64 rng(seed);
+  for (size_t i = v.size(); i > 1; --i) std::swap(v[i - 1], v[rng() % i]);
+}
 
 // How many of n examples a split at `validation_fraction` holds out: at
 // least one for a positive fraction when n >= 2, and never all of them.

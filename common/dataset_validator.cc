@@ -63,7 +63,6 @@ Position Within(Position start, std::string_view text, size_t offset) {
 }
 
 enum class Mode { kStart, kJsonl, kArray, kAfterArray, kPlainText, kIgnoreRest };
-enum class Expect { kValueOrEnd, kValue, kCommaOrEnd };
 
 }  // namespace
 
@@ -80,7 +79,7 @@ struct DatasetValidator::State {
   DatasetFormat established = DatasetFormat::kUnspecified;
   int64_t established_by = 0;  // record that fixed the format
   // Array scanning.
-  Expect expect = Expect::kValueOrEnd;
+  bool after_comma = false;  // after ',' a record must come, not the closing bracket
   int depth = 0;
   bool in_string = false;
   bool escape = false;
@@ -396,18 +395,16 @@ struct DatasetValidator::State {
           Advance(c);
           continue;
         }
-        if (c == ']' && expect != Expect::kValue) {
+        if (c == ']' && !after_comma) {
           mode = Mode::kAfterArray;
           Advance(c);
           continue;
         }
         if (c == ',' || c == ']') {
           Problem("not_json", Severity::kError, 0, at, "",
-                  expect == Expect::kCommaOrEnd ? "expected a record here"
-                                                : "a record is missing before this '" +
-                                                      std::string(1, c) + "'");
+                  "a record is missing before this '" + std::string(1, c) + "'");
           if (c == ']') mode = Mode::kAfterArray;
-          expect = Expect::kValue;
+          after_comma = true;
           Advance(c);
           continue;
         }
@@ -444,7 +441,7 @@ struct DatasetValidator::State {
       if (c == ']') {
         mode = Mode::kAfterArray;
       } else {
-        expect = Expect::kValue;
+        after_comma = true;
       }
       Advance(c);
     }

@@ -6,7 +6,6 @@
 #include <chrono>
 #include <cmath>
 #include <fstream>
-#include <random>
 #include <stdexcept>
 
 #include <torch/torch.h>
@@ -287,10 +286,7 @@ TrainResult Train(const TrainConfig& config, const std::vector<Example>& train,
   for (int epoch = 1; epoch <= config.epochs; ++epoch) {
     std::vector<int64_t> order(train_seqs.size());
     for (size_t i = 0; i < order.size(); ++i) order[i] = static_cast<int64_t>(i);
-    std::mt19937_64 rng(config.seed * 1000003ULL + static_cast<uint64_t>(epoch));
-    for (int64_t i = static_cast<int64_t>(order.size()) - 1; i > 0; --i) {
-      std::swap(order[i], order[rng() % static_cast<uint64_t>(i + 1)]);
-    }
+    DeterministicShuffle(order, config.seed * 1000003ULL + static_cast<uint64_t>(epoch));
     for (int64_t epoch_step = 0; epoch_step < plan.steps_per_epoch; ++epoch_step) {
       if (observer.ShouldStop()) {
         result.stopped = true;
