@@ -2,8 +2,8 @@
 # Training throughput of tuneforge-train against intra-op threads and
 # OpenMP's idle policy, side by side in one run. Usage: engine_threads.sh BIN_DIR
 #
-# Each line trains one epoch of examples/hr.json (tiny-gpt) or its first 64
-# examples (small-gpt, d_model 512) and reports the mean tokens/s of the run.
+# Each line trains one epoch of examples/hr.json (tiny-gpt2) or its first 64
+# examples (small-gpt2, d_model 512) and reports the mean tokens/s of the run.
 set -euo pipefail
 BIN=$(cd "${1:-build/bin}" && pwd)
 cd "$(dirname "$0")/.."
@@ -22,8 +22,8 @@ run() {  # model data policy threads
 
 echo "cores: $(nproc)"
 for policy in PASSIVE ACTIVE; do
-  for threads in 1 2; do run tiny-gpt examples/hr.json "$policy" "$threads"; done
+  for threads in 1 2; do run tiny-gpt2 examples/hr.json "$policy" "$threads"; done
 done
 for policy in PASSIVE ACTIVE; do
-  for threads in 1 2; do run small-gpt "$SMALL" "$policy" "$threads"; done
+  for threads in 1 2; do run small-gpt2 "$SMALL" "$policy" "$threads"; done
 done

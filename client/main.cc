@@ -1,7 +1,7 @@
 // tuneforge: the command-line client.
 //
 //   tuneforge datasets upload examples/hr.json
-//   tuneforge jobs create --model tiny-gpt --training-dataset datasets/ID --follow
+//   tuneforge jobs create --model tiny-gpt2 --training-dataset datasets/ID --follow
 //   tuneforge jobs watch jobs/ID
 //
 // Exit codes: 0 success; 1 the job failed or was cancelled (watch, create
@@ -24,7 +24,7 @@
 #include "common/dataset_validator.h"
 #include "common/report_proto.h"
 #include "common/sha256.h"
-#include "worker/engine/model_config.h"
+#include "common/model_config.h"
 #include "tuneforge/v1/dataset.grpc.pb.h"
 #include "tuneforge/v1/job.grpc.pb.h"
 #include "tuneforge/v1/model.grpc.pb.h"
@@ -103,15 +103,15 @@ int ValidateLocally(const std::string& path, const UploadOptions& o, const std::
   }
   if (!o.model.empty()) {
     std::string model = o.model.substr(o.model.rfind('/') + 1);
-    if (!engine::PresetConfig(model)) {
+    if (FindPreset(model) == nullptr) {
       std::fprintf(stderr, "tuneforge: unknown model %s; local validation knows the presets:",
                    o.model.c_str());
-      for (const engine::Preset& p : engine::Presets()) std::fprintf(stderr, " %s", p.name.c_str());
+      for (const Preset& p : Presets()) std::fprintf(stderr, " %s", p.name.c_str());
       std::fprintf(stderr, "\n");
       return 2;
     }
   }
-  ValidatorOptions options;  // every preset tokenises bytes, like the validator
+  ValidatorOptions options;  // the presets tokenise bytes, as the validator counts
   options.declared = FromProto(FormatFor(path, o.format));
   options.separator = o.separator;
   options.max_seq_len = o.max_seq_len;
@@ -514,7 +514,7 @@ int Main(int argc, char** argv) {
   CLI::App* jobs = app.add_subcommand("jobs", "create, follow and manage fine-tuning jobs");
   jobs->require_subcommand(1);
   CLI::App* create = jobs->add_subcommand("create", "create a fine-tuning job");
-  std::string model = "tiny-gpt", train, validation, request_id;
+  std::string model = "tiny-gpt2", train, validation, request_id;
   double split = -1;
   int epochs = 0, batch = 0, max_seq_len = 0, warmup = -1, log_every = 0, priority = 0;
   double lr = 0;

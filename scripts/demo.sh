@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The demo: a scheduler with one local worker on a free loopback port, the HR
-# example dataset uploaded, tiny-gpt fine-tuned on it while the CLI streams
+# example dataset uploaded, tiny-gpt2 fine-tuned on it while the CLI streams
 # progress, then everything shut down. Usage: scripts/demo.sh BIN_DIR
 set -euo pipefail
 BIN=$(cd "${1:-build/bin}" && pwd)
@@ -31,8 +31,8 @@ step "Uploading examples/hr.json (208 HR question/answer pairs)"
 "$TF" datasets upload examples/hr.json
 DATASET=$("$TF" -o name datasets list | tail -n 1)
 
-step "Fine-tuning tiny-gpt: 6 epochs, 10% of the examples held out for validation"
-JOB=$("$TF" -o name jobs create --model tiny-gpt --training-dataset "$DATASET" \
+step "Fine-tuning tiny-gpt2: 6 epochs, 10% of the examples held out for validation"
+JOB=$("$TF" -o name jobs create --model tiny-gpt2 --training-dataset "$DATASET" \
   --epochs 6 --batch-size 8 --learning-rate 3e-3 --warmup-steps 20 --log-every 6)
 echo "created $JOB. In another shell, poll it with:"
 echo "  TUNEFORGE_ADDR=$TUNEFORGE_ADDR $BIN/tuneforge jobs get $JOB"

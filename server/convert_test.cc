@@ -7,7 +7,7 @@ namespace {
 
 v1::Job MinimalJob() {
   v1::Job job;
-  job.set_base_model("models/tiny-gpt");
+  job.set_base_model("models/tiny-gpt2");
   job.set_training_dataset("datasets/abc123");
   return job;
 }
@@ -25,7 +25,7 @@ TEST(ConvertTest, NamesAndIds) {
 TEST(ConvertTest, DefaultsFillUnsetHyperparameters) {
   auto spec = JobSpecFromProto(MinimalJob());
   ASSERT_TRUE(spec.ok()) << spec.status();
-  EXPECT_EQ(spec->base_model, "tiny-gpt");
+  EXPECT_EQ(spec->base_model, "tiny-gpt2");
   EXPECT_EQ(spec->training_dataset, "abc123");
   EXPECT_EQ(spec->validation_split, 0.1);
   EXPECT_EQ(spec->hyperparameters.epochs, 3);

@@ -109,7 +109,7 @@ TEST_F(DatasetCatalogTest, DeleteRefusedWhileAJobUsesIt) {
   auto d = Upload(kGood);
   auto scheduler = *Scheduler::Create(store_.get(), SchedulerOptions());
   JobSpec spec;
-  spec.base_model = "tiny-gpt";
+  spec.base_model = "tiny-gpt2";
   spec.training_dataset = d->id;
   auto job = scheduler->CreateJob(spec);
   ASSERT_TRUE(job.ok()) << job.status();

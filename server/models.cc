@@ -1,16 +1,16 @@
 #include "server/models.h"
 
-#include "worker/engine/model_config.h"
+#include "common/model_config.h"
 
 namespace tuneforge {
 
 const std::vector<ModelInfo>& PresetModels() {
   static const std::vector<ModelInfo> kModels = [] {
     std::vector<ModelInfo> models;
-    for (const engine::Preset& p : engine::Presets()) {
-      models.push_back({p.name, p.description, "gpt", engine::ParameterCount(p.config),
-                        static_cast<int>(p.config.context_length),
-                        static_cast<int>(p.config.vocab_size), "byte"});
+    for (const Preset& p : Presets()) {
+      models.push_back({p.name, p.description, ArchitectureName(p.config.architecture),
+                        ParameterCount(p.config), static_cast<int>(p.config.context_length),
+                        static_cast<int>(p.config.vocab_size), "byte-level BPE, no merges"});
     }
     return models;
   }();

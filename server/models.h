@@ -11,7 +11,7 @@
 namespace tuneforge {
 
 struct ModelInfo {
-  std::string id;            // e.g. "tiny-gpt"
+  std::string id;            // e.g. "tiny-gpt2"
   std::string display_name;
   std::string architecture;  // e.g. "gpt"
   int64_t parameter_count = 0;

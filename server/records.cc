@@ -41,7 +41,7 @@ NLOHMANN_DEFINE_TYPE_NON_INTRUSIVE_WITH_DEFAULT(JobProgress, epoch, total_epochs
                                                 total_steps, tokens_seen, train_loss,
                                                 validation_loss, has_validation_loss,
                                                 tokens_per_second, eta_seconds)
-NLOHMANN_DEFINE_TYPE_NON_INTRUSIVE_WITH_DEFAULT(Job, id, spec, state, create_time_ms,
+NLOHMANN_DEFINE_TYPE_NON_INTRUSIVE_WITH_DEFAULT(Job, id, spec, state, create_time_ms, submit_seq,
                                                 start_time_ms, end_time_ms, progress, attempt,
                                                 max_attempts, error, worker, lease,
                                                 cancel_requested, train_examples,

@@ -57,7 +57,7 @@ struct Hyperparameters {
 };
 
 struct JobSpec {
-  std::string base_model;          // model id, e.g. "tiny-gpt"
+  std::string base_model;          // model id, e.g. "tiny-gpt2"
   std::string training_dataset;    // dataset id
   std::string validation_dataset;  // dataset id, or empty to split
   double validation_split = 0.1;   // used when validation_dataset is empty
@@ -86,6 +86,7 @@ struct Job {
   JobSpec spec;
   JobState state = JobState::kQueued;
   int64_t create_time_ms = 0;
+  int64_t submit_seq = 0;  // order of submission, for jobs created in the same millisecond
   int64_t start_time_ms = 0;
   int64_t end_time_ms = 0;
   JobProgress progress;

@@ -48,6 +48,7 @@ absl::StatusOr<std::unique_ptr<Scheduler>> Scheduler::Create(Store* store,
     const int64_t deadline = NowMs() + absl::ToInt64Milliseconds(options.lease_duration);
     for (Job& job : jobs) {
       if (job.state == JobState::kQueued) s->queue_.insert(KeyOf(job));
+      s->last_submit_seq_ = std::max(s->last_submit_seq_, job.submit_seq);
       // A running job keeps its lease for one more lease period: its worker may
       // reconnect and carry on; if not, the reaper requeues it.
       if (job.state == JobState::kRunning) s->lease_deadline_ms_[job.id] = deadline;
@@ -76,7 +77,7 @@ Scheduler::~Scheduler() {
 }
 
 Scheduler::QueueKey Scheduler::KeyOf(const Job& job) {
-  return {-job.spec.priority, job.create_time_ms, job.id};
+  return {-job.spec.priority, job.create_time_ms, job.submit_seq, job.id};
 }
 
 absl::Status Scheduler::CommitLocked(Job& job, std::vector<Event> events, Deferred& deferred) {
@@ -156,6 +157,7 @@ absl::StatusOr<Job> Scheduler::CreateJob(JobSpec spec) {
 
   Deferred deferred;
   MutexLock lock(&mu_);
+  job.submit_seq = ++last_submit_seq_;
   Event created;
   created.payload = StateChangeEvent{JobState::kUnspecified, JobState::kQueued, "created"};
   absl::Status committed = CommitLocked(job, {std::move(created)}, deferred);
@@ -257,7 +259,7 @@ void Scheduler::CancelAcquire(uint64_t ticket) {
 
 void Scheduler::MatchLocked(Deferred& deferred) {
   while (!queue_.empty() && !waiters_.empty()) {
-    const std::string job_id = std::get<2>(*queue_.begin());
+    const std::string job_id = std::get<3>(*queue_.begin());
     auto waiter = waiters_.begin();
     AcquireCallback done = std::move(waiter->second.done);
     const std::string worker_id = waiter->second.worker_id;

@@ -119,8 +119,8 @@ class Scheduler {
     absl::Time deadline;
     AcquireCallback done;
   };
-  // Queue order: higher priority first, then earlier creation.
-  using QueueKey = std::tuple<int, int64_t, std::string>;  // (-priority, create_ms, id)
+  // Queue order: higher priority first, then earlier submission.
+  using QueueKey = std::tuple<int, int64_t, int64_t, std::string>;  // (-priority, ms, seq, id)
   struct Deferred;  // callbacks to run once the lock is released
 
   Scheduler(Store* store, SchedulerOptions options);
@@ -144,6 +144,7 @@ class Scheduler {
   Mutex mu_;
   std::map<std::string, Job> active_ ABSL_GUARDED_BY(mu_);  // not terminal
   std::set<QueueKey> queue_ ABSL_GUARDED_BY(mu_);
+  int64_t last_submit_seq_ ABSL_GUARDED_BY(mu_) = 0;
   std::map<std::string, int64_t> lease_deadline_ms_ ABSL_GUARDED_BY(mu_);  // by job id
   std::map<std::string, WorkerInfo> workers_ ABSL_GUARDED_BY(mu_);
   std::map<uint64_t, Waiter> waiters_ ABSL_GUARDED_BY(mu_);  // FIFO by ticket

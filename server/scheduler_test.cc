@@ -35,7 +35,7 @@ class SchedulerTest : public ::testing::Test {
 
   JobSpec Spec(int priority = 0) {
     JobSpec s;
-    s.base_model = "tiny-gpt";
+    s.base_model = "tiny-gpt2";
     s.training_dataset = "ds";
     s.priority = priority;
     return s;

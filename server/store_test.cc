@@ -19,7 +19,7 @@ Job MakeJob(const std::string& id, JobState state, const std::string& dataset = 
   j.id = id;
   j.state = state;
   j.spec.training_dataset = dataset;
-  j.spec.base_model = "tiny-gpt";
+  j.spec.base_model = "tiny-gpt2";
   j.spec.labels["team"] = id == "a" ? "hr" : "legal";
   j.create_time_ms = 1000;
   return j;

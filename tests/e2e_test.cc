@@ -51,7 +51,7 @@ class EndToEndTest : public ::testing::Test {
   }
 
   std::string CreateJob(const std::string& dataset, int epochs) {
-    RunResult r = server_->Cli({"-o", "name", "jobs", "create", "--model", "tiny-gpt",
+    RunResult r = server_->Cli({"-o", "name", "jobs", "create", "--model", "tiny-gpt2",
                                 "--training-dataset", dataset, "--epochs",
                                 std::to_string(epochs), "--learning-rate", "3e-3",
                                 "--max-seq-len", "64", "--log-every", "1"});

@@ -3,7 +3,9 @@
 #define PCRE2_CODE_UNIT_WIDTH 8
 #include <pcre2.h>
 
+#include <algorithm>
 #include <climits>
+#include <filesystem>
 
 #include <nlohmann/json.hpp>
 
@@ -141,8 +143,29 @@ std::unique_ptr<BpeTokenizer> BpeTokenizer::FromTokenizerJson(const std::string&
     *error = "cannot read " + path;
     return nullptr;
   }
+  return FromTokenizerJsonText(text, path, error);
+}
+
+std::unique_ptr<BpeTokenizer> BpeTokenizer::FromModelFolder(const std::string& dir,
+                                                            std::string* error) {
+  if (std::filesystem::exists(dir + "/tokenizer.json")) {
+    return FromTokenizerJson(dir + "/tokenizer.json", error);
+  }
+  if (std::filesystem::exists(dir + "/vocab.json")) {
+    return FromVocabMerges(dir + "/vocab.json", dir + "/merges.txt", error);
+  }
+  *error = dir + " has neither tokenizer.json nor vocab.json + merges.txt";
+  return nullptr;
+}
+
+std::unique_ptr<BpeTokenizer> BpeTokenizer::FromTokenizerJsonText(const std::string& text,
+                                                                  const std::string& path,
+                                                                  std::string* error) {
   std::unordered_map<std::string, int64_t> vocab;
   std::vector<std::pair<std::string, std::string>> merges;
+  std::vector<AddedToken> added;
+  std::vector<int64_t> prefix_ids;
+  bool ignore_merges = false;
   std::string pattern = kGpt2Pattern;
   try {
     json j = json::parse(text);
@@ -151,6 +174,14 @@ std::unique_ptr<BpeTokenizer> BpeTokenizer::FromTokenizerJson(const std::string&
       *error = path + ": model type \"" + model.value("type", "") + "\" is not supported (BPE is)";
       return nullptr;
     }
+    if (model.contains("byte_fallback") && model["byte_fallback"].is_boolean() &&
+        model["byte_fallback"].get<bool>()) {
+      *error = path + ": SentencePiece-style BPE with byte_fallback (Llama 2, Mistral v0.1) is "
+               "not supported yet; byte-level BPE (GPT-2, Llama 3, Qwen2) is";
+      return nullptr;
+    }
+    ignore_merges = model.contains("ignore_merges") && model["ignore_merges"].is_boolean() &&
+                    model["ignore_merges"].get<bool>();
     for (const auto& [token, id] : model.at("vocab").items()) vocab[token] = id.get<int64_t>();
     for (const json& m : model.at("merges")) {
       if (m.is_string()) {  // "left right"
@@ -166,7 +197,13 @@ std::unique_ptr<BpeTokenizer> BpeTokenizer::FromTokenizerJson(const std::string&
       }
     }
     if (j.contains("added_tokens") && j["added_tokens"].is_array()) {
-      for (const json& t : j["added_tokens"]) vocab[t.at("content")] = t.at("id").get<int64_t>();
+      for (const json& t : j["added_tokens"]) {
+        AddedToken a{t.at("content").get<std::string>(), t.at("id").get<int64_t>(),
+                     t.value("special", false)};
+        if (a.content.empty()) continue;
+        vocab[a.content] = a.id;
+        added.push_back(std::move(a));
+      }
     }
     // A Split pre-tokenizer (alone or in a Sequence) carries the regex.
     std::vector<json> pre = {j.value("pre_tokenizer", json())};
@@ -179,19 +216,67 @@ std::unique_ptr<BpeTokenizer> BpeTokenizer::FromTokenizerJson(const std::string&
         pattern = p["pattern"]["Regex"].get<std::string>();
       }
     }
+    // A TemplateProcessing post-processor (alone or in a Sequence) may put
+    // special tokens before each sequence.
+    std::vector<json> post = {j.value("post_processor", json())};
+    if (post[0].is_object() && post[0].value("type", "") == "Sequence") {
+      post = post[0].value("processors", std::vector<json>());
+    }
+    for (const json& p : post) {
+      if (!p.is_object() || p.value("type", "") != "TemplateProcessing") continue;
+      for (const json& piece : p.value("single", json::array())) {
+        if (!piece.contains("SpecialToken")) break;  // the sequence itself: the prefix ends
+        const std::string id = piece["SpecialToken"].at("id").get<std::string>();
+        for (const json& n : p.at("special_tokens").at(id).at("ids")) {
+          prefix_ids.push_back(n.get<int64_t>());
+        }
+      }
+    }
   } catch (const json::exception& e) {
     *error = path + ": " + e.what();
     return nullptr;
   }
   std::unique_ptr<BpeTokenizer> t(new BpeTokenizer());
   *error = t->Init(std::move(vocab), merges, pattern);
-  return error->empty() ? std::move(t) : nullptr;
+  if (!error->empty()) return nullptr;
+  std::sort(added.begin(), added.end(), [](const AddedToken& a, const AddedToken& b) {
+    return a.content.size() > b.content.size();
+  });
+  for (const AddedToken& a : added) {
+    t->added_first_byte_[static_cast<unsigned char>(a.content[0])] = true;
+  }
+  t->added_ = std::move(added);
+  t->ignore_merges_ = ignore_merges;
+  for (int64_t id : prefix_ids) {
+    if (id < 0 || id >= t->vocab_size()) {
+      *error = path + ": post_processor token id " + std::to_string(id) + " is not in the vocabulary";
+      return nullptr;
+    }
+  }
+  t->prefix_ids_ = std::move(prefix_ids);
+  return t;
+}
+
+bool BpeTokenizer::IsSpecial(int64_t id) const {
+  for (const AddedToken& a : added_) {
+    if (a.id == id) return a.special;
+  }
+  return false;
 }
 
 void BpeTokenizer::EncodePiece(std::string_view piece, std::vector<int64_t>& out) const {
   std::vector<std::string> symbols;
   symbols.reserve(piece.size());
   for (unsigned char c : piece) symbols.push_back(byte_symbol_[c]);
+  if (ignore_merges_ && symbols.size() > 1) {
+    std::string whole;
+    for (const std::string& s : symbols) whole += s;
+    auto it = vocab_.find(whole);
+    if (it != vocab_.end()) {
+      out.push_back(it->second);
+      return;
+    }
+  }
   while (symbols.size() > 1) {
     int best_rank = INT_MAX;
     size_t best = 0;
@@ -235,6 +320,37 @@ void BpeTokenizer::EncodePiece(std::string_view piece, std::vector<int64_t>& out
 
 std::vector<int64_t> BpeTokenizer::Encode(std::string_view text) const {
   std::vector<int64_t> ids;
+  EncodeOrdinary(text, ids);
+  return ids;
+}
+
+std::vector<int64_t> BpeTokenizer::EncodeWithAddedTokens(std::string_view text) const {
+  std::vector<int64_t> ids;
+  size_t start = 0;  // the text before `start` is encoded
+  for (size_t i = 0; i < text.size();) {
+    const AddedToken* match = nullptr;
+    if (added_first_byte_[static_cast<unsigned char>(text[i])]) {
+      for (const AddedToken& a : added_) {
+        if (text.compare(i, a.content.size(), a.content) == 0) {
+          match = &a;
+          break;
+        }
+      }
+    }
+    if (match == nullptr) {
+      ++i;
+      continue;
+    }
+    EncodeOrdinary(text.substr(start, i - start), ids);
+    ids.push_back(match->id);
+    i += match->content.size();
+    start = i;
+  }
+  EncodeOrdinary(text.substr(start), ids);
+  return ids;
+}
+
+void BpeTokenizer::EncodeOrdinary(std::string_view text, std::vector<int64_t>& ids) const {
   // Words repeat: remember each short piece's tokens for this call (a
   // per-call cache keeps Encode() const and thread-safe).
   std::unordered_map<std::string_view, std::pair<size_t, size_t>> cache;  // -> range in `ids`
@@ -267,15 +383,49 @@ std::vector<int64_t> BpeTokenizer::Encode(std::string_view text) const {
     start = ov[1];
   }
   pcre2_match_data_free(match);
-  return ids;
 }
 
-std::string BpeTokenizer::Decode(const std::vector<int64_t>& ids) const {
+std::string BpeTokenizer::Decode(const std::vector<int64_t>& ids, bool skip_special) const {
   std::string text;
   for (int64_t id : ids) {
-    if (id >= 0 && id < vocab_size()) text += id_to_token_[static_cast<size_t>(id)];
+    if (id < 0 || id >= vocab_size() || (skip_special && IsSpecial(id))) continue;
+    text += id_to_token_[static_cast<size_t>(id)];
   }
   return text;
+}
+
+std::string ByteLevelTokenizerJson(const std::string& pattern,
+                                   const std::vector<std::string>& specials) {
+  std::string symbols[256];
+  BuildByteSymbols(symbols);
+  json vocab = json::object();
+  for (int b = 0; b < 256; ++b) vocab[symbols[b]] = b;
+  json added = json::array();
+  for (size_t i = 0; i < specials.size(); ++i) {
+    const int64_t id = 256 + static_cast<int64_t>(i);
+    vocab[specials[i]] = id;
+    added.push_back({{"id", id}, {"content", specials[i]}, {"single_word", false},
+                     {"lstrip", false}, {"rstrip", false}, {"normalized", false},
+                     {"special", true}});
+  }
+  json byte_level = {{"type", "ByteLevel"}, {"add_prefix_space", false},
+                     {"trim_offsets", true}, {"use_regex", false}};
+  json split = {{"type", "Split"}, {"pattern", {{"Regex", pattern}}},
+                {"behavior", "Isolated"}, {"invert", false}};
+  json j = {{"version", "1.0"},
+            {"truncation", nullptr},
+            {"padding", nullptr},
+            {"added_tokens", added},
+            {"normalizer", nullptr},
+            {"pre_tokenizer", {{"type", "Sequence"}, {"pretokenizers", {split, byte_level}}}},
+            {"post_processor", nullptr},
+            {"decoder", {{"type", "ByteLevel"}, {"add_prefix_space", true},
+                         {"trim_offsets", true}, {"use_regex", true}}},
+            {"model", {{"type", "BPE"}, {"dropout", nullptr}, {"unk_token", nullptr},
+                       {"continuing_subword_prefix", nullptr}, {"end_of_word_suffix", nullptr},
+                       {"fuse_unk", false}, {"byte_fallback", false}, {"ignore_merges", false},
+                       {"vocab", vocab}, {"merges", json::array()}}}};
+  return j.dump(1) + "\n";
 }
 
 }  // namespace tuneforge::engine

@@ -1,8 +1,12 @@
 // tuneforge-train: the training engine as a standalone command. Trains a preset
-// on local dataset files and prints the same metrics a job streams, with no
-// scheduler and no RPC.
+// or a Hugging Face model folder on local dataset files and prints the same
+// metrics a job streams, with no scheduler and no RPC; evaluates, tokenizes
+// and generates, so the engine is checkable against any reference.
 //
 //   tuneforge-train --data examples/hr.json --epochs 3 --learning-rate 1e-3
+//   tuneforge-train eval --model out/ --data examples/hr.json
+//   echo "Hello" | tuneforge-train tokenize --model gpt2/
+//   tuneforge-train generate --model out/ --prompt "How many days"
 #include <chrono>
 #include <cstdio>
 #include <filesystem>
@@ -16,9 +20,7 @@
 #include "common/dataset.h"
 #include "common/dataset_validator.h"
 #include "worker/engine/bpe_tokenizer.h"
-#include "worker/engine/byte_tokenizer.h"
-#include "worker/engine/gpt.h"
-#include "worker/engine/hf_gpt2.h"
+#include "worker/engine/model_folder.h"
 #include "worker/engine/openmp_env.h"
 #include "worker/engine/trainer.h"
 
@@ -86,48 +88,22 @@ std::vector<tuneforge::Example> Load(const std::string& path,
   return std::move(parsed.examples);
 }
 
-// The BPE tokenizer of a model folder: tokenizer.json, or vocab.json +
-// merges.txt; null (with `*error` empty) when the folder has neither.
-std::unique_ptr<tuneforge::engine::BpeTokenizer> LoadTokenizer(const std::string& dir,
-                                                               std::string* error) {
-  using tuneforge::engine::BpeTokenizer;
-  if (std::filesystem::exists(dir + "/tokenizer.json")) {
-    return BpeTokenizer::FromTokenizerJson(dir + "/tokenizer.json", error);
-  }
-  if (std::filesystem::exists(dir + "/vocab.json")) {
-    return BpeTokenizer::FromVocabMerges(dir + "/vocab.json", dir + "/merges.txt", error);
-  }
-  return nullptr;
-}
-
-// `tuneforge-train generate`: a saved model continues a prompt, with the
-// folder's BPE tokenizer, or bytes for the byte-level presets.
-int GenerateText(const std::string& dir, const std::string& prompt,
-                 tuneforge::engine::SamplingOptions sampling) {
-  using tuneforge::engine::ByteTokenizer;
+// `tuneforge-train generate`: a model (a folder or a preset) continues a prompt.
+int GenerateText(const std::string& model, const std::string& prompt,
+                 tuneforge::engine::SamplingOptions sampling, uint64_t seed) {
   std::string error;
-  std::optional<tuneforge::engine::Gpt> model = tuneforge::engine::LoadHfGpt2(dir, &error);
-  if (!model) {
+  std::optional<tuneforge::engine::ModelFolder> m =
+      tuneforge::engine::OpenModel(model, seed, &error);
+  if (!m) {
     std::fprintf(stderr, "tuneforge-train: %s\n", error.c_str());
     return 1;
   }
-  std::unique_ptr<tuneforge::engine::BpeTokenizer> bpe = LoadTokenizer(dir, &error);
-  if (!error.empty()) {
-    std::fprintf(stderr, "tuneforge-train: %s\n", error.c_str());
-    return 1;
-  }
-  const int64_t vocab = bpe ? bpe->vocab_size() : ByteTokenizer::kVocabSize;
-  if (vocab > (*model)->config().vocab_size) {
-    std::fprintf(stderr, "tuneforge-train: the tokenizer has %lld tokens but the model only %lld\n",
-                 static_cast<long long>(vocab),
-                 static_cast<long long>((*model)->config().vocab_size));
-    return 1;
-  }
-  std::vector<int64_t> ids = bpe ? bpe->Encode(prompt) : ByteTokenizer::Encode(prompt);
-  sampling.stop_token = bpe ? bpe->TokenId("<|endoftext|>").value_or(-1) : ByteTokenizer::kEndOfText;
+  std::vector<int64_t> ids = m->tokenizer->prefix_ids();
+  for (int64_t id : m->tokenizer->Encode(prompt)) ids.push_back(id);
+  sampling.stop_tokens = m->stop_ids;
   try {
-    std::vector<int64_t> out = tuneforge::engine::Generate(*model, ids, sampling);
-    std::printf("%s\n", (bpe ? bpe->Decode(out) : ByteTokenizer::Decode(out)).c_str());
+    std::vector<int64_t> out = tuneforge::engine::Generate(m->model, ids, sampling);
+    std::printf("%s\n", m->tokenizer->Decode(out, /*skip_special=*/true).c_str());
   } catch (const std::exception& e) {
     std::fprintf(stderr, "tuneforge-train: %s\n", e.what());
     return 1;
@@ -137,17 +113,17 @@ int GenerateText(const std::string& dir, const std::string& prompt,
 
 // `tuneforge-train tokenize`: the BPE tokenizer on its own, checkable
 // against any reference.
-int Tokenize(const std::string& dir, bool timing) {
+int Tokenize(const std::string& dir, bool timing, bool added_tokens) {
   std::string error;
-  std::unique_ptr<tuneforge::engine::BpeTokenizer> tok = LoadTokenizer(dir, &error);
+  std::unique_ptr<tuneforge::engine::BpeTokenizer> tok =
+      tuneforge::engine::BpeTokenizer::FromModelFolder(dir, &error);
   if (!tok) {
-    if (error.empty()) error = dir + " has neither tokenizer.json nor vocab.json + merges.txt";
     std::fprintf(stderr, "tuneforge-train: %s\n", error.c_str());
     return 1;
   }
   std::string text((std::istreambuf_iterator<char>(std::cin)), std::istreambuf_iterator<char>());
   const auto start = std::chrono::steady_clock::now();
-  std::vector<int64_t> ids = tok->Encode(text);
+  std::vector<int64_t> ids = added_tokens ? tok->EncodeWithAddedTokens(text) : tok->Encode(text);
   const double seconds =
       std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
   std::string out;
@@ -156,6 +132,38 @@ int Tokenize(const std::string& dir, bool timing) {
   if (timing) {
     std::fprintf(stderr, "encoded %zu bytes into %zu tokens in %.3f s: %.1f MB/s\n", text.size(),
                  ids.size(), seconds, static_cast<double>(text.size()) / 1e6 / seconds);
+  }
+  return 0;
+}
+
+// Format options of a dataset file, from --format and the file's extension.
+tuneforge::ValidatorOptions DatasetOptions(const std::string& path, const std::string& format,
+                                           const std::string& separator) {
+  tuneforge::ValidatorOptions options;
+  options.separator = separator;
+  if (format == "text" || EndsWith(path, ".txt") || EndsWith(path, ".md")) {
+    options.declared = tuneforge::DatasetFormat::kText;
+  } else if (format == "chat") {
+    options.declared = tuneforge::DatasetFormat::kChat;
+  } else if (format == "prompt_completion") {
+    options.declared = tuneforge::DatasetFormat::kPromptCompletion;
+  }
+  return options;
+}
+
+// `tuneforge-train eval`: a model's mean loss per token on a dataset.
+int Eval(const tuneforge::engine::TrainConfig& config, const std::string& data,
+         const tuneforge::ValidatorOptions& options) {
+  std::vector<tuneforge::Example> examples = Load(data, options);
+  try {
+    int64_t truncated = 0;
+    EvalMetrics m = tuneforge::engine::EvaluateModel(config, examples, &truncated);
+    std::printf("examples %zu  truncated %lld  loss %.6f  perplexity %.4f  token_accuracy %.4f\n",
+                examples.size(), static_cast<long long>(truncated), m.loss, m.perplexity,
+                m.token_accuracy);
+  } catch (const std::exception& e) {
+    std::fprintf(stderr, "tuneforge-train: evaluation failed: %s\n", e.what());
+    return 1;
   }
   return 0;
 }
@@ -176,7 +184,8 @@ int main(int argc, char** argv) {
   app.add_option("--format", format, "prompt_completion, chat or text (default: detect; "
                                      ".txt and .md files are text)");
   app.add_option("--separator", separator, "plain text: split documents on this string");
-  app.add_option("--model", config.model, "preset")->capture_default_str();
+  app.add_option("--model", config.model, "a preset or a Hugging Face model folder")
+      ->capture_default_str();
   app.add_option("--epochs", config.epochs)->capture_default_str();
   app.add_option("--batch-size", config.batch_size)->capture_default_str();
   app.add_option("--learning-rate", config.learning_rate)->capture_default_str();
@@ -185,49 +194,59 @@ int main(int argc, char** argv) {
   app.add_option("--max-seq-len", config.max_seq_len, "0: the model's context")
       ->capture_default_str();
   app.add_option("--grad-accum", config.gradient_accumulation_steps)->capture_default_str();
-  app.add_option("--seed", config.seed)->capture_default_str();
+  app.add_option("--seed", config.seed, "initialises presets, shuffles")->capture_default_str();
   app.add_option("--log-every", config.log_every_steps)->capture_default_str();
   app.add_option("--output", config.output_dir,
-                 "save the trained model here as a Hugging Face GPT-2 folder");
+                 "save the trained model here as a Hugging Face folder");
   app.add_option("--threads", config.threads, "0: the cores this process may use")
       ->capture_default_str();
-  std::string tokenizer_dir;
-  bool timing = false;
+  app.add_flag("--train-on-prompt", config.train_on_prompt, "loss on prompt tokens too");
+
+  std::string model_dir;
+  bool timing = false, added_tokens = false;
   CLI::App* tokenize = app.add_subcommand(
       "tokenize", "read text on standard input, print its token ids, space-separated");
-  tokenize->add_option("--model", tokenizer_dir,
+  tokenize->add_option("--model", model_dir,
                        "a folder with tokenizer.json, or vocab.json and merges.txt")
       ->required();
   tokenize->add_flag("--time", timing, "print the encoding throughput on standard error");
-  CLI::App* generate = app.add_subcommand("generate", "continue a prompt with a saved model");
+  tokenize->add_flag("--added-tokens", added_tokens,
+                     "match added and special tokens in the text (as Hugging Face does)");
+
+  CLI::App* generate = app.add_subcommand("generate", "continue a prompt with a model");
   std::string prompt;
   tuneforge::engine::SamplingOptions sampling;
-  generate->add_option("--model", tokenizer_dir,
-                       "a Hugging Face GPT-2 folder (its tokenizer files, or bytes)")
+  generate->add_option("--model", model_dir, "a Hugging Face model folder or a preset")
       ->required();
   generate->add_option("--prompt", prompt)->required();
   generate->add_option("--max-tokens", sampling.max_new_tokens)->capture_default_str();
   generate->add_option("--temperature", sampling.temperature, "0: greedy")->capture_default_str();
   generate->add_option("--top-p", sampling.top_p)->capture_default_str();
   generate->add_option("--seed", sampling.seed)->capture_default_str();
+
+  CLI::App* eval = app.add_subcommand(
+      "eval", "print a model's mean loss per token on a dataset (tokens that carry loss)");
+  std::string eval_data;
+  eval->add_option("--model", config.model, "a Hugging Face model folder or a preset")
+      ->required();
+  eval->add_option("--data", eval_data, "dataset (JSON array, JSONL, or .txt/.md text)")
+      ->required();
+  eval->add_option("--batch-size", config.batch_size)->capture_default_str();
+  eval->add_option("--max-seq-len", config.max_seq_len, "0: the model's context");
+  eval->add_flag("--train-on-prompt", config.train_on_prompt, "count prompt tokens too");
+  eval->add_option("--format", format, "prompt_completion, chat or text (default: detect)");
+  eval->add_option("--separator", separator, "plain text: split documents on this string");
   CLI11_PARSE(app, argc, argv);
-  if (tokenize->parsed()) return Tokenize(tokenizer_dir, timing);
-  if (generate->parsed()) return GenerateText(tokenizer_dir, prompt, sampling);
+  if (tokenize->parsed()) return Tokenize(model_dir, timing, added_tokens);
+  if (generate->parsed()) return GenerateText(model_dir, prompt, sampling, config.seed);
+  if (eval->parsed()) return Eval(config, eval_data, DatasetOptions(eval_data, format, separator));
   if (data.empty()) {
     std::fprintf(stderr, "tuneforge-train: --data is required (or a subcommand; see --help)\n");
     return 2;
   }
 
   try {
-    tuneforge::ValidatorOptions options;
-    options.separator = separator;
-    if (format == "text" || EndsWith(data, ".txt") || EndsWith(data, ".md")) {
-      options.declared = tuneforge::DatasetFormat::kText;
-    } else if (format == "chat") {
-      options.declared = tuneforge::DatasetFormat::kChat;
-    } else if (format == "prompt_completion") {
-      options.declared = tuneforge::DatasetFormat::kPromptCompletion;
-    }
+    const tuneforge::ValidatorOptions options = DatasetOptions(data, format, separator);
     std::vector<tuneforge::Example> all = Load(data, options);
     std::vector<tuneforge::Example> train, val;
     if (!validation.empty()) {

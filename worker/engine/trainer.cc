@@ -10,9 +10,7 @@
 
 #include <torch/torch.h>
 
-#include "worker/engine/byte_tokenizer.h"
-#include "worker/engine/gpt.h"
-#include "worker/engine/hf_gpt2.h"
+#include "worker/engine/model_folder.h"
 
 namespace tuneforge::engine {
 namespace {
@@ -26,20 +24,21 @@ struct Sequence {
   std::vector<int64_t> targets;
 };
 
-// Tokenises an example into sequences of at most max_len inputs. Text
-// documents longer than that become several sequences (nothing is lost);
-// other examples are truncated, and `*truncated` says so.
-std::vector<Sequence> Tokenize(const Example& e, int64_t max_len, bool train_on_prompt,
-                               bool* truncated) {
-  std::vector<int64_t> tokens;
-  std::vector<bool> trained;  // whether tokens[i] carries loss
+// Tokenises an example into sequences of at most max_len inputs: the
+// tokenizer's prefix (e.g. <|begin_of_text|>), the rendered segments, and
+// end-of-text. Text documents longer than that become several sequences
+// (nothing is lost); other examples are truncated, and `*truncated` says so.
+std::vector<Sequence> Tokenize(const ModelFolder& m, const Example& e, int64_t max_len,
+                               bool train_on_prompt, bool* truncated) {
+  std::vector<int64_t> tokens = m.tokenizer->prefix_ids();
+  std::vector<bool> trained(tokens.size(), false);  // whether tokens[i] carries loss
   bool last_trained = false;
   for (const Segment& segment : Render(e, train_on_prompt)) {
-    ByteTokenizer::Encode(segment.text, tokens);
+    for (int64_t id : m.tokenizer->Encode(segment.text)) tokens.push_back(id);
     trained.resize(tokens.size(), segment.trained);
     last_trained = segment.trained;
   }
-  tokens.push_back(ByteTokenizer::kEndOfText);
+  tokens.push_back(m.stop_ids[0]);
   trained.push_back(last_trained);
 
   const auto n = static_cast<int64_t>(tokens.size());
@@ -61,21 +60,21 @@ std::vector<Sequence> Tokenize(const Example& e, int64_t max_len, bool train_on_
 }
 
 struct Batch {
-  torch::Tensor ids;      // (B, T) int64, padded with kPad
+  torch::Tensor ids;      // (B, T) int64, padded with the pad id
   torch::Tensor targets;  // (B, T) int64, padded with kIgnore
   int64_t tokens = 0;     // real (unpadded) input tokens
   int64_t target_tokens = 0;
 };
 
 Batch MakeBatch(const std::vector<Sequence>& seqs, const std::vector<int64_t>& order,
-                size_t begin, size_t end) {
+                size_t begin, size_t end, int64_t pad_id) {
   int64_t T = 0;
   for (size_t i = begin; i < end; ++i) {
     T = std::max<int64_t>(T, static_cast<int64_t>(seqs[order[i]].ids.size()));
   }
   const auto B = static_cast<int64_t>(end - begin);
   Batch batch;
-  batch.ids = torch::full({B, T}, ByteTokenizer::kPad, torch::kInt64);
+  batch.ids = torch::full({B, T}, pad_id, torch::kInt64);
   batch.targets = torch::full({B, T}, kIgnore, torch::kInt64);
   auto ids = batch.ids.accessor<int64_t, 2>();
   auto targets = batch.targets.accessor<int64_t, 2>();
@@ -115,7 +114,7 @@ struct LossSums {
   int64_t correct = 0;
 };
 
-LossSums ComputeLoss(Gpt& model, const Batch& batch, bool count_correct) {
+LossSums ComputeLoss(Transformer& model, const Batch& batch, bool count_correct) {
   torch::Tensor logits = model->forward(batch.ids);  // (B, T, V)
   const int64_t V = logits.size(-1);
   torch::Tensor flat_logits = logits.view({-1, V});  // (B*T, V)
@@ -132,7 +131,8 @@ LossSums ComputeLoss(Gpt& model, const Batch& batch, bool count_correct) {
   return sums;
 }
 
-EvalMetrics Evaluate(Gpt& model, const std::vector<Sequence>& seqs, int batch_size) {
+EvalMetrics Evaluate(Transformer& model, const std::vector<Sequence>& seqs, int batch_size,
+                     int64_t pad_id) {
   torch::NoGradGuard no_grad;
   model->eval();
   std::vector<int64_t> order(seqs.size());
@@ -140,7 +140,8 @@ EvalMetrics Evaluate(Gpt& model, const std::vector<Sequence>& seqs, int batch_si
   double loss_sum = 0;
   int64_t correct = 0, targets = 0;
   for (size_t begin = 0; begin < order.size(); begin += batch_size) {
-    Batch batch = MakeBatch(seqs, order, begin, std::min(order.size(), begin + batch_size));
+    Batch batch =
+        MakeBatch(seqs, order, begin, std::min(order.size(), begin + batch_size), pad_id);
     if (batch.target_tokens == 0) continue;
     LossSums sums = ComputeLoss(model, batch, /*count_correct=*/true);
     loss_sum += sums.loss_sum.item<double>();
@@ -158,16 +159,42 @@ EvalMetrics Evaluate(Gpt& model, const std::vector<Sequence>& seqs, int batch_si
 }
 
 // A greedy completion of `prompt`, up to max_tokens or end-of-text.
-std::string Complete(Gpt& model, const std::string& prompt, int max_tokens) {
-  const int64_t context = model->config().context_length;
-  std::vector<int64_t> ids = ByteTokenizer::Encode(prompt);
+std::string Complete(ModelFolder& m, const std::string& prompt, int max_tokens) {
+  const int64_t context = MaxSequenceLength(m.model->config());
+  std::vector<int64_t> ids = m.tokenizer->prefix_ids();
+  for (int64_t id : m.tokenizer->Encode(prompt)) ids.push_back(id);
   const int64_t keep = std::max<int64_t>(1, context - max_tokens);
   if (static_cast<int64_t>(ids.size()) > keep) ids.erase(ids.begin(), ids.end() - keep);
-  if (ids.empty()) ids.push_back(ByteTokenizer::kEndOfText);
+  if (ids.empty()) ids.push_back(m.stop_ids[0]);
   SamplingOptions greedy;
   greedy.max_new_tokens = max_tokens;
-  greedy.stop_token = ByteTokenizer::kEndOfText;
-  return ByteTokenizer::Decode(Generate(model, ids, greedy));
+  greedy.stop_tokens = m.stop_ids;
+  return m.tokenizer->Decode(Generate(m.model, ids, greedy), /*skip_special=*/true);
+}
+
+// Every example's sequences; counts the truncated ones.
+std::vector<Sequence> TokenizeAll(const ModelFolder& m, const std::vector<Example>& examples,
+                                  int64_t max_len, bool train_on_prompt, int64_t* truncated) {
+  std::vector<Sequence> seqs;
+  for (const Example& e : examples) {
+    bool cut = false;
+    for (Sequence& s : Tokenize(m, e, max_len, train_on_prompt, &cut)) seqs.push_back(std::move(s));
+    *truncated += cut;
+  }
+  return seqs;
+}
+
+int64_t MaxLength(const TrainConfig& config, const ModelConfig& model) {
+  const int64_t limit = MaxSequenceLength(model);
+  return config.max_seq_len > 0 ? std::min<int64_t>(config.max_seq_len, limit) : limit;
+}
+
+// Opens the base model named by config.model, or throws.
+ModelFolder OpenBase(const TrainConfig& config) {
+  std::string error;
+  std::optional<ModelFolder> m = OpenModel(config.model, config.seed, &error);
+  if (!m) throw std::invalid_argument(error);
+  return std::move(*m);
 }
 
 }  // namespace
@@ -187,11 +214,7 @@ int AvailableCores() {
 }
 
 std::string CheckConfig(const TrainConfig& c) {
-  if (!PresetConfig(c.model)) {
-    std::string names;
-    for (const Preset& p : Presets()) names += (names.empty() ? "" : ", ") + p.name;
-    return "unknown model '" + c.model + "'; available: " + names;
-  }
+  if (c.model.empty()) return "model is empty: name a preset or a model folder";
   if (c.epochs < 1 || c.epochs > 1000) return "epochs must be in [1, 1000]";
   if (c.batch_size < 1 || c.batch_size > 4096) return "batch_size must be in [1, 4096]";
   if (!(c.learning_rate > 0 && c.learning_rate <= 1)) return "learning_rate must be in (0, 1]";
@@ -218,26 +241,18 @@ TrainResult Train(const TrainConfig& config, const std::vector<Example>& train,
   torch::set_num_threads(threads);
   torch::manual_seed(config.seed);
 
-  const GptConfig model_config = *PresetConfig(config.model);
-  Gpt model(model_config);
+  ModelFolder base = OpenBase(config);
+  Transformer& model = base.model;
   model->train();
-  const int64_t max_len =
-      config.max_seq_len > 0 ? std::min<int64_t>(config.max_seq_len, model_config.context_length)
-                             : model_config.context_length;
+  const int64_t max_len = MaxLength(config, model->config());
 
   TrainPlan plan;
   plan.threads = threads;
   plan.parameter_count = model->ParameterCount();
-  std::vector<Sequence> train_seqs, val_seqs;
-  for (auto [examples, seqs] : {std::pair{&train, &train_seqs}, std::pair{&validation, &val_seqs}}) {
-    for (const Example& e : *examples) {
-      bool truncated = false;
-      for (Sequence& s : Tokenize(e, max_len, config.train_on_prompt, &truncated)) {
-        seqs->push_back(std::move(s));
-      }
-      plan.truncated_examples += truncated;
-    }
-  }
+  std::vector<Sequence> train_seqs =
+      TokenizeAll(base, train, max_len, config.train_on_prompt, &plan.truncated_examples);
+  std::vector<Sequence> val_seqs =
+      TokenizeAll(base, validation, max_len, config.train_on_prompt, &plan.truncated_examples);
   plan.train_examples = static_cast<int64_t>(train.size());
   plan.validation_examples = static_cast<int64_t>(validation.size());
   plan.train_sequences = static_cast<int64_t>(train_seqs.size());
@@ -269,7 +284,7 @@ TrainResult Train(const TrainConfig& config, const std::vector<Example>& train,
   EvalMetrics last_eval;
   auto evaluate = [&](int epoch) {
     if (val_seqs.empty()) return;
-    last_eval = Evaluate(model, val_seqs, config.batch_size);
+    last_eval = Evaluate(model, val_seqs, config.batch_size, base.pad_id);
     last_eval.epoch = epoch;
     last_eval.step = step;
     observer.OnEvaluation(last_eval);
@@ -278,7 +293,7 @@ TrainResult Train(const TrainConfig& config, const std::vector<Example>& train,
       if (samples == config.sample_count) break;
       const std::string prompt = GenerationPrompt(e);
       if (prompt.empty()) continue;  // text documents have nothing to complete
-      observer.OnSample(prompt, Complete(model, prompt, config.sample_max_tokens), step);
+      observer.OnSample(prompt, Complete(base, prompt, config.sample_max_tokens), step);
       ++samples;
     }
   };
@@ -303,7 +318,7 @@ TrainResult Train(const TrainConfig& config, const std::vector<Example>& train,
         const size_t begin = (epoch_step * accum + a) * static_cast<size_t>(config.batch_size);
         if (begin >= order.size()) break;
         micro.push_back(MakeBatch(train_seqs, order, begin,
-                                  std::min(order.size(), begin + config.batch_size)));
+                                  std::min(order.size(), begin + config.batch_size), base.pad_id));
         step_targets += micro.back().target_tokens;
       }
       optimizer.zero_grad();
@@ -368,11 +383,24 @@ TrainResult Train(const TrainConfig& config, const std::vector<Example>& train,
   result.steps = step;
   result.final_validation_loss = last_eval.loss;
   if (!config.output_dir.empty()) {
-    if (std::string error = SaveHfGpt2(model, config.output_dir); !error.empty()) {
+    if (std::string error = SaveModelFolder(base, config.output_dir); !error.empty()) {
       throw std::runtime_error("cannot save the model: " + error);
     }
   }
   return result;
+}
+
+EvalMetrics EvaluateModel(const TrainConfig& config, const std::vector<Example>& examples,
+                          int64_t* truncated) {
+  if (std::string problem = CheckConfig(config); !problem.empty()) {
+    throw std::invalid_argument(problem);
+  }
+  torch::set_num_threads(config.threads > 0 ? config.threads : AvailableCores());
+  ModelFolder m = OpenBase(config);
+  *truncated = 0;
+  std::vector<Sequence> seqs =
+      TokenizeAll(m, examples, MaxLength(config, m.model->config()), config.train_on_prompt, truncated);
+  return Evaluate(m.model, seqs, config.batch_size, m.pad_id);
 }
 
 }  // namespace tuneforge::engine

@@ -28,7 +28,7 @@ namespace tuneforge::engine {
 enum class Schedule { kCosine, kLinear, kConstant };
 
 struct TrainConfig {
-  std::string model = "tiny-gpt";  // preset name
+  std::string model = "tiny-gpt2";  // a preset name or a Hugging Face model folder
   int epochs = 3;                  // full passes over the training set
   int batch_size = 8;              // examples per micro-batch
   double learning_rate = 1e-4;     // peak learning rate after warmup
@@ -45,7 +45,7 @@ struct TrainConfig {
   int threads = 0;                 // intra-op threads; 0: the cores we may use
   int sample_count = 2;            // greedy sample completions per evaluation
   int sample_max_tokens = 64;      // length limit of each sample
-  std::string output_dir;          // if set: the trained model, as an HF GPT-2 folder
+  std::string output_dir;          // if set: the trained model, as a Hugging Face folder
 };
 
 // Counted while training, reported every log_every_steps.
@@ -102,6 +102,14 @@ struct TrainResult {
 
 TrainResult Train(const TrainConfig& config, const std::vector<Example>& train,
                   const std::vector<Example>& validation, TrainObserver& observer);
+
+// The loss of config.model on `examples`, as validation computes it: mean
+// over the tokens that carry loss (completions, assistant turns, every token
+// of a text document), perplexity and token accuracy. Uses model, seed (for
+// presets), batch_size, max_seq_len, train_on_prompt and threads.
+// `*truncated` counts examples cut to the sequence length. Throws on failure.
+EvalMetrics EvaluateModel(const TrainConfig& config, const std::vector<Example>& examples,
+                          int64_t* truncated);
 
 // Cores this process may run on: the CPU affinity mask, capped by a cgroup
 // CPU quota (Kubernetes limits) when one is set.

@@ -2,7 +2,7 @@
 
 #include <gtest/gtest.h>
 
-#include "worker/engine/hf_gpt2.h"
+#include "worker/engine/model_folder.h"
 
 namespace tuneforge::engine {
 namespace {
@@ -66,6 +66,17 @@ TEST(TrainerTest, LossFallsWhenMemorisingASmallSet) {
   EXPECT_EQ(result.steps, 30);
   EXPECT_FALSE(result.stopped);
   EXPECT_EQ(r.samples.size(), 30u);
+}
+
+TEST(TrainerTest, TinyLlamaLearnsToo) {
+  Recorder r;
+  TrainConfig c = FastConfig();
+  c.model = "tiny-llama";
+  c.epochs = 20;
+  Train(c, Memorisable(), Memorisable(), r);
+  EXPECT_GT(r.metrics.front().loss, 5.0);
+  EXPECT_LT(r.metrics.back().loss, 0.5 * r.metrics.front().loss);
+  EXPECT_EQ(r.plan.parameter_count, ParameterCount(FindPreset("tiny-llama")->config));
 }
 
 TEST(TrainerTest, DeterministicForASeed) {
@@ -140,13 +151,28 @@ TEST(TrainerTest, ChatTrainsAndSamplesFromTheConversation) {
 TEST(TrainerTest, SavesTheTrainedModelAsAnHfFolder) {
   Recorder r;
   TrainConfig c = FastConfig();
-  c.epochs = 2;
+  c.epochs = 15;
   c.output_dir = ::testing::TempDir() + "/trained-" + std::to_string(::getpid());
   Train(c, Memorisable(), Memorisable(), r);
   std::string error;
-  std::optional<Gpt> loaded = LoadHfGpt2(c.output_dir, &error);
+  std::optional<ModelFolder> loaded = LoadModelFolder(c.output_dir, &error);
   ASSERT_TRUE(loaded) << error;
-  EXPECT_EQ((*loaded)->config().d_model, 128);
+  EXPECT_EQ(loaded->model->config().d_model, 128);
+  // It continues training from there (continued fine-tuning), and its loss
+  // on the data starts where the first run ended, not at a fresh model's.
+  TrainConfig fresh = c;
+  fresh.output_dir.clear();
+  int64_t truncated = 0;
+  const double before = EvaluateModel(fresh, Memorisable(), &truncated).loss;
+  TrainConfig continued = fresh;
+  continued.model = c.output_dir;
+  const double after = EvaluateModel(continued, Memorisable(), &truncated).loss;
+  EXPECT_LT(after, before - 0.5);
+  EXPECT_NEAR(after, r.evals.back().loss, 1e-4);
+  Recorder r2;
+  continued.epochs = 1;
+  Train(continued, Memorisable(), Memorisable(), r2);
+  EXPECT_LT(r2.metrics.front().loss, r.metrics.front().loss - 0.5);
 }
 
 TEST(TrainerTest, RejectsBadConfig) {

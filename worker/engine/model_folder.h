@@ -1,0 +1,52 @@
+// A model folder in use: a Transformer and its tokenizer, loaded from a
+// Hugging Face folder (config.json, safetensors, tokenizer.json or
+// vocab.json + merges.txt), or a built-in preset written as such a folder
+// first, so presets and Hub models go through the same loader.
+//
+//   std::string error;
+//   std::optional<ModelFolder> m = OpenModel("tiny-llama", /*seed=*/42, &error);
+//   std::vector<int64_t> ids = m->tokenizer->Encode("Hello");
+//   SaveModelFolder(*m, "out/");  // weights, config and tokenizer files
+//
+// Thread-compatible.
+#ifndef TUNEFORGE_WORKER_ENGINE_MODEL_FOLDER_H_
+#define TUNEFORGE_WORKER_ENGINE_MODEL_FOLDER_H_
+
+#include <cstdint>
+#include <memory>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "worker/engine/bpe_tokenizer.h"
+#include "worker/engine/transformer.h"
+
+namespace tuneforge::engine {
+
+struct ModelFolder {
+  std::string dir;  // where it was loaded from
+  Transformer model{nullptr};
+  std::unique_ptr<BpeTokenizer> tokenizer;
+  std::vector<int64_t> stop_ids;  // end of text: config's eos_token_id, else <|endoftext|>
+  int64_t pad_id = 0;             // fills batches; never attended to nor trained on
+};
+
+// Writes a preset, random from `seed`, as a folder: config.json,
+// model.safetensors, tokenizer.json (byte-level, see ByteLevelTokenizerJson).
+std::string WritePreset(const Preset& preset, uint64_t seed, const std::string& dir);
+
+// Loads a model folder; checks that the tokenizer fits the model's vocabulary.
+std::optional<ModelFolder> LoadModelFolder(const std::string& dir, std::string* error);
+
+// A preset name (written under a fresh temporary folder, removed again once
+// loaded) or a model folder's path.
+std::optional<ModelFolder> OpenModel(const std::string& name_or_dir, uint64_t seed,
+                                     std::string* error);
+
+// Saves weights and config, and copies the tokenizer files of the folder the
+// model came from, so `dir` is a complete model folder.
+std::string SaveModelFolder(ModelFolder& m, const std::string& dir);
+
+}  // namespace tuneforge::engine
+
+#endif  // TUNEFORGE_WORKER_ENGINE_MODEL_FOLDER_H_

@@ -1,0 +1,305 @@
+#include "worker/engine/transformer.h"
+
+#include <cmath>
+#include <random>
+
+#include <torch/version.h>
+
+namespace tuneforge::engine {
+
+namespace F = torch::nn::functional;
+using torch::indexing::Slice;
+
+namespace {
+
+bool IsGpt2(const ModelConfig& c) { return c.architecture == Architecture::kGpt2; }
+
+bool EndsWith(const std::string& s, const std::string& suffix) {
+  return s.size() >= suffix.size() && s.compare(s.size() - suffix.size(), suffix.size(), suffix) == 0;
+}
+
+torch::nn::Linear MakeLinear(int64_t in, int64_t out, bool bias) {
+  return torch::nn::Linear(torch::nn::LinearOptions(in, out).bias(bias));
+}
+
+// HF's rotate_half layout: the first and second halves of each head form
+// the (x, y) pairs that rotate. x, cos, sin: (B, *, T, D) and (T, D).
+torch::Tensor ApplyRope(const torch::Tensor& x, const Rope& rope) {
+  const int64_t half = x.size(-1) / 2;
+  torch::Tensor x1 = x.index({"...", Slice(0, half)});  // (B, *, T, D/2)
+  torch::Tensor x2 = x.index({"...", Slice(half)});     // (B, *, T, D/2)
+  torch::Tensor rotated = torch::cat({-x2, x1}, -1);     // (B, *, T, D)
+  return x * rope.cos + rotated * rope.sin;
+}
+
+// True where query position past+i may not see key position j: the future,
+// and keys a sliding window or more behind. (T, S) bool.
+torch::Tensor BlockedMask(int64_t past, int64_t T, int64_t S, int64_t window,
+                          const torch::Device& device) {
+  auto opts = torch::TensorOptions().dtype(torch::kInt64).device(device);
+  torch::Tensor i = torch::arange(past, past + T, opts).unsqueeze(1);  // (T, 1)
+  torch::Tensor j = torch::arange(0, S, opts).unsqueeze(0);            // (1, S)
+  torch::Tensor blocked = j > i;                                       // (T, S)
+  if (window > 0) blocked = blocked | ((i - j) >= window);
+  return blocked;
+}
+
+}  // namespace
+
+NormImpl::NormImpl(int64_t dim, double eps, bool rms) : eps_(eps), rms_(rms) {
+  weight_ = register_parameter("weight", torch::ones({dim}));
+  if (!rms) bias_ = register_parameter("bias", torch::zeros({dim}));
+}
+
+torch::Tensor NormImpl::forward(const torch::Tensor& x) {
+  if (!rms_) return F::layer_norm(x, F::LayerNormFuncOptions({x.size(-1)}).weight(weight_).bias(bias_).eps(eps_));
+  // RMSNorm in float32, as HF's LlamaRMSNorm computes it.
+  torch::Tensor h = x.to(torch::kFloat32);
+  h = h * torch::rsqrt(h.pow(2).mean(-1, /*keepdim=*/true) + eps_);  // (B, T, C)
+  return weight_ * h.to(x.scalar_type());
+}
+
+AttentionImpl::AttentionImpl(const ModelConfig& c) : config_(c) {
+  const int64_t C = c.d_model, q = c.n_head * c.head_dim, kv = c.n_kv_head * c.head_dim;
+  if (IsGpt2(c)) {
+    c_attn_ = register_module("c_attn", MakeLinear(C, 3 * C, true));
+    c_proj_ = register_module("c_proj", MakeLinear(C, C, true));
+  } else {
+    q_proj_ = register_module("q_proj", MakeLinear(C, q, c.qkv_bias));
+    k_proj_ = register_module("k_proj", MakeLinear(C, kv, c.qkv_bias));
+    v_proj_ = register_module("v_proj", MakeLinear(C, kv, c.qkv_bias));
+    o_proj_ = register_module("o_proj", MakeLinear(q, C, c.o_bias));
+  }
+}
+
+torch::Tensor AttentionImpl::forward(const torch::Tensor& x, const Rope* rope, KvCache* cache,
+                                     size_t layer) {
+  const ModelConfig& c = config_;
+  const int64_t B = x.size(0), T = x.size(1), H = c.n_head, K = c.n_kv_head, D = c.head_dim;
+  torch::Tensor q, k, v;
+  if (IsGpt2(c)) {
+    std::vector<torch::Tensor> qkv = c_attn_->forward(x).split(H * D, /*dim=*/2);  // 3 x (B, T, C)
+    q = qkv[0].view({B, T, H, D}).transpose(1, 2);  // (B, H, T, D)
+    k = qkv[1].view({B, T, H, D}).transpose(1, 2);  // (B, H, T, D)
+    v = qkv[2].view({B, T, H, D}).transpose(1, 2);  // (B, H, T, D)
+  } else {
+    q = q_proj_->forward(x).view({B, T, H, D}).transpose(1, 2);  // (B, H, T, D)
+    k = k_proj_->forward(x).view({B, T, K, D}).transpose(1, 2);  // (B, K, T, D)
+    v = v_proj_->forward(x).view({B, T, K, D}).transpose(1, 2);  // (B, K, T, D)
+    q = ApplyRope(q, *rope);
+    k = ApplyRope(k, *rope);
+  }
+  const int64_t past = cache ? cache->length : 0;
+  if (cache) {
+    if (cache->keys.size() <= layer) {
+      cache->keys.resize(layer + 1);
+      cache->values.resize(layer + 1);
+    }
+    if (past > 0) {
+      k = torch::cat({cache->keys[layer], k}, 2);    // (B, K, past + T, D)
+      v = torch::cat({cache->values[layer], v}, 2);  // (B, K, past + T, D)
+    }
+    cache->keys[layer] = k;
+    cache->values[layer] = v;
+  }
+  const int64_t S = k.size(2);  // past + T
+  if (K != H) {  // each group of H/K query heads shares one key/value head
+    k = k.repeat_interleave(H / K, /*dim=*/1);  // (B, H, S, D)
+    v = v.repeat_interleave(H / K, /*dim=*/1);  // (B, H, S, D)
+  }
+  const double p = is_training() ? c.dropout : 0.0;
+  const bool plain_causal = past == 0 && (c.sliding_window == 0 || S <= c.sliding_window);
+  torch::Tensor y;
+#if TORCH_VERSION_MAJOR >= 2
+  if (plain_causal) {
+    // Fused kernels (flash / memory-efficient attention on CUDA).
+    y = at::scaled_dot_product_attention(q, k, v, {}, p, /*is_causal=*/true);  // (B, H, T, D)
+  }
+#endif
+  if (!y.defined()) {
+    torch::Tensor att = torch::matmul(q, k.transpose(-2, -1)) / std::sqrt(double(D));  // (B, H, T, S)
+    att = att.masked_fill(BlockedMask(past, T, S, c.sliding_window, x.device()),
+                          -std::numeric_limits<float>::infinity());
+    att = torch::softmax(att, -1);
+    if (p > 0) att = torch::dropout(att, p, /*train=*/true);
+    y = torch::matmul(att, v);  // (B, H, T, D)
+  }
+  y = y.transpose(1, 2).contiguous().view({B, T, H * D});  // (B, T, H*D)
+  return IsGpt2(c) ? c_proj_->forward(y) : o_proj_->forward(y);  // (B, T, C)
+}
+
+MlpImpl::MlpImpl(const ModelConfig& c) {
+  if (IsGpt2(c)) {
+    c_fc_ = register_module("c_fc", MakeLinear(c.d_model, c.d_ff, true));
+    c_proj_ = register_module("c_proj", MakeLinear(c.d_ff, c.d_model, true));
+  } else {
+    gate_proj_ = register_module("gate_proj", MakeLinear(c.d_model, c.d_ff, false));
+    up_proj_ = register_module("up_proj", MakeLinear(c.d_model, c.d_ff, false));
+    down_proj_ = register_module("down_proj", MakeLinear(c.d_ff, c.d_model, false));
+  }
+}
+
+torch::Tensor MlpImpl::forward(const torch::Tensor& x) {
+  if (c_fc_) return c_proj_->forward(torch::gelu(c_fc_->forward(x), "tanh"));  // via (B, T, F)
+  torch::Tensor h = torch::silu(gate_proj_->forward(x)) * up_proj_->forward(x);  // (B, T, F)
+  return down_proj_->forward(h);                                                // (B, T, C)
+}
+
+BlockImpl::BlockImpl(const ModelConfig& c) {
+  const bool rms = !IsGpt2(c);
+  norm1_ = register_module(IsGpt2(c) ? "ln_1" : "input_layernorm", Norm(c.d_model, c.norm_eps, rms));
+  attn_ = register_module(IsGpt2(c) ? "attn" : "self_attn", Attention(c));
+  norm2_ = register_module(IsGpt2(c) ? "ln_2" : "post_attention_layernorm",
+                           Norm(c.d_model, c.norm_eps, rms));
+  mlp_ = register_module("mlp", Mlp(c));
+}
+
+torch::Tensor BlockImpl::forward(torch::Tensor x, const Rope* rope, KvCache* cache, size_t layer) {
+  x = x + attn_->forward(norm1_->forward(x), rope, cache, layer);  // (B, T, C)
+  x = x + mlp_->forward(norm2_->forward(x));                      // (B, T, C)
+  return x;
+}
+
+TransformerImpl::TransformerImpl(const ModelConfig& c) : config_(c) {
+  TORCH_CHECK(c.n_kv_head > 0 && c.n_head % c.n_kv_head == 0, "n_kv_head (", c.n_kv_head,
+              ") must divide n_head (", c.n_head, ")");
+  TORCH_CHECK(!IsGpt2(c) || c.n_head * c.head_dim == c.d_model,
+              "GPT-2 needs n_head * head_dim == d_model");
+  const bool gpt2 = IsGpt2(c);
+  embed_ = register_module(gpt2 ? "wte" : "embed_tokens", torch::nn::Embedding(c.vocab_size, c.d_model));
+  if (gpt2) wpe_ = register_module("wpe", torch::nn::Embedding(c.context_length, c.d_model));
+  blocks_ = register_module(gpt2 ? "h" : "layers", torch::nn::ModuleList());
+  for (int64_t i = 0; i < c.n_layer; ++i) blocks_->push_back(Block(c));
+  norm_f_ = register_module(gpt2 ? "ln_f" : "norm", Norm(c.d_model, c.norm_eps, !gpt2));
+  if (!c.tie_embeddings) lm_head_ = register_module("lm_head", MakeLinear(c.d_model, c.vocab_size, false));
+  drop_ = register_module("drop", torch::nn::Dropout(c.dropout));
+  if (!gpt2) {
+    // HF's default rope: theta^(-2i/D), computed in float32 as HF does.
+    const int64_t D = c.head_dim;
+    torch::Tensor exponents = torch::arange(0, D, 2, torch::kInt64).to(torch::kFloat32) / double(D);
+    torch::Tensor inv_freq = 1.0 / torch::pow(c.rope_theta, exponents);  // (D/2)
+    if (c.rope_factor > 0) {
+      // Llama 3.1: long wavelengths slowed by `factor`, a smooth blend between.
+      const double old_context = double(c.rope_original_context);
+      const double low_wavelen = old_context / c.rope_low_freq_factor;
+      const double high_wavelen = old_context / c.rope_high_freq_factor;
+      torch::Tensor wavelen = 2 * M_PI / inv_freq;
+      torch::Tensor scaled = torch::where(wavelen > low_wavelen, inv_freq / c.rope_factor, inv_freq);
+      torch::Tensor smooth = (old_context / wavelen - c.rope_low_freq_factor) /
+                             (c.rope_high_freq_factor - c.rope_low_freq_factor);
+      torch::Tensor smoothed = (1 - smooth) * scaled / c.rope_factor + smooth * scaled;
+      torch::Tensor medium = (wavelen >= high_wavelen) & (wavelen <= low_wavelen);
+      inv_freq = torch::where(medium, smoothed, scaled);
+    }
+    inv_freq_ = register_buffer("rope_inv_freq", inv_freq);
+  }
+  // Initialisation: N(0, 0.02); GPT-2 scales its residual projections by
+  // 1/sqrt(2 * n_layer) so the residual stream's variance does not grow with
+  // depth. Norms keep weight 1 and bias 0; Linear biases start at 0.
+  torch::NoGradGuard no_grad;
+  const double residual_std = 0.02 / std::sqrt(2.0 * double(c.n_layer));
+  for (auto& item : named_parameters()) {
+    const std::string& name = item.key();
+    torch::Tensor& p = item.value();
+    if (p.dim() == 1) {
+      if (name.find("ln") == std::string::npos && name.find("norm") == std::string::npos) p.zero_();
+    } else if (gpt2 && EndsWith(name, "c_proj.weight")) {
+      p.normal_(0.0, residual_std);
+    } else {
+      p.normal_(0.0, 0.02);
+    }
+  }
+}
+
+Rope TransformerImpl::RopeFor(int64_t past, int64_t T, const torch::Device& device) const {
+  torch::Tensor pos = torch::arange(past, past + T, torch::TensorOptions().dtype(torch::kFloat32).device(device));
+  torch::Tensor freqs = torch::outer(pos, inv_freq_.to(device));  // (T, D/2)
+  torch::Tensor angles = torch::cat({freqs, freqs}, -1);          // (T, D)
+  return Rope{angles.cos(), angles.sin()};
+}
+
+torch::Tensor TransformerImpl::forward(const torch::Tensor& ids, KvCache* cache) {
+  const int64_t past = cache ? cache->length : 0;
+  const int64_t T = ids.size(1);
+  TORCH_CHECK(past + T <= config_.context_length, "sequence of ", past + T,
+              " tokens is longer than the context length ", config_.context_length);
+  torch::Tensor x = embed_->forward(ids);  // (B, T, C)
+  Rope rope;
+  if (wpe_) {
+    x = x + wpe_->forward(torch::arange(past, past + T, ids.options()));  // (B, T, C)
+  } else {
+    rope = RopeFor(past, T, ids.device());
+  }
+  x = drop_->forward(x);
+  size_t layer = 0;
+  for (const auto& block : *blocks_) {
+    x = block->as<Block>()->forward(x, wpe_ ? nullptr : &rope, cache, layer++);  // (B, T, C)
+  }
+  x = norm_f_->forward(x);  // (B, T, C)
+  if (cache) cache->length += T;
+  return lm_head_ ? lm_head_->forward(x) : F::linear(x, embed_->weight);  // (B, T, V)
+}
+
+int64_t TransformerImpl::ParameterCount() const {
+  int64_t n = 0;
+  for (const auto& p : parameters()) n += p.numel();
+  return n;
+}
+
+std::string TransformerImpl::HfName(const std::string& ours, bool* transposed) const {
+  if (IsGpt2(config_)) {
+    *transposed = EndsWith(ours, ".weight") &&
+                  (ours.find(".c_attn.") != std::string::npos ||
+                   ours.find(".c_proj.") != std::string::npos ||
+                   ours.find(".c_fc.") != std::string::npos);
+    return "transformer." + ours;
+  }
+  *transposed = false;
+  return ours.rfind("lm_head.", 0) == 0 ? ours : "model." + ours;
+}
+
+std::vector<int64_t> Generate(Transformer& model, const std::vector<int64_t>& prompt,
+                              const SamplingOptions& o, bool use_cache) {
+  TORCH_CHECK(!prompt.empty(), "generation needs a prompt of at least one token");
+  torch::NoGradGuard no_grad;
+  const bool was_training = model->is_training();
+  model->eval();
+  std::mt19937_64 rng(o.seed);
+  std::vector<int64_t> ids = prompt, out;
+  KvCache cache;
+  const int64_t context = model->config().context_length;
+  torch::Tensor input = torch::tensor(ids, torch::kInt64).unsqueeze(0);  // (1, T)
+  for (int i = 0; i < o.max_new_tokens && static_cast<int64_t>(ids.size()) < context; ++i) {
+    torch::Tensor logits = use_cache ? model->forward(input, &cache)
+                                     : model->forward(torch::tensor(ids, torch::kInt64).unsqueeze(0));
+    torch::Tensor last = logits[0][-1].to(torch::kFloat64);  // (V)
+    int64_t next;
+    if (o.temperature <= 0) {
+      next = last.argmax().item<int64_t>();
+    } else {
+      torch::Tensor probs = torch::softmax(last / o.temperature, -1);  // (V)
+      auto [sorted, order] = probs.sort(/*dim=*/-1, /*descending=*/true);
+      const auto* p = sorted.data_ptr<double>();
+      const auto* idx = order.data_ptr<int64_t>();
+      int64_t keep = 0;
+      double mass = 0;
+      while (keep < sorted.size(0) && (keep == 0 || mass < o.top_p)) mass += p[keep++];
+      double r = std::uniform_real_distribution<double>(0.0, mass)(rng);
+      next = idx[keep - 1];
+      for (int64_t k = 0; k < keep; ++k) {
+        if ((r -= p[k]) <= 0) {
+          next = idx[k];
+          break;
+        }
+      }
+    }
+    if (std::find(o.stop_tokens.begin(), o.stop_tokens.end(), next) != o.stop_tokens.end()) break;
+    ids.push_back(next);
+    out.push_back(next);
+    input = torch::tensor(std::vector<int64_t>{next}, torch::kInt64).unsqueeze(0);  // (1, 1)
+  }
+  if (was_training) model->train();
+  return out;
+}
+
+}  // namespace tuneforge::engine

@@ -1,0 +1,155 @@
+// Decoder-only transformers in libtorch: the GPT-2 family and the Llama
+// family (Llama 2/3, Mistral, Qwen2, SmolLM, TinyLlama), one module tree whose
+// parameter names are Hugging Face's, so loading and saving is a rename of
+// the prefix ("transformer." or "model.") and nothing else.
+//
+// Dimensions used in shape comments throughout the engine:
+//   B  batch size          T  sequence length (<= context_length)
+//   C  channels (d_model)  V  vocabulary size
+//   H  query heads         K  key/value heads (grouped-query attention)
+//   D  head size           F  MLP hidden width
+//
+// GPT-2:  x = wte[ids] + wpe[pos]; per block  x += attn(ln_1(x)); x += mlp(ln_2(x))
+//         with LayerNorm, fused QKV (c_attn), GELU (tanh) MLP; ln_f; tied head.
+// Llama:  x = embed_tokens[ids]; per block  x += self_attn(input_layernorm(x));
+//         x += mlp(post_attention_layernorm(x)) with RMSNorm, rotary position
+//         embeddings (HF's half-rotation layout), K <= H key/value heads, a
+//         SwiGLU MLP (down(silu(gate(x)) * up(x))); norm; lm_head or tied head.
+//
+//   ModelConfig config = FindPreset("tiny-llama")->config;
+//   torch::manual_seed(42);
+//   Transformer model(config);
+//   torch::Tensor logits = model->forward(ids);  // (B, T) -> (B, T, V)
+//
+// Not thread-safe: one model per training thread.
+#ifndef TUNEFORGE_WORKER_ENGINE_TRANSFORMER_H_
+#define TUNEFORGE_WORKER_ENGINE_TRANSFORMER_H_
+
+#include <cstdint>
+#include <vector>
+
+#include <torch/torch.h>
+
+#include "common/model_config.h"
+
+namespace tuneforge::engine {
+
+// Keys and values of the positions decoded so far, per layer: incremental
+// decoding computes only the new positions.
+struct KvCache {
+  std::vector<torch::Tensor> keys;    // per layer (B, K, T_past, D)
+  std::vector<torch::Tensor> values;  // per layer (B, K, T_past, D)
+  int64_t length = 0;                 // T_past
+};
+
+// Rotary embedding angles of the positions in one forward pass.
+struct Rope {
+  torch::Tensor cos;  // (T, D)
+  torch::Tensor sin;  // (T, D)
+};
+
+// LayerNorm (weight and bias; GPT-2) or RMSNorm (weight; Llama).
+class NormImpl : public torch::nn::Module {
+ public:
+  NormImpl(int64_t dim, double eps, bool rms);
+  torch::Tensor forward(const torch::Tensor& x);  // (B, T, C) -> (B, T, C)
+
+ private:
+  double eps_;
+  bool rms_;
+  torch::Tensor weight_;  // (C)
+  torch::Tensor bias_;    // (C), LayerNorm only
+};
+TORCH_MODULE(Norm);
+
+class AttentionImpl : public torch::nn::Module {
+ public:
+  explicit AttentionImpl(const ModelConfig& config);
+  // (B, T, C) -> (B, T, C). `rope` is null for GPT-2. With a cache, x holds
+  // the positions after cache->length, and this layer's keys and values are
+  // appended to it.
+  torch::Tensor forward(const torch::Tensor& x, const Rope* rope, KvCache* cache, size_t layer);
+
+ private:
+  ModelConfig config_;
+  torch::nn::Linear c_attn_{nullptr}, c_proj_{nullptr};  // GPT-2: C -> 3C, C -> C
+  torch::nn::Linear q_proj_{nullptr}, k_proj_{nullptr}, v_proj_{nullptr},
+      o_proj_{nullptr};  // Llama: C -> H*D, C -> K*D, C -> K*D, H*D -> C
+};
+TORCH_MODULE(Attention);
+
+class MlpImpl : public torch::nn::Module {
+ public:
+  explicit MlpImpl(const ModelConfig& config);
+  torch::Tensor forward(const torch::Tensor& x);  // (B, T, C) -> (B, T, C)
+
+ private:
+  torch::nn::Linear c_fc_{nullptr}, c_proj_{nullptr};  // GPT-2: C -> F, F -> C
+  torch::nn::Linear gate_proj_{nullptr}, up_proj_{nullptr},
+      down_proj_{nullptr};  // Llama: C -> F, C -> F, F -> C
+};
+TORCH_MODULE(Mlp);
+
+class BlockImpl : public torch::nn::Module {
+ public:
+  explicit BlockImpl(const ModelConfig& config);
+  torch::Tensor forward(torch::Tensor x, const Rope* rope, KvCache* cache,
+                        size_t layer);  // (B, T, C) -> (B, T, C)
+
+ private:
+  Norm norm1_{nullptr}, norm2_{nullptr};  // ln_1/ln_2 or input_/post_attention_layernorm
+  Attention attn_{nullptr};
+  Mlp mlp_{nullptr};
+};
+TORCH_MODULE(Block);
+
+class TransformerImpl : public torch::nn::Module {
+ public:
+  // Random initial weights (N(0, 0.02); GPT-2 scales residual projections).
+  explicit TransformerImpl(const ModelConfig& config);
+
+  // ids (B, T) int64 -> logits (B, T, V). With a cache, ids are the
+  // positions after cache->length, and the cache grows by T.
+  torch::Tensor forward(const torch::Tensor& ids, KvCache* cache = nullptr);
+
+  const ModelConfig& config() const { return config_; }
+  int64_t ParameterCount() const;
+
+  // The HF safetensors name of one of our parameters, e.g. "h.0.ln_1.weight"
+  // -> "transformer.h.0.ln_1.weight", "layers.0.mlp.up_proj.weight" ->
+  // "model.layers.0.mlp.up_proj.weight"; `*transposed` is set where HF's
+  // GPT-2 Conv1D stores (in, out), the transpose of a Linear weight.
+  std::string HfName(const std::string& ours, bool* transposed) const;
+
+ private:
+  Rope RopeFor(int64_t past, int64_t T, const torch::Device& device) const;
+
+  ModelConfig config_;
+  torch::nn::Embedding embed_{nullptr};  // (V, C): wte or embed_tokens
+  torch::nn::Embedding wpe_{nullptr};    // (T_max, C), GPT-2 only
+  torch::nn::ModuleList blocks_{nullptr};  // h or layers
+  Norm norm_f_{nullptr};                  // ln_f or norm
+  torch::nn::Linear lm_head_{nullptr};    // C -> V, untied Llama only
+  torch::nn::Dropout drop_{nullptr};
+  torch::Tensor inv_freq_;                // (D/2) rotary frequencies, Llama only
+};
+TORCH_MODULE(Transformer);
+
+struct SamplingOptions {
+  int max_new_tokens = 64;
+  double temperature = 0.0;  // 0: greedy (argmax)
+  double top_p = 1.0;        // nucleus: sample from the smallest set with this mass
+  uint64_t seed = 0;         // sampling is deterministic for a seed
+  std::vector<int64_t> stop_tokens;  // end generation; not returned
+};
+
+// Continues `prompt` (token ids, at least one); returns only the new tokens.
+// Stops at max_new_tokens, a stop token, or the context length. With
+// use_cache, each step runs the model on one new position (KV cache);
+// without, on the whole sequence: the two give the same tokens.
+std::vector<int64_t> Generate(Transformer& model, const std::vector<int64_t>& prompt,
+                              const SamplingOptions& options, bool use_cache = true);
+
+}  // namespace tuneforge::engine
+
+#endif  // TUNEFORGE_WORKER_ENGINE_TRANSFORMER_H_
