@@ -97,6 +97,28 @@ std::string JobSummary(const v1::Job& job) {
     absl::StrAppend(&out, "\n");
   }
   if (!job.error().empty()) absl::StrAppend(&out, "  error: ", job.error(), "\n");
+  if (!job.result_model().empty()) {
+    absl::StrAppend(&out, "  result ", job.result_model(), " (fine-tune it further with --model ",
+                    job.name(), ")\n");
+  }
+  return out;
+}
+
+std::string ModelSummary(const v1::Model& m) {
+  std::string type = m.model_type() == m.architecture()
+                         ? m.architecture()
+                         : absl::StrCat(m.model_type(), ", ", m.architecture(), " layout");
+  std::string out = absl::StrFormat("%s  %s  %.2fM parameters  context %d  vocab %d  %s\n",
+                                    m.name(), type, double(m.parameter_count()) / 1e6,
+                                    m.context_length(), m.vocab_size(), m.dtype());
+  absl::StrAppend(&out, "  ", m.display_name(), "\n  tokenizer: ", m.tokenizer(), "\n");
+  if (!m.files().empty()) {
+    absl::StrAppend(&out, absl::StrFormat("  %d files, %.1f MB\n", m.files_size(),
+                                          double(m.size_bytes()) / 1e6));
+  }
+  if (!m.source_job().empty()) {
+    absl::StrAppend(&out, "  trained by ", m.source_job(), " from ", m.base_model(), "\n");
+  }
   return out;
 }
 

@@ -7,6 +7,7 @@
 
 #include "tuneforge/v1/dataset.pb.h"
 #include "tuneforge/v1/job.pb.h"
+#include "tuneforge/v1/model.pb.h"
 
 namespace tuneforge::cli {
 
@@ -18,6 +19,8 @@ std::string Duration(double seconds);
 std::string EventLine(const v1::JobEvent& e);
 // A few lines: state, progress, latest losses, error.
 std::string JobSummary(const v1::Job& job);
+// A model: name, family, size, context, dtype, tokenizer, origin.
+std::string ModelSummary(const v1::Model& m);
 std::string DatasetSummary(const v1::Dataset& d);
 // Counts and token statistics of a report, e.g. "208 examples, ...".
 std::string ReportSummary(const v1::ValidationReport& r);

@@ -9,9 +9,11 @@
 // invalid argument; 3 server unavailable; 4 not found.
 #include <unistd.h>
 
+#include <algorithm>
 #include <chrono>
 #include <cstdlib>
 #include <cstdio>
+#include <filesystem>
 #include <fstream>
 #include <iostream>
 #include <thread>
@@ -341,16 +343,83 @@ class Client {
   }
 
   int ListModels() {
+    v1::ListModelsRequest req;
+    req.set_page_size(1000);
     v1::ListModelsResponse resp;
-    grpc::Status s = models_->ListModels(Context().get(), v1::ListModelsRequest(), &resp);
+    grpc::Status s = models_->ListModels(Context().get(), req, &resp);
     if (!s.ok()) return Fail(s);
-    std::string text;
-    for (const auto& m : resp.models()) {
-      text += absl::StrCat(m.name(), "  ", m.architecture(), "  ", m.parameter_count(),
-                           " parameters  context ", m.context_length(), "  tokenizer ",
-                           m.tokenizer(), "\n");
+    PrintList(resp, resp.models(), ModelSummary);
+    return 0;
+  }
+
+  int GetModel(const std::string& id) {
+    v1::GetModelRequest req;
+    req.set_name(Name("models", id));
+    v1::Model m;
+    grpc::Status s = models_->GetModel(Context().get(), req, &m);
+    if (!s.ok()) return Fail(s);
+    Print(m, ModelSummary(m), m.name());
+    return 0;
+  }
+
+  int DeleteModel(const std::string& id) {
+    v1::DeleteModelRequest req;
+    req.set_name(Name("models", id));
+    v1::DeleteModelResponse resp;
+    grpc::Status s = models_->DeleteModel(Context().get(), req, &resp);
+    if (!s.ok()) return Fail(s);
+    if (g_.output == "text") std::cout << "deleted " << req.name() << "\n";
+    return 0;
+  }
+
+  // Streams a Hugging Face model folder: the files the server stores
+  // (config, weights, tokenizer); others (README.md, *.bin) are skipped.
+  int ImportModel(const std::string& dir, const std::string& display_name) {
+    namespace fs = std::filesystem;
+    std::vector<fs::path> files;
+    std::error_code ec;
+    for (const fs::directory_entry& e : fs::directory_iterator(dir, ec)) {
+      if (!e.is_regular_file()) continue;
+      const std::string file = e.path().filename().string();
+      if (IsModelFileName(file)) {
+        files.push_back(e.path());
+      } else if (file[0] != '.') {
+        std::fprintf(stderr, "tuneforge: skipping %s (not a model file)\n", file.c_str());
+      }
     }
-    Print(resp, text);
+    if (ec) {
+      std::fprintf(stderr, "tuneforge: cannot read %s: %s\n", dir.c_str(), ec.message().c_str());
+      return 2;
+    }
+    std::sort(files.begin(), files.end());
+    auto ctx = Context(std::chrono::hours(24));
+    v1::Model model;
+    auto writer = models_->ImportModel(ctx.get(), &model);
+    v1::ImportModelRequest req;
+    std::string folder = fs::path(dir).lexically_normal().filename().string();
+    if (folder.empty()) folder = fs::path(dir).lexically_normal().parent_path().filename().string();
+    req.mutable_metadata()->set_display_name(display_name.empty() ? folder : display_name);
+    bool ok = writer->Write(req);
+    std::vector<char> buffer(kChunkBytes);
+    for (const fs::path& path : files) {
+      if (!ok) break;
+      v1::ImportModelRequest::FileHeader* h = req.mutable_file();
+      h->set_path(path.filename().string());
+      h->set_size_bytes(static_cast<int64_t>(fs::file_size(path, ec)));
+      h->set_sha256(FileSha256(path.string()));
+      ok = writer->Write(req);
+      std::ifstream in(path, std::ios::binary);
+      while (ok && in) {
+        in.read(buffer.data(), static_cast<std::streamsize>(buffer.size()));
+        if (in.gcount() == 0) break;
+        req.set_chunk(buffer.data(), static_cast<size_t>(in.gcount()));
+        ok = writer->Write(req);
+      }
+    }
+    writer->WritesDone();
+    grpc::Status s = writer->Finish();
+    if (!s.ok()) return Fail(s);
+    Print(model, ModelSummary(model), model.name());
     return 0;
   }
 
@@ -506,10 +575,22 @@ int Main(int argc, char** argv) {
   datasets->add_subcommand("list", "list datasets")
       ->callback(run([&](Client c) { return c.ListDatasets(); }));
 
-  CLI::App* models = app.add_subcommand("models", "list base models");
+  CLI::App* models = app.add_subcommand("models", "import, list and delete base models");
   models->require_subcommand(1);
-  models->add_subcommand("list", "list models")
+  models->add_subcommand("list", "list models: presets, imported, fine-tuned")
       ->callback(run([&](Client c) { return c.ListModels(); }));
+  CLI::App* mimport = models->add_subcommand(
+      "import", "import a Hugging Face model folder (config.json, *.safetensors, tokenizer)");
+  std::string model_dir;
+  mimport->add_option("DIR", model_dir)->required()->check(CLI::ExistingDirectory);
+  mimport->add_option("--display-name", name, "default: the folder's name");
+  mimport->callback(run([&](Client c) { return c.ImportModel(model_dir, name); }));
+  CLI::App* mget = models->add_subcommand("get", "show a model");
+  mget->add_option("NAME", id)->required();
+  mget->callback(run([&](Client c) { return c.GetModel(id); }));
+  CLI::App* mdelete = models->add_subcommand("delete", "delete a model no job still uses");
+  mdelete->add_option("NAME", id)->required();
+  mdelete->callback(run([&](Client c) { return c.DeleteModel(id); }));
 
   CLI::App* jobs = app.add_subcommand("jobs", "create, follow and manage fine-tuning jobs");
   jobs->require_subcommand(1);
@@ -521,7 +602,9 @@ int Main(int argc, char** argv) {
   int64_t seed = -1;
   std::vector<std::string> labels;
   bool follow = false;
-  create->add_option("--model", model, "base model")->capture_default_str();
+  create->add_option("--model", model,
+                     "base model: a preset, models/ID, or jobs/ID (that job's result)")
+      ->capture_default_str();
   create->add_option("--training-dataset", train, "datasets/ID")->required();
   create->add_option("--validation-dataset", validation, "datasets/ID");
   create->add_option("--validation-split", split, "fraction held out (default 0.1)");
@@ -538,7 +621,7 @@ int Main(int argc, char** argv) {
   create->add_flag("--follow", follow, "watch the job until it ends");
   create->callback([&] {
     v1::Job job;
-    job.set_base_model(Name("models", model));
+    job.set_base_model(model.rfind("jobs/", 0) == 0 ? model : Name("models", model));
     job.set_training_dataset(Name("datasets", train));
     if (!validation.empty()) job.set_validation_dataset(Name("datasets", validation));
     if (split >= 0) job.set_validation_split(split);

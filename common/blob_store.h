@@ -41,8 +41,12 @@ class BlobWriter {
   // `expected_sha256` is not empty and differs, the result is
   // INVALID_ARGUMENT (and Publish() will not be allowed).
   absl::StatusOr<std::string> Seal(std::string_view expected_sha256 = "");
+  bool sealed() const { return sealed_; }
   // The digest, once sealed.
   const std::string& sha256() const { return sha256_; }
+  // Where the bytes are until published: a sealed blob can be read there
+  // (checked) before it is published.
+  const std::string& temp_path() const { return tmp_path_; }
   // Moves the sealed blob into place; from then on readers see it.
   absl::Status Publish();
   // Seal() then Publish(); returns the digest.

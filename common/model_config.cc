@@ -263,6 +263,85 @@ int64_t ParameterCount(const ModelConfig& c) {
   return V * C + L * block + C + head;
 }
 
+std::map<std::string, std::vector<int64_t>> ExpectedTensors(const ModelConfig& c) {
+  const int64_t C = c.d_model, V = c.vocab_size, F = c.d_ff;
+  std::map<std::string, std::vector<int64_t>> t;
+  if (c.architecture == Architecture::kGpt2) {
+    t["transformer.wte.weight"] = {V, C};
+    t["transformer.wpe.weight"] = {c.context_length, C};
+    for (int64_t i = 0; i < c.n_layer; ++i) {
+      const std::string p = "transformer.h." + std::to_string(i) + ".";
+      for (const char* norm : {"ln_1.", "ln_2."}) {
+        t[p + norm + "weight"] = {C};
+        t[p + norm + "bias"] = {C};
+      }
+      t[p + "attn.c_attn.weight"] = {C, 3 * C};  // Conv1D: (in, out)
+      t[p + "attn.c_attn.bias"] = {3 * C};
+      t[p + "attn.c_proj.weight"] = {C, C};
+      t[p + "attn.c_proj.bias"] = {C};
+      t[p + "mlp.c_fc.weight"] = {C, F};
+      t[p + "mlp.c_fc.bias"] = {F};
+      t[p + "mlp.c_proj.weight"] = {F, C};
+      t[p + "mlp.c_proj.bias"] = {C};
+    }
+    t["transformer.ln_f.weight"] = {C};
+    t["transformer.ln_f.bias"] = {C};
+    return t;
+  }
+  const int64_t q = c.n_head * c.head_dim, kv = c.n_kv_head * c.head_dim;
+  t["model.embed_tokens.weight"] = {V, C};
+  for (int64_t i = 0; i < c.n_layer; ++i) {
+    const std::string p = "model.layers." + std::to_string(i) + ".";
+    t[p + "input_layernorm.weight"] = {C};
+    t[p + "post_attention_layernorm.weight"] = {C};
+    t[p + "self_attn.q_proj.weight"] = {q, C};  // Linear: (out, in)
+    t[p + "self_attn.k_proj.weight"] = {kv, C};
+    t[p + "self_attn.v_proj.weight"] = {kv, C};
+    t[p + "self_attn.o_proj.weight"] = {C, q};
+    if (c.qkv_bias) {
+      t[p + "self_attn.q_proj.bias"] = {q};
+      t[p + "self_attn.k_proj.bias"] = {kv};
+      t[p + "self_attn.v_proj.bias"] = {kv};
+    }
+    if (c.o_bias) t[p + "self_attn.o_proj.bias"] = {C};
+    t[p + "mlp.gate_proj.weight"] = {F, C};
+    t[p + "mlp.up_proj.weight"] = {F, C};
+    t[p + "mlp.down_proj.weight"] = {C, F};
+  }
+  t["model.norm.weight"] = {C};
+  if (!c.tie_embeddings) t["lm_head.weight"] = {V, C};
+  return t;
+}
+
+bool IsIgnorableTensor(const std::string& name, const ModelConfig& c) {
+  auto ends_with = [&](const std::string& suffix) {
+    return name.size() >= suffix.size() &&
+           name.compare(name.size() - suffix.size(), suffix.size(), suffix) == 0;
+  };
+  return ends_with(".attn.bias") || ends_with(".attn.masked_bias") ||
+         ends_with(".rotary_emb.inv_freq") || (c.tie_embeddings && name == "lm_head.weight");
+}
+
+bool IsModelFileName(const std::string& name) {
+  static const char* const kNames[] = {
+      "config.json",          "generation_config.json", "model.safetensors",
+      "model.safetensors.index.json", "tokenizer.json", "tokenizer_config.json",
+      "special_tokens_map.json", "vocab.json",          "merges.txt"};
+  for (const char* n : kNames) {
+    if (name == n) return true;
+  }
+  // Shards: model-00001-of-00004.safetensors
+  auto digits = [&](size_t at) {
+    for (size_t i = at; i < at + 5; ++i) {
+      if (name[i] < '0' || name[i] > '9') return false;
+    }
+    return true;
+  };
+  return name.size() == 32 && name.compare(0, 6, "model-") == 0 && digits(6) &&
+         name.compare(11, 4, "-of-") == 0 && digits(15) &&
+         name.compare(20, 12, ".safetensors") == 0;
+}
+
 int64_t MaxSequenceLength(const ModelConfig& c) {
   return c.sliding_window > 0 ? std::min(c.context_length, c.sliding_window) : c.context_length;
 }

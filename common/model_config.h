@@ -15,6 +15,7 @@
 #define TUNEFORGE_COMMON_MODEL_CONFIG_H_
 
 #include <cstdint>
+#include <map>
 #include <optional>
 #include <string>
 #include <vector>
@@ -58,12 +59,24 @@ std::string HfConfigJson(const ModelConfig& c);
 // Weights of the model, counted from the shape (a tied head counts once).
 int64_t ParameterCount(const ModelConfig& c);
 
+// Every weight tensor of the model as Hugging Face names and lays it out in
+// safetensors (GPT-2's Conv1D weights are (in, out)): name -> shape.
+std::map<std::string, std::vector<int64_t>> ExpectedTensors(const ModelConfig& c);
+
+// Tensors a Hub folder may hold that are not weights: GPT-2's attention-mask
+// buffers, old Llama checkpoints' rotary frequencies, a tied head's copy.
+bool IsIgnorableTensor(const std::string& name, const ModelConfig& c);
+
 // The longest sequence the model attends over in full: the context length,
 // or Mistral's sliding window when that is shorter.
 int64_t MaxSequenceLength(const ModelConfig& c);
 
 // "gpt2" or "llama".
 const char* ArchitectureName(Architecture a);
+
+// Whether `name` is a file a model folder may hold (config, weights, shards,
+// index, tokenizer and generation files): a plain name, never a path.
+bool IsModelFileName(const std::string& name);
 
 struct Preset {
   std::string name;         // e.g. "tiny-gpt2"

@@ -111,6 +111,18 @@ TEST(ModelConfigTest, WrittenConfigReadsBackTheSame) {
   }
 }
 
+TEST(ModelConfigTest, ModelFileNames) {
+  for (const char* ok : {"config.json", "model.safetensors", "model-00001-of-00004.safetensors",
+                         "model.safetensors.index.json", "tokenizer.json", "merges.txt"}) {
+    EXPECT_TRUE(IsModelFileName(ok)) << ok;
+  }
+  for (const char* bad : {"", "../config.json", "sub/config.json", "pytorch_model.bin",
+                          "model-0001-of-00004.safetensors", "model-00001-of-00004.safetensor",
+                          "model-0000a-of-00004.safetensors", "README.md", ".complete"}) {
+    EXPECT_FALSE(IsModelFileName(bad)) << bad;
+  }
+}
+
 TEST(ModelConfigTest, NamesWhatIsUnsupported) {
   struct Case {
     std::string text, error;

@@ -53,16 +53,45 @@ v1::Dataset ToProto(const DatasetRecord& d) {
   return out;
 }
 
-v1::Model ToProto(const ModelInfo& m) {
+v1::Model ToProto(const ModelRecord& m) {
   v1::Model out;
   out.set_name(absl::StrCat("models/", m.id));
   out.set_display_name(m.display_name);
-  out.set_source(v1::MODEL_SOURCE_PRESET);
+  out.set_source(static_cast<v1::ModelSource>(static_cast<int>(m.source)));
   out.set_architecture(m.architecture);
   out.set_parameter_count(m.parameter_count);
-  out.set_context_length(m.context_length);
-  out.set_vocab_size(m.vocab_size);
+  out.set_context_length(static_cast<int32_t>(m.context_length));
+  out.set_vocab_size(static_cast<int32_t>(m.vocab_size));
   out.set_tokenizer(m.tokenizer);
+  if (m.create_time_ms > 0) *out.mutable_create_time() = Ts(m.create_time_ms);
+  out.set_model_type(m.model_type);
+  out.set_dtype(m.dtype);
+  out.set_size_bytes(m.size_bytes);
+  for (const FileRecord& f : m.files) {
+    v1::ModelFile* file = out.add_files();
+    file->set_path(f.path);
+    file->set_size_bytes(f.size_bytes);
+    file->set_sha256(f.sha256);
+  }
+  if (!m.source_job.empty()) out.set_source_job(absl::StrCat("jobs/", m.source_job));
+  if (!m.base_model.empty()) out.set_base_model(absl::StrCat("models/", m.base_model));
+  return out;
+}
+
+ModelRecord ModelFromProto(const v1::Model& m) {
+  ModelRecord out;
+  out.id = m.name().substr(m.name().find('/') + 1);
+  out.display_name = m.display_name();
+  out.source = static_cast<ModelSource>(static_cast<int>(m.source()));
+  out.architecture = m.architecture();
+  out.parameter_count = m.parameter_count();
+  out.context_length = m.context_length();
+  out.vocab_size = m.vocab_size();
+  out.tokenizer = m.tokenizer();
+  out.model_type = m.model_type();
+  out.dtype = m.dtype();
+  out.size_bytes = m.size_bytes();
+  for (const v1::ModelFile& f : m.files()) out.files.push_back({f.path(), f.sha256(), f.size_bytes()});
   return out;
 }
 
@@ -71,9 +100,16 @@ JobState FromProto(v1::JobState s) { return static_cast<JobState>(static_cast<in
 
 absl::StatusOr<JobSpec> JobSpecFromProto(const v1::Job& job) {
   JobSpec spec;
-  auto model = IdFromName(job.base_model(), "models", "job.base_model");
-  if (!model.ok()) return model.status();
-  spec.base_model = *model;
+  // "models/{id}", a bare id, or "jobs/{id}" (that job's model).
+  if (absl::StartsWith(job.base_model(), "jobs/")) {
+    auto source = IdFromName(job.base_model(), "jobs", "job.base_model");
+    if (!source.ok()) return source.status();
+    spec.base_model = absl::StrCat("jobs/", *source);
+  } else {
+    auto model = IdFromName(job.base_model(), "models", "job.base_model");
+    if (!model.ok()) return model.status();
+    spec.base_model = *model;
+  }
   auto train = IdFromName(job.training_dataset(), "datasets", "job.training_dataset");
   if (!train.ok()) return train.status();
   spec.training_dataset = *train;
@@ -209,6 +245,7 @@ v1::Job ToProto(const Job& job) {
   if (!job.worker.empty()) out.set_worker(absl::StrCat("workers/", job.worker));
   out.set_train_examples(job.train_examples);
   out.set_validation_examples(job.validation_examples);
+  if (!job.result_model.empty()) out.set_result_model(absl::StrCat("models/", job.result_model));
   return out;
 }
 

@@ -28,9 +28,9 @@ namespace {
 // stores (or, for a dry run, only validates) the dataset.
 class UploadReactor : public grpc::ServerReadReactor<v1::UploadDatasetRequest> {
  public:
-  UploadReactor(grpc::CallbackServerContext* ctx, DatasetCatalog* catalog, v1::Dataset* stored,
-                v1::ValidateDatasetResponse* validated)
-      : ctx_(ctx), catalog_(catalog), stored_(stored), validated_(validated) {
+  UploadReactor(grpc::CallbackServerContext* ctx, DatasetCatalog* catalog, ModelCatalog* models,
+                v1::Dataset* stored, v1::ValidateDatasetResponse* validated)
+      : ctx_(ctx), catalog_(catalog), models_(models), stored_(stored), validated_(validated) {
     StartRead(&request_);
   }
 
@@ -76,12 +76,15 @@ class UploadReactor : public grpc::ServerReadReactor<v1::UploadDatasetRequest> {
         return absl::InvalidArgumentError("metadata.max_seq_len: must be >= 0");
       }
       if (!m.model().empty()) {
-        // Every model served today tokenises bytes; the name is still checked.
+        // Token counts are bytes, an upper bound for any byte-level BPE
+        // model (each token is at least one byte); the name is still checked.
         ASSIGN_OR_RETURN(std::string model, IdFromName(m.model(), "models", "metadata.model"));
-        if (FindModel(model) == nullptr) {
+        absl::StatusOr<ModelRecord> known = models_->Get(model);
+        if (absl::IsNotFound(known.status())) {
           return absl::InvalidArgumentError(
               absl::StrCat("metadata.model: no model 'models/", model, "'; see ListModels"));
         }
+        RETURN_IF_ERROR(known.status());
       }
       UploadMetadata metadata{m.display_name(), FromProto(m.format()), m.size_bytes(),
                               m.sha256(),       m.separator(),         m.max_seq_len()};
@@ -156,6 +159,7 @@ class UploadReactor : public grpc::ServerReadReactor<v1::UploadDatasetRequest> {
 
   grpc::CallbackServerContext* ctx_;
   DatasetCatalog* catalog_;
+  ModelCatalog* models_;
   v1::Dataset* stored_;
   v1::ValidateDatasetResponse* validated_;
   v1::UploadDatasetRequest request_;
@@ -167,12 +171,12 @@ class UploadReactor : public grpc::ServerReadReactor<v1::UploadDatasetRequest> {
 
 grpc::ServerReadReactor<v1::UploadDatasetRequest>* DatasetServiceImpl::UploadDataset(
     grpc::CallbackServerContext* ctx, v1::Dataset* response) {
-  return new UploadReactor(ctx, catalog_, response, nullptr);
+  return new UploadReactor(ctx, catalog_, models_, response, nullptr);
 }
 
 grpc::ServerReadReactor<v1::UploadDatasetRequest>* DatasetServiceImpl::ValidateDataset(
     grpc::CallbackServerContext* ctx, v1::ValidateDatasetResponse* response) {
-  return new UploadReactor(ctx, catalog_, nullptr, response);
+  return new UploadReactor(ctx, catalog_, models_, nullptr, response);
 }
 
 grpc::ServerUnaryReactor* DatasetServiceImpl::QueryUpload(grpc::CallbackServerContext* ctx,

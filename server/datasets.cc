@@ -58,7 +58,7 @@ absl::StatusOr<DatasetRecord> DatasetUpload::Finish() {
   d.create_time_ms = NowMs();
   d.report = std::move(report);
   d.separator = metadata_.separator;
-  MutexLock lock(&catalog_->blob_refs_mu_);
+  MutexLock lock(&catalog_->store_->blob_refs_mu());
   RETURN_IF_ERROR(writer_->Publish());
   d.sha256 = writer_->sha256();
   RETURN_IF_ERROR(catalog_->store_->PutDataset(d));
@@ -162,9 +162,9 @@ absl::Status DatasetCatalog::Delete(const std::string& id) {
     return absl::FailedPreconditionError(absl::StrCat(
         "dataset ", id, " is used by a queued, running or paused job; cancel it first"));
   }
-  MutexLock lock(&blob_refs_mu_);
+  MutexLock lock(&store_->blob_refs_mu());
   RETURN_IF_ERROR(store_->DeleteDataset(id));
-  ASSIGN_OR_RETURN(int64_t users, store_->CountDatasetsWithBlob(d.sha256));
+  ASSIGN_OR_RETURN(int64_t users, store_->CountBlobReferences(d.sha256));
   if (users == 0) RETURN_IF_ERROR(blobs_->Remove(d.sha256));
   return absl::OkStatus();
 }

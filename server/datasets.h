@@ -97,9 +97,6 @@ class DatasetCatalog {
   Store* const store_;
   BlobStore* const blobs_;
   const int64_t max_upload_bytes_;
-  // Held while blob references change (publish + insert, delete + remove),
-  // so a delete never removes a blob that a concurrent upload just reused.
-  Mutex blob_refs_mu_;
 
   struct Pending {
     std::unique_ptr<DatasetUpload> upload;  // null while a stream is writing to it

@@ -1,14 +1,81 @@
-// ModelService: the built-in presets (imports come with the model formats work).
+// ModelService: presets, imported Hugging Face folders, and fine-tuned models.
 #include "absl/strings/str_cat.h"
+#include "common/status_macros.h"
 #include "server/convert.h"
+#include "server/grpc_status.h"
 #include "server/services.h"
 
 namespace tuneforge {
+namespace {
+
+// Reads metadata, then file headers each followed by their chunks, into a
+// ModelImport; at the end of the stream checks and stores the model. A
+// broken stream or folder leaves nothing behind (the import's writers remove
+// their temp files).
+class ImportReactor : public grpc::ServerReadReactor<v1::ImportModelRequest> {
+ public:
+  ImportReactor(ModelCatalog* catalog, v1::Model* response)
+      : catalog_(catalog), response_(response) {
+    StartRead(&request_);
+  }
+
+  void OnReadDone(bool ok) override {
+    absl::Status s = ok ? Consume() : Complete();
+    if (!s.ok() || !ok) {
+      import_.reset();
+      Finish(ToGrpc(s));
+      return;
+    }
+    StartRead(&request_);
+  }
+
+  void OnDone() override { delete this; }
+
+ private:
+  absl::Status Consume() {
+    if (!import_) {
+      if (!request_.has_metadata()) {
+        return absl::InvalidArgumentError("the first message of an import must carry metadata");
+      }
+      const std::string& name = request_.metadata().display_name();
+      if (name.size() > 256) return absl::InvalidArgumentError("metadata.display_name: at most 256 bytes");
+      ASSIGN_OR_RETURN(import_, catalog_->StartImport(name));
+      return absl::OkStatus();
+    }
+    switch (request_.data_case()) {
+      case v1::ImportModelRequest::kFile:
+        return import_->BeginFile(request_.file().path(), request_.file().size_bytes(),
+                                  request_.file().sha256());
+      case v1::ImportModelRequest::kChunk:
+        return import_->Append(request_.chunk());
+      default:
+        return absl::InvalidArgumentError("metadata may come only once, first");
+    }
+  }
+
+  absl::Status Complete() {
+    if (!import_) return absl::InvalidArgumentError("the import stream was empty");
+    ASSIGN_OR_RETURN(ModelRecord m, import_->Finish());
+    *response_ = ToProto(m);
+    return absl::OkStatus();
+  }
+
+  ModelCatalog* const catalog_;
+  v1::Model* const response_;
+  v1::ImportModelRequest request_;
+  std::unique_ptr<ModelImport> import_;
+};
+
+}  // namespace
 
 grpc::ServerUnaryReactor* ModelServiceImpl::ListModels(grpc::CallbackServerContext* ctx,
                                                        const v1::ListModelsRequest* request,
                                                        v1::ListModelsResponse* response) {
-  for (const ModelInfo& m : PresetModels()) *response->add_models() = ToProto(m);
+  const int size = PageSize(request->page_size(), 50, 1000);
+  absl::StatusOr<std::vector<ModelRecord>> page = catalog_->List(request->page_token(), size);
+  if (!page.ok()) return FinishNow(ctx, page.status());
+  for (const ModelRecord& m : *page) *response->add_models() = ToProto(m);
+  if (static_cast<int>(page->size()) == size) response->set_next_page_token(page->back().id);
   return FinishNow(ctx, absl::OkStatus());
 }
 
@@ -17,12 +84,22 @@ grpc::ServerUnaryReactor* ModelServiceImpl::GetModel(grpc::CallbackServerContext
                                                      v1::Model* response) {
   absl::StatusOr<std::string> id = IdFromName(request->name(), "models", "name");
   if (!id.ok()) return FinishNow(ctx, id.status());
-  const ModelInfo* m = FindModel(*id);
-  if (m == nullptr) {
-    return FinishNow(ctx, absl::NotFoundError(absl::StrCat("model ", *id, " not found")));
-  }
-  *response = ToProto(*m);
-  return FinishNow(ctx, absl::OkStatus());
+  absl::StatusOr<ModelRecord> m = catalog_->Get(*id);
+  if (m.ok()) *response = ToProto(*m);
+  return FinishNow(ctx, m.status());
+}
+
+grpc::ServerReadReactor<v1::ImportModelRequest>* ModelServiceImpl::ImportModel(
+    grpc::CallbackServerContext* ctx, v1::Model* response) {
+  return new ImportReactor(catalog_, response);
+}
+
+grpc::ServerUnaryReactor* ModelServiceImpl::DeleteModel(grpc::CallbackServerContext* ctx,
+                                                        const v1::DeleteModelRequest* request,
+                                                        v1::DeleteModelResponse* response) {
+  absl::StatusOr<std::string> id = IdFromName(request->name(), "models", "name");
+  if (!id.ok()) return FinishNow(ctx, id.status());
+  return FinishNow(ctx, catalog_->Delete(*id));
 }
 
 }  // namespace tuneforge

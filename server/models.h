@@ -1,28 +1,95 @@
-// The built-in model presets that jobs can name as their base model.
+// Models that jobs fine-tune, with no RPC types: the built-in presets,
+// Hugging Face folders imported by users, and the models jobs produce.
 //
-// Thread-safe: immutable data.
+// An import streams each file into the blob store (content-addressed, so a
+// re-import of the same weights stores nothing new), then checks the folder
+// as a whole (server/model_check.h) before anything becomes visible. A
+// broken or oversized import leaves nothing behind.
+//
+//   ASSIGN_OR_RETURN(auto import, catalog.StartImport("Llama 3.2 1B"));
+//   RETURN_IF_ERROR(import->BeginFile("config.json", size, sha256));
+//   RETURN_IF_ERROR(import->Append(chunk));   // as chunks arrive
+//   ASSIGN_OR_RETURN(ModelRecord m, import->Finish());
+//
+// Thread-safe: ModelCatalog may be used from any thread; each ModelImport
+// belongs to one stream.
 #ifndef TUNEFORGE_SERVER_MODELS_H_
 #define TUNEFORGE_SERVER_MODELS_H_
 
-#include <cstdint>
+#include <memory>
 #include <string>
 #include <vector>
 
+#include "absl/status/statusor.h"
+#include "common/blob_store.h"
+#include "common/model_config.h"
+#include "server/records.h"
+#include "server/store.h"
+
 namespace tuneforge {
 
-struct ModelInfo {
-  std::string id;            // e.g. "tiny-gpt2"
-  std::string display_name;
-  std::string architecture;  // e.g. "gpt"
-  int64_t parameter_count = 0;
-  int context_length = 0;
-  int vocab_size = 0;
-  std::string tokenizer;     // e.g. "byte"
+// The record a preset is listed with (it has no files: workers make it).
+ModelRecord PresetRecord(const Preset& preset);
+
+class ModelCatalog;
+
+class ModelImport {
+ public:
+  static constexpr int kMaxFiles = 128;
+
+  // Ends the previous file (checking its size and digest) and starts the
+  // next. INVALID_ARGUMENT for a name that is not a model file, a repeat, or
+  // too many files.
+  absl::Status BeginFile(const std::string& path, int64_t size_bytes, const std::string& sha256);
+  // RESOURCE_EXHAUSTED once the import passes the size limit.
+  absl::Status Append(std::string_view chunk);
+  // Ends the last file, checks the folder, publishes the blobs and stores
+  // the model.
+  absl::StatusOr<ModelRecord> Finish();
+
+ private:
+  friend class ModelCatalog;
+  ModelImport(ModelCatalog* catalog, ModelRecord record) : catalog_(catalog), record_(std::move(record)) {}
+  absl::Status EndFile();
+
+  struct File {
+    FileRecord record;  // the declared size and digest until EndFile()
+    std::unique_ptr<BlobWriter> writer;
+  };
+  ModelCatalog* catalog_;
+  ModelRecord record_;
+  std::vector<File> files_;
+  int64_t total_bytes_ = 0;
 };
 
-const std::vector<ModelInfo>& PresetModels();
-// nullptr when no model has this id.
-const ModelInfo* FindModel(const std::string& id);
+class ModelCatalog {
+ public:
+  ModelCatalog(Store* store, BlobStore* blobs, int64_t max_model_bytes)
+      : store_(store), blobs_(blobs), max_model_bytes_(max_model_bytes) {}
+
+  absl::StatusOr<std::unique_ptr<ModelImport>> StartImport(const std::string& display_name);
+  // A preset or a stored model; NOT_FOUND otherwise.
+  absl::StatusOr<ModelRecord> Get(const std::string& id);
+  // Presets first, then stored models in creation order, after `after_id`.
+  absl::StatusOr<std::vector<ModelRecord>> List(const std::string& after_id, int limit);
+  // FAILED_PRECONDITION for a preset or a model an active job fine-tunes;
+  // removes the blobs nothing else uses.
+  absl::Status Delete(const std::string& id);
+  // The model a job produced, from its "model/" artifacts: checked like an
+  // import and stored as "ft-{job id}". Storing it again replaces it.
+  absl::StatusOr<ModelRecord> CreateFromJob(const Job& job);
+
+ private:
+  friend class ModelImport;
+  // Checks the sealed files, publishes them and stores `record` with them.
+  absl::StatusOr<ModelRecord> Register(ModelRecord record, const std::vector<FileRecord>& files,
+                                       const std::map<std::string, std::string>& paths,
+                                       std::vector<std::unique_ptr<BlobWriter>> writers);
+
+  Store* const store_;
+  BlobStore* const blobs_;
+  const int64_t max_model_bytes_;
+};
 
 }  // namespace tuneforge
 

@@ -41,11 +41,20 @@ NLOHMANN_DEFINE_TYPE_NON_INTRUSIVE_WITH_DEFAULT(JobProgress, epoch, total_epochs
                                                 total_steps, tokens_seen, train_loss,
                                                 validation_loss, has_validation_loss,
                                                 tokens_per_second, eta_seconds)
+NLOHMANN_JSON_SERIALIZE_ENUM(ModelSource, {{ModelSource::kPreset, "preset"},
+                                           {ModelSource::kImported, "imported"},
+                                           {ModelSource::kJob, "job"}})
+NLOHMANN_DEFINE_TYPE_NON_INTRUSIVE_WITH_DEFAULT(FileRecord, path, sha256, size_bytes)
+NLOHMANN_DEFINE_TYPE_NON_INTRUSIVE_WITH_DEFAULT(ModelRecord, id, display_name, source, model_type,
+                                                architecture, parameter_count, context_length,
+                                                vocab_size, dtype, tokenizer, size_bytes, files,
+                                                source_job, base_model, create_time_ms)
 NLOHMANN_DEFINE_TYPE_NON_INTRUSIVE_WITH_DEFAULT(Job, id, spec, state, create_time_ms, submit_seq,
                                                 start_time_ms, end_time_ms, progress, attempt,
                                                 max_attempts, error, worker, lease,
                                                 cancel_requested, train_examples,
-                                                validation_examples, last_sequence)
+                                                validation_examples, last_sequence, artifacts,
+                                                result_model)
 NLOHMANN_DEFINE_TYPE_NON_INTRUSIVE_WITH_DEFAULT(StateChangeEvent, from, to, reason)
 NLOHMANN_DEFINE_TYPE_NON_INTRUSIVE_WITH_DEFAULT(MetricsEvent, epoch, step, total_steps, loss,
                                                 learning_rate, grad_norm, tokens_per_second,
@@ -125,6 +134,12 @@ DatasetReport DatasetReportFromJson(std::string_view text) {
 std::string ToJson(const Job& job) { return Versioned(json(job)).dump(); }
 
 Job JobFromJson(std::string_view text) { return ParseVersioned(text, "job").get<Job>(); }
+
+std::string ToJson(const ModelRecord& model) { return Versioned(json(model)).dump(); }
+
+ModelRecord ModelFromJson(std::string_view text) {
+  return ParseVersioned(text, "model").get<ModelRecord>();
+}
 
 std::string PayloadToJson(const Event& event) {
   json j;

@@ -39,6 +39,34 @@ struct DatasetRecord {
   std::string separator;     // plain text: the document separator
 };
 
+// Values match tuneforge.v1.ModelSource.
+enum class ModelSource { kPreset = 1, kImported = 2, kJob = 3 };
+
+// One file of a model folder or of a job's output, stored by digest.
+struct FileRecord {
+  std::string path;  // e.g. "model.safetensors" (models), "model/config.json" (artifacts)
+  std::string sha256;
+  int64_t size_bytes = 0;
+};
+
+struct ModelRecord {
+  std::string id;            // "tiny-llama" (preset), "m…" (imported), "ft-{job}" (a job's)
+  std::string display_name;
+  ModelSource source = ModelSource::kImported;
+  std::string model_type;    // gpt2, llama, mistral, qwen2
+  std::string architecture;  // gpt2 | llama
+  int64_t parameter_count = 0;
+  int64_t context_length = 0;
+  int64_t vocab_size = 0;
+  std::string dtype;         // F32, BF16, F16
+  std::string tokenizer;     // e.g. "byte-level BPE, 50257 tokens, 50000 merges"
+  int64_t size_bytes = 0;
+  std::vector<FileRecord> files;  // empty for presets
+  std::string source_job;    // kJob: the job that trained it
+  std::string base_model;    // kJob: the model it started from
+  int64_t create_time_ms = 0;
+};
+
 // Training settings with their defaults; the RPC layer fills unset fields.
 struct Hyperparameters {
   int epochs = 3;
@@ -99,6 +127,8 @@ struct Job {
   int64_t train_examples = 0;
   int64_t validation_examples = 0;
   int64_t last_sequence = 0;  // sequence of the job's latest event
+  std::vector<FileRecord> artifacts;  // uploaded by the current attempt's worker
+  std::string result_model;   // once SUCCEEDED with a model: its id, "ft-{job}"
 };
 
 struct StateChangeEvent {
@@ -163,6 +193,8 @@ std::string ToJson(const DatasetReport& r);
 DatasetReport DatasetReportFromJson(std::string_view text);
 std::string ToJson(const Job& job);
 Job JobFromJson(std::string_view text);
+std::string ToJson(const ModelRecord& model);
+ModelRecord ModelFromJson(std::string_view text);
 std::string PayloadToJson(const Event& event);
 void PayloadFromJson(std::string_view text, Event* event);
 

@@ -1,5 +1,6 @@
 #include "server/scheduler.h"
 
+#include <algorithm>
 #include <chrono>
 #include <random>
 
@@ -118,9 +119,29 @@ absl::StatusOr<Job> Scheduler::CreateJob(JobSpec spec) {
     ASSIGN_OR_RETURN(std::optional<Job> existing, store_->FindJobByRequestId(spec.request_id));
     if (existing) return *std::move(existing);
   }
-  if (FindModel(spec.base_model) == nullptr) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "job.base_model: no model 'models/", spec.base_model, "'; see ListModels"));
+  // "jobs/{id}": continue from what that job produced.
+  if (spec.base_model.rfind("jobs/", 0) == 0) {
+    const std::string source = spec.base_model.substr(5);
+    absl::StatusOr<Job> earlier = store_->GetJob(source);
+    if (absl::IsNotFound(earlier.status())) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("job.base_model: job '", spec.base_model, "' does not exist"));
+    }
+    RETURN_IF_ERROR(earlier.status());
+    if (earlier->result_model.empty()) {
+      return absl::FailedPreconditionError(absl::StrCat(
+          "job.base_model: job ", source, " has produced no model (it is ",
+          std::string(JobStateName(earlier->state)), "); a job's model exists once it SUCCEEDED"));
+    }
+    spec.base_model = earlier->result_model;
+  }
+  if (FindPreset(spec.base_model) == nullptr) {
+    absl::StatusOr<ModelRecord> m = store_->GetModel(spec.base_model);
+    if (absl::IsNotFound(m.status())) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "job.base_model: no model 'models/", spec.base_model, "'; see ListModels"));
+    }
+    RETURN_IF_ERROR(m.status());
   }
   auto ready_dataset = [&](const std::string& id,
                            const char* field) -> absl::StatusOr<DatasetRecord> {
@@ -300,6 +321,13 @@ absl::StatusOr<Assignment> Scheduler::AssignLocked(const std::string& job_id,
   Assignment a;
   a.job = job;
   a.lease_deadline_ms = deadline;
+  if (const Preset* p = FindPreset(job.spec.base_model)) {
+    a.base_model = PresetRecord(*p);
+  } else {
+    absl::StatusOr<ModelRecord> m = store_->GetModel(job.spec.base_model);
+    if (!m.ok()) return m.status();
+    a.base_model = *std::move(m);
+  }
   absl::StatusOr<DatasetRecord> train = store_->GetDataset(job.spec.training_dataset);
   if (!train.ok()) return train.status();
   a.training = *std::move(train);
@@ -364,8 +392,31 @@ absl::Status Scheduler::ReportEvent(const std::string& job_id, const std::string
   return CommitLocked(*job, {std::move(event)}, deferred);
 }
 
+absl::Status Scheduler::AddArtifact(const std::string& job_id, const std::string& lease,
+                                    const FileRecord& artifact) {
+  Deferred deferred;
+  MutexLock lock(&mu_);
+  ASSIGN_OR_RETURN(Job * job, LeasedJobLocked(job_id, lease));
+  Job before = *job;
+  auto& artifacts = job->artifacts;
+  artifacts.erase(std::remove_if(artifacts.begin(), artifacts.end(),
+                                 [&](const FileRecord& a) { return a.path == artifact.path; }),
+                  artifacts.end());
+  artifacts.push_back(artifact);
+  absl::Status s = store_->PutJob(*job);
+  if (!s.ok()) *job = std::move(before);
+  return s;
+}
+
+absl::StatusOr<Job> Scheduler::LeasedJob(const std::string& job_id, const std::string& lease) {
+  MutexLock lock(&mu_);
+  ASSIGN_OR_RETURN(Job * job, LeasedJobLocked(job_id, lease));
+  return *job;
+}
+
 absl::Status Scheduler::FinishJob(const std::string& job_id, const std::string& lease,
-                                  JobState state, const std::string& error) {
+                                  JobState state, const std::string& error,
+                                  const std::string& result_model) {
   if (!IsTerminal(state)) {
     return absl::InvalidArgumentError("state: a job finishes SUCCEEDED, FAILED or CANCELLED");
   }
@@ -374,7 +425,10 @@ absl::Status Scheduler::FinishJob(const std::string& job_id, const std::string& 
   ASSIGN_OR_RETURN(Job * job, LeasedJobLocked(job_id, lease));
   std::string reason = error;
   if (state == JobState::kCancelled && reason.empty()) reason = "cancelled by the user";
-  if (state == JobState::kSucceeded) job->progress.eta_seconds = 0;
+  if (state == JobState::kSucceeded) {
+    job->progress.eta_seconds = 0;
+    job->result_model = result_model;
+  }
   RETURN_IF_ERROR(TransitionLocked(*job, state, reason, deferred));
   lease_deadline_ms_.erase(job_id);
   active_.erase(job_id);

@@ -57,6 +57,7 @@ struct WorkerInfo {
 // A job handed to a worker.
 struct Assignment {
   Job job;
+  ModelRecord base_model;  // a preset's record (no files) or a stored model's
   DatasetRecord training;
   std::optional<DatasetRecord> validation;  // none: split the training set
   int64_t lease_deadline_ms = 0;
@@ -103,8 +104,14 @@ class Scheduler {
                                            const std::string& job_id, const std::string& lease,
                                            int64_t step);
   absl::Status ReportEvent(const std::string& job_id, const std::string& lease, Event event);
+  // Records a file the attempt produced (replacing one of the same path).
+  absl::Status AddArtifact(const std::string& job_id, const std::string& lease,
+                           const FileRecord& artifact);
+  // The job, if `lease` is its current one; ABORTED otherwise.
+  absl::StatusOr<Job> LeasedJob(const std::string& job_id, const std::string& lease);
+  // `result_model`: for SUCCEEDED, the id of the model the job produced, if any.
   absl::Status FinishJob(const std::string& job_id, const std::string& lease, JobState state,
-                         const std::string& error);
+                         const std::string& error, const std::string& result_model = "");
 
   // Watching. `listener` is called after every new event of the job.
   uint64_t Subscribe(const std::string& job_id, Listener listener);

@@ -41,6 +41,7 @@ int main(int argc, char** argv) {
   std::string data_dir = "./tuneforge-data";
   int local_workers = 0;
   int64_t max_upload_bytes = int64_t{1} << 30;
+  int64_t max_model_bytes = int64_t{64} << 30;
   double lease_seconds = 30;
   int heartbeat_ms = 2000;
   int max_attempts = 3;
@@ -53,6 +54,9 @@ int main(int argc, char** argv) {
   app.add_option("--local-workers", local_workers, "worker processes to start here")
       ->capture_default_str();
   app.add_option("--max-upload-bytes", max_upload_bytes, "largest dataset upload")
+      ->capture_default_str();
+  app.add_option("--max-model-bytes", max_model_bytes,
+                 "largest model import or trained model (all files together)")
       ->capture_default_str();
   app.add_option("--lease-seconds", lease_seconds,
                  "a running job goes back to the queue after this long without heartbeats")
@@ -96,10 +100,12 @@ int main(int argc, char** argv) {
     return 1;
   }
   tuneforge::DatasetCatalog catalog(store->get(), blobs->get(), max_upload_bytes);
-  tuneforge::DatasetServiceImpl dataset_service(&catalog);
-  tuneforge::ModelServiceImpl model_service;
+  tuneforge::ModelCatalog models(store->get(), blobs->get(), max_model_bytes);
+  tuneforge::DatasetServiceImpl dataset_service(&catalog, &models);
+  tuneforge::ModelServiceImpl model_service(&models);
   tuneforge::JobServiceImpl job_service(scheduler->get());
-  tuneforge::WorkerServiceImpl worker_service(scheduler->get(), blobs->get(), options);
+  tuneforge::WorkerServiceImpl worker_service(scheduler->get(), blobs->get(), &models, options,
+                                              max_model_bytes);
 
   grpc::EnableDefaultHealthCheckService(true);
   grpc::reflection::InitProtoReflectionServerBuilderPlugin();

@@ -8,6 +8,7 @@
 #define TUNEFORGE_SERVER_SERVICES_H_
 
 #include "server/datasets.h"
+#include "server/models.h"
 #include "server/scheduler.h"
 #include "tuneforge/v1/dataset.grpc.pb.h"
 #include "tuneforge/v1/job.grpc.pb.h"
@@ -18,7 +19,8 @@ namespace tuneforge {
 
 class DatasetServiceImpl final : public v1::DatasetService::CallbackService {
  public:
-  explicit DatasetServiceImpl(DatasetCatalog* catalog) : catalog_(catalog) {}
+  DatasetServiceImpl(DatasetCatalog* catalog, ModelCatalog* models)
+      : catalog_(catalog), models_(models) {}
 
   grpc::ServerReadReactor<v1::UploadDatasetRequest>* UploadDataset(
       grpc::CallbackServerContext* ctx, v1::Dataset* response) override;
@@ -39,16 +41,27 @@ class DatasetServiceImpl final : public v1::DatasetService::CallbackService {
 
  private:
   DatasetCatalog* const catalog_;
+  ModelCatalog* const models_;
 };
 
 class ModelServiceImpl final : public v1::ModelService::CallbackService {
  public:
+  explicit ModelServiceImpl(ModelCatalog* catalog) : catalog_(catalog) {}
+
   grpc::ServerUnaryReactor* ListModels(grpc::CallbackServerContext* ctx,
                                        const v1::ListModelsRequest* request,
                                        v1::ListModelsResponse* response) override;
   grpc::ServerUnaryReactor* GetModel(grpc::CallbackServerContext* ctx,
                                      const v1::GetModelRequest* request,
                                      v1::Model* response) override;
+  grpc::ServerReadReactor<v1::ImportModelRequest>* ImportModel(
+      grpc::CallbackServerContext* ctx, v1::Model* response) override;
+  grpc::ServerUnaryReactor* DeleteModel(grpc::CallbackServerContext* ctx,
+                                        const v1::DeleteModelRequest* request,
+                                        v1::DeleteModelResponse* response) override;
+
+ private:
+  ModelCatalog* const catalog_;
 };
 
 class JobServiceImpl final : public v1::JobService::CallbackService {
@@ -78,8 +91,13 @@ class JobServiceImpl final : public v1::JobService::CallbackService {
 
 class WorkerServiceImpl final : public v1::WorkerService::CallbackService {
  public:
-  WorkerServiceImpl(Scheduler* scheduler, BlobStore* blobs, SchedulerOptions options)
-      : scheduler_(scheduler), blobs_(blobs), options_(options) {}
+  WorkerServiceImpl(Scheduler* scheduler, BlobStore* blobs, ModelCatalog* models,
+                    SchedulerOptions options, int64_t max_artifact_bytes)
+      : scheduler_(scheduler),
+        blobs_(blobs),
+        models_(models),
+        options_(options),
+        max_artifact_bytes_(max_artifact_bytes) {}
 
   grpc::ServerUnaryReactor* RegisterWorker(grpc::CallbackServerContext* ctx,
                                            const v1::RegisterWorkerRequest* request,
@@ -97,11 +115,15 @@ class WorkerServiceImpl final : public v1::WorkerService::CallbackService {
                                       v1::FinishJobResponse* response) override;
   grpc::ServerWriteReactor<v1::BlobChunk>* FetchBlob(grpc::CallbackServerContext* ctx,
                                                      const v1::FetchBlobRequest* request) override;
+  grpc::ServerReadReactor<v1::UploadArtifactRequest>* UploadArtifact(
+      grpc::CallbackServerContext* ctx, v1::UploadArtifactResponse* response) override;
 
  private:
   Scheduler* const scheduler_;
   BlobStore* const blobs_;
+  ModelCatalog* const models_;
   const SchedulerOptions options_;
+  const int64_t max_artifact_bytes_;
 };
 
 // Finishes a unary call inline with `status`.

@@ -77,6 +77,23 @@ CREATE TABLE IF NOT EXISTS events (
 ) WITHOUT ROWID;
 )sql";
 
+// Version 2 added the models tables; CREATE IF NOT EXISTS migrates a
+// version 1 database.
+constexpr const char* kModelSchema = R"sql(
+CREATE TABLE IF NOT EXISTS models (
+  seq INTEGER PRIMARY KEY AUTOINCREMENT,
+  id TEXT NOT NULL UNIQUE,
+  record TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS model_files (
+  model_id TEXT NOT NULL REFERENCES models(id) ON DELETE CASCADE,
+  path TEXT NOT NULL,
+  sha256 TEXT NOT NULL,
+  PRIMARY KEY (model_id, path)
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS model_files_sha256 ON model_files(sha256);
+)sql";
+
 constexpr const char* kActiveStates = "(1, 2, 6)";  // QUEUED, RUNNING, PAUSED
 
 DatasetRecord DatasetFromRow(const Stmt& s) {
@@ -125,6 +142,7 @@ absl::StatusOr<std::unique_ptr<Store>> Store::Open(const std::string& path) {
   RETURN_IF_ERROR(store->Exec("BEGIN IMMEDIATE"));
   absl::Status s = store->Exec(kSchema);
   // Migrations from older versions go here, one step at a time.
+  if (s.ok()) s = store->Exec(kModelSchema);  // 1 -> 2
   if (s.ok()) s = store->Exec(absl::StrCat("PRAGMA user_version=", kSchemaVersion).c_str());
   if (!s.ok()) {
     store->Exec("ROLLBACK").IgnoreError();
@@ -206,11 +224,12 @@ absl::Status Store::DeleteDataset(const std::string& id) {
   return absl::OkStatus();
 }
 
-absl::StatusOr<int64_t> Store::CountDatasetsWithBlob(const std::string& sha256) {
+absl::StatusOr<int64_t> Store::CountBlobReferences(const std::string& sha256) {
   MutexLock lock(&mu_);
-  Stmt s(db_, "SELECT COUNT(*) FROM datasets WHERE sha256 = ?");
+  Stmt s(db_, "SELECT (SELECT COUNT(*) FROM datasets WHERE sha256 = ?1) + "
+              "(SELECT COUNT(*) FROM model_files WHERE sha256 = ?1)");
   s.Bind(1, sha256);
-  if (s.Step() != SQLITE_ROW) return Error("count datasets");
+  if (s.Step() != SQLITE_ROW) return Error("count blob references");
   return s.Int(0);
 }
 
@@ -218,6 +237,79 @@ absl::StatusOr<bool> Store::DatasetInUse(const std::string& id) {
   MutexLock lock(&mu_);
   Stmt s(db_, absl::StrCat("SELECT 1 FROM jobs WHERE state IN ", kActiveStates,
                            " AND (training_dataset = ?1 OR validation_dataset = ?1) LIMIT 1")
+                  .c_str());
+  s.Bind(1, id);
+  int rc = s.Step();
+  if (rc != SQLITE_ROW && rc != SQLITE_DONE) return Error("query jobs");
+  return rc == SQLITE_ROW;
+}
+
+absl::Status Store::PutModel(const ModelRecord& m) {
+  MutexLock lock(&mu_);
+  RETURN_IF_ERROR(Exec("BEGIN IMMEDIATE"));
+  auto fail = [&](const char* what) {
+    absl::Status s = Error(what);
+    Exec("ROLLBACK").IgnoreError();
+    return s;
+  };
+  {
+    Stmt s(db_, "INSERT INTO models (id, record) VALUES (?, ?) "
+                "ON CONFLICT(id) DO UPDATE SET record=excluded.record");
+    s.Bind(1, m.id).Bind(2, ToJson(m));
+    if (s.Step() != SQLITE_DONE) return fail("put model");
+  }
+  {
+    Stmt s(db_, "DELETE FROM model_files WHERE model_id = ?");
+    s.Bind(1, m.id);
+    if (s.Step() != SQLITE_DONE) return fail("replace model files");
+  }
+  for (const FileRecord& f : m.files) {
+    Stmt s(db_, "INSERT INTO model_files (model_id, path, sha256) VALUES (?, ?, ?)");
+    s.Bind(1, m.id).Bind(2, f.path).Bind(3, f.sha256);
+    if (s.Step() != SQLITE_DONE) return fail("put model file");
+  }
+  if (absl::Status s = Exec("COMMIT"); !s.ok()) {
+    Exec("ROLLBACK").IgnoreError();
+    return s;
+  }
+  return absl::OkStatus();
+}
+
+absl::StatusOr<ModelRecord> Store::GetModel(const std::string& id) {
+  MutexLock lock(&mu_);
+  Stmt s(db_, "SELECT record FROM models WHERE id = ?");
+  s.Bind(1, id);
+  int rc = s.Step();
+  if (rc == SQLITE_DONE) return absl::NotFoundError(absl::StrCat("model ", id, " not found"));
+  if (rc != SQLITE_ROW) return Error("get model");
+  return ModelFromJson(s.Text(0));
+}
+
+absl::StatusOr<std::vector<ModelRecord>> Store::ListModels(const std::string& after_id,
+                                                           int limit) {
+  MutexLock lock(&mu_);
+  Stmt s(db_, "SELECT record FROM models WHERE seq > COALESCE((SELECT seq FROM models "
+              "WHERE id = ?), 0) ORDER BY seq LIMIT ?");
+  s.Bind(1, after_id).Bind(2, static_cast<int64_t>(limit));
+  std::vector<ModelRecord> out;
+  int rc;
+  while ((rc = s.Step()) == SQLITE_ROW) out.push_back(ModelFromJson(s.Text(0)));
+  if (rc != SQLITE_DONE) return Error("list models");
+  return out;
+}
+
+absl::Status Store::DeleteModel(const std::string& id) {
+  MutexLock lock(&mu_);
+  Stmt s(db_, "DELETE FROM models WHERE id = ?");  // model_files cascade
+  s.Bind(1, id);
+  if (s.Step() != SQLITE_DONE) return Error("delete model");
+  return absl::OkStatus();
+}
+
+absl::StatusOr<bool> Store::ModelInUse(const std::string& id) {
+  MutexLock lock(&mu_);
+  Stmt s(db_, absl::StrCat("SELECT 1 FROM jobs WHERE state IN ", kActiveStates,
+                           " AND json_extract(record, '$.spec.base_model') = ? LIMIT 1")
                   .c_str());
   s.Bind(1, id);
   int rc = s.Step();

@@ -32,7 +32,7 @@ struct JobFilter {
 
 class Store {
  public:
-  static constexpr int kSchemaVersion = 1;
+  static constexpr int kSchemaVersion = 2;
 
   // Opens or creates the database at `path`.
   static absl::StatusOr<std::unique_ptr<Store>> Open(const std::string& path);
@@ -44,10 +44,23 @@ class Store {
   absl::StatusOr<std::vector<DatasetRecord>> ListDatasets(const std::string& after_id,
                                                           int limit);
   absl::Status DeleteDataset(const std::string& id);
-  // How many datasets share this blob.
-  absl::StatusOr<int64_t> CountDatasetsWithBlob(const std::string& sha256);
+  // How many datasets and model files are this blob.
+  absl::StatusOr<int64_t> CountBlobReferences(const std::string& sha256);
+  // Held by whoever adds or drops a blob reference (publishes a blob and
+  // inserts its row; deletes a row and removes the blob if unreferenced), so
+  // a removal never races a reuse of the same bytes.
+  Mutex& blob_refs_mu() { return blob_refs_mu_; }
   // True when a queued, running or paused job names the dataset.
   absl::StatusOr<bool> DatasetInUse(const std::string& id);
+
+  // Inserts or replaces a model and its file list in one transaction.
+  absl::Status PutModel(const ModelRecord& m);
+  absl::StatusOr<ModelRecord> GetModel(const std::string& id);
+  // Models in creation order after the one with id `after_id` ("" = first).
+  absl::StatusOr<std::vector<ModelRecord>> ListModels(const std::string& after_id, int limit);
+  absl::Status DeleteModel(const std::string& id);
+  // True when a queued, running or paused job fine-tunes the model.
+  absl::StatusOr<bool> ModelInUse(const std::string& id);
 
   // Inserts or replaces the job and appends `events` in one transaction.
   absl::Status PutJob(const Job& job, const std::vector<Event>& events = {});
@@ -70,6 +83,7 @@ class Store {
                                              const std::vector<std::string>& args)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
 
+  Mutex blob_refs_mu_;
   Mutex mu_;
   sqlite3* db_ ABSL_GUARDED_BY(mu_);
 };

@@ -86,6 +86,66 @@ TEST(StoreTest, ListFiltersAndPages) {
   EXPECT_EQ((*store)->GetJob("zzz").status().code(), absl::StatusCode::kNotFound);
 }
 
+TEST(StoreTest, ModelsAndTheirBlobReferences) {
+  auto store = Store::Open(TempDb("models"));
+  ASSERT_TRUE(store.ok());
+  ModelRecord m;
+  m.id = "m1";
+  m.model_type = "llama";
+  m.files = {{"config.json", "c1", 10}, {"model.safetensors", "w1", 100}};
+  ASSERT_TRUE((*store)->PutModel(m).ok());
+  ModelRecord n = m;
+  n.id = "m2";
+  n.files = {{"config.json", "c2", 10}, {"model.safetensors", "w1", 100}};
+  ASSERT_TRUE((*store)->PutModel(n).ok());
+  EXPECT_EQ(*(*store)->CountBlobReferences("w1"), 2);
+  EXPECT_EQ(*(*store)->CountBlobReferences("c1"), 1);
+  auto got = (*store)->GetModel("m1");
+  ASSERT_TRUE(got.ok());
+  EXPECT_EQ(got->files.size(), 2u);
+  EXPECT_EQ(got->model_type, "llama");
+  // A queued job on m1 keeps it in use; a finished one does not.
+  Job j = MakeJob("a", JobState::kQueued);
+  j.spec.base_model = "m1";
+  ASSERT_TRUE((*store)->PutJob(j).ok());
+  EXPECT_TRUE(*(*store)->ModelInUse("m1"));
+  EXPECT_FALSE(*(*store)->ModelInUse("m2"));
+  j.state = JobState::kSucceeded;
+  ASSERT_TRUE((*store)->PutJob(j).ok());
+  EXPECT_FALSE(*(*store)->ModelInUse("m1"));
+  ASSERT_TRUE((*store)->DeleteModel("m1").ok());
+  EXPECT_EQ(*(*store)->CountBlobReferences("w1"), 1);  // the file rows went with it
+  EXPECT_EQ(*(*store)->CountBlobReferences("c1"), 0);
+  auto listed = (*store)->ListModels("", 10);
+  ASSERT_TRUE(listed.ok());
+  ASSERT_EQ(listed->size(), 1u);
+  EXPECT_EQ((*listed)[0].id, "m2");
+}
+
+// A database from before the models tables (schema 1) opens, keeps its
+// datasets and gains the tables.
+TEST(StoreTest, MigratesSchemaOne) {
+  std::string path = TempDb("migrate");
+  {
+    auto store = Store::Open(path);
+    ASSERT_TRUE(store.ok());
+    DatasetRecord d;
+    d.id = "d1";
+    d.sha256 = "abc";
+    ASSERT_TRUE((*store)->PutDataset(d).ok());
+  }
+  ASSERT_EQ(std::system(("sqlite3 " + path +
+                         " 'DROP TABLE model_files; DROP TABLE models; PRAGMA user_version=1'")
+                            .c_str()),
+            0);
+  auto store = Store::Open(path);
+  ASSERT_TRUE(store.ok()) << store.status();
+  EXPECT_TRUE((*store)->GetDataset("d1").ok());
+  ModelRecord m;
+  m.id = "m1";
+  EXPECT_TRUE((*store)->PutModel(m).ok());
+}
+
 TEST(StoreTest, RefusesNewerSchema) {
   std::string path = TempDb("schema");
   { ASSERT_TRUE(Store::Open(path).ok()); }

@@ -8,7 +8,9 @@
 
 #include "absl/strings/str_cat.h"
 #include "server/convert.h"
+#include "common/status_macros.h"
 #include "server/grpc_status.h"
+#include "common/model_config.h"
 #include "server/services.h"
 
 namespace tuneforge {
@@ -29,6 +31,7 @@ void FillAssignment(const Assignment& a, const std::string& lease, v1::Assignmen
     out->set_validation_dataset_sha256(a.validation->sha256);
     *out->mutable_validation_dataset() = ToProto(*a.validation);
   }
+  *out->mutable_base_model() = ToProto(a.base_model);
 }
 
 // A long poll: parks in the scheduler until a job is free, the wait ends, or
@@ -193,6 +196,74 @@ class BlobReactor : public grpc::ServerWriteReactor<v1::BlobChunk> {
   v1::BlobChunk chunk_;
 };
 
+// One file a job produced: a header (checked against the job's lease and the
+// model file names), then chunks into a blob; at the end the blob is
+// published and recorded on the job.
+class ArtifactReactor : public grpc::ServerReadReactor<v1::UploadArtifactRequest> {
+ public:
+  ArtifactReactor(Scheduler* scheduler, BlobStore* blobs, int64_t max_bytes)
+      : scheduler_(scheduler), blobs_(blobs), max_bytes_(max_bytes) {
+    StartRead(&request_);
+  }
+
+  void OnReadDone(bool ok) override {
+    absl::Status s = ok ? Consume() : Complete();
+    if (!s.ok() || !ok) {
+      writer_.reset();  // removes the temp file unless published
+      Finish(ToGrpc(s));
+      return;
+    }
+    StartRead(&request_);
+  }
+
+  void OnDone() override { delete this; }
+
+ private:
+  absl::Status Consume() {
+    if (!writer_) {
+      if (!request_.has_header()) {
+        return absl::InvalidArgumentError("the first message of an artifact must be its header");
+      }
+      header_ = request_.header();
+      ASSIGN_OR_RETURN(job_, IdFromName(header_.job(), "jobs", "header.job"));
+      const std::string& path = header_.artifact();
+      if (path.rfind("model/", 0) != 0 || !IsModelFileName(path.substr(6))) {
+        return absl::InvalidArgumentError(absl::StrCat(
+            "header.artifact: '", path, "' is not model/{a model file name}"));
+      }
+      RETURN_IF_ERROR(scheduler_->LeasedJob(job_, header_.lease()).status());
+      ASSIGN_OR_RETURN(writer_, blobs_->NewWriter());
+      return absl::OkStatus();
+    }
+    if (!request_.has_chunk()) return absl::InvalidArgumentError("only one header per artifact");
+    if (writer_->size() + static_cast<int64_t>(request_.chunk().size()) > max_bytes_) {
+      return absl::ResourceExhaustedError(
+          absl::StrCat("the artifact is larger than this server's limit of ", max_bytes_, " bytes"));
+    }
+    return writer_->Append(request_.chunk());
+  }
+
+  absl::Status Complete() {
+    if (!writer_) return absl::InvalidArgumentError("the artifact stream was empty");
+    if (header_.size_bytes() > 0 && writer_->size() != header_.size_bytes()) {
+      return absl::InvalidArgumentError(absl::StrCat("received ", writer_->size(),
+                                                     " bytes, the header said ",
+                                                     header_.size_bytes()));
+    }
+    ASSIGN_OR_RETURN(std::string sha, writer_->Commit(header_.sha256()));
+    return scheduler_->AddArtifact(job_, header_.lease(),
+                                   FileRecord{header_.artifact(), sha, writer_->size()});
+  }
+
+  Scheduler* const scheduler_;
+  BlobStore* const blobs_;
+  const int64_t max_bytes_;
+  v1::UploadArtifactRequest request_;
+  v1::UploadArtifactRequest::Header header_;
+  std::string job_;
+  std::unique_ptr<BlobWriter> writer_;
+};
+
 }  // namespace
 
 grpc::ServerUnaryReactor* WorkerServiceImpl::RegisterWorker(
@@ -246,8 +317,32 @@ grpc::ServerUnaryReactor* WorkerServiceImpl::FinishJob(grpc::CallbackServerConte
   if (request->error().size() > 4096) {
     return FinishNow(ctx, absl::InvalidArgumentError("error: at most 4096 bytes"));
   }
-  return FinishNow(ctx, scheduler_->FinishJob(*job, request->lease(), FromProto(request->state()),
-                                              request->error()));
+  const JobState state = FromProto(request->state());
+  if (state != JobState::kSucceeded) {
+    return FinishNow(ctx, scheduler_->FinishJob(*job, request->lease(), state, request->error()));
+  }
+  // A job that uploaded a model folder succeeds with that model stored, or
+  // fails saying why it could not be.
+  absl::StatusOr<Job> running = scheduler_->LeasedJob(*job, request->lease());
+  if (!running.ok()) return FinishNow(ctx, running.status());
+  std::string result_model;
+  if (!running->artifacts.empty()) {
+    absl::StatusOr<ModelRecord> m = models_->CreateFromJob(*running);
+    if (!m.ok()) {
+      return FinishNow(ctx, scheduler_->FinishJob(
+                                *job, request->lease(), JobState::kFailed,
+                                absl::StrCat("the trained model could not be stored: ",
+                                             m.status().message())));
+    }
+    result_model = m->id;
+  }
+  return FinishNow(ctx, scheduler_->FinishJob(*job, request->lease(), state, request->error(),
+                                              result_model));
+}
+
+grpc::ServerReadReactor<v1::UploadArtifactRequest>* WorkerServiceImpl::UploadArtifact(
+    grpc::CallbackServerContext* ctx, v1::UploadArtifactResponse* response) {
+  return new ArtifactReactor(scheduler_, blobs_, max_artifact_bytes_);
 }
 
 grpc::ServerWriteReactor<v1::BlobChunk>* WorkerServiceImpl::FetchBlob(

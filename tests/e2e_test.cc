@@ -1,6 +1,10 @@
 // The walking skeleton end to end: a real scheduler with a real local worker
 // on a free loopback port, driven only through the real `tuneforge` CLI.
 #include <chrono>
+#include <filesystem>
+#include <fstream>
+#include <map>
+#include <regex>
 #include <set>
 #include <sstream>
 #include <thread>
@@ -127,6 +131,136 @@ TEST_F(EndToEndTest, UploadCreateAndWatchUntilSucceeded) {
 
   RunResult listed = server_->Cli({"jobs", "list", "--state", "SUCCEEDED"});
   EXPECT_NE(listed.out.find(job), std::string::npos);
+}
+
+// A Hugging Face folder goes in through `models import`, is fine-tuned, the
+// result is a model of its own that a second job fine-tunes further, and
+// models in use cannot be deleted.
+TEST_F(EndToEndTest, ImportFineTuneAndContinueAModel) {
+  const std::string folder = dir_ + "/tiny-llama";
+  RunResult init = testing::Run("tuneforge-train", {"init", "--preset", "tiny-llama", "--output", folder,
+                                           "--seed", "7"});
+  ASSERT_EQ(init.exit_code, 0) << init.err;
+  WriteFile(folder + "/README.md", "not a model file\n");
+  RunResult imported = server_->Cli({"-o", "json", "models", "import", folder,
+                                     "--display-name", "my llama"});
+  ASSERT_EQ(imported.exit_code, 0) << imported.out << imported.err;
+  EXPECT_NE(imported.err.find("skipping README.md"), std::string::npos) << imported.err;
+  json m = json::parse(imported.out);
+  const std::string model = m["name"];
+  EXPECT_EQ(model.rfind("models/m", 0), 0u) << model;
+  EXPECT_EQ(m["source"], "MODEL_SOURCE_IMPORTED");
+  EXPECT_EQ(m["modelType"], "llama");
+  EXPECT_EQ(m["parameterCount"], "792192");
+  EXPECT_EQ(m["contextLength"], 256);
+  EXPECT_EQ(m["dtype"], "F32");
+  EXPECT_EQ(m["tokenizer"], "byte-level BPE, 258 tokens, 0 merges");
+  EXPECT_EQ(m["files"].size(), 3u);
+
+  RunResult listed = server_->Cli({"models", "list"});
+  EXPECT_NE(listed.out.find("models/tiny-gpt2"), std::string::npos);
+  EXPECT_NE(listed.out.find(model), std::string::npos) << listed.out;
+
+  const std::string dataset = Upload(dir_ + "/data.json");
+  auto train = [&](const std::string& base) {
+    RunResult r = server_->Cli({"-o", "name", "jobs", "create", "--model", base,
+                                "--training-dataset", dataset, "--epochs", "2",
+                                "--learning-rate", "3e-3", "--max-seq-len", "64", "--follow"});
+    EXPECT_EQ(r.exit_code, 0) << r.out << r.err << server_->Log();
+    return r.out.substr(0, r.out.find('\n'));
+  };
+  const std::string first = train(model);
+  json j1 = GetJob(first);
+  ASSERT_EQ(j1["state"], "JOB_STATE_SUCCEEDED") << j1.dump(2);
+  const std::string result = j1["resultModel"];
+  EXPECT_EQ(result, "models/ft-" + first.substr(5));
+  json r1 = ParseJson(server_->Cli({"-o", "json", "models", "get", result}));
+  EXPECT_EQ(r1["source"], "MODEL_SOURCE_JOB");
+  EXPECT_EQ(r1["sourceJob"], first);
+  EXPECT_EQ(r1["baseModel"], model);
+  EXPECT_EQ(r1["parameterCount"], "792192");
+  // The tokenizer came through unchanged (same bytes, same blob).
+  std::map<std::string, std::string> base_files, result_files;
+  for (const json& f : m["files"]) base_files[f["path"]] = f["sha256"];
+  for (const json& f : r1["files"]) result_files[f["path"]] = f["sha256"];
+  EXPECT_EQ(result_files["tokenizer.json"], base_files["tokenizer.json"]);
+  EXPECT_NE(result_files["model.safetensors"], base_files["model.safetensors"]);
+
+  // Continued fine-tuning, named by the job: it starts where the first ended.
+  const std::string second = train(first);
+  json j2 = GetJob(second);
+  EXPECT_EQ(j2["baseModel"], result);
+  RunResult w1 = server_->Cli({"jobs", "watch", first});
+  RunResult w2 = server_->Cli({"jobs", "watch", second});
+  auto first_loss = [](const std::string& out) {
+    size_t at = out.find("train_loss ");
+    return at == std::string::npos ? -1.0 : std::stod(out.substr(at + 11));
+  };
+  EXPECT_LT(first_loss(w2.out), first_loss(w1.out) - 0.5) << w1.out << w2.out;
+
+  // A model a queued job uses cannot be deleted; a preset never.
+  RunResult queued = server_->Cli({"-o", "name", "jobs", "create", "--model", result,
+                                   "--training-dataset", dataset, "--epochs", "50"});
+  ASSERT_EQ(queued.exit_code, 0) << queued.err;
+  RunResult refused = server_->Cli({"models", "delete", result});
+  EXPECT_EQ(refused.exit_code, 1);
+  EXPECT_NE(refused.err.find("cancel it first"), std::string::npos) << refused.err;
+  const std::string third = queued.out.substr(0, queued.out.find('\n'));
+  EXPECT_EQ(server_->Cli({"jobs", "cancel", third}).exit_code, 0);
+  EXPECT_EQ(server_->Cli({"jobs", "watch", third}).exit_code, 1);  // until it is CANCELLED
+  RunResult preset = server_->Cli({"models", "delete", "tiny-gpt2"});
+  EXPECT_NE(preset.err.find("built in"), std::string::npos) << preset.err;
+  // Once no job uses them, both go, and their blobs with them (the shared
+  // tokenizer only with the last model that holds it).
+  for (const std::string& name : {model, result, std::string(j2["resultModel"])}) {
+    RunResult gone = server_->Cli({"models", "delete", name});
+    EXPECT_EQ(gone.exit_code, 0) << name << gone.err;
+  }
+  EXPECT_EQ(server_->Cli({"models", "get", model}).exit_code, 4);
+  for (const auto& [path, sha] : base_files) {
+    EXPECT_FALSE(std::filesystem::exists(dir_ + "/data/blobs/" + sha.substr(0, 2) + "/" + sha)) << path;
+  }
+}
+
+// A broken folder is refused at import, naming the file and tensor, and
+// leaves nothing behind.
+TEST_F(EndToEndTest, BrokenModelFoldersAreRefusedWithTheirFault) {
+  const std::string folder = dir_ + "/broken";
+  ASSERT_EQ(testing::Run("tuneforge-train", {"init", "--preset", "tiny-gpt2", "--output", folder}).exit_code, 0);
+  std::string config;
+  {
+    std::ifstream in(folder + "/config.json");
+    config.assign(std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>());
+  }
+  auto import_error = [&]() {
+    RunResult r = server_->Cli({"models", "import", folder});
+    EXPECT_EQ(r.exit_code, 2) << r.out << r.err;
+    return r.err;
+  };
+  // One layer more than the weights hold.
+  WriteFile(folder + "/config.json",
+            std::regex_replace(config, std::regex("\"n_layer\": 4"), "\"n_layer\": 5"));
+  EXPECT_NE(import_error().find("missing tensor transformer.h.4."), std::string::npos);
+  // A wider vocabulary than the embedding.
+  WriteFile(folder + "/config.json",
+            std::regex_replace(config, std::regex("\"vocab_size\": 258"), "\"vocab_size\": 300"));
+  EXPECT_NE(import_error().find("transformer.wte.weight has shape [258, 128], config.json says "
+                                "[300, 128]"),
+            std::string::npos);
+  // An architecture the engine does not have.
+  WriteFile(folder + "/config.json",
+            std::regex_replace(config, std::regex("\"gpt2\""), "\"bert\""));
+  EXPECT_NE(import_error().find("unsupported model_type \"bert\""), std::string::npos);
+  // No tokenizer.
+  WriteFile(folder + "/config.json", config);
+  std::filesystem::remove(folder + "/tokenizer.json");
+  EXPECT_NE(import_error().find("no tokenizer"), std::string::npos);
+  // Nothing was stored: no model, no blob.
+  RunResult listed = server_->Cli({"-o", "name", "models", "list"});
+  EXPECT_EQ(listed.out.find("models/m"), std::string::npos) << listed.out;
+  size_t blobs = 0;
+  for (auto& e : std::filesystem::recursive_directory_iterator(dir_ + "/data/blobs")) blobs += e.is_regular_file();
+  EXPECT_EQ(blobs, 0u);
 }
 
 TEST_F(EndToEndTest, RunningJobShowsProgressAndCancels) {

@@ -35,7 +35,6 @@ absl::Status FromGrpc(const grpc::Status& s) {
 engine::TrainConfig ConfigFromJob(const v1::Job& job, int threads) {
   const v1::Hyperparameters& h = job.hyperparameters();
   engine::TrainConfig c;
-  c.model = job.base_model().substr(job.base_model().find('/') + 1);
   c.epochs = h.epochs();
   c.batch_size = h.batch_size();
   c.learning_rate = h.learning_rate();
@@ -248,6 +247,82 @@ absl::StatusOr<std::string> Agent::FetchBlob(const std::string& sha256) {
   return path;
 }
 
+absl::StatusOr<std::string> Agent::PrepareModel(const v1::Model& model) {
+  const std::string id = model.name().substr(model.name().find('/') + 1);
+  if (model.files().empty()) return id;  // a preset: the engine makes it from the seed
+  namespace fs = std::filesystem;
+  const std::string dir = options_.cache_dir + "/models/" + id;
+  if (fs::exists(dir + "/.complete")) return dir;
+  const std::string tmp = dir + ".part." + std::to_string(getpid());
+  std::error_code ec;
+  fs::remove_all(tmp, ec);
+  fs::create_directories(tmp, ec);
+  if (ec) return absl::InternalError("cannot create " + tmp + ": " + ec.message());
+  for (const v1::ModelFile& f : model.files()) {
+    if (f.path().empty() || f.path().find('/') != std::string::npos || f.path()[0] == '.') {
+      return absl::InvalidArgumentError("model file name '" + f.path() + "' is not a plain name");
+    }
+    absl::StatusOr<std::string> blob = FetchBlob(f.sha256());
+    if (!blob.ok()) return blob.status();
+    // A hard link shares the cached bytes; a copy where links do not work.
+    fs::create_hard_link(*blob, tmp + "/" + f.path(), ec);
+    if (ec) fs::copy_file(*blob, tmp + "/" + f.path(), ec);
+    if (ec) return absl::InternalError("cannot place " + f.path() + ": " + ec.message());
+  }
+  std::ofstream(tmp + "/.complete") << model.name() << "\n";
+  fs::remove_all(dir, ec);
+  fs::rename(tmp, dir, ec);
+  if (ec) return absl::InternalError("cannot move " + tmp + " to " + dir + ": " + ec.message());
+  return dir;
+}
+
+absl::Status Agent::UploadModel(const v1::Assignment& a, const std::string& dir) {
+  namespace fs = std::filesystem;
+  std::error_code ec;
+  for (const fs::directory_entry& entry : fs::directory_iterator(dir, ec)) {
+    if (!entry.is_regular_file()) continue;
+    const std::string name = entry.path().filename().string();
+    // Two passes over the file, a chunk at a time: the digest first (it
+    // goes in the header), then the bytes.
+    constexpr size_t kChunk = 1 << 20;
+    std::string chunk(kChunk, '\0');
+    auto read_chunk = [&](std::ifstream& in) {
+      in.read(chunk.data(), static_cast<std::streamsize>(kChunk));
+      return static_cast<size_t>(in.gcount());
+    };
+    std::ifstream in(entry.path(), std::ios::binary);
+    Sha256 hash;
+    int64_t size = 0;
+    for (size_t n; (n = read_chunk(in)) > 0; size += static_cast<int64_t>(n)) {
+      hash.Update(std::string_view(chunk.data(), n));
+    }
+    if (in.bad()) return absl::InternalError("cannot read " + entry.path().string());
+    in.clear();
+    in.seekg(0);
+    grpc::ClientContext ctx;
+    SetDeadline(ctx, std::chrono::minutes(30));
+    v1::UploadArtifactResponse resp;
+    auto writer = stub_->UploadArtifact(&ctx, &resp);
+    v1::UploadArtifactRequest req;
+    v1::UploadArtifactRequest::Header* h = req.mutable_header();
+    h->set_job(a.job().name());
+    h->set_lease(a.lease());
+    h->set_artifact("model/" + name);
+    h->set_size_bytes(size);
+    h->set_sha256(hash.HexDigest());
+    bool ok = writer->Write(req);
+    for (size_t n; ok && (n = read_chunk(in)) > 0;) {
+      req.set_chunk(chunk.data(), n);
+      ok = writer->Write(req);
+    }
+    writer->WritesDone();
+    grpc::Status s = writer->Finish();
+    if (!s.ok()) return FromGrpc(s);
+  }
+  if (ec) return absl::InternalError("cannot list " + dir + ": " + ec.message());
+  return absl::OkStatus();
+}
+
 void Agent::RunJob(const v1::Assignment& a) {
   const std::string& job = a.job().name();
   spdlog::info("{}: acquired (attempt {})", job, a.job().attempt());
@@ -287,6 +362,8 @@ void Agent::RunJob(const v1::Assignment& a) {
 
   v1::JobState outcome = v1::JOB_STATE_SUCCEEDED;
   std::string error;
+  const std::string output_dir =
+      options_.cache_dir + "/jobs/" + a.job().name().substr(a.job().name().find('/') + 1);
   try {
     auto load = [&](const v1::Dataset& d) -> std::vector<Example> {
       absl::StatusOr<std::string> path = FetchBlob(d.sha256());
@@ -313,9 +390,24 @@ void Agent::RunJob(const v1::Assignment& a) {
       for (int64_t i : split.train) train.push_back(all[i]);
       for (int64_t i : split.validation) validation.push_back(all[i]);
     }
-    engine::TrainResult r =
-        engine::Train(ConfigFromJob(a.job(), options_.threads), train, validation, observer);
-    if (r.stopped) outcome = v1::JOB_STATE_CANCELLED;
+    engine::TrainConfig config = ConfigFromJob(a.job(), options_.threads);
+    absl::StatusOr<std::string> model = PrepareModel(a.base_model());
+    if (!model.ok()) {
+      throw std::runtime_error("cannot prepare the base model " + a.base_model().name() + ": " +
+                               std::string(model.status().message()));
+    }
+    config.model = *model;
+    config.output_dir = output_dir;
+    engine::TrainResult r = engine::Train(config, train, validation, observer);
+    if (r.stopped) {
+      outcome = v1::JOB_STATE_CANCELLED;
+    } else if (!observer.lease_lost) {
+      absl::Status uploaded = UploadModel(a, output_dir);
+      if (!uploaded.ok()) {
+        throw std::runtime_error("cannot upload the trained model: " +
+                                 std::string(uploaded.message()));
+      }
+    }
   } catch (const std::exception& e) {  // c10::Error included: one catch at the job boundary
     outcome = v1::JOB_STATE_FAILED;
     error = e.what();
@@ -324,6 +416,10 @@ void Agent::RunJob(const v1::Assignment& a) {
       error.resize(nl);
     }
     spdlog::error("{}: training failed: {}", job, error);
+  }
+  {
+    std::error_code ec;
+    std::filesystem::remove_all(output_dir, ec);  // uploaded, or not wanted
   }
   {
     std::lock_guard<std::mutex> lock(hb_mu);

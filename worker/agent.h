@@ -24,7 +24,8 @@ namespace tuneforge {
 struct AgentOptions {
   std::string name = "worker";     // shown in job events, e.g. "gpu-node-3/0"
   int threads = 0;                 // training threads; 0: the cores we may use
-  std::string cache_dir = "./tuneforge-worker-cache";  // datasets by sha256
+  // Blobs by sha256, model folders by model id, jobs' outputs while uploading.
+  std::string cache_dir = "./tuneforge-worker-cache";
   int wait_ms = 10'000;            // long-poll length
 };
 
@@ -42,6 +43,11 @@ class Agent {
   absl::Status Register();
   // Fetches a blob into the cache (checked against its digest); returns its path.
   absl::StatusOr<std::string> FetchBlob(const std::string& sha256);
+  // What the engine opens for the base model: a preset's name, or a folder
+  // in the cache built from the model's files (fetched by digest).
+  absl::StatusOr<std::string> PrepareModel(const v1::Model& model);
+  // Uploads every file of `dir` as the job's "model/{file}" artifact.
+  absl::Status UploadModel(const v1::Assignment& a, const std::string& dir);
   void RunJob(const v1::Assignment& assignment);
 
   std::unique_ptr<v1::WorkerService::Stub> stub_;

@@ -65,6 +65,7 @@ class BpeTokenizer {
   const std::vector<int64_t>& prefix_ids() const { return prefix_ids_; }
   bool IsSpecial(int64_t id) const;
   int64_t vocab_size() const { return static_cast<int64_t>(id_to_token_.size()); }
+  int64_t merge_count() const { return static_cast<int64_t>(merge_rank_.size()); }
   // The id of a vocabulary entry as written in the files, e.g. "<|endoftext|>".
   std::optional<int64_t> TokenId(const std::string& token) const {
     auto it = vocab_.find(token);

@@ -29,17 +29,6 @@ std::string ShapeText(const std::vector<int64_t>& shape) {
   return s + "]";
 }
 
-bool EndsWith(const std::string& s, const std::string& suffix) {
-  return s.size() >= suffix.size() && s.compare(s.size() - suffix.size(), suffix.size(), suffix) == 0;
-}
-
-// Tensors a folder may hold that are not parameters here: GPT-2's causal-mask
-// buffers, old Llama checkpoints' rotary frequencies, a tied head.
-bool Ignorable(const std::string& name, const ModelConfig& c) {
-  return EndsWith(name, ".attn.bias") || EndsWith(name, ".attn.masked_bias") ||
-         EndsWith(name, ".rotary_emb.inv_freq") || (c.tie_embeddings && name == "lm_head.weight");
-}
-
 }  // namespace
 
 std::string SaveHfModel(Transformer& model, const std::string& dir) {
@@ -133,7 +122,7 @@ std::optional<Transformer> LoadHfModel(const std::string& dir, std::string* erro
     used.insert(name);
   }
   for (const auto& [name, unused] : found) {
-    if (used.count(name) == 0 && !Ignorable(name, *config)) {
+    if (used.count(name) == 0 && !IsIgnorableTensor(name, *config)) {
       *error = "unexpected tensor " + name;
       return std::nullopt;
     }

@@ -7,6 +7,7 @@
 //   tuneforge-train eval --model out/ --data examples/hr.json
 //   echo "Hello" | tuneforge-train tokenize --model gpt2/
 //   tuneforge-train generate --model out/ --prompt "How many days"
+//   tuneforge-train init --preset tiny-llama --output base/
 #include <chrono>
 #include <cstdio>
 #include <filesystem>
@@ -236,7 +237,22 @@ int main(int argc, char** argv) {
   eval->add_flag("--train-on-prompt", config.train_on_prompt, "count prompt tokens too");
   eval->add_option("--format", format, "prompt_completion, chat or text (default: detect)");
   eval->add_option("--separator", separator, "plain text: split documents on this string");
+  CLI::App* init = app.add_subcommand(
+      "init", "write a preset, random from the seed, as a Hugging Face model folder");
+  std::string preset, init_output;
+  uint64_t init_seed = 42;
+  init->add_option("--preset", preset, "tiny-gpt2, tiny-llama, small-gpt2 or small-llama")
+      ->required();
+  init->add_option("--output", init_output, "the folder to write")->required();
+  init->add_option("--seed", init_seed)->capture_default_str();
   CLI11_PARSE(app, argc, argv);
+  if (init->parsed()) {
+    const tuneforge::Preset* p = tuneforge::FindPreset(preset);
+    const std::string error = p ? tuneforge::engine::WritePreset(*p, init_seed, init_output)
+                                : "unknown preset " + preset;
+    if (!error.empty()) std::fprintf(stderr, "tuneforge-train: %s\n", error.c_str());
+    return error.empty() ? 0 : 1;
+  }
   if (tokenize->parsed()) return Tokenize(model_dir, timing, added_tokens);
   if (generate->parsed()) return GenerateText(model_dir, prompt, sampling, config.seed);
   if (eval->parsed()) return Eval(config, eval_data, DatasetOptions(eval_data, format, separator));

@@ -163,6 +163,21 @@ TEST(TransformerNamesTest, ParametersCarryHuggingFaceNames) {
   EXPECT_EQ(names.size(), 1u + 2 * 9 + 1 + 1);  // embed, 2 x 9 per layer, norm, head
 }
 
+// The torch-free description of a folder's tensors (which the scheduler
+// checks imports against) agrees with the modules, family by family.
+TEST_P(TransformerTest, ExpectedTensorsDescribeTheModule) {
+  Transformer model(GetParam());
+  std::map<std::string, std::vector<int64_t>> ours;
+  for (const auto& item : model->named_parameters()) {
+    bool transposed = false;
+    const std::string name = model->HfName(item.key(), &transposed);
+    std::vector<int64_t> shape(item.value().sizes().begin(), item.value().sizes().end());
+    if (transposed) std::swap(shape[0], shape[1]);
+    ours[name] = shape;
+  }
+  EXPECT_EQ(ours, ExpectedTensors(GetParam()));
+}
+
 // The sliding window changes attention only past its span.
 TEST(TransformerTest, SlidingWindowLimitsAttention) {
   torch::manual_seed(9);

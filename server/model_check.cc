@@ -1,0 +1,130 @@
+#include "server/model_check.h"
+
+#include <memory>
+#include <set>
+
+#include "absl/strings/str_cat.h"
+#include "common/file_util.h"
+#include "common/model_config.h"
+#include "common/safetensors.h"
+#include "worker/engine/bpe_tokenizer.h"
+
+namespace tuneforge {
+namespace {
+
+std::string ShapeText(const std::vector<int64_t>& shape) {
+  std::string s = "[";
+  for (size_t i = 0; i < shape.size(); ++i) s += (i ? ", " : "") + std::to_string(shape[i]);
+  return s + "]";
+}
+
+}  // namespace
+
+absl::StatusOr<ModelRecord> CheckModelFolder(const std::map<std::string, std::string>& files) {
+  for (const auto& [name, path] : files) {
+    if (!IsModelFileName(name)) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          name, ": not a model file (config.json, *.safetensors, tokenizer files)"));
+    }
+  }
+  auto path_of = [&](const std::string& name) -> const std::string* {
+    auto it = files.find(name);
+    return it == files.end() ? nullptr : &it->second;
+  };
+  const std::string* config_path = path_of("config.json");
+  if (config_path == nullptr) return absl::InvalidArgumentError("config.json is missing");
+  std::string text, error;
+  if (!ReadWholeFile(*config_path, &text)) return absl::InternalError("cannot read config.json");
+  std::optional<ModelConfig> config = ParseHfConfig(text, &error);
+  if (!config) return absl::InvalidArgumentError(error);
+
+  // Weights: one file, or the shards the index names.
+  std::vector<std::string> shards;
+  if (const std::string* index = path_of("model.safetensors.index.json")) {
+    std::map<std::string, std::string> weight_map;
+    error = ReadSafetensorsIndex(*index, &weight_map);
+    if (!error.empty()) return absl::InvalidArgumentError(error);
+    std::set<std::string> names;
+    for (const auto& [tensor, shard] : weight_map) names.insert(shard);
+    shards.assign(names.begin(), names.end());
+  } else {
+    shards.push_back("model.safetensors");
+  }
+  const std::map<std::string, std::vector<int64_t>> expected = ExpectedTensors(*config);
+  std::set<std::string> seen;
+  std::string dtype;
+  for (const std::string& shard : shards) {
+    const std::string* path = path_of(shard);
+    if (path == nullptr) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          shard, " is missing", shards.size() > 1 ? " (named by model.safetensors.index.json)" : ""));
+    }
+    std::unique_ptr<SafetensorsFile> file = SafetensorsFile::Open(*path, &error);
+    if (!file) return absl::InvalidArgumentError(absl::StrCat(shard, ": ", error));
+    for (const TensorInfo& t : file->header().tensors) {
+      std::string name = t.name;
+      if (config->architecture == Architecture::kGpt2 && name.rfind("transformer.", 0) != 0 &&
+          name != "lm_head.weight") {
+        name = "transformer." + name;  // original GPT-2 files have no prefix
+      }
+      auto it = expected.find(name);
+      if (it == expected.end()) {
+        if (IsIgnorableTensor(name, *config)) continue;
+        return absl::InvalidArgumentError(
+            absl::StrCat(shard, ": unexpected tensor ", t.name, " for this config.json"));
+      }
+      if (t.dtype != DType::kF32 && t.dtype != DType::kBF16 && t.dtype != DType::kF16) {
+        return absl::InvalidArgumentError(absl::StrCat(shard, ": ", t.name, " has dtype ",
+                                                       std::string(DTypeName(t.dtype)),
+                                                       "; F32, BF16 or F16 are supported"));
+      }
+      if (t.shape != it->second) {
+        return absl::InvalidArgumentError(absl::StrCat(shard, ": ", t.name, " has shape ",
+                                                       ShapeText(t.shape), ", config.json says ",
+                                                       ShapeText(it->second)));
+      }
+      if (dtype.empty()) dtype = std::string(DTypeName(t.dtype));
+      seen.insert(name);
+    }
+  }
+  for (const auto& [name, shape] : expected) {
+    if (seen.count(name) == 0) {
+      return absl::InvalidArgumentError(absl::StrCat("missing tensor ", name, " ", ShapeText(shape)));
+    }
+  }
+
+  std::unique_ptr<engine::BpeTokenizer> tokenizer;
+  if (const std::string* p = path_of("tokenizer.json")) {
+    if (!ReadWholeFile(*p, &text)) return absl::InternalError("cannot read tokenizer.json");
+    tokenizer = engine::BpeTokenizer::FromTokenizerJsonText(text, "tokenizer.json", &error);
+  } else if (path_of("vocab.json") && path_of("merges.txt")) {
+    tokenizer = engine::BpeTokenizer::FromVocabMerges(*path_of("vocab.json"),
+                                                      *path_of("merges.txt"), &error);
+  } else {
+    error = "no tokenizer: tokenizer.json, or vocab.json and merges.txt, is needed";
+  }
+  if (!tokenizer) return absl::InvalidArgumentError(error);
+  if (tokenizer->vocab_size() > config->vocab_size) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "the tokenizer has ", tokenizer->vocab_size(), " tokens but config.json's vocab_size is ",
+        config->vocab_size));
+  }
+  if (config->eos_token_ids.empty() && !tokenizer->TokenId("<|endoftext|>")) {
+    return absl::InvalidArgumentError(
+        "no end-of-text token: config.json has no eos_token_id and the tokenizer no "
+        "<|endoftext|>");
+  }
+
+  ModelRecord m;
+  m.model_type = config->model_type;
+  m.architecture = ArchitectureName(config->architecture);
+  m.parameter_count = ParameterCount(*config);
+  m.context_length = config->context_length;
+  m.vocab_size = config->vocab_size;
+  m.dtype = dtype;
+  m.tokenizer = absl::StrCat("byte-level BPE, ", tokenizer->vocab_size(), " tokens, ",
+                             tokenizer->merge_count(), " merges");
+  return m;
+}
+
+}  // namespace tuneforge
