@@ -40,4 +40,7 @@ echo "  TUNEFORGE_ADDR=$TUNEFORGE_ADDR $BIN/tuneforge jobs get $JOB"
 step "Streaming $JOB (train loss every 6 steps, validation loss every epoch)"
 "$TF" jobs watch "$JOB"
 
+step "The trained model is stored as a model of its own (fine-tune it further with --model $JOB)"
+"$TF" models get "models/ft-${JOB#jobs/}"
+
 step "Done. Shutting down the server and its worker."

