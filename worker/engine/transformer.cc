@@ -108,10 +108,9 @@ torch::Tensor AttentionImpl::forward(const torch::Tensor& x, const Rope* rope, K
     v = v.repeat_interleave(H / K, /*dim=*/1);  // (B, H, S, D)
   }
   const double p = is_training() ? c.dropout : 0.0;
-  const bool plain_causal = past == 0 && (c.sliding_window == 0 || S <= c.sliding_window);
   torch::Tensor y;
 #if TORCH_VERSION_MAJOR >= 2
-  if (plain_causal) {
+  if (past == 0 && (c.sliding_window == 0 || S <= c.sliding_window)) {  // plain causal
     // Fused kernels (flash / memory-efficient attention on CUDA).
     y = at::scaled_dot_product_attention(q, k, v, {}, p, /*is_causal=*/true);  // (B, H, T, D)
   }
