@@ -78,23 +78,6 @@ v1::Model ToProto(const ModelRecord& m) {
   return out;
 }
 
-ModelRecord ModelFromProto(const v1::Model& m) {
-  ModelRecord out;
-  out.id = m.name().substr(m.name().find('/') + 1);
-  out.display_name = m.display_name();
-  out.source = static_cast<ModelSource>(static_cast<int>(m.source()));
-  out.architecture = m.architecture();
-  out.parameter_count = m.parameter_count();
-  out.context_length = m.context_length();
-  out.vocab_size = m.vocab_size();
-  out.tokenizer = m.tokenizer();
-  out.model_type = m.model_type();
-  out.dtype = m.dtype();
-  out.size_bytes = m.size_bytes();
-  for (const v1::ModelFile& f : m.files()) out.files.push_back({f.path(), f.sha256(), f.size_bytes()});
-  return out;
-}
-
 v1::JobState ToProto(JobState s) { return static_cast<v1::JobState>(static_cast<int>(s)); }
 JobState FromProto(v1::JobState s) { return static_cast<JobState>(static_cast<int>(s)); }
 

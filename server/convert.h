@@ -25,8 +25,6 @@ absl::StatusOr<std::string> IdFromName(const std::string& name, const std::strin
 v1::Dataset ToProto(const DatasetRecord& d);
 
 v1::Model ToProto(const ModelRecord& m);
-// What a worker needs of a model (files, shape); ids lose their prefix.
-ModelRecord ModelFromProto(const v1::Model& m);
 
 // Validates the client's job, fills defaults, and checks every bound; errors
 // name the field ("job.hyperparameters.epochs: ...").

@@ -394,7 +394,6 @@ absl::Status Scheduler::ReportEvent(const std::string& job_id, const std::string
 
 absl::Status Scheduler::AddArtifact(const std::string& job_id, const std::string& lease,
                                     const FileRecord& artifact) {
-  Deferred deferred;
   MutexLock lock(&mu_);
   ASSIGN_OR_RETURN(Job * job, LeasedJobLocked(job_id, lease));
   Job before = *job;

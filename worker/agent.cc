@@ -270,9 +270,15 @@ absl::StatusOr<std::string> Agent::PrepareModel(const v1::Model& model) {
     if (ec) return absl::InternalError("cannot place " + f.path() + ": " + ec.message());
   }
   std::ofstream(tmp + "/.complete") << model.name() << "\n";
-  fs::remove_all(dir, ec);
+  // Only complete folders are renamed into place, and renaming onto an
+  // existing folder fails: when local workers race, the first one wins and
+  // the others use its folder, which nobody removes while a job reads it.
   fs::rename(tmp, dir, ec);
-  if (ec) return absl::InternalError("cannot move " + tmp + " to " + dir + ": " + ec.message());
+  if (ec) {
+    fs::remove_all(tmp, ec);
+    if (fs::exists(dir + "/.complete")) return dir;
+    return absl::InternalError("cannot move " + tmp + " to " + dir);
+  }
   return dir;
 }
 
