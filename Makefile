@@ -54,7 +54,8 @@ FUZZ_DIR = $(BUILD_DIR)-fuzz
 FUZZ_TARGETS = dataset safetensors
 FUZZ_FLAGS = -std=c++17 -O1 -g -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=all -I.
 $(FUZZ_DIR)/dataset_fuzzer: common/dataset.cc common/dataset_validator.cc \
-    tests/fuzz/dataset_fuzzer.cc common/dataset.h common/dataset_validator.h common/json_view.h
+    tests/fuzz/dataset_fuzzer.cc common/dataset.h common/dataset_validator.h common/json_view.h \
+    common/utf8.h
 	mkdir -p $(FUZZ_DIR)
 	clang++-14 $(FUZZ_FLAGS) -DTUNEFORGE_HAVE_SIMDJSON=1 $(filter %.cc,$^) -lsimdjson -o $@
 $(FUZZ_DIR)/safetensors_fuzzer: common/safetensors.cc common/file_util.cc \

@@ -69,7 +69,8 @@ std::string EventLine(const v1::JobEvent& e) {
       return prefix + line;
     }
     case v1::JobEvent::kCheckpoint:
-      return prefix + absl::StrCat("checkpoint at step ", e.checkpoint().step());
+      return prefix + absl::StrCat("checkpoint at step ", e.checkpoint().step(),
+                                   e.checkpoint().best() ? " (best so far)" : "");
     case v1::JobEvent::PAYLOAD_NOT_SET:
       break;
   }

@@ -598,6 +598,8 @@ int Main(int argc, char** argv) {
   std::string model = "tiny-gpt2", train, validation, request_id;
   double split = -1;
   int epochs = 0, batch = 0, max_seq_len = 0, warmup = -1, log_every = 0, priority = 0;
+  int eval_every = 0, checkpoint_every = 0, patience = 0;
+  double min_delta = 0;
   double lr = 0;
   int64_t seed = -1;
   std::vector<std::string> labels;
@@ -615,6 +617,12 @@ int Main(int argc, char** argv) {
   create->add_option("--max-seq-len", max_seq_len, "default: the model's context");
   create->add_option("--seed", seed, "default 42");
   create->add_option("--log-every", log_every, "metrics every N steps (default 5)");
+  create->add_option("--eval-every", eval_every, "also evaluate every N steps");
+  create->add_option("--checkpoint-every", checkpoint_every,
+                     "checkpoint every N steps (and at every epoch end)");
+  create->add_option("--early-stopping-patience", patience,
+                     "stop after N evaluations without improvement (default 0: off)");
+  create->add_option("--early-stopping-min-delta", min_delta, "the improvement that counts");
   create->add_option("--priority", priority, "higher runs first");
   create->add_option("--label", labels, "key=value, repeatable");
   create->add_option("--request-id", request_id, "idempotency key for retries");
@@ -633,6 +641,10 @@ int Main(int argc, char** argv) {
     h->set_max_seq_len(max_seq_len);
     if (seed >= 0) h->set_seed(static_cast<uint64_t>(seed));
     h->set_log_every_steps(log_every);
+    h->set_eval_every_steps(eval_every);
+    h->set_checkpoint_every_steps(checkpoint_every);
+    h->set_early_stopping_patience(patience);
+    h->set_early_stopping_min_delta(min_delta);
     job.set_priority(priority);
     job.set_request_id(request_id);
     for (const std::string& l : labels) {

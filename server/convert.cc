@@ -155,6 +155,12 @@ absl::StatusOr<JobSpec> JobSpecFromProto(const v1::Job& job) {
   if (out.checkpoint_every_steps < 0) return OutOfRange("checkpoint_every_steps", ">= 0");
   if (h.has_grad_clip()) out.grad_clip = h.grad_clip();
   if (!(out.grad_clip >= 0)) return OutOfRange("grad_clip", ">= 0 (0 turns clipping off)");
+  out.early_stopping_patience = h.early_stopping_patience();
+  if (out.early_stopping_patience < 0 || out.early_stopping_patience > 1000) {
+    return OutOfRange("early_stopping_patience", "in [0, 1000] (0 turns it off)");
+  }
+  out.early_stopping_min_delta = h.early_stopping_min_delta();
+  if (!(out.early_stopping_min_delta >= 0)) return OutOfRange("early_stopping_min_delta", ">= 0");
 
   if (job.suffix().size() > 64) return absl::InvalidArgumentError("job.suffix: at most 64 bytes");
   spec.suffix = job.suffix();
@@ -201,6 +207,8 @@ v1::Job ToProto(const Job& job) {
   p->set_eval_every_steps(h.eval_every_steps);
   p->set_checkpoint_every_steps(h.checkpoint_every_steps);
   p->set_grad_clip(h.grad_clip);
+  p->set_early_stopping_patience(h.early_stopping_patience);
+  p->set_early_stopping_min_delta(h.early_stopping_min_delta);
   out.set_method(v1::TRAINING_METHOD_FULL);
   out.set_suffix(job.spec.suffix);
   out.set_priority(job.spec.priority);
@@ -277,6 +285,12 @@ v1::JobEvent ToProto(const Event& e) {
     p->set_parameter_count(t->parameter_count);
     p->set_truncated_examples(t->truncated_examples);
     p->set_threads(t->threads);
+  } else if (const auto* c = std::get_if<CheckpointEvent>(&e.payload)) {
+    v1::Checkpoint* p = out.mutable_checkpoint();
+    p->set_name(absl::StrCat("jobs/", e.job_id, "/checkpoints/", c->name));
+    p->set_step(c->step);
+    p->set_epoch(c->epoch);
+    p->set_best(c->best);
   }
   return out;
 }
@@ -310,9 +324,19 @@ absl::StatusOr<Event> EventFromProto(const v1::JobEvent& e) {
                                  t.truncated_examples(), t.threads()};
       break;
     }
+    case v1::JobEvent::kCheckpoint: {
+      const v1::Checkpoint& c = e.checkpoint();
+      const std::string name = c.name().substr(c.name().rfind('/') + 1);
+      if (name.empty() || name.size() > 64) {
+        return absl::InvalidArgumentError("event.checkpoint.name: 1-64 characters after the last /");
+      }
+      out.payload = CheckpointEvent{name, c.step(), c.epoch(), c.best()};
+      break;
+    }
     default:
       return absl::InvalidArgumentError(
-          "event.payload: workers report started, metrics, evaluation, sample or log events");
+          "event.payload: workers report started, metrics, evaluation, sample, checkpoint or "
+          "log events");
   }
   return out;
 }

@@ -32,7 +32,9 @@ NLOHMANN_DEFINE_TYPE_NON_INTRUSIVE_WITH_DEFAULT(Hyperparameters, epochs, batch_s
                                                 weight_decay, max_seq_len,
                                                 gradient_accumulation_steps, seed,
                                                 log_every_steps, eval_every_steps,
-                                                checkpoint_every_steps, grad_clip)
+                                                checkpoint_every_steps, grad_clip,
+                                                early_stopping_patience,
+                                                early_stopping_min_delta)
 NLOHMANN_DEFINE_TYPE_NON_INTRUSIVE_WITH_DEFAULT(JobSpec, base_model, training_dataset,
                                                 validation_dataset, validation_split,
                                                 hyperparameters, suffix, priority, labels,
@@ -63,6 +65,7 @@ NLOHMANN_DEFINE_TYPE_NON_INTRUSIVE_WITH_DEFAULT(EvaluationEvent, epoch, step,
                                                 validation_loss, perplexity, token_accuracy)
 NLOHMANN_DEFINE_TYPE_NON_INTRUSIVE_WITH_DEFAULT(SampleEvent, prompt, completion, step)
 NLOHMANN_DEFINE_TYPE_NON_INTRUSIVE_WITH_DEFAULT(LogEvent, level, message)
+NLOHMANN_DEFINE_TYPE_NON_INTRUSIVE_WITH_DEFAULT(CheckpointEvent, name, step, epoch, best)
 NLOHMANN_DEFINE_TYPE_NON_INTRUSIVE_WITH_DEFAULT(StartedEvent, train_examples, validation_examples,
                                                 total_steps, parameter_count, truncated_examples,
                                                 threads)
@@ -91,7 +94,7 @@ json ParseVersioned(std::string_view text, std::string_view what) {
 
 // Payload kinds in the order of Event::payload's alternatives.
 constexpr const char* kPayloadKinds[] = {"state_change", "metrics", "evaluation", "sample",
-                                         "log",          "started"};
+                                         "log",          "started", "checkpoint"};
 
 template <size_t I = 0>
 void PayloadFromKind(const std::string& kind, const json& data, Event* event) {

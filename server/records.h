@@ -82,6 +82,8 @@ struct Hyperparameters {
   int eval_every_steps = 0;
   int checkpoint_every_steps = 0;
   double grad_clip = 1.0;
+  int early_stopping_patience = 0;  // 0: off
+  double early_stopping_min_delta = 0.0;
 };
 
 struct JobSpec {
@@ -178,12 +180,19 @@ struct StartedEvent {
   int threads = 0;
 };
 
+struct CheckpointEvent {
+  std::string name;  // e.g. "step-00000120"
+  int64_t step = 0;
+  int epoch = 0;
+  bool best = false;
+};
+
 struct Event {
   std::string job_id;
   int64_t sequence = 0;  // 1-based, per job, without gaps
   int64_t time_ms = 0;
   std::variant<StateChangeEvent, MetricsEvent, EvaluationEvent, SampleEvent, LogEvent,
-               StartedEvent>
+               StartedEvent, CheckpointEvent>
       payload;
 };
 

@@ -263,6 +263,28 @@ TEST_F(EndToEndTest, BrokenModelFoldersAreRefusedWithTheirFault) {
   EXPECT_EQ(blobs, 0u);
 }
 
+// Checkpoints and early stopping reach the event stream: the job checkpoints
+// as asked, stops when validation loss stops improving, says why, and
+// succeeds with a model.
+TEST_F(EndToEndTest, CheckpointsAndEarlyStoppingAreReported) {
+  const std::string dataset = Upload(dir_ + "/data.json");
+  RunResult r = server_->Cli({"jobs", "create", "--training-dataset", dataset, "--epochs", "40",
+                              "--learning-rate", "0.05", "--max-seq-len", "64",
+                              "--eval-every", "2", "--checkpoint-every", "2",
+                              "--early-stopping-patience", "2",
+                              "--early-stopping-min-delta", "0.05", "--follow"});
+  ASSERT_EQ(r.exit_code, 0) << r.out << r.err << server_->Log();
+  EXPECT_NE(r.out.find("checkpoint at step 2"), std::string::npos) << r.out;
+  EXPECT_NE(r.out.find("(best so far)"), std::string::npos) << r.out;
+  EXPECT_NE(r.out.find("info: early stopping: validation loss did not improve by 0.05 in 2 "
+                       "evaluations"),
+            std::string::npos)
+      << r.out;
+  EXPECT_NE(r.out.find("state RUNNING -> SUCCEEDED"), std::string::npos);
+  EXPECT_NE(r.out.find("result models/ft-"), std::string::npos);
+  EXPECT_EQ(r.out.find("step 200/200"), std::string::npos);  // it did not run all 40 epochs
+}
+
 TEST_F(EndToEndTest, RunningJobShowsProgressAndCancels) {
   const std::string dataset = Upload(dir_ + "/data.json");
   const std::string job = CreateJob(dataset, 1000);

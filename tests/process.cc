@@ -91,6 +91,37 @@ RunResult Run(const std::string& binary, const std::vector<std::string>& args,
   return r;
 }
 
+RunResult RunAndKill(const std::string& binary, const std::vector<std::string>& args,
+                     const std::string& marker, int timeout_s) {
+  static int counter = 0;
+  std::string base = ::testing::TempDir() + "/kill-" + std::to_string(getpid()) + "-" +
+                     std::to_string(counter++);
+  pid_t pid = Spawn(BinDir() + "/" + binary, args, {}, base + ".out", base + ".err");
+  int status = 0;
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(timeout_s);
+  while (waitpid(pid, &status, WNOHANG) == 0) {
+    if (ReadAll(base + ".out").find(marker) != std::string::npos) {
+      kill(pid, SIGKILL);
+      waitpid(pid, &status, 0);
+      break;
+    }
+    if (std::chrono::steady_clock::now() > deadline) {
+      kill(pid, SIGKILL);
+      waitpid(pid, &status, 0);
+      ADD_FAILURE() << binary << " never printed \"" << marker << "\"";
+      break;
+    }
+    std::this_thread::sleep_for(std::chrono::milliseconds(5));
+  }
+  RunResult r;
+  r.exit_code = WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
+  r.out = ReadAll(base + ".out");
+  r.err = ReadAll(base + ".err");
+  std::filesystem::remove(base + ".out");
+  std::filesystem::remove(base + ".err");
+  return r;
+}
+
 ServerProcess::ServerProcess(const std::string& data_dir, int workers,
                              const std::vector<std::string>& extra_args)
     : data_dir_(data_dir) {

@@ -26,6 +26,12 @@ struct RunResult {
 RunResult Run(const std::string& binary, const std::vector<std::string>& args,
               const std::vector<std::string>& env = {}, int timeout_s = 120);
 
+// Runs `binary` until its standard output contains `marker`, then kills it
+// with SIGKILL (no chance to clean up: a crash, an OOM kill, a lost node).
+// exit_code is 137 when it was killed, else its own.
+RunResult RunAndKill(const std::string& binary, const std::vector<std::string>& args,
+                     const std::string& marker, int timeout_s = 120);
+
 // A tuneforge-server process, stopped (SIGTERM) when destroyed.
 class ServerProcess {
  public:

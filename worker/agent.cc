@@ -49,6 +49,9 @@ engine::TrainConfig ConfigFromJob(const v1::Job& job, int threads) {
   c.log_every_steps = h.log_every_steps();
   c.eval_every_steps = h.eval_every_steps();
   c.grad_clip = h.grad_clip();
+  c.checkpoint_every_steps = h.checkpoint_every_steps();
+  c.early_stopping_patience = h.early_stopping_patience();
+  c.early_stopping_min_delta = h.early_stopping_min_delta();
   c.threads = threads;
   return c;
 }
@@ -104,6 +107,21 @@ class JobObserver : public engine::TrainObserver {
     e.mutable_sample()->set_prompt(prompt);
     e.mutable_sample()->set_completion(completion);
     e.mutable_sample()->set_step(step);
+    Send(std::move(e));
+  }
+  void OnCheckpoint(int64_t step, int epoch, const std::string& dir, bool best) override {
+    v1::JobEvent e;
+    v1::Checkpoint* c = e.mutable_checkpoint();
+    c->set_name(job_ + "/checkpoints/" + dir.substr(dir.rfind('/') + 1));
+    c->set_step(step);
+    c->set_epoch(epoch);
+    c->set_best(best);
+    Send(std::move(e));
+  }
+  void Log(const std::string& level, const std::string& message) {
+    v1::JobEvent e;
+    e.mutable_log()->set_level(level);
+    e.mutable_log()->set_message(message);
     Send(std::move(e));
   }
   bool ShouldStop() override { return cancelled || lease_lost || *agent_stop_; }
@@ -368,8 +386,11 @@ void Agent::RunJob(const v1::Assignment& a) {
 
   v1::JobState outcome = v1::JOB_STATE_SUCCEEDED;
   std::string error;
-  const std::string output_dir =
+  // The job's own folder: checkpoints (a later attempt on this host resumes
+  // from them) and the trained model until it is uploaded.
+  const std::string job_dir =
       options_.cache_dir + "/jobs/" + a.job().name().substr(a.job().name().find('/') + 1);
+  const std::string output_dir = job_dir + "/model";
   try {
     auto load = [&](const v1::Dataset& d) -> std::vector<Example> {
       absl::StatusOr<std::string> path = FetchBlob(d.sha256());
@@ -404,7 +425,11 @@ void Agent::RunJob(const v1::Assignment& a) {
     }
     config.model = *model;
     config.output_dir = output_dir;
+    config.checkpoint_dir = job_dir + "/checkpoints";
+    config.resume = true;
+    config.checkpoint_on_stop = true;
     engine::TrainResult r = engine::Train(config, train, validation, observer);
+    if (!r.stop_reason.empty()) observer.Log("info", r.stop_reason);
     if (r.stopped) {
       outcome = v1::JOB_STATE_CANCELLED;
     } else if (!observer.lease_lost) {
@@ -424,10 +449,6 @@ void Agent::RunJob(const v1::Assignment& a) {
     spdlog::error("{}: training failed: {}", job, error);
   }
   {
-    std::error_code ec;
-    std::filesystem::remove_all(output_dir, ec);  // uploaded, or not wanted
-  }
-  {
     std::lock_guard<std::mutex> lock(hb_mu);
     hb_done = true;
   }
@@ -437,11 +458,23 @@ void Agent::RunJob(const v1::Assignment& a) {
   grpc::Status report_status = stream->Finish();
   if (!report_status.ok() && report_status.error_code() == grpc::StatusCode::ABORTED) {
     observer.lease_lost = true;
+  } else if (!report_status.ok()) {
+    // The scheduler refused an event: the ones after it are lost, so the
+    // job's record is incomplete. Say so instead of succeeding quietly.
+    outcome = v1::JOB_STATE_FAILED;
+    error = "the scheduler refused a training event (" + report_status.error_message() +
+            "); events after it were lost";
+    spdlog::error("{}: {}", job, error);
   }
 
   if (observer.lease_lost || (stop_ && !observer.cancelled)) {
-    spdlog::info("{}: left to the scheduler (lease lost or worker stopping)", job);
+    spdlog::info("{}: left to the scheduler (lease lost or worker stopping); its checkpoints "
+                 "stay in {}", job, job_dir);
     return;
+  }
+  {
+    std::error_code ec;
+    std::filesystem::remove_all(job_dir, ec);  // the model is uploaded, or not wanted
   }
   grpc::ClientContext ctx;
   SetDeadline(ctx, kCallTimeout);

@@ -5,6 +5,7 @@
 #include <filesystem>
 #include <fstream>
 
+#include "common/file_util.h"
 #include "worker/engine/hf_model.h"
 
 namespace tuneforge::engine {
@@ -35,12 +36,15 @@ std::string WritePreset(const Preset& preset, uint64_t seed, const std::string& 
 
 std::optional<ModelFolder> LoadModelFolder(const std::string& dir, std::string* error) {
   ModelFolder m;
-  m.dir = dir;
   std::optional<Transformer> model = LoadHfModel(dir, error);
   if (!model) return std::nullopt;
   m.model = *model;
   m.tokenizer = BpeTokenizer::FromModelFolder(dir, error);
   if (!m.tokenizer) return std::nullopt;
+  for (const char* name : kSideFiles) {
+    std::string bytes;
+    if (ReadWholeFile(dir + "/" + name, &bytes)) m.side_files[name] = std::move(bytes);
+  }
   const ModelConfig& c = m.model->config();
   if (m.tokenizer->vocab_size() > c.vocab_size) {
     *error = dir + ": the tokenizer has " + std::to_string(m.tokenizer->vocab_size()) +
@@ -80,7 +84,6 @@ std::optional<ModelFolder> OpenModel(const std::string& name_or_dir, uint64_t se
   std::optional<ModelFolder> m;
   *error = WritePreset(*preset, seed, scratch);
   if (error->empty()) m = LoadModelFolder(scratch, error);
-  if (m) m->dir.clear();  // the folder is gone; SaveModelFolder writes the tokenizer anew
   std::error_code ec;
   std::filesystem::remove_all(scratch, ec);
   return m;
@@ -88,14 +91,10 @@ std::optional<ModelFolder> OpenModel(const std::string& name_or_dir, uint64_t se
 
 std::string SaveModelFolder(ModelFolder& m, const std::string& dir) {
   if (std::string error = SaveHfModel(m.model, dir); !error.empty()) return error;
-  if (m.dir.empty()) return WritePresetTokenizer(m.model->config(), dir);
-  for (const char* name : kSideFiles) {
-    const std::filesystem::path from = std::filesystem::path(m.dir) / name;
-    if (!std::filesystem::exists(from)) continue;
-    std::error_code ec;
-    std::filesystem::copy_file(from, std::filesystem::path(dir) / name,
-                               std::filesystem::copy_options::overwrite_existing, ec);
-    if (ec) return "cannot copy " + from.string() + ": " + ec.message();
+  for (const auto& [name, bytes] : m.side_files) {
+    std::ofstream out(dir + "/" + name, std::ios::binary | std::ios::trunc);
+    out << bytes;
+    if (!out.flush()) return "cannot write " + dir + "/" + name;
   }
   return "";
 }

@@ -13,6 +13,7 @@
 #define TUNEFORGE_WORKER_ENGINE_MODEL_FOLDER_H_
 
 #include <cstdint>
+#include <map>
 #include <memory>
 #include <optional>
 #include <string>
@@ -24,8 +25,10 @@
 namespace tuneforge::engine {
 
 struct ModelFolder {
-  std::string dir;  // where it was loaded from
   Transformer model{nullptr};
+  // Tokenizer and generation files as read (tokenizer.json, vocab.json, ...),
+  // written again beside the weights by SaveModelFolder.
+  std::map<std::string, std::string> side_files;
   std::unique_ptr<BpeTokenizer> tokenizer;
   std::vector<int64_t> stop_ids;  // end of text: config's eos_token_id, else <|endoftext|>
   int64_t pad_id = 0;             // fills batches; never attended to nor trained on
@@ -43,8 +46,8 @@ std::optional<ModelFolder> LoadModelFolder(const std::string& dir, std::string* 
 std::optional<ModelFolder> OpenModel(const std::string& name_or_dir, uint64_t seed,
                                      std::string* error);
 
-// Saves weights and config, and copies the tokenizer files of the folder the
-// model came from, so `dir` is a complete model folder.
+// Saves weights, config and the side files, so `dir` is a complete model
+// folder (written in place; see SaveCheckpoint for atomic saves).
 std::string SaveModelFolder(ModelFolder& m, const std::string& dir);
 
 }  // namespace tuneforge::engine

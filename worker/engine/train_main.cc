@@ -10,10 +10,13 @@
 //   tuneforge-train init --preset tiny-llama --output base/
 #include <chrono>
 #include <cstdio>
+#include <exception>
 #include <filesystem>
+#include <fstream>
 #include <iostream>
 #include <iterator>
-#include <exception>
+#include <stdexcept>
+#include <vector>
 
 #include <CLI/CLI.hpp>
 
@@ -35,11 +38,61 @@ using tuneforge::engine::EvalMetrics;
 using tuneforge::engine::StepMetrics;
 using tuneforge::engine::TrainPlan;
 
+// Every metric as a CSV row, at full precision: one row per report
+// (step,epoch,train_loss,learning_rate,grad_norm,tokens_per_second) and one
+// per evaluation (step,epoch,,,,,validation_loss,perplexity,token_accuracy).
+// A resumed run keeps the rows up to its checkpoint and drops the rest.
+class MetricsCsv {
+ public:
+  void Open(const std::string& path, int64_t resumed_from_step) {
+    std::vector<std::string> kept;
+    if (resumed_from_step > 0) {
+      std::ifstream in(path);
+      std::string line;
+      while (std::getline(in, line)) {
+        if (line.rfind("step,", 0) == 0) continue;
+        if (std::stoll(line.substr(0, line.find(','))) <= resumed_from_step) kept.push_back(line);
+      }
+    }
+    file_ = std::fopen(path.c_str(), "w");
+    if (file_ == nullptr) throw std::runtime_error("cannot write " + path);
+    std::fprintf(file_, "step,epoch,train_loss,learning_rate,grad_norm,tokens_per_second,"
+                        "validation_loss,perplexity,token_accuracy\n");
+    for (const std::string& line : kept) std::fprintf(file_, "%s\n", line.c_str());
+    std::fflush(file_);
+  }
+  ~MetricsCsv() {
+    if (file_) std::fclose(file_);
+  }
+  void Row(const StepMetrics& m) {
+    if (!file_) return;
+    std::fprintf(file_, "%lld,%d,%.9g,%.9g,%.9g,%.1f,,,\n", static_cast<long long>(m.step),
+                 m.epoch, m.loss, m.learning_rate, m.grad_norm, m.tokens_per_second);
+    std::fflush(file_);
+  }
+  void Row(const EvalMetrics& m) {
+    if (!file_) return;
+    std::fprintf(file_, "%lld,%d,,,,,%.9g,%.9g,%.9g\n", static_cast<long long>(m.step), m.epoch,
+                 m.loss, m.perplexity, m.token_accuracy);
+    std::fflush(file_);
+  }
+
+ private:
+  std::FILE* file_ = nullptr;
+};
+
 class PrintingObserver : public tuneforge::engine::TrainObserver {
  public:
+  explicit PrintingObserver(std::string csv_path) : csv_path_(std::move(csv_path)) {}
+
   void OnStart(const TrainPlan& p) override {
+    if (!csv_path_.empty()) csv_.Open(csv_path_, p.resumed_from_step);
     std::printf("model: %lld parameters, %d threads\n", static_cast<long long>(p.parameter_count),
                 p.threads);
+    if (p.resumed_from_step > 0) {
+      std::printf("resumed from the checkpoint of step %lld\n",
+                  static_cast<long long>(p.resumed_from_step));
+    }
     std::printf("data: %lld training, %lld validation examples, %lld truncated; %lld steps\n",
                 static_cast<long long>(p.train_examples),
                 static_cast<long long>(p.validation_examples),
@@ -47,6 +100,7 @@ class PrintingObserver : public tuneforge::engine::TrainObserver {
                 static_cast<long long>(p.total_steps));
   }
   void OnMetrics(const StepMetrics& m) override {
+    csv_.Row(m);
     std::printf("epoch %d step %lld/%lld  train_loss %.4f  lr %.2e  grad_norm %.3f  "
                 "tokens/s %.0f  eta %.0fs\n",
                 m.epoch, static_cast<long long>(m.step), static_cast<long long>(m.total_steps),
@@ -54,6 +108,7 @@ class PrintingObserver : public tuneforge::engine::TrainObserver {
     std::fflush(stdout);
   }
   void OnEvaluation(const EvalMetrics& m) override {
+    csv_.Row(m);
     std::printf("epoch %d step %lld  validation_loss %.4f  perplexity %.2f  token_accuracy %.3f\n",
                 m.epoch, static_cast<long long>(m.step), m.loss, m.perplexity,
                 m.token_accuracy);
@@ -63,6 +118,15 @@ class PrintingObserver : public tuneforge::engine::TrainObserver {
                 int64_t step) override {
     std::printf("sample: %s -> %s\n", prompt.c_str(), completion.c_str());
   }
+  void OnCheckpoint(int64_t step, int epoch, const std::string& dir, bool best) override {
+    std::printf("checkpoint step %lld: %s%s\n", static_cast<long long>(step), dir.c_str(),
+                best ? " (best so far)" : "");
+    std::fflush(stdout);
+  }
+
+ private:
+  std::string csv_path_;
+  MetricsCsv csv_;
 };
 
 // Reads and parses a dataset file; prints its problems and exits on errors.
@@ -202,6 +266,24 @@ int main(int argc, char** argv) {
   app.add_option("--threads", config.threads, "0: the cores this process may use")
       ->capture_default_str();
   app.add_flag("--train-on-prompt", config.train_on_prompt, "loss on prompt tokens too");
+  std::string metrics_csv;
+  app.add_option("--metrics-csv", metrics_csv, "write every metric here, at full precision");
+  app.add_option("--eval-every", config.eval_every_steps, "also evaluate every N steps")
+      ->capture_default_str();
+  app.add_option("--checkpoint-dir", config.checkpoint_dir,
+                 "save checkpoints here (every epoch and --checkpoint-every steps)");
+  app.add_option("--checkpoint-every", config.checkpoint_every_steps, "0: only at epoch ends")
+      ->capture_default_str();
+  app.add_option("--keep-checkpoints", config.keep_checkpoints, "the newest N, plus the best")
+      ->capture_default_str();
+  app.add_flag("--resume", config.resume,
+               "continue from the newest checkpoint in --checkpoint-dir (same data and settings)");
+  app.add_option("--early-stopping-patience", config.early_stopping_patience,
+                 "stop after N evaluations without improvement; 0: off")
+      ->capture_default_str();
+  app.add_option("--early-stopping-min-delta", config.early_stopping_min_delta,
+                 "the improvement that counts")
+      ->capture_default_str();
 
   std::string model_dir;
   bool timing = false, added_tokens = false;
@@ -273,8 +355,9 @@ int main(int argc, char** argv) {
       for (int64_t i : s.train) train.push_back(all[i]);
       for (int64_t i : s.validation) val.push_back(all[i]);
     }
-    PrintingObserver observer;
+    PrintingObserver observer(metrics_csv);
     tuneforge::engine::TrainResult r = tuneforge::engine::Train(config, train, val, observer);
+    if (!r.stop_reason.empty()) std::printf("%s\n", r.stop_reason.c_str());
     std::printf("done: %lld steps, train_loss %.4f, validation_loss %.4f\n",
                 static_cast<long long>(r.steps), r.final_train_loss, r.final_validation_loss);
   } catch (const std::exception& e) {

@@ -5,11 +5,16 @@
 #include <algorithm>
 #include <chrono>
 #include <cmath>
+#include <cstdio>
+#include <filesystem>
 #include <fstream>
 #include <stdexcept>
 
 #include <torch/torch.h>
 
+#include "common/utf8.h"
+#include "worker/engine/adamw.h"
+#include "worker/engine/checkpoint.h"
 #include "worker/engine/model_folder.h"
 
 namespace tuneforge::engine {
@@ -158,7 +163,8 @@ EvalMetrics Evaluate(Transformer& model, const std::vector<Sequence>& seqs, int 
   return m;
 }
 
-// A greedy completion of `prompt`, up to max_tokens or end-of-text.
+// A greedy completion of `prompt`, up to max_tokens or end-of-text, as valid
+// UTF-8 (byte-level tokens may end mid-character, or be any bytes at all).
 std::string Complete(ModelFolder& m, const std::string& prompt, int max_tokens) {
   const int64_t context = MaxSequenceLength(m.model->config());
   std::vector<int64_t> ids = m.tokenizer->prefix_ids();
@@ -169,7 +175,7 @@ std::string Complete(ModelFolder& m, const std::string& prompt, int max_tokens) 
   SamplingOptions greedy;
   greedy.max_new_tokens = max_tokens;
   greedy.stop_tokens = m.stop_ids;
-  return m.tokenizer->Decode(Generate(m.model, ids, greedy), /*skip_special=*/true);
+  return ToValidUtf8(m.tokenizer->Decode(Generate(m.model, ids, greedy), /*skip_special=*/true));
 }
 
 // Every example's sequences; counts the truncated ones.
@@ -227,7 +233,28 @@ std::string CheckConfig(const TrainConfig& c) {
   if (c.log_every_steps < 1) return "log_every_steps must be >= 1";
   if (c.eval_every_steps < 0) return "eval_every_steps must be >= 0";
   if (c.grad_clip < 0) return "grad_clip must be >= 0";
+  if (c.checkpoint_every_steps < 0) return "checkpoint_every_steps must be >= 0";
+  if (c.keep_checkpoints < 1) return "keep_checkpoints must be >= 1";
+  if (c.resume && c.checkpoint_dir.empty()) return "resume needs a checkpoint_dir";
+  if (c.early_stopping_patience < 0) return "early_stopping_patience must be >= 0";
+  if (c.early_stopping_min_delta < 0) return "early_stopping_min_delta must be >= 0";
   return "";
+}
+
+// The settings a checkpoint must share with the run that resumes it.
+std::string Fingerprint(const TrainConfig& c, const TrainPlan& plan, int64_t max_len) {
+  char text[512];
+  std::snprintf(text, sizeof(text),
+                "sequences=%lld/%lld batch=%d accum=%d epochs=%d seed=%llu lr=%.17g warmup=%d "
+                "schedule=%d wd=%.17g max_len=%lld clip=%.17g prompt=%d params=%lld",
+                static_cast<long long>(plan.train_sequences),
+                static_cast<long long>(plan.validation_examples), c.batch_size,
+                c.gradient_accumulation_steps, c.epochs,
+                static_cast<unsigned long long>(c.seed), c.learning_rate, c.warmup_steps,
+                static_cast<int>(c.schedule), c.weight_decay, static_cast<long long>(max_len),
+                c.grad_clip, c.train_on_prompt ? 1 : 0,
+                static_cast<long long>(plan.parameter_count));
+  return text;
 }
 
 TrainResult Train(const TrainConfig& config, const std::vector<Example>& train,
@@ -241,7 +268,21 @@ TrainResult Train(const TrainConfig& config, const std::vector<Example>& train,
   torch::set_num_threads(threads);
   torch::manual_seed(config.seed);
 
-  ModelFolder base = OpenBase(config);
+  // Resuming: the newest checkpoint holds the model (and its tokenizer).
+  const std::string resume_from = config.resume && !config.checkpoint_dir.empty()
+                                      ? LatestCheckpoint(config.checkpoint_dir)
+                                      : "";
+  TrainerState state;
+  ModelFolder base;
+  if (resume_from.empty()) {
+    base = OpenBase(config);
+  } else {
+    std::string error = ReadTrainerState(resume_from, &state);
+    std::optional<ModelFolder> m;
+    if (error.empty()) m = LoadModelFolder(resume_from, &error);
+    if (!m) throw std::runtime_error("cannot resume from " + resume_from + ": " + error);
+    base = std::move(*m);
+  }
   Transformer& model = base.model;
   model->train();
   const int64_t max_len = MaxLength(config, model->config());
@@ -261,67 +302,116 @@ TrainResult Train(const TrainConfig& config, const std::vector<Example>& train,
   const int accum = config.gradient_accumulation_steps;
   plan.steps_per_epoch = (micro_per_epoch + accum - 1) / accum;
   plan.total_steps = plan.steps_per_epoch * config.epochs;
+  plan.resumed_from_step = state.step;
+  const std::string fingerprint = Fingerprint(config, plan, max_len);
+  if (!resume_from.empty() && state.fingerprint != fingerprint) {
+    throw std::invalid_argument("checkpoint " + resume_from + " was made by a run with other "
+                                "settings or data (" + state.fingerprint + "; now " +
+                                fingerprint + "); resume with the same ones or start afresh");
+  }
+  state.fingerprint = fingerprint;
   observer.OnStart(plan);
 
   // AdamW; no weight decay on biases and norms (every 1-D parameter).
-  std::vector<torch::Tensor> decay, no_decay;
-  for (const auto& p : model->parameters()) (p.dim() >= 2 ? decay : no_decay).push_back(p);
-  std::vector<torch::optim::OptimizerParamGroup> groups;
-  groups.emplace_back(decay, std::make_unique<torch::optim::AdamWOptions>(
-                                 torch::optim::AdamWOptions(config.learning_rate)
-                                     .weight_decay(config.weight_decay)));
-  groups.emplace_back(no_decay, std::make_unique<torch::optim::AdamWOptions>(
-                                    torch::optim::AdamWOptions(config.learning_rate)
-                                        .weight_decay(0.0)));
-  torch::optim::AdamW optimizer(std::move(groups),
-                                torch::optim::AdamWOptions(config.learning_rate));
+  std::vector<AdamW::Param> params;
+  for (const auto& item : model->named_parameters()) {
+    params.push_back({item.key(), item.value(), item.value().dim() >= 2});
+  }
+  AdamW::Options adam;
+  adam.weight_decay = config.weight_decay;
+  AdamW optimizer(std::move(params), adam);
+  if (!resume_from.empty()) {
+    if (std::string error = LoadOptimizerState(resume_from, optimizer); !error.empty()) {
+      throw std::runtime_error("cannot resume: " + error);
+    }
+  }
+  // A checkpoint that ends an epoch resumes at the next one.
+  if (state.epoch_step >= plan.steps_per_epoch) {
+    ++state.epoch;
+    state.epoch_step = 0;
+  }
 
   TrainResult result;
-  int64_t step = 0, tokens_seen = 0;
-  double window_loss = 0, window_tokens_time = 0;
-  int64_t window_targets = 0, window_tokens = 0;
-  double train_seconds = 0;
-  EvalMetrics last_eval;
+  int64_t last_checkpoint = state.step;
+  auto checkpoint = [&]() {
+    if (config.checkpoint_dir.empty()) return;
+    if (std::string error = SaveCheckpoint(config.checkpoint_dir, base, optimizer, state);
+        !error.empty()) {
+      throw std::runtime_error("cannot save a checkpoint: " + error);
+    }
+    last_checkpoint = state.step;
+    PruneCheckpoints(config.checkpoint_dir, config.keep_checkpoints, state.best_step);
+    observer.OnCheckpoint(state.step, state.epoch,
+                          config.checkpoint_dir + "/" + CheckpointName(state.step),
+                          state.best_step == state.step);
+  };
+  // Evaluates; returns true when early stopping ends the run.
   auto evaluate = [&](int epoch) {
-    if (val_seqs.empty()) return;
-    last_eval = Evaluate(model, val_seqs, config.batch_size, base.pad_id);
-    last_eval.epoch = epoch;
-    last_eval.step = step;
-    observer.OnEvaluation(last_eval);
+    if (val_seqs.empty()) return false;
+    EvalMetrics m = Evaluate(model, val_seqs, config.batch_size, base.pad_id);
+    m.epoch = epoch;
+    m.step = state.step;
+    state.last_eval_loss = m.loss;
+    observer.OnEvaluation(m);
     int samples = 0;
     for (const Example& e : validation) {
       if (samples == config.sample_count) break;
       const std::string prompt = GenerationPrompt(e);
       if (prompt.empty()) continue;  // text documents have nothing to complete
-      observer.OnSample(prompt, Complete(base, prompt, config.sample_max_tokens), step);
+      observer.OnSample(prompt, Complete(base, prompt, config.sample_max_tokens), state.step);
       ++samples;
     }
+    if (m.loss < state.best_loss) {
+      state.best_loss = m.loss;
+      state.best_step = state.step;
+    }
+    if (m.loss < state.improved_loss - config.early_stopping_min_delta) {
+      state.improved_loss = m.loss;
+      state.evals_without_improvement = 0;
+    } else {
+      ++state.evals_without_improvement;
+    }
+    if (config.early_stopping_patience > 0 &&
+        state.evals_without_improvement >= config.early_stopping_patience) {
+      char reason[256];
+      std::snprintf(reason, sizeof(reason),
+                    "early stopping: validation loss did not improve by %g in %d evaluations "
+                    "(best %.4f at step %lld)",
+                    config.early_stopping_min_delta, state.evals_without_improvement,
+                    state.best_loss,
+                    static_cast<long long>(state.best_step));
+      result.stop_reason = reason;
+      return true;
+    }
+    return false;
   };
 
-  for (int epoch = 1; epoch <= config.epochs; ++epoch) {
+  bool early = false;
+  for (; state.epoch <= config.epochs && !early; ++state.epoch, state.epoch_step = 0) {
+    const int epoch = state.epoch;
     std::vector<int64_t> order(train_seqs.size());
     for (size_t i = 0; i < order.size(); ++i) order[i] = static_cast<int64_t>(i);
     DeterministicShuffle(order, config.seed * 1000003ULL + static_cast<uint64_t>(epoch));
-    for (int64_t epoch_step = 0; epoch_step < plan.steps_per_epoch; ++epoch_step) {
+    for (; state.epoch_step < plan.steps_per_epoch; ++state.epoch_step) {
       if (observer.ShouldStop()) {
+        if (config.checkpoint_on_stop && state.step > last_checkpoint) checkpoint();
         result.stopped = true;
-        result.steps = step;
+        result.steps = state.step;
         return result;
       }
       const auto started = Clock::now();
-      const double lr = LearningRateAt(step, plan.total_steps, config);
-      for (auto& group : optimizer.param_groups()) group.options().set_lr(lr);
+      const double lr = LearningRateAt(state.step, plan.total_steps, config);
 
       std::vector<Batch> micro;
       int64_t step_targets = 0;
       for (int a = 0; a < accum; ++a) {
-        const size_t begin = (epoch_step * accum + a) * static_cast<size_t>(config.batch_size);
+        const size_t begin = (state.epoch_step * accum + a) * static_cast<size_t>(config.batch_size);
         if (begin >= order.size()) break;
         micro.push_back(MakeBatch(train_seqs, order, begin,
                                   std::min(order.size(), begin + config.batch_size), base.pad_id));
         step_targets += micro.back().target_tokens;
       }
-      optimizer.zero_grad();
+      optimizer.ZeroGrad();
       double step_loss_sum = 0;
       int64_t step_tokens = 0;
       for (const Batch& batch : micro) {
@@ -336,56 +426,80 @@ TrainResult Train(const TrainConfig& config, const std::vector<Example>& train,
         const double step_loss = step_loss_sum / double(step_targets);
         if (!std::isfinite(step_loss)) {
           throw std::runtime_error("training loss became non-finite at step " +
-                                   std::to_string(step + 1) +
+                                   std::to_string(state.step + 1) +
                                    "; lower the learning rate or check the data");
         }
-        grad_norm = config.grad_clip > 0
-                        ? torch::nn::utils::clip_grad_norm_(model->parameters(), config.grad_clip)
-                        : torch::nn::utils::clip_grad_norm_(model->parameters(),
-                                                            std::numeric_limits<double>::max());
-        optimizer.step();
+        grad_norm = torch::nn::utils::clip_grad_norm_(
+            model->parameters(),
+            config.grad_clip > 0 ? config.grad_clip : std::numeric_limits<double>::max());
+        optimizer.Step(lr);
       }
-      ++step;
-      tokens_seen += step_tokens;
-      window_loss += step_loss_sum;
-      window_targets += step_targets;
-      window_tokens += step_tokens;
+      ++state.step;
+      state.tokens_seen += step_tokens;
+      state.window_loss += step_loss_sum;
+      state.window_targets += step_targets;
+      state.window_tokens += step_tokens;
       const double seconds = std::chrono::duration<double>(Clock::now() - started).count();
-      window_tokens_time += seconds;
-      train_seconds += seconds;
+      state.window_seconds += seconds;
+      state.train_seconds += seconds;
 
-      const bool epoch_end = epoch_step + 1 == plan.steps_per_epoch;
-      if (step % config.log_every_steps == 0 || epoch_end) {
+      const bool epoch_end = state.epoch_step + 1 == plan.steps_per_epoch;
+      if (state.step % config.log_every_steps == 0 || epoch_end) {
         StepMetrics m;
         m.epoch = epoch;
-        m.step = step;
+        m.step = state.step;
         m.total_steps = plan.total_steps;
-        m.loss = window_targets > 0 ? window_loss / double(window_targets) : 0;
+        m.loss = state.window_targets > 0 ? state.window_loss / double(state.window_targets) : 0;
         m.learning_rate = lr;
         m.grad_norm = grad_norm;
-        m.tokens_per_second = window_tokens_time > 0 ? window_tokens / window_tokens_time : 0;
-        m.tokens_seen = tokens_seen;
-        m.epoch_progress = double(epoch_step + 1) / double(plan.steps_per_epoch);
-        m.eta_seconds = train_seconds / double(step) * double(plan.total_steps - step);
+        m.tokens_per_second =
+            state.window_seconds > 0 ? state.window_tokens / state.window_seconds : 0;
+        m.tokens_seen = state.tokens_seen;
+        m.epoch_progress = double(state.epoch_step + 1) / double(plan.steps_per_epoch);
+        m.eta_seconds = state.train_seconds / double(state.step - plan.resumed_from_step) *
+                        double(plan.total_steps - state.step);
         observer.OnMetrics(m);
-        result.final_train_loss = m.loss;
-        window_loss = 0;
-        window_targets = 0;
-        window_tokens = 0;
-        window_tokens_time = 0;
+        state.last_loss = m.loss;
+        state.window_loss = 0;
+        state.window_targets = 0;
+        state.window_tokens = 0;
+        state.window_seconds = 0;
       }
-      if (!epoch_end && config.eval_every_steps > 0 && step % config.eval_every_steps == 0) {
-        evaluate(epoch);
+      if (epoch_end) {
+        state.epoch_step = plan.steps_per_epoch;  // the position a checkpoint records
+        early = evaluate(epoch);
+        checkpoint();
+        break;
       }
+      bool save = config.checkpoint_every_steps > 0 && state.step % config.checkpoint_every_steps == 0;
+      if (config.eval_every_steps > 0 && state.step % config.eval_every_steps == 0) {
+        early = evaluate(epoch);
+        save = save || early || state.best_step == state.step;  // keep every new best
+      }
+      if (save) {
+        ++state.epoch_step;  // this step is done: resume at the next
+        checkpoint();
+        --state.epoch_step;
+      }
+      if (early) break;
     }
-    evaluate(epoch);
   }
-  result.steps = step;
-  result.final_validation_loss = last_eval.loss;
+  result.steps = state.step;
+  result.final_train_loss = state.last_loss;
+  result.final_validation_loss = state.last_eval_loss;
+  result.best_step = state.best_step;
+  result.best_validation_loss = std::isfinite(state.best_loss) ? state.best_loss : 0;
   if (!config.output_dir.empty()) {
-    if (std::string error = SaveModelFolder(base, config.output_dir); !error.empty()) {
-      throw std::runtime_error("cannot save the model: " + error);
+    // After early stopping, the best checkpoint's weights are the result.
+    std::string best;
+    if (!result.stop_reason.empty() && !config.checkpoint_dir.empty()) {
+      best = config.checkpoint_dir + "/" + CheckpointName(state.best_step);
     }
+    std::string error;
+    std::optional<ModelFolder> best_model;
+    if (!best.empty() && std::filesystem::exists(best)) best_model = LoadModelFolder(best, &error);
+    error = SaveModelFolder(best_model ? *best_model : base, config.output_dir);
+    if (!error.empty()) throw std::runtime_error("cannot save the model: " + error);
   }
   return result;
 }

@@ -46,6 +46,18 @@ struct TrainConfig {
   int sample_count = 2;            // greedy sample completions per evaluation
   int sample_max_tokens = 64;      // length limit of each sample
   std::string output_dir;          // if set: the trained model, as a Hugging Face folder
+  // Checkpoints (checkpoint.h): at every epoch end and every N steps; the
+  // newest keep_checkpoints and the best (lowest validation loss) are kept.
+  std::string checkpoint_dir;      // "": no checkpoints
+  int checkpoint_every_steps = 0;  // 0: only at epoch ends
+  int keep_checkpoints = 2;
+  bool resume = false;             // continue from the newest checkpoint, if any
+  bool checkpoint_on_stop = false; // ShouldStop() saves one first (pause, eviction)
+  // Early stopping on validation loss: stop after `patience` evaluations
+  // without an improvement of at least `min_delta`; 0: off. The output is
+  // then the best checkpoint's model.
+  int early_stopping_patience = 0;
+  double early_stopping_min_delta = 0.0;
 };
 
 // Counted while training, reported every log_every_steps.
@@ -79,6 +91,7 @@ struct TrainPlan {
   int64_t total_steps = 0;
   int64_t truncated_examples = 0;  // longer than max_seq_len, cut
   int threads = 0;
+  int64_t resumed_from_step = 0;   // 0: a fresh start
 };
 
 class TrainObserver {
@@ -89,15 +102,21 @@ class TrainObserver {
   virtual void OnEvaluation(const EvalMetrics& m) {}
   virtual void OnSample(const std::string& prompt, const std::string& completion,
                         int64_t step) {}
+  // After a checkpoint of `step` is written to `dir`; `best` when it has the
+  // lowest validation loss so far.
+  virtual void OnCheckpoint(int64_t step, int epoch, const std::string& dir, bool best) {}
   // Polled before every optimizer step; true stops training early.
   virtual bool ShouldStop() { return false; }
 };
 
 struct TrainResult {
-  bool stopped = false;  // ShouldStop() ended it early
+  bool stopped = false;     // ShouldStop() ended it early
+  std::string stop_reason;  // set when early stopping ended it
   int64_t steps = 0;
   double final_train_loss = 0;
   double final_validation_loss = 0;  // 0 without validation examples
+  int64_t best_step = 0;             // of the lowest validation loss
+  double best_validation_loss = 0;
 };
 
 TrainResult Train(const TrainConfig& config, const std::vector<Example>& train,
