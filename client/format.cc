@@ -80,7 +80,11 @@ std::string EventLine(const v1::JobEvent& e) {
 std::string JobSummary(const v1::Job& job) {
   const v1::JobProgress& p = job.progress();
   std::string out = absl::StrCat(job.name(), "  ", StateName(job.state()), "\n");
-  absl::StrAppend(&out, "  model ", job.base_model(), "  dataset ", job.training_dataset(),
+  std::string method;
+  if (job.method() == v1::TRAINING_METHOD_LORA) {
+    method = absl::StrCat(" (LoRA rank ", job.lora().rank(), ")");
+  }
+  absl::StrAppend(&out, "  model ", job.base_model(), method, "  dataset ", job.training_dataset(),
                   "  examples ", job.train_examples(), " train / ", job.validation_examples(),
                   " validation\n");
   absl::StrAppend(&out, absl::StrFormat("  epoch %d/%d  step %d/%d  tokens %d  attempt %d/%d\n",

@@ -598,8 +598,9 @@ int Main(int argc, char** argv) {
   std::string model = "tiny-gpt2", train, validation, request_id;
   double split = -1;
   int epochs = 0, batch = 0, max_seq_len = 0, warmup = -1, log_every = 0, priority = 0;
-  int eval_every = 0, checkpoint_every = 0, patience = 0;
-  double min_delta = 0;
+  int eval_every = 0, checkpoint_every = 0, patience = 0, lora_rank = 0;
+  double min_delta = 0, lora_alpha = 0, lora_dropout = 0;
+  std::vector<std::string> lora_targets;
   double lr = 0;
   int64_t seed = -1;
   std::vector<std::string> labels;
@@ -623,6 +624,12 @@ int Main(int argc, char** argv) {
   create->add_option("--early-stopping-patience", patience,
                      "stop after N evaluations without improvement (default 0: off)");
   create->add_option("--early-stopping-min-delta", min_delta, "the improvement that counts");
+  create->add_option("--lora-rank", lora_rank, "train LoRA adapters of this rank (e.g. 8)");
+  create->add_option("--lora-alpha", lora_alpha, "default 16");
+  create->add_option("--lora-dropout", lora_dropout, "default 0");
+  create->add_option("--lora-targets", lora_targets,
+                     "projections, e.g. q_proj,v_proj (default: the family's)")
+      ->delimiter(',');
   create->add_option("--priority", priority, "higher runs first");
   create->add_option("--label", labels, "key=value, repeatable");
   create->add_option("--request-id", request_id, "idempotency key for retries");
@@ -645,6 +652,13 @@ int Main(int argc, char** argv) {
     h->set_checkpoint_every_steps(checkpoint_every);
     h->set_early_stopping_patience(patience);
     h->set_early_stopping_min_delta(min_delta);
+    if (lora_rank > 0) {
+      job.set_method(v1::TRAINING_METHOD_LORA);
+      job.mutable_lora()->set_rank(lora_rank);
+      job.mutable_lora()->set_alpha(lora_alpha);
+      job.mutable_lora()->set_dropout(lora_dropout);
+      for (const std::string& t : lora_targets) job.mutable_lora()->add_target_modules(t);
+    }
     job.set_priority(priority);
     job.set_request_id(request_id);
     for (const std::string& l : labels) {

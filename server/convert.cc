@@ -1,5 +1,7 @@
 #include "server/convert.h"
 
+#include <algorithm>
+
 #include <google/protobuf/util/time_util.h>
 
 #include "absl/strings/match.h"
@@ -112,7 +114,34 @@ absl::StatusOr<JobSpec> JobSpecFromProto(const v1::Job& job) {
     spec.validation_split = job.validation_split();
   }
   if (job.method() == v1::TRAINING_METHOD_LORA) {
-    return absl::UnimplementedError("job.method: LoRA is not implemented yet; use FULL");
+    const v1::LoraConfig& l = job.lora();
+    spec.lora.rank = l.rank() == 0 ? 8 : l.rank();
+    if (spec.lora.rank < 1 || spec.lora.rank > 4096) {
+      return absl::InvalidArgumentError("job.lora.rank: must be in [1, 4096] (default 8)");
+    }
+    if (l.alpha() != 0) spec.lora.alpha = l.alpha();
+    if (!(spec.lora.alpha > 0)) return absl::InvalidArgumentError("job.lora.alpha: must be > 0");
+    spec.lora.dropout = l.dropout();
+    if (!(spec.lora.dropout >= 0 && spec.lora.dropout < 1)) {
+      return absl::InvalidArgumentError("job.lora.dropout: must be in [0, 1)");
+    }
+    if (l.target_modules_size() > 64) {
+      return absl::InvalidArgumentError("job.lora.target_modules: at most 64");
+    }
+    for (const std::string& t : l.target_modules()) {
+      const bool ok = !t.empty() && t.size() <= 64 &&
+                      std::all_of(t.begin(), t.end(), [](char c) {
+                        return (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '_' ||
+                               c == '.';
+                      });
+      if (!ok) {
+        return absl::InvalidArgumentError(absl::StrCat(
+            "job.lora.target_modules: '", t, "' is not a module name like q_proj or mlp.c_proj"));
+      }
+      spec.lora.targets.push_back(t);
+    }
+  } else if (job.has_lora()) {
+    return absl::InvalidArgumentError("job.lora: set only with method LORA");
   }
 
   const v1::Hyperparameters& h = job.hyperparameters();
@@ -209,7 +238,16 @@ v1::Job ToProto(const Job& job) {
   p->set_grad_clip(h.grad_clip);
   p->set_early_stopping_patience(h.early_stopping_patience);
   p->set_early_stopping_min_delta(h.early_stopping_min_delta);
-  out.set_method(v1::TRAINING_METHOD_FULL);
+  if (job.spec.lora.rank > 0) {
+    out.set_method(v1::TRAINING_METHOD_LORA);
+    v1::LoraConfig* l = out.mutable_lora();
+    l->set_rank(job.spec.lora.rank);
+    l->set_alpha(job.spec.lora.alpha);
+    l->set_dropout(job.spec.lora.dropout);
+    for (const std::string& t : job.spec.lora.targets) l->add_target_modules(t);
+  } else {
+    out.set_method(v1::TRAINING_METHOD_FULL);
+  }
   out.set_suffix(job.spec.suffix);
   out.set_priority(job.spec.priority);
   for (const auto& [k, v] : job.spec.labels) (*out.mutable_labels())[k] = v;

@@ -35,9 +35,10 @@ NLOHMANN_DEFINE_TYPE_NON_INTRUSIVE_WITH_DEFAULT(Hyperparameters, epochs, batch_s
                                                 checkpoint_every_steps, grad_clip,
                                                 early_stopping_patience,
                                                 early_stopping_min_delta)
+NLOHMANN_DEFINE_TYPE_NON_INTRUSIVE_WITH_DEFAULT(LoraSpec, rank, alpha, dropout, targets)
 NLOHMANN_DEFINE_TYPE_NON_INTRUSIVE_WITH_DEFAULT(JobSpec, base_model, training_dataset,
                                                 validation_dataset, validation_split,
-                                                hyperparameters, suffix, priority, labels,
+                                                hyperparameters, lora, suffix, priority, labels,
                                                 request_id)
 NLOHMANN_DEFINE_TYPE_NON_INTRUSIVE_WITH_DEFAULT(JobProgress, epoch, total_epochs, step,
                                                 total_steps, tokens_seen, train_loss,

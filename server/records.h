@@ -86,12 +86,21 @@ struct Hyperparameters {
   double early_stopping_min_delta = 0.0;
 };
 
+// LoRA settings of a job (rank 0: full fine-tuning).
+struct LoraSpec {
+  int rank = 0;
+  double alpha = 16.0;
+  double dropout = 0.0;
+  std::vector<std::string> targets;  // empty: the family's default
+};
+
 struct JobSpec {
   std::string base_model;          // model id, e.g. "tiny-gpt2"
   std::string training_dataset;    // dataset id
   std::string validation_dataset;  // dataset id, or empty to split
   double validation_split = 0.1;   // used when validation_dataset is empty
   Hyperparameters hyperparameters;
+  LoraSpec lora;                   // rank > 0: the method is LoRA
   std::string suffix;
   int priority = 0;
   std::map<std::string, std::string> labels;

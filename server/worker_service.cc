@@ -227,9 +227,13 @@ class ArtifactReactor : public grpc::ServerReadReactor<v1::UploadArtifactRequest
       header_ = request_.header();
       ASSIGN_OR_RETURN(job_, IdFromName(header_.job(), "jobs", "header.job"));
       const std::string& path = header_.artifact();
-      if (path.rfind("model/", 0) != 0 || !IsModelFileName(path.substr(6))) {
+      const bool model_file = path.rfind("model/", 0) == 0 && IsModelFileName(path.substr(6));
+      const bool adapter_file = path == "adapter/adapter_config.json" ||
+                                path == "adapter/adapter_model.safetensors";
+      if (!model_file && !adapter_file) {
         return absl::InvalidArgumentError(absl::StrCat(
-            "header.artifact: '", path, "' is not model/{a model file name}"));
+            "header.artifact: '", path, "' is neither model/{a model file name} nor "
+            "adapter/adapter_config.json or adapter/adapter_model.safetensors"));
       }
       RETURN_IF_ERROR(scheduler_->LeasedJob(job_, header_.lease()).status());
       ASSIGN_OR_RETURN(writer_, blobs_->NewWriter());

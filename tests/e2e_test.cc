@@ -285,6 +285,33 @@ TEST_F(EndToEndTest, CheckpointsAndEarlyStoppingAreReported) {
   EXPECT_EQ(r.out.find("step 200/200"), std::string::npos);  // it did not run all 40 epochs
 }
 
+// A LoRA job trains adapters on a Llama preset and stores the merged model;
+// a target the model lacks fails the job naming it.
+TEST_F(EndToEndTest, LoraJobStoresTheMergedModel) {
+  const std::string dataset = Upload(dir_ + "/data.json");
+  RunResult r = server_->Cli({"jobs", "create", "--model", "tiny-llama", "--training-dataset",
+                              dataset, "--epochs", "2", "--learning-rate", "1e-2",
+                              "--max-seq-len", "64", "--lora-rank", "4", "--lora-targets",
+                              "q_proj,v_proj,down_proj", "--follow"});
+  ASSERT_EQ(r.exit_code, 0) << r.out << r.err << server_->Log();
+  EXPECT_NE(r.out.find("(LoRA rank 4)"), std::string::npos) << r.out;
+  EXPECT_NE(r.out.find("result models/ft-"), std::string::npos) << r.out;
+  const std::string job = r.out.substr(0, r.out.find(' '));
+  json j = GetJob(job);
+  EXPECT_EQ(j["method"], "TRAINING_METHOD_LORA");
+  EXPECT_EQ(j["lora"]["targetModules"].size(), 3u);
+  json m = ParseJson(server_->Cli({"-o", "json", "models", "get", j["resultModel"]}));
+  EXPECT_EQ(m["parameterCount"], "792192");  // merged: the base's shape, no adapter tensors
+
+  RunResult bad = server_->Cli({"jobs", "create", "--model", "tiny-llama", "--training-dataset",
+                                dataset, "--lora-rank", "4", "--lora-targets", "c_attn",
+                                "--follow"});
+  EXPECT_EQ(bad.exit_code, 1);
+  EXPECT_NE(bad.out.find("lora target 'c_attn' matches no projection of this llama model"),
+            std::string::npos)
+      << bad.out;
+}
+
 TEST_F(EndToEndTest, RunningJobShowsProgressAndCancels) {
   const std::string dataset = Upload(dir_ + "/data.json");
   const std::string job = CreateJob(dataset, 1000);

@@ -52,6 +52,12 @@ engine::TrainConfig ConfigFromJob(const v1::Job& job, int threads) {
   c.checkpoint_every_steps = h.checkpoint_every_steps();
   c.early_stopping_patience = h.early_stopping_patience();
   c.early_stopping_min_delta = h.early_stopping_min_delta();
+  if (job.method() == v1::TRAINING_METHOD_LORA) {
+    c.lora.rank = job.lora().rank();
+    c.lora.alpha = job.lora().alpha();
+    c.lora.dropout = job.lora().dropout();
+    c.lora.targets.assign(job.lora().target_modules().begin(), job.lora().target_modules().end());
+  }
   c.threads = threads;
   return c;
 }
@@ -300,7 +306,8 @@ absl::StatusOr<std::string> Agent::PrepareModel(const v1::Model& model) {
   return dir;
 }
 
-absl::Status Agent::UploadModel(const v1::Assignment& a, const std::string& dir) {
+absl::Status Agent::UploadFolder(const v1::Assignment& a, const std::string& dir,
+                                 const std::string& prefix) {
   namespace fs = std::filesystem;
   std::error_code ec;
   for (const fs::directory_entry& entry : fs::directory_iterator(dir, ec)) {
@@ -331,7 +338,7 @@ absl::Status Agent::UploadModel(const v1::Assignment& a, const std::string& dir)
     v1::UploadArtifactRequest::Header* h = req.mutable_header();
     h->set_job(a.job().name());
     h->set_lease(a.lease());
-    h->set_artifact("model/" + name);
+    h->set_artifact(prefix + name);
     h->set_size_bytes(size);
     h->set_sha256(hash.HexDigest());
     bool ok = writer->Write(req);
@@ -433,7 +440,11 @@ void Agent::RunJob(const v1::Assignment& a) {
     if (r.stopped) {
       outcome = v1::JOB_STATE_CANCELLED;
     } else if (!observer.lease_lost) {
-      absl::Status uploaded = UploadModel(a, output_dir);
+      // The merged model, and a LoRA run's adapter in PEFT's format.
+      absl::Status uploaded = UploadFolder(a, output_dir, "model/");
+      if (uploaded.ok() && std::filesystem::exists(output_dir + "/adapter")) {
+        uploaded = UploadFolder(a, output_dir + "/adapter", "adapter/");
+      }
       if (!uploaded.ok()) {
         throw std::runtime_error("cannot upload the trained model: " +
                                  std::string(uploaded.message()));

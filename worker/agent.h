@@ -46,8 +46,9 @@ class Agent {
   // What the engine opens for the base model: a preset's name, or a folder
   // in the cache built from the model's files (fetched by digest).
   absl::StatusOr<std::string> PrepareModel(const v1::Model& model);
-  // Uploads every file of `dir` as the job's "model/{file}" artifact.
-  absl::Status UploadModel(const v1::Assignment& a, const std::string& dir);
+  // Uploads every file of `dir` as the job's "{prefix}{file}" artifact.
+  absl::Status UploadFolder(const v1::Assignment& a, const std::string& dir,
+                            const std::string& prefix);
   void RunJob(const v1::Assignment& assignment);
 
   std::unique_ptr<v1::WorkerService::Stub> stub_;

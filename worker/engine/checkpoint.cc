@@ -66,14 +66,16 @@ std::string CheckpointName(int64_t step) {
 }
 
 std::string SaveCheckpoint(const std::string& root, ModelFolder& model, const AdamW& optimizer,
-                           const TrainerState& s) {
+                           const TrainerState& s, const LoraOptions* lora) {
   const fs::path final_dir = fs::path(root) / CheckpointName(s.step);
   const fs::path tmp = fs::path(root) / (CheckpointName(s.step) + ".tmp");
   std::error_code ec;
   fs::remove_all(tmp, ec);
   fs::create_directories(tmp, ec);
   if (ec) return "cannot create " + tmp.string() + ": " + ec.message();
-  if (std::string error = SaveModelFolder(model, tmp.string()); !error.empty()) return error;
+  std::string error = lora ? SaveAdapter(model.model, *lora, "", tmp.string())
+                           : SaveModelFolder(model, tmp.string());
+  if (!error.empty()) return error;
 
   std::map<std::string, torch::Tensor> tensors = optimizer.State();
   {
@@ -90,9 +92,7 @@ std::string SaveCheckpoint(const std::string& root, ModelFolder& model, const Ad
                    std::vector<int64_t>(k.sizes().begin(), k.sizes().end()),
                    std::string_view(static_cast<const char*>(k.data_ptr()), k.nbytes())});
   }
-  if (std::string error = WriteSafetensors((tmp / kOptimizerFile).string(), out); !error.empty()) {
-    return error;
-  }
+  if (error = WriteSafetensors((tmp / kOptimizerFile).string(), out); !error.empty()) return error;
 
   json j = {{"version", kStateVersion},
             {"step", s.step},

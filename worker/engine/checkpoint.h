@@ -21,6 +21,7 @@
 #include <string>
 
 #include "worker/engine/adamw.h"
+#include "worker/engine/lora.h"
 #include "worker/engine/model_folder.h"
 
 namespace tuneforge::engine {
@@ -50,9 +51,11 @@ struct TrainerState {
   std::string fingerprint;
 };
 
-// Saves a checkpoint of `state.step` under `root`; "" or the error.
+// Saves a checkpoint of `state.step` under `root`; "" or the error. With
+// `lora`, the checkpoint holds the adapter (PEFT's files) instead of the
+// model: the frozen base is the run's own.
 std::string SaveCheckpoint(const std::string& root, ModelFolder& model, const AdamW& optimizer,
-                           const TrainerState& state);
+                           const TrainerState& state, const LoraOptions* lora = nullptr);
 
 // The newest checkpoint under `root`, or "" when there is none.
 std::string LatestCheckpoint(const std::string& root);

@@ -44,6 +44,7 @@ std::string SaveHfModel(Transformer& model, const std::string& dir) {
   std::vector<torch::Tensor> keep;  // contiguous float32 CPU copies, alive while writing
   std::vector<TensorToWrite> tensors;
   for (const auto& item : model->named_parameters()) {
+    if (item.key().find(".lora_") != std::string::npos) continue;  // adapters: lora.h
     bool transposed = false;
     const std::string name = model->HfName(item.key(), &transposed);
     torch::Tensor t = item.value().detach().to(torch::kCPU, torch::kFloat32);

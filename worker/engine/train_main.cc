@@ -87,8 +87,9 @@ class PrintingObserver : public tuneforge::engine::TrainObserver {
 
   void OnStart(const TrainPlan& p) override {
     if (!csv_path_.empty()) csv_.Open(csv_path_, p.resumed_from_step);
-    std::printf("model: %lld parameters, %d threads\n", static_cast<long long>(p.parameter_count),
-                p.threads);
+    std::printf("model: %lld parameters (%lld trained), %d threads\n",
+                static_cast<long long>(p.parameter_count),
+                static_cast<long long>(p.trainable_parameters), p.threads);
     if (p.resumed_from_step > 0) {
       std::printf("resumed from the checkpoint of step %lld\n",
                   static_cast<long long>(p.resumed_from_step));
@@ -266,6 +267,13 @@ int main(int argc, char** argv) {
   app.add_option("--threads", config.threads, "0: the cores this process may use")
       ->capture_default_str();
   app.add_flag("--train-on-prompt", config.train_on_prompt, "loss on prompt tokens too");
+  app.add_option("--lora-rank", config.lora.rank, "LoRA adapters of this rank; 0: full fine-tuning")
+      ->capture_default_str();
+  app.add_option("--lora-alpha", config.lora.alpha)->capture_default_str();
+  app.add_option("--lora-dropout", config.lora.dropout)->capture_default_str();
+  app.add_option("--lora-targets", config.lora.targets,
+                 "projections to adapt, e.g. q_proj,v_proj (default: the family's)")
+      ->delimiter(',');
   std::string metrics_csv;
   app.add_option("--metrics-csv", metrics_csv, "write every metric here, at full precision");
   app.add_option("--eval-every", config.eval_every_steps, "also evaluate every N steps")

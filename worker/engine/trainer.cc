@@ -15,6 +15,7 @@
 #include "common/utf8.h"
 #include "worker/engine/adamw.h"
 #include "worker/engine/checkpoint.h"
+#include "worker/engine/lora.h"
 #include "worker/engine/model_folder.h"
 
 namespace tuneforge::engine {
@@ -195,6 +196,14 @@ int64_t MaxLength(const TrainConfig& config, const ModelConfig& model) {
   return config.max_seq_len > 0 ? std::min<int64_t>(config.max_seq_len, limit) : limit;
 }
 
+std::vector<torch::Tensor> TrainableParameters(Transformer& model) {
+  std::vector<torch::Tensor> out;
+  for (const torch::Tensor& p : model->parameters()) {
+    if (p.requires_grad()) out.push_back(p);
+  }
+  return out;
+}
+
 // Opens the base model named by config.model, or throws.
 ModelFolder OpenBase(const TrainConfig& config) {
   std::string error;
@@ -246,14 +255,16 @@ std::string Fingerprint(const TrainConfig& c, const TrainPlan& plan, int64_t max
   char text[512];
   std::snprintf(text, sizeof(text),
                 "sequences=%lld/%lld batch=%d accum=%d epochs=%d seed=%llu lr=%.17g warmup=%d "
-                "schedule=%d wd=%.17g max_len=%lld clip=%.17g prompt=%d params=%lld",
+                "schedule=%d wd=%.17g max_len=%lld clip=%.17g prompt=%d params=%lld "
+                "lora=%d/%.17g/%zu",
                 static_cast<long long>(plan.train_sequences),
                 static_cast<long long>(plan.validation_examples), c.batch_size,
                 c.gradient_accumulation_steps, c.epochs,
                 static_cast<unsigned long long>(c.seed), c.learning_rate, c.warmup_steps,
                 static_cast<int>(c.schedule), c.weight_decay, static_cast<long long>(max_len),
                 c.grad_clip, c.train_on_prompt ? 1 : 0,
-                static_cast<long long>(plan.parameter_count));
+                static_cast<long long>(plan.parameter_count), c.lora.rank, c.lora.alpha,
+                c.lora.targets.size());
   return text;
 }
 
@@ -272,16 +283,23 @@ TrainResult Train(const TrainConfig& config, const std::vector<Example>& train,
   const std::string resume_from = config.resume && !config.checkpoint_dir.empty()
                                       ? LatestCheckpoint(config.checkpoint_dir)
                                       : "";
+  // A LoRA run's checkpoints hold only the adapter: its base is config.model.
+  const bool lora = config.lora.rank > 0;
   TrainerState state;
   ModelFolder base;
-  if (resume_from.empty()) {
+  if (resume_from.empty() || lora) {
     base = OpenBase(config);
-  } else {
+    if (lora) EnableLora(base.model, config.lora);
+  }
+  if (!resume_from.empty()) {
     std::string error = ReadTrainerState(resume_from, &state);
-    std::optional<ModelFolder> m;
-    if (error.empty()) m = LoadModelFolder(resume_from, &error);
-    if (!m) throw std::runtime_error("cannot resume from " + resume_from + ": " + error);
-    base = std::move(*m);
+    if (error.empty() && lora) {
+      error = LoadAdapter(base.model, resume_from);
+    } else if (error.empty()) {
+      std::optional<ModelFolder> m = LoadModelFolder(resume_from, &error);
+      if (m) base = std::move(*m);
+    }
+    if (!error.empty()) throw std::runtime_error("cannot resume from " + resume_from + ": " + error);
   }
   Transformer& model = base.model;
   model->train();
@@ -289,7 +307,12 @@ TrainResult Train(const TrainConfig& config, const std::vector<Example>& train,
 
   TrainPlan plan;
   plan.threads = threads;
-  plan.parameter_count = model->ParameterCount();
+  plan.parameter_count = 0;
+  for (const auto& item : model->named_parameters()) {
+    const bool adapter = item.key().find(".lora_") != std::string::npos;
+    if (!adapter) plan.parameter_count += item.value().numel();
+    if (item.value().requires_grad()) plan.trainable_parameters += item.value().numel();
+  }
   std::vector<Sequence> train_seqs =
       TokenizeAll(base, train, max_len, config.train_on_prompt, &plan.truncated_examples);
   std::vector<Sequence> val_seqs =
@@ -313,8 +336,9 @@ TrainResult Train(const TrainConfig& config, const std::vector<Example>& train,
   observer.OnStart(plan);
 
   // AdamW; no weight decay on biases and norms (every 1-D parameter).
-  std::vector<AdamW::Param> params;
+  std::vector<AdamW::Param> params;  // the trainable ones: all, or the adapters
   for (const auto& item : model->named_parameters()) {
+    if (!item.value().requires_grad()) continue;
     params.push_back({item.key(), item.value(), item.value().dim() >= 2});
   }
   AdamW::Options adam;
@@ -335,7 +359,8 @@ TrainResult Train(const TrainConfig& config, const std::vector<Example>& train,
   int64_t last_checkpoint = state.step;
   auto checkpoint = [&]() {
     if (config.checkpoint_dir.empty()) return;
-    if (std::string error = SaveCheckpoint(config.checkpoint_dir, base, optimizer, state);
+    if (std::string error = SaveCheckpoint(config.checkpoint_dir, base, optimizer, state,
+                                           lora ? &config.lora : nullptr);
         !error.empty()) {
       throw std::runtime_error("cannot save a checkpoint: " + error);
     }
@@ -430,7 +455,7 @@ TrainResult Train(const TrainConfig& config, const std::vector<Example>& train,
                                    "; lower the learning rate or check the data");
         }
         grad_norm = torch::nn::utils::clip_grad_norm_(
-            model->parameters(),
+            TrainableParameters(model),
             config.grad_clip > 0 ? config.grad_clip : std::numeric_limits<double>::max());
         optimizer.Step(lr);
       }
@@ -491,14 +516,23 @@ TrainResult Train(const TrainConfig& config, const std::vector<Example>& train,
   result.best_validation_loss = std::isfinite(state.best_loss) ? state.best_loss : 0;
   if (!config.output_dir.empty()) {
     // After early stopping, the best checkpoint's weights are the result.
-    std::string best;
-    if (!result.stop_reason.empty() && !config.checkpoint_dir.empty()) {
-      best = config.checkpoint_dir + "/" + CheckpointName(state.best_step);
-    }
+    const std::string best = config.checkpoint_dir + "/" + CheckpointName(state.best_step);
     std::string error;
-    std::optional<ModelFolder> best_model;
-    if (!best.empty() && std::filesystem::exists(best)) best_model = LoadModelFolder(best, &error);
-    error = SaveModelFolder(best_model ? *best_model : base, config.output_dir);
+    if (!result.stop_reason.empty() && !config.checkpoint_dir.empty() &&
+        std::filesystem::exists(best)) {
+      if (lora) {
+        error = LoadAdapter(model, best);
+      } else if (std::optional<ModelFolder> m = LoadModelFolder(best, &error)) {
+        base.model = m->model;
+      }
+      if (!error.empty()) throw std::runtime_error("cannot load the best checkpoint: " + error);
+    }
+    if (lora) {
+      error = SaveAdapter(base.model, config.lora, config.model, config.output_dir + "/adapter");
+      if (!error.empty()) throw std::runtime_error("cannot save the adapter: " + error);
+      MergeLora(base.model);
+    }
+    error = SaveModelFolder(base, config.output_dir);
     if (!error.empty()) throw std::runtime_error("cannot save the model: " + error);
   }
   return result;

@@ -22,6 +22,7 @@
 #include <vector>
 
 #include "common/dataset.h"
+#include "worker/engine/lora_options.h"
 
 namespace tuneforge::engine {
 
@@ -58,6 +59,9 @@ struct TrainConfig {
   // then the best checkpoint's model.
   int early_stopping_patience = 0;
   double early_stopping_min_delta = 0.0;
+  // LoRA (rank > 0): only adapters train; the output is the merged model,
+  // with the adapter in PEFT's format in output_dir/adapter.
+  LoraOptions lora;
 };
 
 // Counted while training, reported every log_every_steps.
@@ -84,6 +88,7 @@ struct EvalMetrics {
 
 struct TrainPlan {
   int64_t parameter_count = 0;
+  int64_t trainable_parameters = 0;  // all of them, or the LoRA adapters'
   int64_t train_examples = 0;
   int64_t validation_examples = 0;
   int64_t train_sequences = 0;     // long text documents give several

@@ -18,9 +18,7 @@ bool EndsWith(const std::string& s, const std::string& suffix) {
   return s.size() >= suffix.size() && s.compare(s.size() - suffix.size(), suffix.size(), suffix) == 0;
 }
 
-torch::nn::Linear MakeLinear(int64_t in, int64_t out, bool bias) {
-  return torch::nn::Linear(torch::nn::LinearOptions(in, out).bias(bias));
-}
+Projection MakeLinear(int64_t in, int64_t out, bool bias) { return Projection(in, out, bias); }
 
 // HF's rotate_half layout: the first and second halves of each head form
 // the (x, y) pairs that rotate. x, cos, sin: (B, *, T, D) and (T, D).
@@ -45,6 +43,43 @@ torch::Tensor BlockedMask(int64_t past, int64_t T, int64_t S, int64_t window,
 }
 
 }  // namespace
+
+ProjectionImpl::ProjectionImpl(int64_t in, int64_t out, bool with_bias) {
+  // Initialised as torch::nn::Linear is (the model's own init then sets the
+  // weights; this keeps the random stream, and so every preset, unchanged).
+  weight = register_parameter("weight", torch::empty({out, in}));
+  torch::nn::init::kaiming_uniform_(weight, std::sqrt(5.0));
+  if (with_bias) {
+    const double bound = 1.0 / std::sqrt(double(in));
+    bias = register_parameter("bias", torch::empty({out}).uniform_(-bound, bound));
+  }
+}
+
+torch::Tensor ProjectionImpl::forward(const torch::Tensor& x) {
+  torch::Tensor y = F::linear(x, weight, bias);  // (B, T, out)
+  if (!lora_a_.defined()) return y;
+  torch::Tensor h = lora_dropout_ > 0 ? torch::dropout(x, lora_dropout_, is_training()) : x;
+  return y + F::linear(F::linear(h, lora_a_), lora_b_) * lora_scale_;  // via (B, T, r)
+}
+
+void ProjectionImpl::AddLora(int64_t rank, double alpha, double dropout) {
+  const int64_t in = weight.size(1), out = weight.size(0);
+  const double bound = 1.0 / std::sqrt(double(in));  // Kaiming uniform with a = sqrt(5)
+  auto a = std::make_shared<torch::nn::Module>();
+  auto b = std::make_shared<torch::nn::Module>();
+  lora_a_ = a->register_parameter("weight", torch::empty({rank, in}, weight.options()).uniform_(-bound, bound));
+  lora_b_ = b->register_parameter("weight", torch::zeros({out, rank}, weight.options()));
+  register_module("lora_A", a);
+  register_module("lora_B", b);
+  lora_scale_ = alpha / double(rank);
+  lora_dropout_ = dropout;
+}
+
+void ProjectionImpl::MergeLora() {
+  if (!lora_a_.defined()) return;
+  torch::NoGradGuard no_grad;
+  weight.add_(torch::matmul(lora_b_, lora_a_) * lora_scale_);  // (out, in)
+}
 
 NormImpl::NormImpl(int64_t dim, double eps, bool rms) : eps_(eps), rms_(rms) {
   weight_ = register_parameter("weight", torch::ones({dim}));
@@ -201,7 +236,7 @@ TransformerImpl::TransformerImpl(const ModelConfig& c) : config_(c) {
     const std::string& name = item.key();
     torch::Tensor& p = item.value();
     if (p.dim() == 1) {
-      if (name.find("ln") == std::string::npos && name.find("norm") == std::string::npos) p.zero_();
+      if (name.find("ln_") == std::string::npos && name.find("norm") == std::string::npos) p.zero_();
     } else if (gpt2 && EndsWith(name, "c_proj.weight")) {
       p.normal_(0.0, residual_std);
     } else {
@@ -247,7 +282,7 @@ int64_t TransformerImpl::ParameterCount() const {
 
 std::string TransformerImpl::HfName(const std::string& ours, bool* transposed) const {
   if (IsGpt2(config_)) {
-    *transposed = EndsWith(ours, ".weight") &&
+    *transposed = EndsWith(ours, ".weight") && ours.find(".lora_") == std::string::npos &&
                   (ours.find(".c_attn.") != std::string::npos ||
                    ours.find(".c_proj.") != std::string::npos ||
                    ours.find(".c_fc.") != std::string::npos);

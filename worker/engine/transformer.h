@@ -48,6 +48,33 @@ struct Rope {
   torch::Tensor sin;  // (T, D)
 };
 
+// A linear projection (weight (out, in), optional bias, as torch::nn::Linear
+// names them) that can carry a LoRA adapter: y = x W^T + b + s * B(A(drop(x)))
+// with A (r, in), B (out, r) and s = alpha / r, PEFT's layout and names
+// ("q_proj.lora_A.weight").
+class ProjectionImpl : public torch::nn::Module {
+ public:
+  ProjectionImpl(int64_t in, int64_t out, bool bias);
+  torch::Tensor forward(const torch::Tensor& x);  // (B, T, in) -> (B, T, out)
+
+  // Adds an adapter of rank r: A from PEFT's init (Kaiming uniform), B zero,
+  // so the output is unchanged until training moves B.
+  void AddLora(int64_t rank, double alpha, double dropout);
+  bool has_lora() const { return lora_a_.defined(); }
+  // W += s * B A; the adapter stays (a merged model is saved without it).
+  void MergeLora();
+
+  torch::Tensor weight;  // (out, in)
+  torch::Tensor bias;    // (out), or undefined
+
+ private:
+  torch::Tensor lora_a_;  // (r, in), registered as lora_A.weight
+  torch::Tensor lora_b_;  // (out, r), registered as lora_B.weight
+  double lora_scale_ = 0;
+  double lora_dropout_ = 0;
+};
+TORCH_MODULE(Projection);
+
 // LayerNorm (weight and bias; GPT-2) or RMSNorm (weight; Llama).
 class NormImpl : public torch::nn::Module {
  public:
@@ -72,8 +99,8 @@ class AttentionImpl : public torch::nn::Module {
 
  private:
   ModelConfig config_;
-  torch::nn::Linear c_attn_{nullptr}, c_proj_{nullptr};  // GPT-2: C -> 3C, C -> C
-  torch::nn::Linear q_proj_{nullptr}, k_proj_{nullptr}, v_proj_{nullptr},
+  Projection c_attn_{nullptr}, c_proj_{nullptr};  // GPT-2: C -> 3C, C -> C
+  Projection q_proj_{nullptr}, k_proj_{nullptr}, v_proj_{nullptr},
       o_proj_{nullptr};  // Llama: C -> H*D, C -> K*D, C -> K*D, H*D -> C
 };
 TORCH_MODULE(Attention);
@@ -84,8 +111,8 @@ class MlpImpl : public torch::nn::Module {
   torch::Tensor forward(const torch::Tensor& x);  // (B, T, C) -> (B, T, C)
 
  private:
-  torch::nn::Linear c_fc_{nullptr}, c_proj_{nullptr};  // GPT-2: C -> F, F -> C
-  torch::nn::Linear gate_proj_{nullptr}, up_proj_{nullptr},
+  Projection c_fc_{nullptr}, c_proj_{nullptr};  // GPT-2: C -> F, F -> C
+  Projection gate_proj_{nullptr}, up_proj_{nullptr},
       down_proj_{nullptr};  // Llama: C -> F, C -> F, F -> C
 };
 TORCH_MODULE(Mlp);
@@ -129,7 +156,7 @@ class TransformerImpl : public torch::nn::Module {
   torch::nn::Embedding wpe_{nullptr};    // (T_max, C), GPT-2 only
   torch::nn::ModuleList blocks_{nullptr};  // h or layers
   Norm norm_f_{nullptr};                  // ln_f or norm
-  torch::nn::Linear lm_head_{nullptr};    // C -> V, untied Llama only
+  Projection lm_head_{nullptr};           // C -> V, untied Llama only
   torch::nn::Dropout drop_{nullptr};
   torch::Tensor inv_freq_;                // (D/2) rotary frequencies, Llama only
 };
