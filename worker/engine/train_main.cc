@@ -8,6 +8,8 @@
 //   echo "Hello" | tuneforge-train tokenize --model gpt2/
 //   tuneforge-train generate --model out/ --prompt "How many days"
 //   tuneforge-train init --preset tiny-llama --output base/
+#include <sys/resource.h>
+
 #include <chrono>
 #include <cstdio>
 #include <exception>
@@ -366,8 +368,11 @@ int main(int argc, char** argv) {
     PrintingObserver observer(metrics_csv);
     tuneforge::engine::TrainResult r = tuneforge::engine::Train(config, train, val, observer);
     if (!r.stop_reason.empty()) std::printf("%s\n", r.stop_reason.c_str());
-    std::printf("done: %lld steps, train_loss %.4f, validation_loss %.4f\n",
-                static_cast<long long>(r.steps), r.final_train_loss, r.final_validation_loss);
+    struct rusage usage;
+    getrusage(RUSAGE_SELF, &usage);
+    std::printf("done: %lld steps, train_loss %.4f, validation_loss %.4f, peak memory %.0f MB\n",
+                static_cast<long long>(r.steps), r.final_train_loss, r.final_validation_loss,
+                double(usage.ru_maxrss) / 1024.0);
   } catch (const std::exception& e) {
     std::fprintf(stderr, "tuneforge-train: training failed: %s\n", e.what());
     return 1;
