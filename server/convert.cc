@@ -275,6 +275,12 @@ v1::Job ToProto(const Job& job) {
   out.set_train_examples(job.train_examples);
   out.set_validation_examples(job.validation_examples);
   if (!job.result_model.empty()) out.set_result_model(absl::StrCat("models/", job.result_model));
+  for (const FileRecord& f : job.artifacts) {
+    v1::Artifact* a = out.add_artifacts();
+    a->set_path(f.path);
+    a->set_size_bytes(f.size_bytes);
+    a->set_sha256(f.sha256);
+  }
   return out;
 }
 

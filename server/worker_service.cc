@@ -228,12 +228,14 @@ class ArtifactReactor : public grpc::ServerReadReactor<v1::UploadArtifactRequest
       ASSIGN_OR_RETURN(job_, IdFromName(header_.job(), "jobs", "header.job"));
       const std::string& path = header_.artifact();
       const bool model_file = path.rfind("model/", 0) == 0 && IsModelFileName(path.substr(6));
-      const bool adapter_file = path == "adapter/adapter_config.json" ||
-                                path == "adapter/adapter_model.safetensors";
-      if (!model_file && !adapter_file) {
+      const bool other = path == "adapter/adapter_config.json" ||
+                         path == "adapter/adapter_model.safetensors" || path == "metrics.csv" ||
+                         path == "manifest.json";
+      if (!model_file && !other) {
         return absl::InvalidArgumentError(absl::StrCat(
-            "header.artifact: '", path, "' is neither model/{a model file name} nor "
-            "adapter/adapter_config.json or adapter/adapter_model.safetensors"));
+            "header.artifact: '", path, "' is none of model/{a model file name}, "
+            "adapter/adapter_config.json, adapter/adapter_model.safetensors, metrics.csv, "
+            "manifest.json"));
       }
       RETURN_IF_ERROR(scheduler_->LeasedJob(job_, header_.lease()).status());
       ASSIGN_OR_RETURN(writer_, blobs_->NewWriter());

@@ -302,6 +302,26 @@ TEST_F(EndToEndTest, LoraJobStoresTheMergedModel) {
   EXPECT_EQ(j["lora"]["targetModules"].size(), 3u);
   json m = ParseJson(server_->Cli({"-o", "json", "models", "get", j["resultModel"]}));
   EXPECT_EQ(m["parameterCount"], "792192");  // merged: the base's shape, no adapter tensors
+  // Artifacts: the merged model, the PEFT adapter, metrics and a manifest.
+  std::map<std::string, std::string> artifacts;
+  for (const json& a : j["artifacts"]) artifacts[a["path"]] = a["sha256"];
+  for (const char* path : {"model/model.safetensors", "model/config.json",
+                           "model/tokenizer.json", "adapter/adapter_config.json",
+                           "adapter/adapter_model.safetensors", "metrics.csv",
+                           "manifest.json"}) {
+    EXPECT_EQ(artifacts.count(path), 1u) << path << " in " << j["artifacts"].dump();
+  }
+  auto blob = [&](const std::string& sha) {
+    std::ifstream in(dir_ + "/data/blobs/" + sha.substr(0, 2) + "/" + sha);
+    return std::string(std::istreambuf_iterator<char>(in), {});
+  };
+  json manifest = json::parse(blob(artifacts["manifest.json"]));
+  EXPECT_EQ(manifest["job"]["lora"]["rank"], 4);
+  EXPECT_EQ(manifest["training_dataset"]["name"], dataset);
+  EXPECT_EQ(manifest["run"]["steps"], 10);
+  const std::string csv = blob(artifacts["metrics.csv"]);
+  EXPECT_EQ(csv.rfind("step,epoch,train_loss,", 0), 0u) << csv;
+  EXPECT_NE(csv.find("\n10,2,"), std::string::npos) << csv;
 
   RunResult bad = server_->Cli({"jobs", "create", "--model", "tiny-llama", "--training-dataset",
                                 dataset, "--lora-rank", "4", "--lora-targets", "c_attn",

@@ -8,6 +8,8 @@
 #include <fstream>
 #include <thread>
 
+#include <google/protobuf/util/json_util.h>
+#include <nlohmann/json.hpp>
 #include <spdlog/spdlog.h>
 
 #include "absl/strings/str_cat.h"
@@ -16,6 +18,7 @@
 #include "common/dataset_validator.h"
 #include "common/report_proto.h"
 #include "common/sha256.h"
+#include "worker/engine/metrics_csv.h"
 #include "worker/engine/trainer.h"
 
 namespace tuneforge {
@@ -67,10 +70,16 @@ engine::TrainConfig ConfigFromJob(const v1::Job& job, int threads) {
 class JobObserver : public engine::TrainObserver {
  public:
   JobObserver(grpc::ClientWriter<v1::ReportEventsRequest>* stream, const v1::Assignment& a,
-              const std::atomic<bool>* stop)
-      : stream_(stream), job_(a.job().name()), lease_(a.lease()), agent_stop_(stop) {}
+              const std::atomic<bool>* stop, std::string metrics_path)
+      : stream_(stream),
+        job_(a.job().name()),
+        lease_(a.lease()),
+        agent_stop_(stop),
+        metrics_path_(std::move(metrics_path)) {}
 
   void OnStart(const engine::TrainPlan& p) override {
+    plan = p;
+    metrics_.Open(metrics_path_, p.resumed_from_step);
     v1::JobEvent e;
     v1::TrainingStarted* s = e.mutable_started();
     s->set_train_examples(p.train_examples);
@@ -82,6 +91,7 @@ class JobObserver : public engine::TrainObserver {
     Send(std::move(e));
   }
   void OnMetrics(const engine::StepMetrics& m) override {
+    metrics_.Row(m);
     step_ = m.step;
     v1::JobEvent e;
     v1::TrainingMetrics* p = e.mutable_metrics();
@@ -98,6 +108,7 @@ class JobObserver : public engine::TrainObserver {
     Send(std::move(e));
   }
   void OnEvaluation(const engine::EvalMetrics& m) override {
+    metrics_.Row(m);
     v1::JobEvent e;
     v1::Evaluation* p = e.mutable_evaluation();
     p->set_epoch(m.epoch);
@@ -133,6 +144,7 @@ class JobObserver : public engine::TrainObserver {
   bool ShouldStop() override { return cancelled || lease_lost || *agent_stop_; }
 
   int64_t step() const { return step_; }
+  engine::TrainPlan plan;
   std::atomic<bool> cancelled{false};
   std::atomic<bool> lease_lost{false};
 
@@ -153,6 +165,8 @@ class JobObserver : public engine::TrainObserver {
   std::string job_;
   std::string lease_;
   const std::atomic<bool>* agent_stop_;
+  std::string metrics_path_;
+  engine::MetricsCsv metrics_;
   std::atomic<int64_t> step_{0};
 };
 
@@ -271,6 +285,41 @@ absl::StatusOr<std::string> Agent::FetchBlob(const std::string& sha256) {
   return path;
 }
 
+// What reproduces the run: the job as the scheduler gave it (spec and
+// hyperparameters), the digests of its datasets and base model files, the
+// engine and libtorch versions, and what the run found.
+void WriteManifest(const v1::Assignment& a, const engine::TrainPlan& plan,
+                   const engine::TrainResult& r, const std::string& path) {
+  std::string job_json;
+  google::protobuf::util::JsonPrintOptions options;
+  options.preserve_proto_field_names = true;
+  (void)google::protobuf::util::MessageToJsonString(a.job(), &job_json, options);
+  nlohmann::json files = nlohmann::json::object();
+  for (const v1::ModelFile& f : a.base_model().files()) files[f.path()] = f.sha256();
+  nlohmann::json m = {
+      {"version", 1},
+      {"job", nlohmann::json::parse(job_json, nullptr, false)},
+      {"training_dataset", {{"name", a.training_dataset().name()},
+                            {"sha256", a.training_dataset_sha256()}}},
+      {"validation_dataset", {{"name", a.validation_dataset().name()},
+                              {"sha256", a.validation_dataset_sha256()}}},
+      {"base_model", {{"name", a.base_model().name()}, {"files", files}}},
+      {"engine", {{"tuneforge", engine::kEngineVersion}, {"libtorch", engine::LibtorchVersion()}}},
+      {"run", {{"train_examples", plan.train_examples},
+               {"validation_examples", plan.validation_examples},
+               {"train_sequences", plan.train_sequences},
+               {"truncated_examples", plan.truncated_examples},
+               {"parameter_count", plan.parameter_count},
+               {"trainable_parameters", plan.trainable_parameters},
+               {"steps", r.steps},
+               {"final_train_loss", r.final_train_loss},
+               {"final_validation_loss", r.final_validation_loss},
+               {"best_step", r.best_step},
+               {"best_validation_loss", r.best_validation_loss},
+               {"stop_reason", r.stop_reason}}}};
+  std::ofstream(path) << m.dump(2) << "\n";
+}
+
 absl::StatusOr<std::string> Agent::PrepareModel(const v1::Model& model) {
   const std::string id = model.name().substr(model.name().find('/') + 1);
   if (model.files().empty()) return id;  // a preset: the engine makes it from the seed
@@ -362,7 +411,16 @@ void Agent::RunJob(const v1::Assignment& a) {
   SetDeadline(stream_ctx, std::chrono::hours(24 * 30));
   v1::ReportEventsResponse report_resp;
   auto stream = stub_->ReportEvents(&stream_ctx, &report_resp);
-  JobObserver observer(stream.get(), a, &stop_);
+  // The job's own folder: checkpoints (a later attempt on this host resumes
+  // from them), the metrics, and the trained model until it is uploaded.
+  const std::string job_dir =
+      options_.cache_dir + "/jobs/" + a.job().name().substr(a.job().name().find('/') + 1);
+  const std::string output_dir = job_dir + "/model";
+  {
+    std::error_code ec;
+    std::filesystem::create_directories(job_dir, ec);
+  }
+  JobObserver observer(stream.get(), a, &stop_, job_dir + "/metrics.csv");
 
   // Heartbeats: renew the lease, learn of cancellation.
   std::mutex hb_mu;
@@ -393,11 +451,6 @@ void Agent::RunJob(const v1::Assignment& a) {
 
   v1::JobState outcome = v1::JOB_STATE_SUCCEEDED;
   std::string error;
-  // The job's own folder: checkpoints (a later attempt on this host resumes
-  // from them) and the trained model until it is uploaded.
-  const std::string job_dir =
-      options_.cache_dir + "/jobs/" + a.job().name().substr(a.job().name().find('/') + 1);
-  const std::string output_dir = job_dir + "/model";
   try {
     auto load = [&](const v1::Dataset& d) -> std::vector<Example> {
       absl::StatusOr<std::string> path = FetchBlob(d.sha256());
@@ -440,11 +493,14 @@ void Agent::RunJob(const v1::Assignment& a) {
     if (r.stopped) {
       outcome = v1::JOB_STATE_CANCELLED;
     } else if (!observer.lease_lost) {
-      // The merged model, and a LoRA run's adapter in PEFT's format.
+      // The merged model, a LoRA run's adapter in PEFT's format, the
+      // metrics and a manifest to reproduce the run.
+      WriteManifest(a, observer.plan, r, job_dir + "/manifest.json");
       absl::Status uploaded = UploadFolder(a, output_dir, "model/");
       if (uploaded.ok() && std::filesystem::exists(output_dir + "/adapter")) {
         uploaded = UploadFolder(a, output_dir + "/adapter", "adapter/");
       }
+      if (uploaded.ok()) uploaded = UploadFolder(a, job_dir, "");
       if (!uploaded.ok()) {
         throw std::runtime_error("cannot upload the trained model: " +
                                  std::string(uploaded.message()));

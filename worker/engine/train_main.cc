@@ -26,6 +26,7 @@
 #include "common/dataset.h"
 #include "common/dataset_validator.h"
 #include "worker/engine/bpe_tokenizer.h"
+#include "worker/engine/metrics_csv.h"
 #include "worker/engine/model_folder.h"
 #include "worker/engine/openmp_env.h"
 #include "worker/engine/trainer.h"
@@ -39,49 +40,6 @@ bool EndsWith(const std::string& s, const std::string& suffix) {
 using tuneforge::engine::EvalMetrics;
 using tuneforge::engine::StepMetrics;
 using tuneforge::engine::TrainPlan;
-
-// Every metric as a CSV row, at full precision: one row per report
-// (step,epoch,train_loss,learning_rate,grad_norm,tokens_per_second) and one
-// per evaluation (step,epoch,,,,,validation_loss,perplexity,token_accuracy).
-// A resumed run keeps the rows up to its checkpoint and drops the rest.
-class MetricsCsv {
- public:
-  void Open(const std::string& path, int64_t resumed_from_step) {
-    std::vector<std::string> kept;
-    if (resumed_from_step > 0) {
-      std::ifstream in(path);
-      std::string line;
-      while (std::getline(in, line)) {
-        if (line.rfind("step,", 0) == 0) continue;
-        if (std::stoll(line.substr(0, line.find(','))) <= resumed_from_step) kept.push_back(line);
-      }
-    }
-    file_ = std::fopen(path.c_str(), "w");
-    if (file_ == nullptr) throw std::runtime_error("cannot write " + path);
-    std::fprintf(file_, "step,epoch,train_loss,learning_rate,grad_norm,tokens_per_second,"
-                        "validation_loss,perplexity,token_accuracy\n");
-    for (const std::string& line : kept) std::fprintf(file_, "%s\n", line.c_str());
-    std::fflush(file_);
-  }
-  ~MetricsCsv() {
-    if (file_) std::fclose(file_);
-  }
-  void Row(const StepMetrics& m) {
-    if (!file_) return;
-    std::fprintf(file_, "%lld,%d,%.9g,%.9g,%.9g,%.1f,,,\n", static_cast<long long>(m.step),
-                 m.epoch, m.loss, m.learning_rate, m.grad_norm, m.tokens_per_second);
-    std::fflush(file_);
-  }
-  void Row(const EvalMetrics& m) {
-    if (!file_) return;
-    std::fprintf(file_, "%lld,%d,,,,,%.9g,%.9g,%.9g\n", static_cast<long long>(m.step), m.epoch,
-                 m.loss, m.perplexity, m.token_accuracy);
-    std::fflush(file_);
-  }
-
- private:
-  std::FILE* file_ = nullptr;
-};
 
 class PrintingObserver : public tuneforge::engine::TrainObserver {
  public:
@@ -129,7 +87,7 @@ class PrintingObserver : public tuneforge::engine::TrainObserver {
 
  private:
   std::string csv_path_;
-  MetricsCsv csv_;
+  tuneforge::engine::MetricsCsv csv_;
 };
 
 // Reads and parses a dataset file; prints its problems and exits on errors.

@@ -11,6 +11,7 @@
 #include <stdexcept>
 
 #include <torch/torch.h>
+#include <torch/version.h>
 
 #include "common/utf8.h"
 #include "worker/engine/adamw.h"
@@ -213,6 +214,8 @@ ModelFolder OpenBase(const TrainConfig& config) {
 }
 
 }  // namespace
+
+std::string LibtorchVersion() { return TORCH_VERSION; }
 
 int AvailableCores() {
   int cores = 1;

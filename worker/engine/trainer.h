@@ -135,6 +135,11 @@ TrainResult Train(const TrainConfig& config, const std::vector<Example>& train,
 EvalMetrics EvaluateModel(const TrainConfig& config, const std::vector<Example>& examples,
                           int64_t* truncated);
 
+// The engine's version, recorded in job manifests.
+inline constexpr const char* kEngineVersion = "0.1.0";
+// libtorch's version, e.g. "1.13.1".
+std::string LibtorchVersion();
+
 // Cores this process may run on: the CPU affinity mask, capped by a cgroup
 // CPU quota (Kubernetes limits) when one is set.
 int AvailableCores();
