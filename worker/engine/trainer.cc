@@ -253,6 +253,8 @@ std::string CheckConfig(const TrainConfig& c) {
   return "";
 }
 
+namespace {
+
 // The settings a checkpoint must share with the run that resumes it.
 std::string Fingerprint(const TrainConfig& c, const TrainPlan& plan, int64_t max_len) {
   char text[512];
@@ -270,6 +272,8 @@ std::string Fingerprint(const TrainConfig& c, const TrainPlan& plan, int64_t max
                 c.lora.targets.size());
   return text;
 }
+
+}  // namespace
 
 TrainResult Train(const TrainConfig& config, const std::vector<Example>& train,
                   const std::vector<Example>& validation, TrainObserver& observer) {
