@@ -322,6 +322,33 @@ bool IsIgnorableTensor(const std::string& name, const ModelConfig& c) {
          ends_with(".rotary_emb.inv_freq") || (c.tie_embeddings && name == "lm_head.weight");
 }
 
+namespace {
+
+std::vector<std::string> Projections(const std::string& architecture) {
+  if (architecture == "gpt2") return {"attn.c_attn", "attn.c_proj", "mlp.c_fc", "mlp.c_proj"};
+  return {"self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj", "self_attn.o_proj",
+          "mlp.gate_proj",    "mlp.up_proj",      "mlp.down_proj"};
+}
+
+}  // namespace
+
+bool IsLoraTarget(const std::string& architecture, const std::string& target) {
+  for (const std::string& p : Projections(architecture)) {
+    if (p == target || (p.size() > target.size() &&
+                        p.compare(p.size() - target.size(), target.size(), target) == 0 &&
+                        p[p.size() - target.size() - 1] == '.')) {
+      return true;
+    }
+  }
+  return false;
+}
+
+std::string LoraTargetsOf(const std::string& architecture) {
+  std::string out;
+  for (const std::string& p : Projections(architecture)) out += (out.empty() ? "" : ", ") + p;
+  return out;
+}
+
 bool IsModelFileName(const std::string& name) {
   static const char* const kNames[] = {
       "config.json",          "generation_config.json", "model.safetensors",

@@ -78,6 +78,13 @@ const char* ArchitectureName(Architecture a);
 // index, tokenizer and generation files): a plain name, never a path.
 bool IsModelFileName(const std::string& name);
 
+// LoRA targets are projection names matched as suffixes on a "." boundary
+// (as PEFT matches them): whether `target` names a projection of the family
+// ("gpt2" or "llama"), e.g. "q_proj", "mlp.down_proj", "c_attn".
+bool IsLoraTarget(const std::string& architecture, const std::string& target);
+// The family's projections, for error messages: "attn.c_attn, attn.c_proj, ...".
+std::string LoraTargetsOf(const std::string& architecture);
+
 struct Preset {
   std::string name;         // e.g. "tiny-gpt2"
   std::string description;

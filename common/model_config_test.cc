@@ -123,6 +123,19 @@ TEST(ModelConfigTest, ModelFileNames) {
   }
 }
 
+TEST(ModelConfigTest, LoraTargetsMatchAsPeftDoes) {
+  for (const char* ok : {"q_proj", "self_attn.o_proj", "down_proj", "mlp.up_proj"}) {
+    EXPECT_TRUE(IsLoraTarget("llama", ok)) << ok;
+  }
+  for (const char* ok : {"c_attn", "c_proj", "mlp.c_proj", "attn.c_proj", "c_fc"}) {
+    EXPECT_TRUE(IsLoraTarget("gpt2", ok)) << ok;
+  }
+  for (const char* bad : {"c_attn", "proj", "_proj", "attn.q_proj", ""}) {
+    EXPECT_FALSE(IsLoraTarget("llama", bad)) << bad;
+  }
+  EXPECT_FALSE(IsLoraTarget("gpt2", "q_proj"));
+}
+
 TEST(ModelConfigTest, NamesWhatIsUnsupported) {
   struct Case {
     std::string text, error;

@@ -135,13 +135,24 @@ absl::StatusOr<Job> Scheduler::CreateJob(JobSpec spec) {
     }
     spec.base_model = earlier->result_model;
   }
-  if (FindPreset(spec.base_model) == nullptr) {
+  std::string architecture;
+  if (const Preset* p = FindPreset(spec.base_model)) {
+    architecture = ArchitectureName(p->config.architecture);
+  } else {
     absl::StatusOr<ModelRecord> m = store_->GetModel(spec.base_model);
     if (absl::IsNotFound(m.status())) {
       return absl::InvalidArgumentError(absl::StrCat(
           "job.base_model: no model 'models/", spec.base_model, "'; see ListModels"));
     }
     RETURN_IF_ERROR(m.status());
+    architecture = m->architecture;
+  }
+  for (const std::string& target : spec.lora.targets) {
+    if (!IsLoraTarget(architecture, target)) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "job.lora.target_modules: '", target, "' matches no projection of a ", architecture,
+          " model (", LoraTargetsOf(architecture), ")"));
+    }
   }
   auto ready_dataset = [&](const std::string& id,
                            const char* field) -> absl::StatusOr<DatasetRecord> {

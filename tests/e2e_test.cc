@@ -324,12 +324,12 @@ TEST_F(EndToEndTest, LoraJobStoresTheMergedModel) {
   EXPECT_NE(csv.find("\n10,2,"), std::string::npos) << csv;
 
   RunResult bad = server_->Cli({"jobs", "create", "--model", "tiny-llama", "--training-dataset",
-                                dataset, "--lora-rank", "4", "--lora-targets", "c_attn",
-                                "--follow"});
-  EXPECT_EQ(bad.exit_code, 1);
-  EXPECT_NE(bad.out.find("lora target 'c_attn' matches no projection of this llama model"),
+                                dataset, "--lora-rank", "4", "--lora-targets", "c_attn"});
+  EXPECT_EQ(bad.exit_code, 2);  // refused at creation, before any worker sees it
+  EXPECT_NE(bad.err.find("job.lora.target_modules: 'c_attn' matches no projection of a llama "
+                         "model (self_attn.q_proj, "),
             std::string::npos)
-      << bad.out;
+      << bad.err;
 }
 
 TEST_F(EndToEndTest, RunningJobShowsProgressAndCancels) {
