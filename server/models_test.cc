@@ -1,5 +1,7 @@
 #include "server/models.h"
 
+#include <unistd.h>
+
 #include <filesystem>
 #include <fstream>
 
@@ -28,7 +30,9 @@ std::map<std::string, std::string> Folder(ModelConfig c) {
     keep.emplace_back(static_cast<size_t>(n) * 2, '\0');
     tensors.push_back({name, DType::kBF16, shape, keep.back()});
   }
-  const std::string path = ::testing::TempDir() + "/models-test-weights";
+  // Per process: ctest runs these tests in parallel processes.
+  const std::string path =
+      ::testing::TempDir() + "/models-test-weights-" + std::to_string(::getpid());
   EXPECT_EQ(WriteSafetensors(path, tensors), "");
   std::ifstream in(path, std::ios::binary);
   files["model.safetensors"].assign(std::istreambuf_iterator<char>(in), {});
