@@ -313,6 +313,12 @@ std::map<std::string, std::vector<int64_t>> ExpectedTensors(const ModelConfig& c
   return t;
 }
 
+std::string CanonicalTensorName(const std::string& name, const ModelConfig& c) {
+  const bool bare = c.architecture == Architecture::kGpt2 &&
+                    name.rfind("transformer.", 0) != 0 && name != "lm_head.weight";
+  return bare ? "transformer." + name : name;
+}
+
 bool IsIgnorableTensor(const std::string& name, const ModelConfig& c) {
   auto ends_with = [&](const std::string& suffix) {
     return name.size() >= suffix.size() &&

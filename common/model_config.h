@@ -63,6 +63,10 @@ int64_t ParameterCount(const ModelConfig& c);
 // safetensors (GPT-2's Conv1D weights are (in, out)): name -> shape.
 std::map<std::string, std::vector<int64_t>> ExpectedTensors(const ModelConfig& c);
 
+// The name ExpectedTensors() gives a folder's tensor: original GPT-2 files
+// name theirs without the "transformer." prefix.
+std::string CanonicalTensorName(const std::string& name, const ModelConfig& c);
+
 // Tensors a Hub folder may hold that are not weights: GPT-2's attention-mask
 // buffers, old Llama checkpoints' rotary frequencies, a tied head's copy.
 bool IsIgnorableTensor(const std::string& name, const ModelConfig& c);

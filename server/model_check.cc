@@ -62,11 +62,7 @@ absl::StatusOr<ModelRecord> CheckModelFolder(const std::map<std::string, std::st
     std::unique_ptr<SafetensorsFile> file = SafetensorsFile::Open(*path, &error);
     if (!file) return absl::InvalidArgumentError(absl::StrCat(shard, ": ", error));
     for (const TensorInfo& t : file->header().tensors) {
-      std::string name = t.name;
-      if (config->architecture == Architecture::kGpt2 && name.rfind("transformer.", 0) != 0 &&
-          name != "lm_head.weight") {
-        name = "transformer." + name;  // original GPT-2 files have no prefix
-      }
+      const std::string name = CanonicalTensorName(t.name, *config);
       auto it = expected.find(name);
       if (it == expected.end()) {
         if (IsIgnorableTensor(name, *config)) continue;

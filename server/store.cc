@@ -233,10 +233,10 @@ absl::StatusOr<int64_t> Store::CountBlobReferences(const std::string& sha256) {
   return s.Int(0);
 }
 
-absl::StatusOr<bool> Store::DatasetInUse(const std::string& id) {
+absl::StatusOr<bool> Store::ActiveJobWhere(const char* condition, const std::string& id) {
   MutexLock lock(&mu_);
-  Stmt s(db_, absl::StrCat("SELECT 1 FROM jobs WHERE state IN ", kActiveStates,
-                           " AND (training_dataset = ?1 OR validation_dataset = ?1) LIMIT 1")
+  Stmt s(db_, absl::StrCat("SELECT 1 FROM jobs WHERE state IN ", kActiveStates, " AND (",
+                           condition, ") LIMIT 1")
                   .c_str());
   s.Bind(1, id);
   int rc = s.Step();
@@ -244,35 +244,39 @@ absl::StatusOr<bool> Store::DatasetInUse(const std::string& id) {
   return rc == SQLITE_ROW;
 }
 
+absl::StatusOr<bool> Store::DatasetInUse(const std::string& id) {
+  return ActiveJobWhere("training_dataset = ?1 OR validation_dataset = ?1", id);
+}
+
+absl::Status Store::InTransaction(const std::function<absl::Status()>& body) {
+  RETURN_IF_ERROR(Exec("BEGIN IMMEDIATE"));
+  absl::Status s = body();
+  if (s.ok()) s = Exec("COMMIT");
+  if (!s.ok()) Exec("ROLLBACK").IgnoreError();
+  return s;
+}
+
 absl::Status Store::PutModel(const ModelRecord& m) {
   MutexLock lock(&mu_);
-  RETURN_IF_ERROR(Exec("BEGIN IMMEDIATE"));
-  auto fail = [&](const char* what) {
-    absl::Status s = Error(what);
-    Exec("ROLLBACK").IgnoreError();
-    return s;
-  };
-  {
-    Stmt s(db_, "INSERT INTO models (id, record) VALUES (?, ?) "
-                "ON CONFLICT(id) DO UPDATE SET record=excluded.record");
-    s.Bind(1, m.id).Bind(2, ToJson(m));
-    if (s.Step() != SQLITE_DONE) return fail("put model");
-  }
-  {
-    Stmt s(db_, "DELETE FROM model_files WHERE model_id = ?");
-    s.Bind(1, m.id);
-    if (s.Step() != SQLITE_DONE) return fail("replace model files");
-  }
-  for (const FileRecord& f : m.files) {
-    Stmt s(db_, "INSERT INTO model_files (model_id, path, sha256) VALUES (?, ?, ?)");
-    s.Bind(1, m.id).Bind(2, f.path).Bind(3, f.sha256);
-    if (s.Step() != SQLITE_DONE) return fail("put model file");
-  }
-  if (absl::Status s = Exec("COMMIT"); !s.ok()) {
-    Exec("ROLLBACK").IgnoreError();
-    return s;
-  }
-  return absl::OkStatus();
+  return InTransaction([&]() -> absl::Status {
+    {
+      Stmt s(db_, "INSERT INTO models (id, record) VALUES (?, ?) "
+                  "ON CONFLICT(id) DO UPDATE SET record=excluded.record");
+      s.Bind(1, m.id).Bind(2, ToJson(m));
+      if (s.Step() != SQLITE_DONE) return Error("put model");
+    }
+    {
+      Stmt s(db_, "DELETE FROM model_files WHERE model_id = ?");
+      s.Bind(1, m.id);
+      if (s.Step() != SQLITE_DONE) return Error("replace model files");
+    }
+    for (const FileRecord& f : m.files) {
+      Stmt s(db_, "INSERT INTO model_files (model_id, path, sha256) VALUES (?, ?, ?)");
+      s.Bind(1, m.id).Bind(2, f.path).Bind(3, f.sha256);
+      if (s.Step() != SQLITE_DONE) return Error("put model file");
+    }
+    return absl::OkStatus();
+  });
 }
 
 absl::StatusOr<ModelRecord> Store::GetModel(const std::string& id) {
@@ -307,44 +311,29 @@ absl::Status Store::DeleteModel(const std::string& id) {
 }
 
 absl::StatusOr<bool> Store::ModelInUse(const std::string& id) {
-  MutexLock lock(&mu_);
-  Stmt s(db_, absl::StrCat("SELECT 1 FROM jobs WHERE state IN ", kActiveStates,
-                           " AND json_extract(record, '$.spec.base_model') = ? LIMIT 1")
-                  .c_str());
-  s.Bind(1, id);
-  int rc = s.Step();
-  if (rc != SQLITE_ROW && rc != SQLITE_DONE) return Error("query jobs");
-  return rc == SQLITE_ROW;
+  return ActiveJobWhere("json_extract(record, '$.spec.base_model') = ?1", id);
 }
 
 absl::Status Store::PutJob(const Job& job, const std::vector<Event>& events) {
   MutexLock lock(&mu_);
-  RETURN_IF_ERROR(Exec("BEGIN IMMEDIATE"));
-  auto fail = [&](const char* what) {
-    absl::Status s = Error(what);
-    Exec("ROLLBACK").IgnoreError();
-    return s;
-  };
-  {
-    Stmt s(db_,
-           "INSERT INTO jobs (id, state, request_id, training_dataset, validation_dataset, "
-           "labels, record) VALUES (?, ?, NULLIF(?, ''), ?, ?, ?, ?) ON CONFLICT(id) DO UPDATE "
-           "SET state=excluded.state, record=excluded.record");
-    s.Bind(1, job.id).Bind(2, static_cast<int64_t>(job.state)).Bind(3, job.spec.request_id);
-    s.Bind(4, job.spec.training_dataset).Bind(5, job.spec.validation_dataset);
-    s.Bind(6, nlohmann::json(job.spec.labels).dump()).Bind(7, ToJson(job));
-    if (s.Step() != SQLITE_DONE) return fail("put job");
-  }
-  for (const Event& e : events) {
-    Stmt s(db_, "INSERT INTO events (job_id, sequence, time_ms, payload) VALUES (?, ?, ?, ?)");
-    s.Bind(1, e.job_id).Bind(2, e.sequence).Bind(3, e.time_ms).Bind(4, PayloadToJson(e));
-    if (s.Step() != SQLITE_DONE) return fail("append event");
-  }
-  if (absl::Status s = Exec("COMMIT"); !s.ok()) {
-    Exec("ROLLBACK").IgnoreError();
-    return s;
-  }
-  return absl::OkStatus();
+  return InTransaction([&]() -> absl::Status {
+    {
+      Stmt s(db_,
+             "INSERT INTO jobs (id, state, request_id, training_dataset, validation_dataset, "
+             "labels, record) VALUES (?, ?, NULLIF(?, ''), ?, ?, ?, ?) ON CONFLICT(id) DO "
+             "UPDATE SET state=excluded.state, record=excluded.record");
+      s.Bind(1, job.id).Bind(2, static_cast<int64_t>(job.state)).Bind(3, job.spec.request_id);
+      s.Bind(4, job.spec.training_dataset).Bind(5, job.spec.validation_dataset);
+      s.Bind(6, nlohmann::json(job.spec.labels).dump()).Bind(7, ToJson(job));
+      if (s.Step() != SQLITE_DONE) return Error("put job");
+    }
+    for (const Event& e : events) {
+      Stmt s(db_, "INSERT INTO events (job_id, sequence, time_ms, payload) VALUES (?, ?, ?, ?)");
+      s.Bind(1, e.job_id).Bind(2, e.sequence).Bind(3, e.time_ms).Bind(4, PayloadToJson(e));
+      if (s.Step() != SQLITE_DONE) return Error("append event");
+    }
+    return absl::OkStatus();
+  });
 }
 
 absl::StatusOr<std::vector<Job>> Store::QueryJobs(const std::string& sql,

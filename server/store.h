@@ -9,6 +9,7 @@
 #ifndef TUNEFORGE_SERVER_STORE_H_
 #define TUNEFORGE_SERVER_STORE_H_
 
+#include <functional>
 #include <memory>
 #include <optional>
 #include <string>
@@ -78,6 +79,13 @@ class Store {
  private:
   explicit Store(sqlite3* db) : db_(db) {}
   absl::Status Exec(const char* sql) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Runs `body` between BEGIN IMMEDIATE and COMMIT; rolls back when it (or
+  // the commit) fails, and returns that error.
+  absl::Status InTransaction(const std::function<absl::Status()>& body)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Whether a queued, running or paused job meets `condition` (SQL over the
+  // jobs table with ?1 bound to `id`).
+  absl::StatusOr<bool> ActiveJobWhere(const char* condition, const std::string& id);
   absl::Status Error(const char* what) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   absl::StatusOr<std::vector<Job>> QueryJobs(const std::string& sql,
                                              const std::vector<std::string>& args)

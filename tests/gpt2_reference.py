@@ -16,7 +16,8 @@ import torch
 DTYPES = {"F32": torch.float32, "F16": torch.float16, "BF16": torch.bfloat16}
 
 
-def load(path):
+def read_tensors(path):
+    """Every tensor of a safetensors file, as float32, by its name."""
     blob = open(path, "rb").read()
     (n,) = struct.unpack("<Q", blob[:8])
     header = json.loads(blob[8:8 + n])
@@ -27,9 +28,12 @@ def load(path):
             continue
         begin, end = t["data_offsets"]
         raw = bytearray(data[begin:end])
-        out[name.removeprefix("transformer.")] = (
-            torch.frombuffer(raw, dtype=DTYPES[t["dtype"]]).reshape(t["shape"]).float())
+        out[name] = torch.frombuffer(raw, dtype=DTYPES[t["dtype"]]).reshape(t["shape"]).float()
     return out
+
+
+def load(path):  # GPT-2's weights, named without the "transformer." prefix
+    return {name.removeprefix("transformer."): t for name, t in read_tensors(path).items()}
 
 
 def layer_norm(x, w, b, eps):

@@ -1,8 +1,9 @@
 """Llama-family logits (Llama, Mistral, Qwen2) written from Hugging Face's
 modeling formulas with PyTorch, reading the model folder with the standard
-library only: an independent check of the engine's RMSNorm, rotary embeddings
-(HF's rotate_half layout and Llama 3.1 scaling), grouped-query attention,
-sliding window, SwiGLU, biases and head, and of the HF names it writes.
+library only (gpt2_reference.read_tensors): an independent check of the
+engine's RMSNorm, rotary embeddings (HF's rotate_half layout and Llama 3.1
+scaling), grouped-query attention, sliding window, SwiGLU, biases and head,
+and of the HF names it writes.
 
   /usr/bin/python3 llama_reference.py MODEL_DIR IDS_CSV OUT_FILE
 
@@ -10,27 +11,15 @@ writes the logits for the token ids, float32 little-endian, (T, V) row-major.
 """
 import json
 import math
-import struct
+import os
 import sys
 
 import torch
 
-DTYPES = {"F32": torch.float32, "F16": torch.float16, "BF16": torch.bfloat16}
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from gpt2_reference import read_tensors  # noqa: E402  (the shared safetensors reader)
 
-
-def load(path):
-    blob = open(path, "rb").read()
-    (n,) = struct.unpack("<Q", blob[:8])
-    header = json.loads(blob[8:8 + n])
-    data = blob[8 + n:]
-    out = {}
-    for name, t in header.items():
-        if name == "__metadata__":
-            continue
-        begin, end = t["data_offsets"]
-        raw = bytearray(data[begin:end])
-        out[name] = torch.frombuffer(raw, dtype=DTYPES[t["dtype"]]).reshape(t["shape"]).float()
-    return out
+load = read_tensors  # Llama's names are used as they are
 
 
 def rms_norm(x, w, eps):  # LlamaRMSNorm

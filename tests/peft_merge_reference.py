@@ -28,7 +28,7 @@ def main():
     scale = adapter_cfg["lora_alpha"] / adapter_cfg["r"]
     gpt2 = cfg["model_type"] == "gpt2"
     weights = (gpt2_reference if gpt2 else llama_reference).load(base_dir + "/model.safetensors")
-    adapter = llama_reference.load(adapter_dir + "/adapter_model.safetensors")
+    adapter = gpt2_reference.read_tensors(adapter_dir + "/adapter_model.safetensors")
     merged = 0
     for name, a in adapter.items():
         if not name.endswith(".lora_A.weight"):

@@ -65,8 +65,13 @@ void WriteFile(const std::string& path, const std::string& content) {
   std::ofstream(path, std::ios::binary) << content;
 }
 
-RunResult Run(const std::string& binary, const std::vector<std::string>& args,
-              const std::vector<std::string>& env, int timeout_s) {
+namespace {
+
+// Runs `binary` and waits for it to exit, or kills it (SIGKILL) once its
+// standard output holds `kill_marker` (when not empty), or after timeout_s.
+RunResult RunWatching(const std::string& binary, const std::vector<std::string>& args,
+                      const std::vector<std::string>& env, int timeout_s,
+                      const std::string& kill_marker) {
   static int counter = 0;
   std::string base = ::testing::TempDir() + "/run-" + std::to_string(getpid()) + "-" +
                      std::to_string(counter++);
@@ -74,41 +79,17 @@ RunResult Run(const std::string& binary, const std::vector<std::string>& args,
   int status = 0;
   const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(timeout_s);
   while (waitpid(pid, &status, WNOHANG) == 0) {
-    if (std::chrono::steady_clock::now() > deadline) {
+    const bool marked =
+        !kill_marker.empty() && ReadAll(base + ".out").find(kill_marker) != std::string::npos;
+    const bool late = std::chrono::steady_clock::now() > deadline;
+    if (marked || late) {
       kill(pid, SIGKILL);
       waitpid(pid, &status, 0);
-      ADD_FAILURE() << binary << " ran longer than " << timeout_s << " s and was killed";
-      break;
-    }
-    std::this_thread::sleep_for(std::chrono::milliseconds(10));
-  }
-  RunResult r;
-  r.exit_code = WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
-  r.out = ReadAll(base + ".out");
-  r.err = ReadAll(base + ".err");
-  std::filesystem::remove(base + ".out");
-  std::filesystem::remove(base + ".err");
-  return r;
-}
-
-RunResult RunAndKill(const std::string& binary, const std::vector<std::string>& args,
-                     const std::string& marker, int timeout_s) {
-  static int counter = 0;
-  std::string base = ::testing::TempDir() + "/kill-" + std::to_string(getpid()) + "-" +
-                     std::to_string(counter++);
-  pid_t pid = Spawn(BinDir() + "/" + binary, args, {}, base + ".out", base + ".err");
-  int status = 0;
-  const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(timeout_s);
-  while (waitpid(pid, &status, WNOHANG) == 0) {
-    if (ReadAll(base + ".out").find(marker) != std::string::npos) {
-      kill(pid, SIGKILL);
-      waitpid(pid, &status, 0);
-      break;
-    }
-    if (std::chrono::steady_clock::now() > deadline) {
-      kill(pid, SIGKILL);
-      waitpid(pid, &status, 0);
-      ADD_FAILURE() << binary << " never printed \"" << marker << "\"";
+      if (late && kill_marker.empty()) {
+        ADD_FAILURE() << binary << " ran longer than " << timeout_s << " s and was killed";
+      } else if (late) {
+        ADD_FAILURE() << binary << " never printed \"" << kill_marker << "\"";
+      }
       break;
     }
     std::this_thread::sleep_for(std::chrono::milliseconds(5));
@@ -120,6 +101,18 @@ RunResult RunAndKill(const std::string& binary, const std::vector<std::string>& 
   std::filesystem::remove(base + ".out");
   std::filesystem::remove(base + ".err");
   return r;
+}
+
+}  // namespace
+
+RunResult Run(const std::string& binary, const std::vector<std::string>& args,
+              const std::vector<std::string>& env, int timeout_s) {
+  return RunWatching(binary, args, env, timeout_s, "");
+}
+
+RunResult RunAndKill(const std::string& binary, const std::vector<std::string>& args,
+                     const std::string& marker, int timeout_s) {
+  return RunWatching(binary, args, {}, timeout_s, marker);
 }
 
 ServerProcess::ServerProcess(const std::string& data_dir, int workers,

@@ -86,10 +86,7 @@ std::optional<Transformer> LoadHfModel(const std::string& dir, std::string* erro
     files.push_back(SafetensorsFile::Open(dir + "/" + shard, error));
     if (!files.back()) return std::nullopt;
     for (const TensorInfo& t : files.back()->header().tensors) {
-      // Original GPT-2 files name tensors without the "transformer." prefix.
-      const bool bare = config->architecture == Architecture::kGpt2 &&
-                        t.name.rfind("transformer.", 0) != 0 && t.name != "lm_head.weight";
-      found[bare ? "transformer." + t.name : t.name] = {files.back().get(), &t};
+      found[CanonicalTensorName(t.name, *config)] = {files.back().get(), &t};
     }
   }
 

@@ -10,6 +10,7 @@
 #include "common/file_util.h"
 #include "worker/engine/hf_model.h"
 #include "worker/engine/model_folder.h"
+#include "worker/engine/test_examples.h"
 #include "worker/engine/trainer.h"
 
 namespace tuneforge::engine {
@@ -19,18 +20,6 @@ std::string Dir(const std::string& name) {
   std::string dir = ::testing::TempDir() + "/lora-" + name + "-" + std::to_string(::getpid());
   std::filesystem::remove_all(dir);
   return dir;
-}
-
-Example Pair(std::string prompt, std::string completion) {
-  Example e;
-  e.prompt = std::move(prompt);
-  e.completion = std::move(completion);
-  return e;
-}
-
-std::vector<Example> Data() {
-  return {Pair("Q: leave? A:", " 25 days."), Pair("Q: pay day? A:", " The last Friday."),
-          Pair("Q: probation? A:", " Six months."), Pair("Q: remote? A:", " Two days a week.")};
 }
 
 class Recorder : public TrainObserver {
@@ -73,7 +62,7 @@ TEST_P(LoraTest, TrainsAdaptersOnlyAndExportsMergedAndPeft) {
   const std::string dir = Dir("train-" + preset);
   Recorder r;
   TrainConfig c = LoraConfig(preset, dir);
-  TrainResult result = Train(c, Data(), {}, r);
+  TrainResult result = Train(c, Memorisable(), {}, r);
   ASSERT_EQ(result.steps, 24);
   EXPECT_LT(r.losses.back(), r.losses.front() - 0.5);
 
@@ -119,19 +108,19 @@ TEST_P(LoraTest, ResumesExactly) {
   TrainConfig c = LoraConfig(preset, dir);
   c.output_dir.clear();
   Recorder full;
-  Train(c, Data(), {}, full);
+  Train(c, Memorisable(), {}, full);
   c.checkpoint_dir = dir + "/checkpoints";
   c.checkpoint_every_steps = 3;
   Recorder cut;
   cut.stop_after = 11;  // eleven steps, then a stop: the newest checkpoint is step 10,
                         // an epoch end (two steps per epoch)
-  TrainResult stopped = Train(c, Data(), {}, cut);
+  TrainResult stopped = Train(c, Memorisable(), {}, cut);
   ASSERT_TRUE(stopped.stopped);
   ASSERT_TRUE(std::filesystem::exists(c.checkpoint_dir + "/step-00000010/adapter_model.safetensors"));
   EXPECT_FALSE(std::filesystem::exists(c.checkpoint_dir + "/step-00000010/model.safetensors"));
   c.resume = true;
   Recorder resumed;
-  Train(c, Data(), {}, resumed);
+  Train(c, Memorisable(), {}, resumed);
   ASSERT_EQ(resumed.losses.size(), full.losses.size() - 10);
   for (size_t i = 0; i < resumed.losses.size(); ++i) {
     EXPECT_NEAR(resumed.losses[i], full.losses[i + 10], 1e-6) << "step " << i + 11;

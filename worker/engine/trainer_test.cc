@@ -9,6 +9,7 @@
 
 #include "worker/engine/hf_model.h"
 #include "worker/engine/model_folder.h"
+#include "worker/engine/test_examples.h"
 
 namespace tuneforge::engine {
 namespace {
@@ -33,18 +34,6 @@ class Recorder : public TrainObserver {
   int stop_after = 0;
   int polls = 0;
 };
-
-Example Pair(std::string prompt, std::string completion) {
-  Example e;
-  e.prompt = std::move(prompt);
-  e.completion = std::move(completion);
-  return e;
-}
-
-std::vector<Example> Memorisable() {
-  return {Pair("Q: leave? A:", " 25 days."), Pair("Q: pay day? A:", " The last Friday."),
-          Pair("Q: probation? A:", " Six months."), Pair("Q: remote? A:", " Two days a week.")};
-}
 
 TrainConfig FastConfig() {
   TrainConfig c;
