@@ -193,6 +193,33 @@ TEST(HfModelRefusalTest, NamesWhatItCannotLoad) {
   EXPECT_NE(error.find("unexpected tensor transformer.h.1."), std::string::npos) << error;
 }
 
+// The original GPT-2 checkpoints name their tensors without the
+// "transformer." prefix ("h.0.attn.c_attn.weight"); they load the same.
+TEST(HfModelTest, LoadsGpt2NamesWithoutThePrefix) {
+  torch::manual_seed(16);
+  Transformer model(Small("gpt2"));
+  const std::string dir = Dir("bare");
+  ASSERT_EQ(SaveHfModel(model, dir), "");
+  std::string error;
+  std::vector<TensorToWrite> bare;
+  {
+    std::unique_ptr<SafetensorsFile> file = SafetensorsFile::Open(dir + "/model.safetensors", &error);
+    ASSERT_TRUE(file) << error;
+    for (const TensorInfo& t : file->header().tensors) {
+      ASSERT_EQ(t.name.rfind("transformer.", 0), 0u) << t.name;
+      bare.push_back({t.name.substr(12), t.dtype, t.shape, file->Data(t)});
+    }
+    ASSERT_EQ(WriteSafetensors(dir + "/bare.safetensors", bare), "");
+  }
+  std::filesystem::rename(dir + "/bare.safetensors", dir + "/model.safetensors");
+  std::optional<Transformer> loaded = LoadHfModel(dir, &error);
+  ASSERT_TRUE(loaded) << error;
+  auto b = (*loaded)->named_parameters();
+  for (const auto& item : model->named_parameters()) {
+    EXPECT_TRUE(torch::equal(item.value(), b[item.key()])) << item.key();
+  }
+}
+
 TEST(HfModelRefusalTest, AnUntiedLlamaNeedsItsHead) {
   ModelConfig c = Small("llama");
   c.tie_embeddings = true;  // saved without lm_head.weight
