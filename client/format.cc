@@ -63,6 +63,16 @@ std::string EventLine(const v1::JobEvent& e) {
                                       t.train_examples(), " examples (", t.validation_examples(),
                                       " for validation), ", t.total_steps(), " steps, ",
                                       t.threads(), " threads");
+      if (!t.device().empty()) {
+        absl::StrAppend(&line, ", ", t.device(), " ", t.precision());
+      }
+      if (t.trainable_parameters() > 0 && t.trainable_parameters() < t.parameter_count()) {
+        absl::StrAppend(&line, ", ", t.trainable_parameters(), " trained");
+      }
+      if (!t.chat_template().empty() && t.chat_template() != "plain") {
+        absl::StrAppend(&line, ", chat template ", t.chat_template());
+      }
+      if (t.packed_rows() > 0) absl::StrAppend(&line, ", packed into ", t.packed_rows(), " rows");
       if (t.truncated_examples() > 0) {
         absl::StrAppend(&line, "; ", t.truncated_examples(), " examples truncated to max_seq_len");
       }

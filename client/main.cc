@@ -630,6 +630,22 @@ int Main(int argc, char** argv) {
   create->add_option("--lora-targets", lora_targets,
                      "projections, e.g. q_proj,v_proj (default: the family's)")
       ->delimiter(',');
+  bool train_on_prompt = false, packing = false, no_grouping = false, recompute = false;
+  std::string chat_template, precision;
+  double warmup_ratio = 0, divergence = -1;
+  int keep_checkpoints = 0, samples = -1;
+  create->add_flag("--train-on-prompt", train_on_prompt, "loss on prompts and user turns too");
+  create->add_option("--chat-template", chat_template, "auto (default), plain, chatml, llama3");
+  create->add_flag("--packing", packing, "pack several sequences per row (no attention across)");
+  create->add_flag("--no-group-by-length", no_grouping, "padded batches in random order");
+  create->add_option("--warmup-ratio", warmup_ratio, "warmup as a fraction of all steps");
+  create->add_option("--divergence-factor", divergence,
+                     "stop when the smoothed loss exceeds its lowest this many times "
+                     "(default 4; 0: off)");
+  create->add_flag("--recompute-activations", recompute, "less memory, about 1/3 more compute");
+  create->add_option("--precision", precision, "auto (default), fp32, bf16");
+  create->add_option("--keep-checkpoints", keep_checkpoints, "newest kept besides the best (default 2)");
+  create->add_option("--samples", samples, "sample completions per evaluation (default 2)");
   create->add_option("--priority", priority, "higher runs first");
   create->add_option("--label", labels, "key=value, repeatable");
   create->add_option("--request-id", request_id, "idempotency key for retries");
@@ -652,6 +668,16 @@ int Main(int argc, char** argv) {
     h->set_checkpoint_every_steps(checkpoint_every);
     h->set_early_stopping_patience(patience);
     h->set_early_stopping_min_delta(min_delta);
+    h->set_train_on_prompt(train_on_prompt);
+    h->set_chat_template(chat_template);
+    h->set_packing(packing);
+    if (no_grouping) h->set_group_by_length(false);
+    h->set_warmup_ratio(warmup_ratio);
+    if (divergence >= 0) h->set_divergence_factor(divergence);
+    h->set_recompute_activations(recompute);
+    h->set_precision(precision);
+    if (keep_checkpoints > 0) h->set_keep_checkpoints(keep_checkpoints);
+    if (samples >= 0) h->set_sample_count(samples);
     if (lora_rank > 0) {
       job.set_method(v1::TRAINING_METHOD_LORA);
       job.mutable_lora()->set_rank(lora_rank);

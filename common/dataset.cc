@@ -35,18 +35,102 @@ std::string_view DatasetFormatName(DatasetFormat format) {
   return "unspecified";
 }
 
-std::vector<Segment> Render(const Example& e, bool train_on_prompt) {
+std::string_view ChatTemplateName(ChatTemplate t) {
+  switch (t) {
+    case ChatTemplate::kChatMl:
+      return "chatml";
+    case ChatTemplate::kLlama3:
+      return "llama3";
+    case ChatTemplate::kPlain:
+      break;
+  }
+  return "plain";
+}
+
+std::optional<ChatTemplate> ParseChatTemplate(std::string_view name) {
+  for (ChatTemplate t : {ChatTemplate::kPlain, ChatTemplate::kChatMl, ChatTemplate::kLlama3}) {
+    if (ChatTemplateName(t) == name) return t;
+  }
+  return std::nullopt;
+}
+
+std::vector<std::string> ChatTemplateTokens(ChatTemplate t) {
+  switch (t) {
+    case ChatTemplate::kChatMl:
+      return {"<|im_end|>", "<|im_start|>"};
+    case ChatTemplate::kLlama3:
+      return {"<|eot_id|>", "<|start_header_id|>", "<|end_header_id|>"};
+    case ChatTemplate::kPlain:
+      break;
+  }
+  return {};
+}
+
+namespace {
+
+void Add(std::vector<Segment>& out, std::string text, bool trained, bool special = false) {
+  if (!text.empty()) out.push_back({std::move(text), trained, special});
+}
+
+std::string Trim(std::string_view s) {
+  while (!s.empty() && IsSpace(s.front())) s.remove_prefix(1);
+  while (!s.empty() && IsSpace(s.back())) s.remove_suffix(1);
+  return std::string(s);
+}
+
+// The opening of a turn up to its content.
+void AddHeader(std::vector<Segment>& out, const std::string& role, bool trained, ChatTemplate t) {
+  switch (t) {
+    case ChatTemplate::kPlain:
+      Add(out, role + ": ", trained);
+      return;
+    case ChatTemplate::kChatMl:
+      Add(out, "<|im_start|>", trained, true);
+      Add(out, role + "\n", trained);
+      return;
+    case ChatTemplate::kLlama3:
+      Add(out, "<|start_header_id|>", trained, true);
+      Add(out, role, trained);
+      Add(out, "<|end_header_id|>", trained, true);
+      Add(out, "\n\n", trained);
+      return;
+  }
+}
+
+// One whole message: header, content, end of turn.
+void AddMessage(std::vector<Segment>& out, const ChatMessage& m, bool header_trained,
+                bool content_trained, ChatTemplate t) {
+  AddHeader(out, m.role, header_trained, t);
+  switch (t) {
+    case ChatTemplate::kPlain:
+      Add(out, m.content + "\n", content_trained);
+      return;
+    case ChatTemplate::kChatMl:
+      Add(out, m.content, content_trained);
+      Add(out, "<|im_end|>", content_trained, true);
+      Add(out, "\n", header_trained);
+      return;
+    case ChatTemplate::kLlama3:
+      Add(out, Trim(m.content), content_trained);
+      Add(out, "<|eot_id|>", content_trained, true);
+      return;
+  }
+}
+
+}  // namespace
+
+std::vector<Segment> Render(const Example& e, bool train_on_prompt, ChatTemplate chat) {
   std::vector<Segment> out;
   switch (e.format) {
     case DatasetFormat::kChat:
       for (const ChatMessage& m : e.messages) {
-        const bool trained = m.role == "assistant" && m.trained;
-        out.push_back({m.role + ": ", train_on_prompt && trained});
-        out.push_back({m.content + "\n", trained || (train_on_prompt && m.role != "assistant")});
+        const bool assistant = m.role == "assistant";
+        const bool content_trained = assistant ? m.trained : train_on_prompt;
+        AddMessage(out, m, train_on_prompt && (!assistant || m.trained), content_trained, chat);
       }
       return out;
     case DatasetFormat::kText:
-      out.push_back({e.text, true});
+      Add(out, e.text, true);
       return out;
     case DatasetFormat::kPromptCompletion:
     case DatasetFormat::kUnspecified:
@@ -57,26 +141,39 @@ std::vector<Segment> Render(const Example& e, bool train_on_prompt) {
       !(!e.completion.empty() && IsSpace(e.completion.front()))) {
     prompt += ' ';
   }
-  if (!prompt.empty()) out.push_back({std::move(prompt), train_on_prompt});
+  Add(out, std::move(prompt), train_on_prompt);
   out.push_back({e.completion, true});
   return out;
 }
 
-std::string GenerationPrompt(const Example& e) {
-  if (e.format == DatasetFormat::kText) return "";
+bool NeedsEndOfText(const Example& e, ChatTemplate chat) {
+  return e.format != DatasetFormat::kChat || chat == ChatTemplate::kPlain;
+}
+
+std::vector<Segment> GenerationPrompt(const Example& e, ChatTemplate chat) {
+  if (e.format == DatasetFormat::kText) return {};
   if (e.format != DatasetFormat::kChat) {
     std::vector<Segment> segments = Render(e);
-    return segments.size() == 2 ? segments[0].text : "";
+    if (segments.size() != 2) return {};
+    segments.pop_back();
+    return segments;
   }
   size_t last = e.messages.size();
   for (size_t i = 0; i < e.messages.size(); ++i) {
     if (e.messages[i].role == "assistant") last = i;
   }
-  std::string prompt;
+  std::vector<Segment> prompt;
   for (size_t i = 0; i < last && i < e.messages.size(); ++i) {
-    prompt += e.messages[i].role + ": " + e.messages[i].content + "\n";
+    AddMessage(prompt, e.messages[i], false, false, chat);
   }
-  return prompt + "assistant: ";
+  AddHeader(prompt, "assistant", false, chat);
+  return prompt;
+}
+
+std::string JoinText(const std::vector<Segment>& segments) {
+  std::string out;
+  for (const Segment& s : segments) out += s.text;
+  return out;
 }
 
 int64_t ByteTokenCount(const Example& e) {

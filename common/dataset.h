@@ -7,8 +7,9 @@
 //
 //   prompt/completion   "<prompt> <completion>" + end-of-text; loss on the
 //                       completion and end-of-text (train_on_prompt: all)
-//   chat                "<role>: <content>\n" per message + end-of-text; loss
-//                       on assistant contents (a `weight` of 0 turns one off)
+//   chat                per ChatTemplate; loss on assistant contents (a
+//                       `weight` of 0 turns one off) and, with a template, the
+//                       end-of-turn token that closes them
 //   text                the document + end-of-text, all trained
 //
 // Depends only on the C++ standard library, so the libtorch-only engine build
@@ -17,6 +18,7 @@
 #define TUNEFORGE_COMMON_DATASET_H_
 
 #include <cstdint>
+#include <optional>
 #include <string>
 #include <random>
 #include <string_view>
@@ -44,20 +46,47 @@ struct Example {
   std::string text;                   // text: a whole document
 };
 
+// How chat examples become text, as the families' own chat templates write
+// them (prompt/completion and text documents do not use one):
+//   kPlain   "{role}: {content}\n" per message, then end-of-text
+//   kChatMl  "<|im_start|>{role}\n{content}<|im_end|>\n" (Qwen2, SmolLM)
+//   kLlama3  "<|start_header_id|>{role}<|end_header_id|>\n\n{content}<|eot_id|>"
+//            after the tokenizer's <|begin_of_text|>; contents trimmed, as
+//            Llama 3's template does
+// Template markers are special tokens: the engine encodes them as one token
+// each, and a marker typed in user text stays text.
+enum class ChatTemplate { kPlain, kChatMl, kLlama3 };
+
+// "plain", "chatml", "llama3".
+std::string_view ChatTemplateName(ChatTemplate t);
+std::optional<ChatTemplate> ParseChatTemplate(std::string_view name);
+// The special tokens the template writes; the first ends a turn (generation
+// stops there). Empty for kPlain.
+std::vector<std::string> ChatTemplateTokens(ChatTemplate t);
+
 struct Segment {
   std::string text;
   bool trained = false;
+  bool special = false;  // text is one special token, e.g. "<|im_end|>"
 };
 
-// The example's text in order. The engine appends end-of-text, trained when
-// the last segment is. A prompt is followed by one space unless it or the
-// completion already has whitespace there.
-std::vector<Segment> Render(const Example& e, bool train_on_prompt = false);
+// The example's text in order. A prompt is followed by one space unless it or
+// the completion already has whitespace there. With train_on_prompt every
+// segment is trained but weight-0 assistant turns.
+std::vector<Segment> Render(const Example& e, bool train_on_prompt = false,
+                            ChatTemplate chat = ChatTemplate::kPlain);
 
-// The text a model continues to complete an example: the prompt (with its
+// Whether the engine appends end-of-text (trained when the last segment is):
+// always, but after a chat template's turns, which end with its own token.
+bool NeedsEndOfText(const Example& e, ChatTemplate chat);
+
+// What a model continues to complete an example: the prompt (with its
 // separator) or, for chat, every message before the last assistant turn and
 // that turn's header. Empty for text documents.
-std::string GenerationPrompt(const Example& e);
+std::vector<Segment> GenerationPrompt(const Example& e, ChatTemplate chat = ChatTemplate::kPlain);
+
+// The segments' text joined, special tokens as written.
+std::string JoinText(const std::vector<Segment>& segments);
 
 // Tokens of the example under the byte tokenizer: rendered bytes + 1.
 int64_t ByteTokenCount(const Example& e);

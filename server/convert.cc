@@ -190,6 +190,32 @@ absl::StatusOr<JobSpec> JobSpecFromProto(const v1::Job& job) {
   }
   out.early_stopping_min_delta = h.early_stopping_min_delta();
   if (!(out.early_stopping_min_delta >= 0)) return OutOfRange("early_stopping_min_delta", ">= 0");
+  out.train_on_prompt = h.train_on_prompt();
+  if (!h.chat_template().empty()) out.chat_template = h.chat_template();
+  const std::vector<std::string> templates = {"auto", "plain", "chatml", "llama3"};
+  if (std::find(templates.begin(), templates.end(), out.chat_template) == templates.end()) {
+    return OutOfRange("chat_template", "one of auto, plain, chatml, llama3");
+  }
+  out.packing = h.packing();
+  if (h.has_group_by_length()) out.group_by_length = h.group_by_length();
+  out.warmup_ratio = h.warmup_ratio();
+  if (!(out.warmup_ratio >= 0 && out.warmup_ratio < 1)) return OutOfRange("warmup_ratio", "in [0, 1)");
+  if (h.has_divergence_factor()) out.divergence_factor = h.divergence_factor();
+  if (!(out.divergence_factor == 0 ||
+        (out.divergence_factor >= 1.5 && out.divergence_factor <= 1000))) {
+    return OutOfRange("divergence_factor", "0 (off) or in [1.5, 1000]");
+  }
+  out.recompute_activations = h.recompute_activations();
+  if (!h.precision().empty()) out.precision = h.precision();
+  if (out.precision != "auto" && out.precision != "fp32" && out.precision != "bf16") {
+    return OutOfRange("precision", "one of auto, fp32, bf16");
+  }
+  if (h.has_keep_checkpoints()) out.keep_checkpoints = h.keep_checkpoints();
+  if (out.keep_checkpoints < 1 || out.keep_checkpoints > 100) {
+    return OutOfRange("keep_checkpoints", "in [1, 100]");
+  }
+  if (h.has_sample_count()) out.sample_count = h.sample_count();
+  if (out.sample_count < 0 || out.sample_count > 16) return OutOfRange("sample_count", "in [0, 16]");
 
   if (job.suffix().size() > 64) return absl::InvalidArgumentError("job.suffix: at most 64 bytes");
   spec.suffix = job.suffix();
@@ -238,6 +264,16 @@ v1::Job ToProto(const Job& job) {
   p->set_grad_clip(h.grad_clip);
   p->set_early_stopping_patience(h.early_stopping_patience);
   p->set_early_stopping_min_delta(h.early_stopping_min_delta);
+  p->set_train_on_prompt(h.train_on_prompt);
+  p->set_chat_template(h.chat_template);
+  p->set_packing(h.packing);
+  p->set_group_by_length(h.group_by_length);
+  p->set_warmup_ratio(h.warmup_ratio);
+  p->set_divergence_factor(h.divergence_factor);
+  p->set_recompute_activations(h.recompute_activations);
+  p->set_precision(h.precision);
+  p->set_keep_checkpoints(h.keep_checkpoints);
+  p->set_sample_count(h.sample_count);
   if (job.spec.lora.rank > 0) {
     out.set_method(v1::TRAINING_METHOD_LORA);
     v1::LoraConfig* l = out.mutable_lora();
@@ -329,6 +365,11 @@ v1::JobEvent ToProto(const Event& e) {
     p->set_parameter_count(t->parameter_count);
     p->set_truncated_examples(t->truncated_examples);
     p->set_threads(t->threads);
+    p->set_trainable_parameters(t->trainable_parameters);
+    p->set_device(t->device);
+    p->set_precision(t->precision);
+    p->set_chat_template(t->chat_template);
+    p->set_packed_rows(t->packed_rows);
   } else if (const auto* c = std::get_if<CheckpointEvent>(&e.payload)) {
     v1::Checkpoint* p = out.mutable_checkpoint();
     p->set_name(absl::StrCat("jobs/", e.job_id, "/checkpoints/", c->name));
@@ -363,9 +404,12 @@ absl::StatusOr<Event> EventFromProto(const v1::JobEvent& e) {
       break;
     case v1::JobEvent::kStarted: {
       const v1::TrainingStarted& t = e.started();
-      out.payload = StartedEvent{t.train_examples(),    t.validation_examples(),
-                                 t.total_steps(),       t.parameter_count(),
-                                 t.truncated_examples(), t.threads()};
+      out.payload = StartedEvent{t.train_examples(),       t.validation_examples(),
+                                 t.total_steps(),          t.parameter_count(),
+                                 t.truncated_examples(),   t.threads(),
+                                 t.trainable_parameters(), t.device().substr(0, 16),
+                                 t.precision().substr(0, 16), t.chat_template().substr(0, 16),
+                                 t.packed_rows()};
       break;
     }
     case v1::JobEvent::kCheckpoint: {

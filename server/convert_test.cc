@@ -1,5 +1,7 @@
 #include "server/convert.h"
 
+#include <functional>
+
 #include <gtest/gtest.h>
 
 namespace tuneforge {
@@ -31,6 +33,59 @@ TEST(ConvertTest, DefaultsFillUnsetHyperparameters) {
   EXPECT_EQ(spec->hyperparameters.epochs, 3);
   EXPECT_EQ(spec->hyperparameters.seed, 42u);
   EXPECT_EQ(spec->hyperparameters.weight_decay, 0.01);
+  EXPECT_EQ(spec->hyperparameters.chat_template, "auto");
+  EXPECT_EQ(spec->hyperparameters.precision, "auto");
+  EXPECT_TRUE(spec->hyperparameters.group_by_length);
+  EXPECT_FALSE(spec->hyperparameters.packing);
+  EXPECT_EQ(spec->hyperparameters.divergence_factor, 4.0);
+  EXPECT_EQ(spec->hyperparameters.keep_checkpoints, 2);
+  EXPECT_EQ(spec->hyperparameters.sample_count, 2);
+}
+
+TEST(ConvertTest, TrainingOptionsRoundTripAndAreChecked) {
+  v1::Job job = MinimalJob();
+  v1::Hyperparameters* h = job.mutable_hyperparameters();
+  h->set_train_on_prompt(true);
+  h->set_chat_template("llama3");
+  h->set_packing(true);
+  h->set_group_by_length(false);
+  h->set_warmup_ratio(0.1);
+  h->set_divergence_factor(0);
+  h->set_recompute_activations(true);
+  h->set_precision("bf16");
+  h->set_keep_checkpoints(5);
+  h->set_sample_count(0);
+  auto spec = JobSpecFromProto(job);
+  ASSERT_TRUE(spec.ok()) << spec.status();
+  Job stored;
+  stored.id = "j1";
+  stored.spec = *spec;
+  const v1::Hyperparameters back = ToProto(stored).hyperparameters();
+  EXPECT_TRUE(back.train_on_prompt());
+  EXPECT_EQ(back.chat_template(), "llama3");
+  EXPECT_TRUE(back.packing());
+  EXPECT_FALSE(back.group_by_length());
+  EXPECT_EQ(back.warmup_ratio(), 0.1);
+  EXPECT_EQ(back.divergence_factor(), 0);
+  EXPECT_TRUE(back.recompute_activations());
+  EXPECT_EQ(back.precision(), "bf16");
+  EXPECT_EQ(back.keep_checkpoints(), 5);
+  EXPECT_EQ(back.sample_count(), 0);
+  // Bounds, each naming its field.
+  const std::vector<std::pair<std::function<void(v1::Hyperparameters*)>, std::string>> bad = {
+      {[](v1::Hyperparameters* p) { p->set_chat_template("vicuna"); }, "chat_template"},
+      {[](v1::Hyperparameters* p) { p->set_warmup_ratio(1); }, "warmup_ratio"},
+      {[](v1::Hyperparameters* p) { p->set_divergence_factor(1.2); }, "divergence_factor"},
+      {[](v1::Hyperparameters* p) { p->set_precision("fp16"); }, "precision"},
+      {[](v1::Hyperparameters* p) { p->set_keep_checkpoints(0); }, "keep_checkpoints"},
+      {[](v1::Hyperparameters* p) { p->set_sample_count(17); }, "sample_count"}};
+  for (const auto& [set, field] : bad) {
+    v1::Job wrong = MinimalJob();
+    set(wrong.mutable_hyperparameters());
+    absl::Status status = JobSpecFromProto(wrong).status();
+    EXPECT_EQ(status.code(), absl::StatusCode::kInvalidArgument) << field;
+    EXPECT_NE(status.message().find("job.hyperparameters." + field), std::string::npos) << status;
+  }
 }
 
 TEST(ConvertTest, ExplicitZeroesAreKeptWhereMeaningful) {

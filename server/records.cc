@@ -34,7 +34,11 @@ NLOHMANN_DEFINE_TYPE_NON_INTRUSIVE_WITH_DEFAULT(Hyperparameters, epochs, batch_s
                                                 log_every_steps, eval_every_steps,
                                                 checkpoint_every_steps, grad_clip,
                                                 early_stopping_patience,
-                                                early_stopping_min_delta)
+                                                early_stopping_min_delta, train_on_prompt,
+                                                chat_template, packing, group_by_length,
+                                                warmup_ratio, divergence_factor,
+                                                recompute_activations, precision,
+                                                keep_checkpoints, sample_count)
 NLOHMANN_DEFINE_TYPE_NON_INTRUSIVE_WITH_DEFAULT(LoraSpec, rank, alpha, dropout, targets)
 NLOHMANN_DEFINE_TYPE_NON_INTRUSIVE_WITH_DEFAULT(JobSpec, base_model, training_dataset,
                                                 validation_dataset, validation_split,
@@ -69,7 +73,8 @@ NLOHMANN_DEFINE_TYPE_NON_INTRUSIVE_WITH_DEFAULT(LogEvent, level, message)
 NLOHMANN_DEFINE_TYPE_NON_INTRUSIVE_WITH_DEFAULT(CheckpointEvent, name, step, epoch, best)
 NLOHMANN_DEFINE_TYPE_NON_INTRUSIVE_WITH_DEFAULT(StartedEvent, train_examples, validation_examples,
                                                 total_steps, parameter_count, truncated_examples,
-                                                threads)
+                                                threads, trainable_parameters, device, precision,
+                                                chat_template, packed_rows)
 
 namespace {
 

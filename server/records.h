@@ -84,6 +84,16 @@ struct Hyperparameters {
   double grad_clip = 1.0;
   int early_stopping_patience = 0;  // 0: off
   double early_stopping_min_delta = 0.0;
+  bool train_on_prompt = false;
+  std::string chat_template = "auto";  // auto | plain | chatml | llama3
+  bool packing = false;
+  bool group_by_length = true;
+  double warmup_ratio = 0.0;
+  double divergence_factor = 4.0;      // 0: off
+  bool recompute_activations = false;
+  std::string precision = "auto";      // auto | fp32 | bf16
+  int keep_checkpoints = 2;
+  int sample_count = 2;
 };
 
 // LoRA settings of a job (rank 0: full fine-tuning).
@@ -187,6 +197,11 @@ struct StartedEvent {
   int64_t parameter_count = 0;
   int64_t truncated_examples = 0;
   int threads = 0;
+  int64_t trainable_parameters = 0;
+  std::string device;         // cpu | cuda
+  std::string precision;      // fp32 | bf16
+  std::string chat_template;  // plain | chatml | llama3
+  int64_t packed_rows = 0;
 };
 
 struct CheckpointEvent {

@@ -198,7 +198,7 @@ TEST_F(SchedulerTest, EventsUpdateProgressAndNotifyWatchers) {
                   ->ReportEvent(job->id, lease, Event{"", 0, 0, EvaluationEvent{1, 4, 2.2, 9, 0.3}})
                   .ok());
   ASSERT_TRUE(scheduler_
-                  ->ReportEvent(job->id, lease, Event{"", 0, 0, StartedEvent{17, 3, 10, 1000, 0, 2}})
+                  ->ReportEvent(job->id, lease, Event{"", 0, 0, StartedEvent{17, 3, 10, 1000, 0, 2, 1000, "cpu", "fp32", "plain", 0}})
                   .ok());
   EXPECT_EQ(notified, 3);
   scheduler_->Unsubscribe(sub);

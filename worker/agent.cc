@@ -55,6 +55,16 @@ engine::TrainConfig ConfigFromJob(const v1::Job& job, int threads) {
   c.checkpoint_every_steps = h.checkpoint_every_steps();
   c.early_stopping_patience = h.early_stopping_patience();
   c.early_stopping_min_delta = h.early_stopping_min_delta();
+  c.train_on_prompt = h.train_on_prompt();
+  if (!h.chat_template().empty()) c.chat_template = h.chat_template();
+  c.packing = h.packing();
+  if (h.has_group_by_length()) c.group_by_length = h.group_by_length();
+  c.warmup_ratio = h.warmup_ratio();
+  if (h.has_divergence_factor()) c.divergence_factor = h.divergence_factor();
+  c.recompute_activations = h.recompute_activations();
+  if (!h.precision().empty()) c.precision = h.precision();
+  if (h.has_keep_checkpoints()) c.keep_checkpoints = h.keep_checkpoints();
+  if (h.has_sample_count()) c.sample_count = h.sample_count();
   if (job.method() == v1::TRAINING_METHOD_LORA) {
     c.lora.rank = job.lora().rank();
     c.lora.alpha = job.lora().alpha();
@@ -88,6 +98,11 @@ class JobObserver : public engine::TrainObserver {
     s->set_parameter_count(p.parameter_count);
     s->set_truncated_examples(p.truncated_examples);
     s->set_threads(p.threads);
+    s->set_trainable_parameters(p.trainable_parameters);
+    s->set_device(p.device);
+    s->set_precision(p.precision);
+    s->set_chat_template(p.chat_template);
+    s->set_packed_rows(p.packed_rows);
     Send(std::move(e));
   }
   void OnMetrics(const engine::StepMetrics& m) override {
@@ -186,9 +201,10 @@ absl::Status Agent::Register() {
   SetDeadline(ctx, kCallTimeout);
   v1::RegisterWorkerRequest req;
   req.set_display_name(options_.name);
-  req.set_device("cpu");
+  req.set_device(engine::DefaultDevice());
+  // Host memory (a GPU's own memory is not read here: that needs CUDA's API).
   req.set_memory_bytes(static_cast<int64_t>(sysconf(_SC_PHYS_PAGES)) * sysconf(_SC_PAGESIZE));
-  req.set_engine_version("tuneforge-0.1.0");
+  req.set_engine_version(std::string("tuneforge-") + engine::kEngineVersion);
   v1::RegisterWorkerResponse resp;
   grpc::Status s = stub_->RegisterWorker(&ctx, req, &resp);
   if (!s.ok()) return FromGrpc(s);

@@ -20,7 +20,7 @@ namespace {
 namespace fs = std::filesystem;
 using json = nlohmann::json;
 
-constexpr int kStateVersion = 1;
+constexpr int kStateVersion = 2;  // 2: the divergence guard's smoothed loss
 constexpr const char* kStateFile = "trainer_state.json";
 constexpr const char* kOptimizerFile = "optimizer.safetensors";
 
@@ -109,6 +109,10 @@ std::string SaveCheckpoint(const std::string& root, ModelFolder& model, const Ad
             {"improved_loss",
              std::isfinite(s.improved_loss) ? json(s.improved_loss) : json(nullptr)},
             {"evals_without_improvement", s.evals_without_improvement},
+            {"smoothed_loss", s.smoothed_loss},
+            {"min_smoothed_loss",
+             std::isfinite(s.min_smoothed_loss) ? json(s.min_smoothed_loss) : json(nullptr)},
+            {"smoothed_steps", s.smoothed_steps},
             {"last_loss", s.last_loss},
             {"last_eval_loss", s.last_eval_loss},
             {"fingerprint", s.fingerprint}};
@@ -153,6 +157,11 @@ std::string ReadTrainerState(const std::string& dir, TrainerState* s) {
     s->improved_loss = j.at("improved_loss").is_null() ? std::numeric_limits<double>::infinity()
                                                        : j.at("improved_loss").get<double>();
     s->evals_without_improvement = j.at("evals_without_improvement");
+    s->smoothed_loss = j.at("smoothed_loss");
+    s->min_smoothed_loss = j.at("min_smoothed_loss").is_null()
+                               ? std::numeric_limits<double>::infinity()
+                               : j.at("min_smoothed_loss").get<double>();
+    s->smoothed_steps = j.at("smoothed_steps");
     s->last_loss = j.at("last_loss");
     s->last_eval_loss = j.at("last_eval_loss");
     s->fingerprint = j.at("fingerprint");

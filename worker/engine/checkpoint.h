@@ -45,6 +45,10 @@ struct TrainerState {
   int64_t best_step = 0;
   double improved_loss = std::numeric_limits<double>::infinity();
   int evals_without_improvement = 0;
+  // Divergence guard: the training loss smoothed over steps, and its lowest.
+  double smoothed_loss = 0;
+  double min_smoothed_loss = std::numeric_limits<double>::infinity();
+  int64_t smoothed_steps = 0;
   double last_loss = 0;       // the latest reported training loss
   double last_eval_loss = 0;  // the latest validation loss
   // What must not change between a run and its resumption.

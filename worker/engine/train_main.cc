@@ -47,9 +47,10 @@ class PrintingObserver : public tuneforge::engine::TrainObserver {
 
   void OnStart(const TrainPlan& p) override {
     if (!csv_path_.empty()) csv_.Open(csv_path_, p.resumed_from_step);
-    std::printf("model: %lld parameters (%lld trained), %d threads\n",
+    std::printf("model: %lld parameters (%lld trained), %s %s, %d threads\n",
                 static_cast<long long>(p.parameter_count),
-                static_cast<long long>(p.trainable_parameters), p.threads);
+                static_cast<long long>(p.trainable_parameters), p.device.c_str(),
+                p.precision.c_str(), p.threads);
     if (p.resumed_from_step > 0) {
       std::printf("resumed from the checkpoint of step %lld\n",
                   static_cast<long long>(p.resumed_from_step));
@@ -59,6 +60,11 @@ class PrintingObserver : public tuneforge::engine::TrainObserver {
                 static_cast<long long>(p.validation_examples),
                 static_cast<long long>(p.truncated_examples),
                 static_cast<long long>(p.total_steps));
+    if (p.chat_template != "plain") std::printf("chat template: %s\n", p.chat_template.c_str());
+    if (p.packed_rows > 0) {
+      std::printf("packed %lld sequences into %lld rows\n",
+                  static_cast<long long>(p.train_sequences), static_cast<long long>(p.packed_rows));
+    }
   }
   void OnMetrics(const StepMetrics& m) override {
     csv_.Row(m);
@@ -227,6 +233,20 @@ int main(int argc, char** argv) {
   app.add_option("--threads", config.threads, "0: the cores this process may use")
       ->capture_default_str();
   app.add_flag("--train-on-prompt", config.train_on_prompt, "loss on prompt tokens too");
+  app.add_option("--warmup-ratio", config.warmup_ratio, "warmup as a fraction of all steps")
+      ->capture_default_str();
+  app.add_option("--chat-template", config.chat_template, "auto, plain, chatml or llama3")
+      ->capture_default_str();
+  app.add_flag("--packing", config.packing, "several sequences per row, no attention across");
+  app.add_flag("!--no-group-by-length", config.group_by_length, "padded batches in random order");
+  app.add_option("--divergence-factor", config.divergence_factor,
+                 "stop when the smoothed loss exceeds its lowest this many times; 0: off")
+      ->capture_default_str();
+  app.add_option("--device", config.device, "auto, cpu or cuda")->capture_default_str();
+  app.add_option("--precision", config.precision, "auto (bf16 on CUDA), fp32 or bf16")
+      ->capture_default_str();
+  app.add_flag("--recompute-activations", config.recompute_activations,
+               "recompute each block in backward: less memory, more compute");
   app.add_option("--lora-rank", config.lora.rank, "LoRA adapters of this rank; 0: full fine-tuning")
       ->capture_default_str();
   app.add_option("--lora-alpha", config.lora.alpha)->capture_default_str();

@@ -25,28 +25,69 @@ namespace {
 constexpr int64_t kIgnore = -100;  // target id that carries no loss
 using Clock = std::chrono::steady_clock;
 
-// One tokenised example: ids[i] predicts targets[i]. (L) each.
+// One tokenised sequence: ids[i] predicts targets[i]. (L) each. A packed
+// row holds several: `lengths` are theirs, in order (empty: just one).
 struct Sequence {
   std::vector<int64_t> ids;
   std::vector<int64_t> targets;
+  std::vector<int64_t> lengths;
 };
+
+// The chat template `name` names ("auto": the one whose special tokens the
+// tokenizer has), or throws saying which token is missing.
+ChatTemplate ResolveChatTemplate(const std::string& name, const BpeTokenizer& tokenizer) {
+  auto has_all = [&](ChatTemplate t) {
+    for (const std::string& token : ChatTemplateTokens(t)) {
+      if (!tokenizer.TokenId(token)) return false;
+    }
+    return true;
+  };
+  if (name == "auto") {
+    for (ChatTemplate t : {ChatTemplate::kChatMl, ChatTemplate::kLlama3}) {
+      if (has_all(t)) return t;
+    }
+    return ChatTemplate::kPlain;
+  }
+  std::optional<ChatTemplate> t = ParseChatTemplate(name);
+  if (!t) throw std::invalid_argument("unknown chat template '" + name + "': auto, plain, chatml or llama3");
+  for (const std::string& token : ChatTemplateTokens(*t)) {
+    if (!tokenizer.TokenId(token)) {
+      throw std::invalid_argument("chat template " + name + " needs the token " + token +
+                                  ", which the model's tokenizer does not have");
+    }
+  }
+  return *t;
+}
+
+// Appends the tokens of `segments`: special ones as their single token,
+// text ordinarily (so a marker typed in user text stays text).
+void EncodeSegments(const BpeTokenizer& tokenizer, const std::vector<Segment>& segments,
+                    std::vector<int64_t>& tokens, std::vector<bool>* trained) {
+  for (const Segment& segment : segments) {
+    if (segment.special) {
+      tokens.push_back(*tokenizer.TokenId(segment.text));  // ResolveChatTemplate checked it
+    } else {
+      for (int64_t id : tokenizer.Encode(segment.text)) tokens.push_back(id);
+    }
+    if (trained) trained->resize(tokens.size(), segment.trained);
+  }
+}
 
 // Tokenises an example into sequences of at most max_len inputs: the
 // tokenizer's prefix (e.g. <|begin_of_text|>), the rendered segments, and
-// end-of-text. Text documents longer than that become several sequences
-// (nothing is lost); other examples are truncated, and `*truncated` says so.
+// end-of-text unless a chat template ended it. Text documents longer than
+// that become several sequences (nothing is lost); other examples are
+// truncated, and `*truncated` says so.
 std::vector<Sequence> Tokenize(const ModelFolder& m, const Example& e, int64_t max_len,
-                               bool train_on_prompt, bool* truncated) {
+                               bool train_on_prompt, ChatTemplate chat, bool* truncated) {
   std::vector<int64_t> tokens = m.tokenizer->prefix_ids();
   std::vector<bool> trained(tokens.size(), false);  // whether tokens[i] carries loss
-  bool last_trained = false;
-  for (const Segment& segment : Render(e, train_on_prompt)) {
-    for (int64_t id : m.tokenizer->Encode(segment.text)) tokens.push_back(id);
-    trained.resize(tokens.size(), segment.trained);
-    last_trained = segment.trained;
+  const std::vector<Segment> segments = Render(e, train_on_prompt, chat);
+  EncodeSegments(*m.tokenizer, segments, tokens, &trained);
+  if (NeedsEndOfText(e, chat)) {
+    tokens.push_back(m.stop_ids[0]);
+    trained.push_back(!segments.empty() && segments.back().trained);
   }
-  tokens.push_back(m.stop_ids[0]);
-  trained.push_back(last_trained);
 
   const auto n = static_cast<int64_t>(tokens.size());
   *truncated = false;
@@ -66,18 +107,69 @@ std::vector<Sequence> Tokenize(const ModelFolder& m, const Example& e, int64_t m
   return out;
 }
 
+// Packs sequences, in the given order, into rows of at most max_len tokens:
+// each row takes sequences while they fit (next fit).
+std::vector<Sequence> Pack(const std::vector<Sequence>& seqs, const std::vector<int64_t>& order,
+                           int64_t max_len) {
+  std::vector<Sequence> rows;
+  Sequence row;
+  for (int64_t i : order) {
+    const Sequence& s = seqs[i];
+    const auto len = static_cast<int64_t>(s.ids.size());
+    if (!row.ids.empty() && static_cast<int64_t>(row.ids.size()) + len > max_len) {
+      rows.push_back(std::move(row));
+      row = Sequence();
+    }
+    row.ids.insert(row.ids.end(), s.ids.begin(), s.ids.end());
+    row.targets.insert(row.targets.end(), s.targets.begin(), s.targets.end());
+    row.lengths.push_back(len);
+  }
+  if (!row.ids.empty()) rows.push_back(std::move(row));
+  return rows;
+}
+
+// The order of the sequences in an epoch: shuffled from the seed and the
+// epoch; with grouping, sorted by length within chunks of 64 batches and
+// then the full batches shuffled (the last, partial one stays last), so
+// batches hold similar lengths yet come in random order.
+std::vector<int64_t> EpochOrder(const std::vector<Sequence>& seqs, const TrainConfig& c,
+                                int epoch) {
+  std::vector<int64_t> order(seqs.size());
+  for (size_t i = 0; i < order.size(); ++i) order[i] = static_cast<int64_t>(i);
+  const uint64_t seed = c.seed * 1000003ULL + static_cast<uint64_t>(epoch);
+  DeterministicShuffle(order, seed);
+  if (!c.group_by_length || c.packing || c.batch_size == 1) return order;
+  const auto batch = static_cast<size_t>(c.batch_size);
+  const size_t chunk = batch * 64;
+  for (size_t begin = 0; begin < order.size(); begin += chunk) {
+    std::stable_sort(order.begin() + begin, order.begin() + std::min(order.size(), begin + chunk),
+                     [&](int64_t a, int64_t b) { return seqs[a].ids.size() > seqs[b].ids.size(); });
+  }
+  std::vector<size_t> batches(order.size() / batch);  // full batches' starts
+  for (size_t i = 0; i < batches.size(); ++i) batches[i] = i * batch;
+  DeterministicShuffle(batches, seed ^ 0x9e3779b97f4a7c15ULL);
+  std::vector<int64_t> grouped;
+  grouped.reserve(order.size());
+  for (size_t start : batches) grouped.insert(grouped.end(), order.begin() + start, order.begin() + start + batch);
+  grouped.insert(grouped.end(), order.begin() + batches.size() * batch, order.end());
+  return grouped;
+}
+
 struct Batch {
   torch::Tensor ids;      // (B, T) int64, padded with the pad id
   torch::Tensor targets;  // (B, T) int64, padded with kIgnore
+  Packing packing;        // defined for packed rows
   int64_t tokens = 0;     // real (unpadded) input tokens
   int64_t target_tokens = 0;
 };
 
 Batch MakeBatch(const std::vector<Sequence>& seqs, const std::vector<int64_t>& order,
-                size_t begin, size_t end, int64_t pad_id) {
+                size_t begin, size_t end, int64_t pad_id, const torch::Device& device) {
   int64_t T = 0;
+  bool packed = false;
   for (size_t i = begin; i < end; ++i) {
     T = std::max<int64_t>(T, static_cast<int64_t>(seqs[order[i]].ids.size()));
+    packed = packed || !seqs[order[i]].lengths.empty();
   }
   const auto B = static_cast<int64_t>(end - begin);
   Batch batch;
@@ -85,6 +177,11 @@ Batch MakeBatch(const std::vector<Sequence>& seqs, const std::vector<int64_t>& o
   batch.targets = torch::full({B, T}, kIgnore, torch::kInt64);
   auto ids = batch.ids.accessor<int64_t, 2>();
   auto targets = batch.targets.accessor<int64_t, 2>();
+  torch::Tensor positions, sequences;
+  if (packed) {  // padding: position 0 of a sequence of its own
+    positions = torch::zeros({B, T}, torch::kInt64);
+    sequences = torch::full({B, T}, -1, torch::kInt64);
+  }
   for (int64_t b = 0; b < B; ++b) {
     const Sequence& s = seqs[order[begin + b]];
     for (size_t t = 0; t < s.ids.size(); ++t) {
@@ -93,16 +190,28 @@ Batch MakeBatch(const std::vector<Sequence>& seqs, const std::vector<int64_t>& o
       if (s.targets[t] != kIgnore) ++batch.target_tokens;
     }
     batch.tokens += static_cast<int64_t>(s.ids.size());
+    if (!packed) continue;
+    auto pos = positions.accessor<int64_t, 2>();
+    auto seq = sequences.accessor<int64_t, 2>();
+    int64_t t = 0, k = 0;
+    for (int64_t len : s.lengths.empty() ? std::vector<int64_t>{int64_t(s.ids.size())} : s.lengths) {
+      for (int64_t i = 0; i < len; ++i, ++t) {
+        pos[b][t] = i;
+        seq[b][t] = k;
+      }
+      ++k;
+    }
   }
+  batch.ids = batch.ids.to(device);
+  batch.targets = batch.targets.to(device);
+  if (packed) batch.packing = Packing{positions.to(device), sequences.to(device)};
   return batch;
 }
 
-double LearningRateAt(int64_t step, int64_t total_steps, const TrainConfig& c) {
-  if (c.warmup_steps > 0 && step < c.warmup_steps) {
-    return c.learning_rate * double(step + 1) / double(c.warmup_steps);
-  }
-  const double decay_steps = std::max<int64_t>(1, total_steps - c.warmup_steps);
-  const double progress = std::clamp(double(step - c.warmup_steps) / decay_steps, 0.0, 1.0);
+double LearningRateAt(int64_t step, int64_t total_steps, int64_t warmup, const TrainConfig& c) {
+  if (warmup > 0 && step < warmup) return c.learning_rate * double(step + 1) / double(warmup);
+  const double decay_steps = std::max<int64_t>(1, total_steps - warmup);
+  const double progress = std::clamp(double(step - warmup) / decay_steps, 0.0, 1.0);
   switch (c.schedule) {
     case Schedule::kConstant:
       return c.learning_rate;
@@ -122,7 +231,8 @@ struct LossSums {
 };
 
 LossSums ComputeLoss(Transformer& model, const Batch& batch, bool count_correct) {
-  torch::Tensor logits = model->forward(batch.ids);  // (B, T, V)
+  torch::Tensor logits =
+      model->forward(batch.ids, nullptr, batch.packing.positions.defined() ? &batch.packing : nullptr);  // (B, T, V)
   const int64_t V = logits.size(-1);
   torch::Tensor flat_logits = logits.view({-1, V});  // (B*T, V)
   torch::Tensor flat_targets = batch.targets.view({-1});  // (B*T)
@@ -139,16 +249,18 @@ LossSums ComputeLoss(Transformer& model, const Batch& batch, bool count_correct)
 }
 
 EvalMetrics Evaluate(Transformer& model, const std::vector<Sequence>& seqs, int batch_size,
-                     int64_t pad_id) {
+                     int64_t pad_id, const torch::Device& device) {
   torch::NoGradGuard no_grad;
   model->eval();
-  std::vector<int64_t> order(seqs.size());
+  std::vector<int64_t> order(seqs.size());  // longest first: little padding
   for (size_t i = 0; i < order.size(); ++i) order[i] = static_cast<int64_t>(i);
+  std::stable_sort(order.begin(), order.end(),
+                   [&](int64_t a, int64_t b) { return seqs[a].ids.size() > seqs[b].ids.size(); });
   double loss_sum = 0;
   int64_t correct = 0, targets = 0;
   for (size_t begin = 0; begin < order.size(); begin += batch_size) {
     Batch batch =
-        MakeBatch(seqs, order, begin, std::min(order.size(), begin + batch_size), pad_id);
+        MakeBatch(seqs, order, begin, std::min(order.size(), begin + batch_size), pad_id, device);
     if (batch.target_tokens == 0) continue;
     LossSums sums = ComputeLoss(model, batch, /*count_correct=*/true);
     loss_sum += sums.loss_sum.item<double>();
@@ -165,28 +277,35 @@ EvalMetrics Evaluate(Transformer& model, const std::vector<Sequence>& seqs, int 
   return m;
 }
 
-// A greedy completion of `prompt`, up to max_tokens or end-of-text, as valid
-// UTF-8 (byte-level tokens may end mid-character, or be any bytes at all).
-std::string Complete(ModelFolder& m, const std::string& prompt, int max_tokens) {
+// A greedy completion of `prompt`, up to max_tokens, end-of-text or the chat
+// template's end of turn, as valid UTF-8 (byte-level tokens may end
+// mid-character, or be any bytes at all).
+std::string Complete(ModelFolder& m, const std::vector<Segment>& prompt, ChatTemplate chat,
+                     int max_tokens) {
   const int64_t context = MaxSequenceLength(m.model->config());
   std::vector<int64_t> ids = m.tokenizer->prefix_ids();
-  for (int64_t id : m.tokenizer->Encode(prompt)) ids.push_back(id);
+  EncodeSegments(*m.tokenizer, prompt, ids, nullptr);
   const int64_t keep = std::max<int64_t>(1, context - max_tokens);
   if (static_cast<int64_t>(ids.size()) > keep) ids.erase(ids.begin(), ids.end() - keep);
   if (ids.empty()) ids.push_back(m.stop_ids[0]);
   SamplingOptions greedy;
   greedy.max_new_tokens = max_tokens;
   greedy.stop_tokens = m.stop_ids;
+  for (const std::string& token : ChatTemplateTokens(chat)) {
+    greedy.stop_tokens.push_back(*m.tokenizer->TokenId(token));
+    break;  // the first ends a turn
+  }
   return ToValidUtf8(m.tokenizer->Decode(Generate(m.model, ids, greedy), /*skip_special=*/true));
 }
 
 // Every example's sequences; counts the truncated ones.
 std::vector<Sequence> TokenizeAll(const ModelFolder& m, const std::vector<Example>& examples,
-                                  int64_t max_len, bool train_on_prompt, int64_t* truncated) {
+                                  int64_t max_len, bool train_on_prompt, ChatTemplate chat,
+                                  int64_t* truncated) {
   std::vector<Sequence> seqs;
   for (const Example& e : examples) {
     bool cut = false;
-    for (Sequence& s : Tokenize(m, e, max_len, train_on_prompt, &cut)) seqs.push_back(std::move(s));
+    for (Sequence& s : Tokenize(m, e, max_len, train_on_prompt, chat, &cut)) seqs.push_back(std::move(s));
     *truncated += cut;
   }
   return seqs;
@@ -205,6 +324,30 @@ std::vector<torch::Tensor> TrainableParameters(Transformer& model) {
   return out;
 }
 
+torch::Device ResolveDevice(const std::string& name) {
+  const bool cuda = torch::cuda::is_available();
+  if (name == "cuda" && !cuda) {
+    throw std::invalid_argument("device cuda: libtorch " + LibtorchVersion() + " sees no CUDA device");
+  }
+  return name == "cuda" || (name == "auto" && cuda) ? torch::kCUDA : torch::kCPU;
+}
+
+// Puts the model on its device, in its precision; returns the device.
+torch::Device SetUpCompute(const TrainConfig& c, Transformer& model, TrainPlan* plan) {
+  const torch::Device device = ResolveDevice(c.device);
+  model->to(device);
+  ComputeOptions compute;
+  const bool bf16 = c.precision == "bf16" || (c.precision == "auto" && device.is_cuda());
+  compute.matmul_dtype = bf16 ? torch::kBFloat16 : torch::kFloat32;
+  compute.recompute_activations = c.recompute_activations;
+  model->SetCompute(compute);
+  if (plan) {
+    plan->device = device.is_cuda() ? "cuda" : "cpu";
+    plan->precision = bf16 ? "bf16" : "fp32";
+  }
+  return device;
+}
+
 // Opens the base model named by config.model, or throws.
 ModelFolder OpenBase(const TrainConfig& config) {
   std::string error;
@@ -216,6 +359,8 @@ ModelFolder OpenBase(const TrainConfig& config) {
 }  // namespace
 
 std::string LibtorchVersion() { return TORCH_VERSION; }
+
+std::string DefaultDevice() { return torch::cuda::is_available() ? "cuda" : "cpu"; }
 
 int AvailableCores() {
   int cores = 1;
@@ -250,6 +395,19 @@ std::string CheckConfig(const TrainConfig& c) {
   if (c.resume && c.checkpoint_dir.empty()) return "resume needs a checkpoint_dir";
   if (c.early_stopping_patience < 0) return "early_stopping_patience must be >= 0";
   if (c.early_stopping_min_delta < 0) return "early_stopping_min_delta must be >= 0";
+  if (!(c.warmup_ratio >= 0 && c.warmup_ratio < 1)) return "warmup_ratio must be in [0, 1)";
+  if (c.chat_template != "auto" && !ParseChatTemplate(c.chat_template)) {
+    return "chat_template must be auto, plain, chatml or llama3";
+  }
+  if (!(c.divergence_factor == 0 || (c.divergence_factor >= 1.5 && c.divergence_factor <= 1000))) {
+    return "divergence_factor must be 0 (off) or in [1.5, 1000]";
+  }
+  if (c.device != "auto" && c.device != "cpu" && c.device != "cuda") {
+    return "device must be auto, cpu or cuda";
+  }
+  if (c.precision != "auto" && c.precision != "fp32" && c.precision != "bf16") {
+    return "precision must be auto, fp32 or bf16";
+  }
   return "";
 }
 
@@ -261,16 +419,36 @@ std::string Fingerprint(const TrainConfig& c, const TrainPlan& plan, int64_t max
   std::snprintf(text, sizeof(text),
                 "sequences=%lld/%lld batch=%d accum=%d epochs=%d seed=%llu lr=%.17g warmup=%d "
                 "schedule=%d wd=%.17g max_len=%lld clip=%.17g prompt=%d params=%lld "
-                "lora=%d/%.17g/%zu",
+                "lora=%d/%.17g/%zu chat=%s pack=%d group=%d",
                 static_cast<long long>(plan.train_sequences),
                 static_cast<long long>(plan.validation_examples), c.batch_size,
                 c.gradient_accumulation_steps, c.epochs,
-                static_cast<unsigned long long>(c.seed), c.learning_rate, c.warmup_steps,
+                static_cast<unsigned long long>(c.seed), c.learning_rate,
+                static_cast<int>(plan.warmup_steps),
                 static_cast<int>(c.schedule), c.weight_decay, static_cast<long long>(max_len),
                 c.grad_clip, c.train_on_prompt ? 1 : 0,
                 static_cast<long long>(plan.parameter_count), c.lora.rank, c.lora.alpha,
-                c.lora.targets.size());
+                c.lora.targets.size(), plan.chat_template.c_str(), c.packing ? 1 : 0,
+                c.group_by_length ? 1 : 0);
   return text;
+}
+
+// Smooths the step loss (exponential average, 0.9) and throws when it has
+// risen `factor` times above its lowest value and at least one nat.
+void CheckDivergence(double step_loss, double factor, TrainerState& s) {
+  s.smoothed_loss = s.smoothed_steps == 0 ? step_loss : 0.9 * s.smoothed_loss + 0.1 * step_loss;
+  ++s.smoothed_steps;
+  s.min_smoothed_loss = std::min(s.min_smoothed_loss, s.smoothed_loss);
+  if (factor > 0 && s.smoothed_loss > factor * s.min_smoothed_loss &&
+      s.smoothed_loss > s.min_smoothed_loss + 1.0) {
+    char text[256];
+    std::snprintf(text, sizeof(text),
+                  "training diverged at step %lld: the smoothed loss %.4g is more than %g times "
+                  "its lowest, %.4g; lower the learning rate or warm up longer",
+                  static_cast<long long>(s.step + 1), s.smoothed_loss, factor,
+                  s.min_smoothed_loss);
+    throw std::runtime_error(text);
+  }
 }
 
 }  // namespace
@@ -313,6 +491,9 @@ TrainResult Train(const TrainConfig& config, const std::vector<Example>& train,
   const int64_t max_len = MaxLength(config, model->config());
 
   TrainPlan plan;
+  const torch::Device device = SetUpCompute(config, model, &plan);
+  const ChatTemplate chat = ResolveChatTemplate(config.chat_template, *base.tokenizer);
+  plan.chat_template = std::string(ChatTemplateName(chat));
   plan.threads = threads;
   plan.parameter_count = 0;
   for (const auto& item : model->named_parameters()) {
@@ -320,18 +501,28 @@ TrainResult Train(const TrainConfig& config, const std::vector<Example>& train,
     if (!adapter) plan.parameter_count += item.value().numel();
     if (item.value().requires_grad()) plan.trainable_parameters += item.value().numel();
   }
-  std::vector<Sequence> train_seqs =
-      TokenizeAll(base, train, max_len, config.train_on_prompt, &plan.truncated_examples);
-  std::vector<Sequence> val_seqs =
-      TokenizeAll(base, validation, max_len, config.train_on_prompt, &plan.truncated_examples);
+  std::vector<Sequence> train_seqs = TokenizeAll(base, train, max_len, config.train_on_prompt,
+                                                 chat, &plan.truncated_examples);
+  std::vector<Sequence> val_seqs = TokenizeAll(base, validation, max_len, config.train_on_prompt,
+                                               chat, &plan.truncated_examples);
   plan.train_examples = static_cast<int64_t>(train.size());
   plan.validation_examples = static_cast<int64_t>(validation.size());
   plan.train_sequences = static_cast<int64_t>(train_seqs.size());
-  const int64_t micro_per_epoch =
-      (plan.train_sequences + config.batch_size - 1) / config.batch_size;
+  if (config.packing) {  // packed once, in an order from the seed; rows shuffle per epoch
+    std::vector<int64_t> order(train_seqs.size());
+    for (size_t i = 0; i < order.size(); ++i) order[i] = static_cast<int64_t>(i);
+    DeterministicShuffle(order, config.seed);
+    train_seqs = Pack(train_seqs, order, max_len);
+    plan.packed_rows = static_cast<int64_t>(train_seqs.size());
+  }
+  const int64_t rows = static_cast<int64_t>(train_seqs.size());
+  const int64_t micro_per_epoch = (rows + config.batch_size - 1) / config.batch_size;
   const int accum = config.gradient_accumulation_steps;
   plan.steps_per_epoch = (micro_per_epoch + accum - 1) / accum;
   plan.total_steps = plan.steps_per_epoch * config.epochs;
+  plan.warmup_steps = config.warmup_steps > 0
+                          ? config.warmup_steps
+                          : static_cast<int64_t>(std::ceil(config.warmup_ratio * double(plan.total_steps)));
   plan.resumed_from_step = state.step;
   const std::string fingerprint = Fingerprint(config, plan, max_len);
   if (!resume_from.empty() && state.fingerprint != fingerprint) {
@@ -380,7 +571,7 @@ TrainResult Train(const TrainConfig& config, const std::vector<Example>& train,
   // Evaluates; returns true when early stopping ends the run.
   auto evaluate = [&](int epoch) {
     if (val_seqs.empty()) return false;
-    EvalMetrics m = Evaluate(model, val_seqs, config.batch_size, base.pad_id);
+    EvalMetrics m = Evaluate(model, val_seqs, config.batch_size, base.pad_id, device);
     m.epoch = epoch;
     m.step = state.step;
     state.last_eval_loss = m.loss;
@@ -388,9 +579,10 @@ TrainResult Train(const TrainConfig& config, const std::vector<Example>& train,
     int samples = 0;
     for (const Example& e : validation) {
       if (samples == config.sample_count) break;
-      const std::string prompt = GenerationPrompt(e);
+      const std::vector<Segment> prompt = GenerationPrompt(e, chat);
       if (prompt.empty()) continue;  // text documents have nothing to complete
-      observer.OnSample(prompt, Complete(base, prompt, config.sample_max_tokens), state.step);
+      observer.OnSample(JoinText(prompt), Complete(base, prompt, chat, config.sample_max_tokens),
+                        state.step);
       ++samples;
     }
     if (m.loss < state.best_loss) {
@@ -421,9 +613,7 @@ TrainResult Train(const TrainConfig& config, const std::vector<Example>& train,
   bool early = false;
   for (; state.epoch <= config.epochs && !early; ++state.epoch, state.epoch_step = 0) {
     const int epoch = state.epoch;
-    std::vector<int64_t> order(train_seqs.size());
-    for (size_t i = 0; i < order.size(); ++i) order[i] = static_cast<int64_t>(i);
-    DeterministicShuffle(order, config.seed * 1000003ULL + static_cast<uint64_t>(epoch));
+    const std::vector<int64_t> order = EpochOrder(train_seqs, config, epoch);
     for (; state.epoch_step < plan.steps_per_epoch; ++state.epoch_step) {
       if (observer.ShouldStop()) {
         if (config.checkpoint_on_stop && state.step > last_checkpoint) checkpoint();
@@ -432,7 +622,7 @@ TrainResult Train(const TrainConfig& config, const std::vector<Example>& train,
         return result;
       }
       const auto started = Clock::now();
-      const double lr = LearningRateAt(state.step, plan.total_steps, config);
+      const double lr = LearningRateAt(state.step, plan.total_steps, plan.warmup_steps, config);
 
       std::vector<Batch> micro;
       int64_t step_targets = 0;
@@ -440,7 +630,8 @@ TrainResult Train(const TrainConfig& config, const std::vector<Example>& train,
         const size_t begin = (state.epoch_step * accum + a) * static_cast<size_t>(config.batch_size);
         if (begin >= order.size()) break;
         micro.push_back(MakeBatch(train_seqs, order, begin,
-                                  std::min(order.size(), begin + config.batch_size), base.pad_id));
+                                  std::min(order.size(), begin + config.batch_size), base.pad_id,
+                                  device));
         step_targets += micro.back().target_tokens;
       }
       optimizer.ZeroGrad();
@@ -461,9 +652,10 @@ TrainResult Train(const TrainConfig& config, const std::vector<Example>& train,
                                    std::to_string(state.step + 1) +
                                    "; lower the learning rate or check the data");
         }
+        CheckDivergence(step_loss, config.divergence_factor, state);
         grad_norm = torch::nn::utils::clip_grad_norm_(
             TrainableParameters(model),
-            config.grad_clip > 0 ? config.grad_clip : std::numeric_limits<double>::max());
+            config.grad_clip > 0 ? config.grad_clip : std::numeric_limits<double>::infinity());
         optimizer.Step(lr);
       }
       ++state.step;
@@ -552,10 +744,12 @@ EvalMetrics EvaluateModel(const TrainConfig& config, const std::vector<Example>&
   }
   torch::set_num_threads(config.threads > 0 ? config.threads : AvailableCores());
   ModelFolder m = OpenBase(config);
+  const torch::Device device = SetUpCompute(config, m.model, nullptr);
+  const ChatTemplate chat = ResolveChatTemplate(config.chat_template, *m.tokenizer);
   *truncated = 0;
-  std::vector<Sequence> seqs =
-      TokenizeAll(m, examples, MaxLength(config, m.model->config()), config.train_on_prompt, truncated);
-  return Evaluate(m.model, seqs, config.batch_size, m.pad_id);
+  std::vector<Sequence> seqs = TokenizeAll(m, examples, MaxLength(config, m.model->config()),
+                                           config.train_on_prompt, chat, truncated);
+  return Evaluate(m.model, seqs, config.batch_size, m.pad_id, device);
 }
 
 }  // namespace tuneforge::engine

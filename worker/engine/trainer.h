@@ -7,8 +7,12 @@
 //   MyObserver observer;           // receives metrics; can ask to stop
 //   TrainResult r = Train(config, train_examples, validation_examples, observer);
 //
-// Examples are rendered by Render() (common/dataset.h) and end with
-// end-of-text; loss falls on the segments it marks trained.
+// Examples are rendered by Render() (common/dataset.h), chats with the
+// model's chat template, and end with end-of-text or the template's
+// end-of-turn token; loss falls on the segments it marks trained. Batches
+// pad each sequence to the longest of the batch, and group sequences of
+// similar length so little is padding; or, with packing, fill rows of
+// max_seq_len with several sequences that do not attend to one another.
 //
 // This header has no libtorch include, so RPC code can call the engine without
 // paying libtorch's compile time. Train() throws std::exception (c10::Error
@@ -34,6 +38,7 @@ struct TrainConfig {
   int batch_size = 8;              // examples per micro-batch
   double learning_rate = 1e-4;     // peak learning rate after warmup
   int warmup_steps = 0;            // linear warmup from 0 to learning_rate
+  double warmup_ratio = 0;         // warmup as a fraction of all steps (if warmup_steps is 0)
   Schedule schedule = Schedule::kCosine;  // decay after warmup (cosine to 10%)
   double weight_decay = 0.01;      // AdamW decay on matrices, not biases/norms
   int max_seq_len = 0;             // 0: the model's context length
@@ -43,6 +48,19 @@ struct TrainConfig {
   int eval_every_steps = 0;        // extra evaluations; 0: only per epoch
   double grad_clip = 1.0;          // max global gradient norm; 0: off
   bool train_on_prompt = false;    // loss on prompt tokens too
+  // Chat examples: "auto" picks the template whose tokens the tokenizer has
+  // (chatml, llama3), else plain; naming one needs its tokens.
+  std::string chat_template = "auto";
+  bool packing = false;            // several sequences per row of max_seq_len
+  bool group_by_length = true;     // padded batches of similar lengths (not packed)
+  // Stops the run when the training loss, smoothed over steps, exceeds this
+  // many times its lowest value and at least 1 nat more; 0: off.
+  double divergence_factor = 4.0;
+  // "auto": CUDA when libtorch sees a GPU, else the CPU; "cpu"; "cuda".
+  std::string device = "auto";
+  // "auto": bf16 matrix products on CUDA, fp32 on the CPU; "fp32"; "bf16".
+  std::string precision = "auto";
+  bool recompute_activations = false;  // recompute each block in backward (less memory)
   int threads = 0;                 // intra-op threads; 0: the cores we may use
   int sample_count = 2;            // greedy sample completions per evaluation
   int sample_max_tokens = 64;      // length limit of each sample
@@ -95,6 +113,11 @@ struct TrainPlan {
   int64_t steps_per_epoch = 0;
   int64_t total_steps = 0;
   int64_t truncated_examples = 0;  // longer than max_seq_len, cut
+  int64_t packed_rows = 0;         // packing: the rows the sequences fill
+  int64_t warmup_steps = 0;        // from warmup_steps or warmup_ratio
+  std::string chat_template;       // the one in use: plain, chatml or llama3
+  std::string device;              // cpu or cuda
+  std::string precision;           // fp32 or bf16
   int threads = 0;
   int64_t resumed_from_step = 0;   // 0: a fresh start
 };
@@ -131,7 +154,8 @@ TrainResult Train(const TrainConfig& config, const std::vector<Example>& train,
 // over the tokens that carry loss (completions, assistant turns, every token
 // of a text document), perplexity and token accuracy. Uses model, seed (for
 // presets), batch_size, max_seq_len, train_on_prompt and threads.
-// `*truncated` counts examples cut to the sequence length. Throws on failure.
+// Also uses chat_template, device and precision. `*truncated` counts examples
+// cut to the sequence length. Throws on failure.
 EvalMetrics EvaluateModel(const TrainConfig& config, const std::vector<Example>& examples,
                           int64_t* truncated);
 
@@ -143,6 +167,9 @@ std::string LibtorchVersion();
 // Cores this process may run on: the CPU affinity mask, capped by a cgroup
 // CPU quota (Kubernetes limits) when one is set.
 int AvailableCores();
+
+// "cuda" when libtorch sees a GPU, else "cpu": where device "auto" trains.
+std::string DefaultDevice();
 
 // Validates a config; returns an empty string or what is wrong with it.
 std::string CheckConfig(const TrainConfig& config);

@@ -7,6 +7,7 @@
 #include <gtest/gtest.h>
 #include <nlohmann/json.hpp>
 
+#include "worker/engine/bpe_tokenizer.h"
 #include "worker/engine/hf_model.h"
 #include "worker/engine/model_folder.h"
 #include "worker/engine/test_examples.h"
@@ -201,6 +202,187 @@ TEST(TrainerTest, SavesTheTrainedModelAsAnHfFolder) {
   EXPECT_LT(r2.metrics.front().loss, r.metrics.front().loss - 0.5);
 }
 
+// A tiny-gpt2 folder whose byte-level tokenizer also has ChatML's tokens.
+std::string ChatMlModel() {
+  const std::string dir = ::testing::TempDir() + "/chatml-model-" + std::to_string(::getpid());
+  ModelConfig c = FindPreset("tiny-gpt2")->config;
+  c.vocab_size = 260;
+  torch::manual_seed(5);
+  Transformer model(c);
+  EXPECT_EQ(SaveHfModel(model, dir), "");
+  std::ofstream(dir + "/tokenizer.json") << ByteLevelTokenizerJson(
+      BpeTokenizer::kGpt2Pattern, {"<|endoftext|>", "<|pad|>", "<|im_start|>", "<|im_end|>"});
+  return dir;
+}
+
+Example Chat(std::string question, std::string answer) {
+  Example e;
+  e.format = DatasetFormat::kChat;
+  e.messages = {{"user", std::move(question), true}, {"assistant", std::move(answer), true}};
+  return e;
+}
+
+// The model's tokenizer has ChatML's tokens, so chats are written in ChatML:
+// the model learns to answer and to end its turn with <|im_end|>, where the
+// sample stops.
+TEST(TrainerTest, ChatMlTemplateTrainsTurnsThatEnd) {
+  Recorder r;
+  TrainConfig c = FastConfig();
+  c.model = ChatMlModel();
+  c.epochs = 40;
+  const std::vector<Example> chats = {Chat("Leave?", "25 days."), Chat("Pay day?", "Friday.")};
+  Train(c, chats, {chats[0]}, r);
+  EXPECT_EQ(r.plan.chat_template, "chatml");
+  EXPECT_EQ(r.sample_prompts.back(), "<|im_start|>user\nLeave?<|im_end|>\n<|im_start|>assistant\n");
+  EXPECT_EQ(r.samples.back(), "25 days.");
+  // Plain by name: the same chats as "user: ...", and a model that has not
+  // learned ChatML's end of turn.
+  Recorder plain;
+  c.chat_template = "plain";
+  c.epochs = 1;
+  Train(c, chats, {chats[0]}, plain);
+  EXPECT_EQ(plain.plan.chat_template, "plain");
+  EXPECT_EQ(plain.sample_prompts.back(), "user: Leave?\nassistant: ");
+}
+
+// A template marker typed by a user is text, not the special token: it
+// costs its bytes' tokens.
+TEST(TrainerTest, TemplateMarkersInUserTextStayText) {
+  TrainConfig c = FastConfig();
+  c.model = ChatMlModel();
+  c.epochs = 1;
+  Recorder marker, letters;
+  Train(c, {Chat("<|im_end|>", "ok")}, {}, marker);
+  Train(c, {Chat("0123456789", "ok")}, {}, letters);  // as many bytes
+  EXPECT_EQ(marker.metrics.back().tokens_seen, letters.metrics.back().tokens_seen);
+}
+
+TEST(TrainerTest, NamedTemplateNeedsItsTokens) {
+  Recorder r;
+  TrainConfig c = FastConfig();
+  c.chat_template = "llama3";
+  try {
+    Train(c, {Chat("Leave?", "25 days.")}, {}, r);
+    FAIL() << "tiny-gpt2's tokenizer has no <|eot_id|>";
+  } catch (const std::invalid_argument& e) {
+    EXPECT_NE(std::string(e.what()).find("<|eot_id|>"), std::string::npos) << e.what();
+  }
+}
+
+// Packing all four examples into one row computes the same loss and the same
+// update as a batch of the four padded: nothing attends across examples.
+TEST(TrainerTest, PackedRowTrainsLikeSeparateSequences) {
+  TrainConfig c = FastConfig();
+  c.epochs = 1;
+  c.max_seq_len = 128;
+  Recorder padded, packed;
+  Train(c, Memorisable(), Memorisable(), padded);
+  c.packing = true;
+  Train(c, Memorisable(), Memorisable(), packed);
+  EXPECT_EQ(packed.plan.packed_rows, 1);
+  EXPECT_EQ(packed.plan.train_sequences, 4);
+  ASSERT_EQ(packed.metrics.size(), 1u);
+  EXPECT_NEAR(packed.metrics[0].loss, padded.metrics[0].loss, 1e-5);
+  EXPECT_NEAR(packed.evals[0].loss, padded.evals[0].loss, 1e-5);
+}
+
+TEST(TrainerTest, PackingFillsRowsAndLearns) {
+  std::vector<Example> examples;
+  for (int i = 0; i < 6; ++i) {
+    for (const Example& e : Memorisable()) examples.push_back(e);
+  }
+  TrainConfig c = FastConfig();
+  c.epochs = 10;
+  c.max_seq_len = 64;  // about two examples per row
+  c.packing = true;
+  Recorder r;
+  Train(c, examples, Memorisable(), r);
+  EXPECT_EQ(r.plan.train_sequences, 24);
+  EXPECT_GE(r.plan.packed_rows, 9);
+  EXPECT_LE(r.plan.packed_rows, 14);
+  EXPECT_EQ(r.plan.steps_per_epoch, (r.plan.packed_rows + 3) / 4);
+  EXPECT_LT(r.evals.back().loss, 0.5 * r.evals.front().loss);
+}
+
+// Grouping by length changes which sequences share a batch, not what an
+// epoch covers.
+TEST(TrainerTest, GroupingByLengthCoversTheSameTokens) {
+  std::vector<Example> examples;
+  for (int i = 1; i <= 40; ++i) examples.push_back(Pair("Q" + std::string(i, '?'), std::string(i % 7 + 1, 'a')));
+  TrainConfig c = FastConfig();
+  c.epochs = 2;
+  Recorder grouped, shuffled;
+  Train(c, examples, {}, grouped);
+  c.group_by_length = false;
+  Train(c, examples, {}, shuffled);
+  EXPECT_EQ(grouped.plan.steps_per_epoch, shuffled.plan.steps_per_epoch);
+  EXPECT_EQ(grouped.metrics.back().tokens_seen, shuffled.metrics.back().tokens_seen);
+  EXPECT_NE(grouped.metrics[0].loss, shuffled.metrics[0].loss);
+}
+
+TEST(TrainerTest, DivergingLossStopsTheRun) {
+  Recorder r;
+  TrainConfig c = FastConfig();
+  c.learning_rate = 0.5;
+  c.grad_clip = 0;
+  try {
+    Train(c, Memorisable(), {}, r);
+    FAIL() << "a learning rate of 0.5 without clipping should diverge";
+  } catch (const std::runtime_error& e) {
+    EXPECT_NE(std::string(e.what()).find("diverged at step"), std::string::npos) << e.what();
+  }
+  // The same run with the guard off goes on.
+  Recorder unguarded;
+  c.divergence_factor = 0;
+  c.epochs = 5;
+  EXPECT_NO_THROW(Train(c, Memorisable(), {}, unguarded));
+}
+
+TEST(TrainerTest, WarmupRatioSetsTheWarmupSteps) {
+  Recorder r;
+  TrainConfig c = FastConfig();
+  c.epochs = 10;
+  c.warmup_ratio = 0.25;  // of 10 steps: 3
+  Train(c, Memorisable(), {}, r);
+  EXPECT_EQ(r.plan.warmup_steps, 3);
+  EXPECT_DOUBLE_EQ(r.metrics[0].learning_rate, c.learning_rate / 3);
+  EXPECT_DOUBLE_EQ(r.metrics[2].learning_rate, c.learning_rate);
+  EXPECT_DOUBLE_EQ(r.metrics[3].learning_rate, c.learning_rate);  // the decay starts at the peak
+  EXPECT_LT(r.metrics[4].learning_rate, c.learning_rate);
+}
+
+TEST(TrainerTest, Bf16AndRecomputationTrain) {
+  TrainConfig c = FastConfig();
+  c.epochs = 3;
+  Recorder fp32, recomputed, bf16;
+  Train(c, Memorisable(), {}, fp32);
+  c.recompute_activations = true;
+  Train(c, Memorisable(), {}, recomputed);
+  for (size_t i = 0; i < fp32.metrics.size(); ++i) {
+    EXPECT_NEAR(recomputed.metrics[i].loss, fp32.metrics[i].loss, 1e-5) << "step " << i + 1;
+  }
+  c.recompute_activations = false;
+  c.precision = "bf16";
+  c.epochs = 20;
+  Train(c, Memorisable(), {}, bf16);
+  EXPECT_EQ(bf16.plan.precision, "bf16");
+  EXPECT_EQ(fp32.plan.precision, "fp32");  // auto on the CPU
+  EXPECT_NEAR(bf16.metrics[0].loss, fp32.metrics[0].loss, 0.05);
+  EXPECT_LT(bf16.metrics.back().loss, 0.5 * bf16.metrics.front().loss);
+}
+
+TEST(TrainerTest, CudaWhereThereIsNone) {
+  if (torch::cuda::is_available()) GTEST_SKIP() << "this machine has a GPU";
+  Recorder r;
+  TrainConfig c = FastConfig();
+  c.device = "cuda";
+  EXPECT_THROW(Train(c, Memorisable(), {}, r), std::invalid_argument);
+  c.device = "auto";
+  c.epochs = 1;
+  Train(c, Memorisable(), {}, r);
+  EXPECT_EQ(r.plan.device, "cpu");
+}
+
 TEST(TrainerTest, RejectsBadConfig) {
   Recorder r;
   TrainConfig c = FastConfig();
@@ -208,6 +390,18 @@ TEST(TrainerTest, RejectsBadConfig) {
   EXPECT_THROW(Train(c, Memorisable(), {}, r), std::invalid_argument);
   EXPECT_THROW(Train(FastConfig(), {}, {}, r), std::invalid_argument);
   EXPECT_EQ(CheckConfig(FastConfig()), "");
+  c = FastConfig();
+  c.chat_template = "vicuna";
+  EXPECT_NE(CheckConfig(c).find("chat_template"), std::string::npos);
+  c = FastConfig();
+  c.warmup_ratio = 1;
+  EXPECT_NE(CheckConfig(c).find("warmup_ratio"), std::string::npos);
+  c = FastConfig();
+  c.precision = "fp16";
+  EXPECT_NE(CheckConfig(c).find("precision"), std::string::npos);
+  c = FastConfig();
+  c.divergence_factor = 1;
+  EXPECT_NE(CheckConfig(c).find("divergence_factor"), std::string::npos);
 }
 
 }  // namespace

@@ -20,6 +20,13 @@ bool EndsWith(const std::string& s, const std::string& suffix) {
 
 Projection MakeLinear(int64_t in, int64_t out, bool bias) { return Projection(in, out, bias); }
 
+// x W^T + b with the product computed in `dtype`; the result in x's dtype.
+torch::Tensor Linear(const torch::Tensor& x, const torch::Tensor& w, const torch::Tensor& b,
+                     torch::ScalarType dtype) {
+  if (dtype == x.scalar_type()) return F::linear(x, w, b);
+  return F::linear(x.to(dtype), w.to(dtype), b.defined() ? b.to(dtype) : b).to(x.scalar_type());
+}
+
 // HF's rotate_half layout: the first and second halves of each head form
 // the (x, y) pairs that rotate. x, cos, sin: (B, *, T, D) and (T, D).
 torch::Tensor ApplyRope(const torch::Tensor& x, const Rope& rope) {
@@ -56,10 +63,11 @@ ProjectionImpl::ProjectionImpl(int64_t in, int64_t out, bool with_bias) {
 }
 
 torch::Tensor ProjectionImpl::forward(const torch::Tensor& x) {
-  torch::Tensor y = F::linear(x, weight, bias);  // (B, T, out)
+  torch::Tensor y = Linear(x, weight, bias, matmul_dtype_);  // (B, T, out)
   if (!lora_a_.defined()) return y;
   torch::Tensor h = lora_dropout_ > 0 ? torch::dropout(x, lora_dropout_, is_training()) : x;
-  return y + F::linear(F::linear(h, lora_a_), lora_b_) * lora_scale_;  // via (B, T, r)
+  torch::Tensor low = Linear(h, lora_a_, {}, matmul_dtype_);          // (B, T, r)
+  return y + Linear(low, lora_b_, {}, matmul_dtype_) * lora_scale_;  // (B, T, out)
 }
 
 void ProjectionImpl::AddLora(int64_t rank, double alpha, double dropout) {
@@ -108,7 +116,7 @@ AttentionImpl::AttentionImpl(const ModelConfig& c) : config_(c) {
 }
 
 torch::Tensor AttentionImpl::forward(const torch::Tensor& x, const Rope* rope, KvCache* cache,
-                                     size_t layer) {
+                                     size_t layer, const torch::Tensor& blocked) {
   const ModelConfig& c = config_;
   const int64_t B = x.size(0), T = x.size(1), H = c.n_head, K = c.n_kv_head, D = c.head_dim;
   torch::Tensor q, k, v;
@@ -143,21 +151,31 @@ torch::Tensor AttentionImpl::forward(const torch::Tensor& x, const Rope* rope, K
     v = v.repeat_interleave(H / K, /*dim=*/1);  // (B, H, S, D)
   }
   const double p = is_training() ? c.dropout : 0.0;
+  const torch::ScalarType dtype = matmul_dtype_;
+  if (dtype != q.scalar_type()) {
+    q = q.to(dtype);
+    k = k.to(dtype);
+    v = v.to(dtype);
+  }
   torch::Tensor y;
 #if TORCH_VERSION_MAJOR >= 2
-  if (past == 0 && (c.sliding_window == 0 || S <= c.sliding_window)) {  // plain causal
-    // Fused kernels (flash / memory-efficient attention on CUDA).
+  // Fused kernels (flash / memory-efficient attention on CUDA).
+  if (past == 0 && blocked.defined()) {
+    y = at::scaled_dot_product_attention(q, k, v, blocked.logical_not(), p);  // (B, H, T, D)
+  } else if (past == 0 && (c.sliding_window == 0 || S <= c.sliding_window)) {  // plain causal
     y = at::scaled_dot_product_attention(q, k, v, {}, p, /*is_causal=*/true);  // (B, H, T, D)
   }
 #endif
   if (!y.defined()) {
     torch::Tensor att = torch::matmul(q, k.transpose(-2, -1)) / std::sqrt(double(D));  // (B, H, T, S)
-    att = att.masked_fill(BlockedMask(past, T, S, c.sliding_window, x.device()),
-                          -std::numeric_limits<float>::infinity());
+    att = att.to(torch::kFloat32).masked_fill(
+        blocked.defined() ? blocked : BlockedMask(past, T, S, c.sliding_window, x.device()),
+        -std::numeric_limits<float>::infinity());
     att = torch::softmax(att, -1);
     if (p > 0) att = torch::dropout(att, p, /*train=*/true);
-    y = torch::matmul(att, v);  // (B, H, T, D)
+    y = torch::matmul(att.to(dtype), v);  // (B, H, T, D)
   }
+  y = y.to(x.scalar_type());
   y = y.transpose(1, 2).contiguous().view({B, T, H * D});  // (B, T, H*D)
   return IsGpt2(c) ? c_proj_->forward(y) : o_proj_->forward(y);  // (B, T, C)
 }
@@ -188,8 +206,9 @@ BlockImpl::BlockImpl(const ModelConfig& c) {
   mlp_ = register_module("mlp", Mlp(c));
 }
 
-torch::Tensor BlockImpl::forward(torch::Tensor x, const Rope* rope, KvCache* cache, size_t layer) {
-  x = x + attn_->forward(norm1_->forward(x), rope, cache, layer);  // (B, T, C)
+torch::Tensor BlockImpl::forward(torch::Tensor x, const Rope* rope, KvCache* cache, size_t layer,
+                                 const torch::Tensor& blocked) {
+  x = x + attn_->forward(norm1_->forward(x), rope, cache, layer, blocked);  // (B, T, C)
   x = x + mlp_->forward(norm2_->forward(x));                      // (B, T, C)
   return x;
 }
@@ -245,33 +264,144 @@ TransformerImpl::TransformerImpl(const ModelConfig& c) : config_(c) {
   }
 }
 
-Rope TransformerImpl::RopeFor(int64_t past, int64_t T, const torch::Device& device) const {
-  torch::Tensor pos = torch::arange(past, past + T, torch::TensorOptions().dtype(torch::kFloat32).device(device));
-  torch::Tensor freqs = torch::outer(pos, inv_freq_.to(device));  // (T, D/2)
-  torch::Tensor angles = torch::cat({freqs, freqs}, -1);          // (T, D)
+Rope TransformerImpl::RopeFor(int64_t past, int64_t T, const torch::Tensor& positions,
+                              const torch::Device& device) const {
+  torch::Tensor inv_freq = inv_freq_.to(device);
+  torch::Tensor freqs;
+  if (positions.defined()) {
+    freqs = positions.to(torch::kFloat32).unsqueeze(-1) * inv_freq;  // (B, T, D/2)
+    freqs = freqs.unsqueeze(1);                                       // (B, 1, T, D/2)
+  } else {
+    torch::Tensor pos = torch::arange(past, past + T, torch::TensorOptions().dtype(torch::kFloat32).device(device));
+    freqs = torch::outer(pos, inv_freq);  // (T, D/2)
+  }
+  torch::Tensor angles = torch::cat({freqs, freqs}, -1);  // (T, D) or (B, 1, T, D)
   return Rope{angles.cos(), angles.sin()};
 }
 
-torch::Tensor TransformerImpl::forward(const torch::Tensor& ids, KvCache* cache) {
+namespace {
+
+// Holds the random state of `device` as it was when constructed, for a
+// recomputation to draw the same dropout masks; puts back the state it
+// found when done.
+class ReplayRandom {
+ public:
+  ReplayRandom(const torch::Device& device, const torch::Tensor& saved)
+      : generator_(at::globalContext().defaultGenerator(device)) {
+    std::lock_guard<std::mutex> lock(generator_.mutex());
+    current_ = generator_.get_state();
+    generator_.set_state(saved);
+  }
+  ~ReplayRandom() {
+    std::lock_guard<std::mutex> lock(generator_.mutex());
+    generator_.set_state(current_);
+  }
+  static torch::Tensor State(const torch::Device& device) {
+    at::Generator generator = at::globalContext().defaultGenerator(device);
+    std::lock_guard<std::mutex> lock(generator.mutex());
+    return generator.get_state();
+  }
+
+ private:
+  at::Generator generator_;
+  torch::Tensor current_;
+};
+
+// One block run without keeping its activations: backward runs the block
+// again (with the random state of the first run, so dropout masks match)
+// and backpropagates through that, which fills the block's parameter
+// gradients and returns the input's.
+class RecomputedBlock : public torch::autograd::Function<RecomputedBlock> {
+ public:
+  // The optional tensors may hold undefined ones (GPT-2 has no rope, an
+  // unpacked batch no mask); none of them needs a gradient.
+  using Optional = c10::optional<torch::Tensor>;
+  static torch::Tensor forward(torch::autograd::AutogradContext* ctx, torch::Tensor x,
+                               BlockImpl* block, const Optional& cos, const Optional& sin,
+                               const Optional& blocked) {
+    ctx->save_for_backward({x});
+    ctx->saved_data["block"] = reinterpret_cast<int64_t>(block);  // owned by the model
+    ctx->saved_data["cos"] = *cos;
+    ctx->saved_data["sin"] = *sin;
+    ctx->saved_data["blocked"] = *blocked;
+    ctx->saved_data["random"] = ReplayRandom::State(x.device());
+    return Run(block, x, *cos, *sin, *blocked);  // grad mode is off here
+  }
+
+  static torch::autograd::variable_list backward(torch::autograd::AutogradContext* ctx,
+                                                 torch::autograd::variable_list grad) {
+    torch::Tensor x = ctx->get_saved_variables()[0].detach().requires_grad_(true);
+    auto* block = reinterpret_cast<BlockImpl*>(ctx->saved_data["block"].toInt());
+    torch::Tensor y;
+    {
+      ReplayRandom replay(x.device(), ctx->saved_data["random"].toTensor());
+      torch::AutoGradMode enable(true);
+      y = Run(block, x, ctx->saved_data["cos"].toTensor(), ctx->saved_data["sin"].toTensor(),
+              ctx->saved_data["blocked"].toTensor());
+    }
+    torch::autograd::backward({y}, {grad[0]});
+    return {x.grad(), {}, {}, {}, {}};
+  }
+
+ private:
+  static torch::Tensor Run(BlockImpl* block, const torch::Tensor& x, const torch::Tensor& cos,
+                           const torch::Tensor& sin, const torch::Tensor& blocked) {
+    Rope rope{cos, sin};
+    return block->forward(x, cos.defined() ? &rope : nullptr, nullptr, 0, blocked);
+  }
+};
+
+}  // namespace
+
+void TransformerImpl::SetCompute(const ComputeOptions& options) {
+  compute_ = options;
+  for (const auto& module : modules()) {
+    if (auto* p = module->as<ProjectionImpl>()) p->set_matmul_dtype(options.matmul_dtype);
+    if (auto* a = module->as<AttentionImpl>()) a->set_matmul_dtype(options.matmul_dtype);
+  }
+}
+
+torch::Tensor TransformerImpl::forward(const torch::Tensor& ids, KvCache* cache,
+                                       const Packing* packing) {
+  TORCH_CHECK(!(cache && packing), "packed rows are not decoded with a KV cache");
   const int64_t past = cache ? cache->length : 0;
   const int64_t T = ids.size(1);
   TORCH_CHECK(past + T <= config_.context_length, "sequence of ", past + T,
               " tokens is longer than the context length ", config_.context_length);
+  const torch::Tensor positions = packing ? packing->positions : torch::Tensor();  // (B, T)
   torch::Tensor x = embed_->forward(ids);  // (B, T, C)
   Rope rope;
   if (wpe_) {
-    x = x + wpe_->forward(torch::arange(past, past + T, ids.options()));  // (B, T, C)
+    x = x + wpe_->forward(positions.defined() ? positions : torch::arange(past, past + T, ids.options()));
   } else {
-    rope = RopeFor(past, T, ids.device());
+    rope = RopeFor(past, T, positions, ids.device());
+  }
+  torch::Tensor blocked;  // (B, 1, T, T): packed rows' mask
+  if (packing) {
+    torch::Tensor i = torch::arange(T, ids.options()).unsqueeze(1);  // (T, 1)
+    torch::Tensor j = torch::arange(T, ids.options()).unsqueeze(0);  // (1, T)
+    const torch::Tensor& seq = packing->sequences;
+    blocked = (j > i).unsqueeze(0) | (seq.unsqueeze(2) != seq.unsqueeze(1));  // (B, T, T)
+    if (config_.sliding_window > 0) blocked = blocked | ((i - j) >= config_.sliding_window);
+    blocked = blocked.unsqueeze(1);
   }
   x = drop_->forward(x);
+  const bool recompute = compute_.recompute_activations && is_training() && !cache &&
+                         torch::GradMode::is_enabled();
   size_t layer = 0;
-  for (const auto& block : *blocks_) {
-    x = block->as<Block>()->forward(x, wpe_ ? nullptr : &rope, cache, layer++);  // (B, T, C)
+  for (const auto& module : *blocks_) {
+    BlockImpl* block = module->as<BlockImpl>();
+    if (recompute) {
+      using Optional = RecomputedBlock::Optional;
+      x = RecomputedBlock::apply(x, block, Optional(rope.cos), Optional(rope.sin),
+                                 Optional(blocked));  // (B, T, C)
+    } else {
+      x = block->forward(x, wpe_ ? nullptr : &rope, cache, layer++, blocked);  // (B, T, C)
+    }
   }
   x = norm_f_->forward(x);  // (B, T, C)
   if (cache) cache->length += T;
-  return lm_head_ ? lm_head_->forward(x) : F::linear(x, embed_->weight);  // (B, T, V)
+  return lm_head_ ? lm_head_->forward(x) : Linear(x, embed_->weight, {}, compute_.matmul_dtype);
 }
 
 int64_t TransformerImpl::ParameterCount() const {
@@ -302,11 +432,15 @@ std::vector<int64_t> Generate(Transformer& model, const std::vector<int64_t>& pr
   std::vector<int64_t> ids = prompt, out;
   KvCache cache;
   const int64_t context = model->config().context_length;
-  torch::Tensor input = torch::tensor(ids, torch::kInt64).unsqueeze(0);  // (1, T)
+  const torch::Device device = model->parameters()[0].device();
+  auto on_device = [&](const std::vector<int64_t>& v) {
+    return torch::tensor(v, torch::kInt64).unsqueeze(0).to(device);  // (1, len)
+  };
+  torch::Tensor input = on_device(ids);  // (1, T)
   for (int i = 0; i < o.max_new_tokens && static_cast<int64_t>(ids.size()) < context; ++i) {
     torch::Tensor logits = use_cache ? model->forward(input, &cache)
-                                     : model->forward(torch::tensor(ids, torch::kInt64).unsqueeze(0));
-    torch::Tensor last = logits[0][-1].to(torch::kFloat64);  // (V)
+                                     : model->forward(on_device(ids));
+    torch::Tensor last = logits[0][-1].to(torch::kCPU, torch::kFloat64);  // (V)
     int64_t next;
     if (o.temperature <= 0) {
       next = last.argmax().item<int64_t>();
@@ -330,7 +464,7 @@ std::vector<int64_t> Generate(Transformer& model, const std::vector<int64_t>& pr
     if (std::find(o.stop_tokens.begin(), o.stop_tokens.end(), next) != o.stop_tokens.end()) break;
     ids.push_back(next);
     out.push_back(next);
-    input = torch::tensor(std::vector<int64_t>{next}, torch::kInt64).unsqueeze(0);  // (1, 1)
+    input = on_device({next});  // (1, 1)
   }
   if (was_training) model->train();
   return out;

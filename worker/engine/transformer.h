@@ -44,8 +44,26 @@ struct KvCache {
 
 // Rotary embedding angles of the positions in one forward pass.
 struct Rope {
-  torch::Tensor cos;  // (T, D)
-  torch::Tensor sin;  // (T, D)
+  torch::Tensor cos;  // (T, D), or (B, 1, T, D) for packed rows
+  torch::Tensor sin;  // (T, D), or (B, 1, T, D) for packed rows
+};
+
+// Several sequences packed into one row: each token attends only to earlier
+// tokens of its own sequence, and positions restart at 0 with each one, so a
+// packed row computes what its sequences would alone.
+struct Packing {
+  torch::Tensor positions;  // (B, T) int64: position within its sequence
+  torch::Tensor sequences;  // (B, T) int64: equal within one sequence
+};
+
+// How the model computes. Master weights stay float32; with bf16 the matrix
+// products (projections, attention, head) run in bfloat16 and everything
+// else (norms, softmax, residuals, loss) in float32, which is what autocast
+// does on CUDA. Recomputation keeps only each block's input for backward and
+// recomputes the block then (less memory, about a third more compute).
+struct ComputeOptions {
+  torch::ScalarType matmul_dtype = torch::kFloat32;  // or torch::kBFloat16
+  bool recompute_activations = false;
 };
 
 // A linear projection (weight (out, in), optional bias, as torch::nn::Linear
@@ -56,6 +74,7 @@ class ProjectionImpl : public torch::nn::Module {
  public:
   ProjectionImpl(int64_t in, int64_t out, bool bias);
   torch::Tensor forward(const torch::Tensor& x);  // (B, T, in) -> (B, T, out)
+  void set_matmul_dtype(torch::ScalarType dtype) { matmul_dtype_ = dtype; }
 
   // Adds an adapter of rank r: A from PEFT's init (Kaiming uniform), B zero,
   // so the output is unchanged until training moves B.
@@ -72,6 +91,7 @@ class ProjectionImpl : public torch::nn::Module {
   torch::Tensor lora_b_;  // (out, r), registered as lora_B.weight
   double lora_scale_ = 0;
   double lora_dropout_ = 0;
+  torch::ScalarType matmul_dtype_ = torch::kFloat32;
 };
 TORCH_MODULE(Projection);
 
@@ -94,11 +114,15 @@ class AttentionImpl : public torch::nn::Module {
   explicit AttentionImpl(const ModelConfig& config);
   // (B, T, C) -> (B, T, C). `rope` is null for GPT-2. With a cache, x holds
   // the positions after cache->length, and this layer's keys and values are
-  // appended to it.
-  torch::Tensor forward(const torch::Tensor& x, const Rope* rope, KvCache* cache, size_t layer);
+  // appended to it. `blocked` (B, 1, T, T) bool, true where a query may not
+  // see a key, replaces the causal mask (packed rows); undefined: causal.
+  torch::Tensor forward(const torch::Tensor& x, const Rope* rope, KvCache* cache, size_t layer,
+                        const torch::Tensor& blocked);
+  void set_matmul_dtype(torch::ScalarType dtype) { matmul_dtype_ = dtype; }
 
  private:
   ModelConfig config_;
+  torch::ScalarType matmul_dtype_ = torch::kFloat32;
   Projection c_attn_{nullptr}, c_proj_{nullptr};  // GPT-2: C -> 3C, C -> C
   Projection q_proj_{nullptr}, k_proj_{nullptr}, v_proj_{nullptr},
       o_proj_{nullptr};  // Llama: C -> H*D, C -> K*D, C -> K*D, H*D -> C
@@ -120,8 +144,9 @@ TORCH_MODULE(Mlp);
 class BlockImpl : public torch::nn::Module {
  public:
   explicit BlockImpl(const ModelConfig& config);
-  torch::Tensor forward(torch::Tensor x, const Rope* rope, KvCache* cache,
-                        size_t layer);  // (B, T, C) -> (B, T, C)
+  torch::Tensor forward(torch::Tensor x, const Rope* rope, KvCache* cache, size_t layer,
+                        const torch::Tensor& blocked);  // (B, T, C) -> (B, T, C)
+  Attention& attention() { return attn_; }
 
  private:
   Norm norm1_{nullptr}, norm2_{nullptr};  // ln_1/ln_2 or input_/post_attention_layernorm
@@ -135,10 +160,14 @@ class TransformerImpl : public torch::nn::Module {
   // Random initial weights (N(0, 0.02); GPT-2 scales residual projections).
   explicit TransformerImpl(const ModelConfig& config);
 
-  // ids (B, T) int64 -> logits (B, T, V). With a cache, ids are the
-  // positions after cache->length, and the cache grows by T.
-  torch::Tensor forward(const torch::Tensor& ids, KvCache* cache = nullptr);
+  // ids (B, T) int64 -> logits (B, T, V) float32. With a cache, ids are the
+  // positions after cache->length, and the cache grows by T. With `packing`,
+  // each row holds several sequences (no cache then).
+  torch::Tensor forward(const torch::Tensor& ids, KvCache* cache = nullptr,
+                        const Packing* packing = nullptr);
 
+  void SetCompute(const ComputeOptions& options);
+  const ComputeOptions& compute() const { return compute_; }
   const ModelConfig& config() const { return config_; }
   int64_t ParameterCount() const;
 
@@ -149,9 +178,12 @@ class TransformerImpl : public torch::nn::Module {
   std::string HfName(const std::string& ours, bool* transposed) const;
 
  private:
-  Rope RopeFor(int64_t past, int64_t T, const torch::Device& device) const;
+  // Angles of positions past..past+T, or of `positions` (B, T) when defined.
+  Rope RopeFor(int64_t past, int64_t T, const torch::Tensor& positions,
+               const torch::Device& device) const;
 
   ModelConfig config_;
+  ComputeOptions compute_;
   torch::nn::Embedding embed_{nullptr};  // (V, C): wte or embed_tokens
   torch::nn::Embedding wpe_{nullptr};    // (T_max, C), GPT-2 only
   torch::nn::ModuleList blocks_{nullptr};  // h or layers

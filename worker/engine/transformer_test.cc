@@ -135,6 +135,76 @@ TEST_P(TransformerTest, RefusesTooLongSequence) {
   EXPECT_THROW(model->forward(torch::zeros({1, 33}, torch::kInt64)), c10::Error);
 }
 
+// A row packing two sequences (and padding) computes, for each, the logits
+// it has alone: no attention across them, positions restarting at 0.
+TEST_P(TransformerTest, PackedRowsEqualSeparateSequences) {
+  torch::manual_seed(11);
+  Transformer model(GetParam());
+  model->eval();
+  torch::NoGradGuard no_grad;
+  torch::Tensor a = torch::randint(0, 256, {1, 9}, torch::kInt64);
+  torch::Tensor b = torch::randint(0, 256, {1, 13}, torch::kInt64);
+  torch::Tensor pad = torch::zeros({1, 3}, torch::kInt64);
+  torch::Tensor row = torch::cat({a, b, pad}, 1);  // (1, 25)
+  Packing packing;
+  packing.positions = torch::cat({torch::arange(9), torch::arange(13), torch::zeros({3})}).to(torch::kInt64).unsqueeze(0);
+  packing.sequences = torch::cat({torch::zeros({9}), torch::ones({13}), torch::full({3}, -1)}).to(torch::kInt64).unsqueeze(0);
+  torch::Tensor packed = model->forward(row, nullptr, &packing);  // (1, 25, V)
+  EXPECT_TRUE(torch::allclose(packed.index({Slice(), Slice(0, 9)}), model->forward(a), 1e-5, 1e-5));
+  EXPECT_TRUE(torch::allclose(packed.index({Slice(), Slice(9, 22)}), model->forward(b), 1e-5, 1e-5));
+  // Without the packing layout the second sequence sees the first.
+  EXPECT_FALSE(torch::allclose(model->forward(row).index({Slice(), Slice(9, 22)}),
+                               model->forward(b), 1e-3, 1e-3));
+}
+
+// Recomputing blocks in backward gives the gradients of keeping their
+// activations, dropout included (its masks are replayed).
+TEST_P(TransformerTest, RecomputationGivesTheSameGradients) {
+  ModelConfig c = GetParam();
+  c.dropout = 0.2;
+  torch::manual_seed(12);
+  Transformer model(c);
+  model->train();
+  torch::Tensor ids = torch::randint(0, 256, {2, 16}, torch::kInt64);
+  auto gradients = [&](bool recompute) {
+    ComputeOptions options;
+    options.recompute_activations = recompute;
+    model->SetCompute(options);
+    model->zero_grad();
+    torch::manual_seed(13);
+    torch::Tensor loss = model->forward(ids).logsumexp(-1).mean();
+    loss.backward();
+    std::vector<torch::Tensor> out;
+    for (const torch::Tensor& p : model->parameters()) out.push_back(p.grad().clone());
+    out.push_back(loss.detach());
+    return out;
+  };
+  std::vector<torch::Tensor> kept = gradients(false), recomputed = gradients(true);
+  ASSERT_EQ(kept.size(), recomputed.size());
+  for (size_t i = 0; i < kept.size(); ++i) {
+    EXPECT_TRUE(torch::allclose(kept[i], recomputed[i], 1e-6, 1e-6)) << "parameter " << i;
+  }
+  EXPECT_GT(kept[0].abs().sum().item<double>(), 0);
+}
+
+// bf16 matrix products: logits close to float32's, but not the same numbers
+// (the products really ran in bfloat16), and still float32 out.
+TEST_P(TransformerTest, Bf16MatmulsStayCloseToFloat32) {
+  torch::manual_seed(14);
+  Transformer model(GetParam());
+  model->eval();
+  torch::NoGradGuard no_grad;
+  torch::Tensor ids = torch::randint(0, 256, {2, 16}, torch::kInt64);
+  torch::Tensor full = model->forward(ids);
+  ComputeOptions bf16;
+  bf16.matmul_dtype = torch::kBFloat16;
+  model->SetCompute(bf16);
+  torch::Tensor half = model->forward(ids);
+  EXPECT_EQ(half.scalar_type(), torch::kFloat32);
+  EXPECT_TRUE(torch::allclose(half, full, 0.05, 0.05));
+  EXPECT_FALSE(torch::equal(half, full));
+}
+
 INSTANTIATE_TEST_SUITE_P(Families, TransformerTest,
                          ::testing::Values(SmallGpt2(), SmallLlama(), SmallQwen2(), SmallMistral()),
                          [](const auto& info) {
