@@ -80,7 +80,8 @@ std::string EventLine(const v1::JobEvent& e) {
     }
     case v1::JobEvent::kCheckpoint:
       return prefix + absl::StrCat("checkpoint at step ", e.checkpoint().step(),
-                                   e.checkpoint().best() ? " (best so far)" : "");
+                                   e.checkpoint().best() ? " (best so far)" : "",
+                                   e.checkpoint().uploaded() ? "" : " (on its worker only)");
     case v1::JobEvent::PAYLOAD_NOT_SET:
       break;
   }
@@ -97,9 +98,20 @@ std::string JobSummary(const v1::Job& job) {
   absl::StrAppend(&out, "  model ", job.base_model(), method, "  dataset ", job.training_dataset(),
                   "  examples ", job.train_examples(), " train / ", job.validation_examples(),
                   " validation\n");
-  absl::StrAppend(&out, absl::StrFormat("  epoch %d/%d  step %d/%d  tokens %d  attempt %d/%d\n",
-                                        p.epoch(), p.total_epochs(), p.step(), p.total_steps(),
-                                        p.tokens_seen(), job.attempt(), job.max_attempts()));
+  // Hand-backs and pauses start attempts that do not count against max_attempts.
+  const std::string attempt =
+      job.attempt() == job.failed_attempts() + 1 || job.attempt() == 0
+          ? absl::StrFormat("attempt %d/%d", job.attempt(), job.max_attempts())
+          : absl::StrFormat("attempt %d (%d/%d failed)", job.attempt(), job.failed_attempts(),
+                            job.max_attempts());
+  absl::StrAppend(&out, absl::StrFormat("  epoch %d/%d  step %d/%d  tokens %d  %s\n", p.epoch(),
+                                        p.total_epochs(), p.step(), p.total_steps(),
+                                        p.tokens_seen(), attempt));
+  if (!job.wait_reason().empty()) absl::StrAppend(&out, "  waiting: ", job.wait_reason(), "\n");
+  if (!job.checkpoint().empty()) {
+    absl::StrAppend(&out, "  checkpoint ", job.checkpoint(), " (resumes from step ",
+                    job.checkpoint_step(), ")\n");
+  }
   if (p.step() > 0) {
     absl::StrAppend(&out, absl::StrFormat("  train_loss %.4f", p.train_loss()));
     if (p.has_validation_loss()) {
@@ -112,6 +124,9 @@ std::string JobSummary(const v1::Job& job) {
     absl::StrAppend(&out, "\n");
   }
   if (!job.error().empty()) absl::StrAppend(&out, "  error: ", job.error(), "\n");
+  if (job.error().empty()) {  // a failed job's error lists them all already
+    for (const std::string& e : job.attempt_errors()) absl::StrAppend(&out, "  failed ", e, "\n");
+  }
   if (!job.result_model().empty()) {
     absl::StrAppend(&out, "  result ", job.result_model(), " (fine-tune it further with --model ",
                     job.name(), ")\n");

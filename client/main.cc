@@ -472,6 +472,26 @@ class Client {
     return 0;
   }
 
+  int PauseJob(const std::string& id) {
+    v1::PauseJobRequest req;
+    req.set_name(Name("jobs", id));
+    v1::Job job;
+    grpc::Status s = jobs_->PauseJob(Context().get(), req, &job);
+    if (!s.ok()) return Fail(s);
+    Print(job, JobSummary(job), job.name());
+    return 0;
+  }
+
+  int ResumeJob(const std::string& id) {
+    v1::ResumeJobRequest req;
+    req.set_name(Name("jobs", id));
+    v1::Job job;
+    grpc::Status s = jobs_->ResumeJob(Context().get(), req, &job);
+    if (!s.ok()) return Fail(s);
+    Print(job, JobSummary(job), job.name());
+    return 0;
+  }
+
   // Prints every event until the job ends; reconnects after a dropped stream
   // from the last sequence seen, so nothing is lost or repeated.
   int Watch(const std::string& id, int64_t after) {
@@ -706,6 +726,14 @@ int Main(int argc, char** argv) {
   CLI::App* cancel = jobs->add_subcommand("cancel", "cancel a job");
   cancel->add_option("ID", id)->required();
   cancel->callback(run([&](Client c) { return c.CancelJob(id); }));
+  CLI::App* pause = jobs->add_subcommand(
+      "pause", "checkpoint a running job and free its worker; it waits PAUSED");
+  pause->add_option("ID", id)->required();
+  pause->callback(run([&](Client c) { return c.PauseJob(id); }));
+  CLI::App* resume = jobs->add_subcommand("resume", "queue a paused job again; it continues "
+                                                    "from its checkpoint");
+  resume->add_option("ID", id)->required();
+  resume->callback(run([&](Client c) { return c.ResumeJob(id); }));
   CLI::App* watch = jobs->add_subcommand("watch", "stream a job's events until it ends");
   watch->add_option("ID", id)->required();
   watch->add_option("--after", after, "start after this event sequence number");

@@ -317,6 +317,14 @@ v1::Job ToProto(const Job& job) {
     a->set_size_bytes(f.size_bytes);
     a->set_sha256(f.sha256);
   }
+  if (!job.checkpoint_name.empty()) {
+    out.set_checkpoint(absl::StrCat("jobs/", job.id, "/checkpoints/", job.checkpoint_name));
+    out.set_checkpoint_step(job.checkpoint_step);
+  }
+  out.set_wait_reason(job.wait_reason);
+  out.set_queue_position(job.queue_position);
+  out.set_failed_attempts(job.failures);
+  for (const std::string& e : job.attempt_errors) out.add_attempt_errors(e);
   return out;
 }
 
@@ -370,12 +378,14 @@ v1::JobEvent ToProto(const Event& e) {
     p->set_precision(t->precision);
     p->set_chat_template(t->chat_template);
     p->set_packed_rows(t->packed_rows);
+    p->set_resumed_from_step(t->resumed_from_step);
   } else if (const auto* c = std::get_if<CheckpointEvent>(&e.payload)) {
     v1::Checkpoint* p = out.mutable_checkpoint();
     p->set_name(absl::StrCat("jobs/", e.job_id, "/checkpoints/", c->name));
     p->set_step(c->step);
     p->set_epoch(c->epoch);
     p->set_best(c->best);
+    p->set_uploaded(c->uploaded);
   }
   return out;
 }
@@ -409,7 +419,7 @@ absl::StatusOr<Event> EventFromProto(const v1::JobEvent& e) {
                                  t.truncated_examples(),   t.threads(),
                                  t.trainable_parameters(), t.device().substr(0, 16),
                                  t.precision().substr(0, 16), t.chat_template().substr(0, 16),
-                                 t.packed_rows()};
+                                 t.packed_rows(),          t.resumed_from_step()};
       break;
     }
     case v1::JobEvent::kCheckpoint: {
@@ -418,7 +428,10 @@ absl::StatusOr<Event> EventFromProto(const v1::JobEvent& e) {
       if (name.empty() || name.size() > 64) {
         return absl::InvalidArgumentError("event.checkpoint.name: 1-64 characters after the last /");
       }
-      out.payload = CheckpointEvent{name, c.step(), c.epoch(), c.best()};
+      if (name.rfind("step-", 0) != 0 || name.find('/') != std::string::npos) {
+        return absl::InvalidArgumentError("event.checkpoint.name: must end in step-NNNNNNNN");
+      }
+      out.payload = CheckpointEvent{name, c.step(), c.epoch(), c.best(), c.uploaded()};
       break;
     }
     default:

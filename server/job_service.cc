@@ -166,6 +166,26 @@ grpc::ServerUnaryReactor* JobServiceImpl::CancelJob(grpc::CallbackServerContext*
   return FinishNow(ctx, job.status());
 }
 
+grpc::ServerUnaryReactor* JobServiceImpl::PauseJob(grpc::CallbackServerContext* ctx,
+                                                   const v1::PauseJobRequest* request,
+                                                   v1::Job* response) {
+  absl::StatusOr<std::string> id = IdFromName(request->name(), "jobs", "name");
+  if (!id.ok()) return FinishNow(ctx, id.status());
+  absl::StatusOr<Job> job = scheduler_->PauseJob(*id);
+  if (job.ok()) *response = ToProto(*job);
+  return FinishNow(ctx, job.status());
+}
+
+grpc::ServerUnaryReactor* JobServiceImpl::ResumeJob(grpc::CallbackServerContext* ctx,
+                                                    const v1::ResumeJobRequest* request,
+                                                    v1::Job* response) {
+  absl::StatusOr<std::string> id = IdFromName(request->name(), "jobs", "name");
+  if (!id.ok()) return FinishNow(ctx, id.status());
+  absl::StatusOr<Job> job = scheduler_->ResumeJob(*id);
+  if (job.ok()) *response = ToProto(*job);
+  return FinishNow(ctx, job.status());
+}
+
 grpc::ServerWriteReactor<v1::JobEvent>* JobServiceImpl::WatchJob(
     grpc::CallbackServerContext* ctx, const v1::WatchJobRequest* request) {
   absl::StatusOr<std::string> id = IdFromName(request->name(), "jobs", "name");

@@ -61,7 +61,10 @@ NLOHMANN_DEFINE_TYPE_NON_INTRUSIVE_WITH_DEFAULT(Job, id, spec, state, create_tim
                                                 max_attempts, error, worker, lease,
                                                 cancel_requested, train_examples,
                                                 validation_examples, last_sequence, artifacts,
-                                                result_model)
+                                                result_model, checkpoint_name, checkpoint_step,
+                                                checkpoint, pending_checkpoint_name,
+                                                pending_checkpoint, failures, attempt_errors,
+                                                pause_requested)
 NLOHMANN_DEFINE_TYPE_NON_INTRUSIVE_WITH_DEFAULT(StateChangeEvent, from, to, reason)
 NLOHMANN_DEFINE_TYPE_NON_INTRUSIVE_WITH_DEFAULT(MetricsEvent, epoch, step, total_steps, loss,
                                                 learning_rate, grad_norm, tokens_per_second,
@@ -70,11 +73,11 @@ NLOHMANN_DEFINE_TYPE_NON_INTRUSIVE_WITH_DEFAULT(EvaluationEvent, epoch, step,
                                                 validation_loss, perplexity, token_accuracy)
 NLOHMANN_DEFINE_TYPE_NON_INTRUSIVE_WITH_DEFAULT(SampleEvent, prompt, completion, step)
 NLOHMANN_DEFINE_TYPE_NON_INTRUSIVE_WITH_DEFAULT(LogEvent, level, message)
-NLOHMANN_DEFINE_TYPE_NON_INTRUSIVE_WITH_DEFAULT(CheckpointEvent, name, step, epoch, best)
+NLOHMANN_DEFINE_TYPE_NON_INTRUSIVE_WITH_DEFAULT(CheckpointEvent, name, step, epoch, best, uploaded)
 NLOHMANN_DEFINE_TYPE_NON_INTRUSIVE_WITH_DEFAULT(StartedEvent, train_examples, validation_examples,
                                                 total_steps, parameter_count, truncated_examples,
                                                 threads, trainable_parameters, device, precision,
-                                                chat_template, packed_rows)
+                                                chat_template, packed_rows, resumed_from_step)
 
 namespace {
 

@@ -150,6 +150,22 @@ struct Job {
   int64_t last_sequence = 0;  // sequence of the job's latest event
   std::vector<FileRecord> artifacts;  // uploaded by the current attempt's worker
   std::string result_model;   // once SUCCEEDED with a model: its id, "ft-{job}"
+  // The newest checkpoint uploaded whole (files of the folder, e.g.
+  // "model.safetensors"), which the next attempt resumes from on any host;
+  // and one still arriving. Both are dropped when the job ends.
+  std::string checkpoint_name;  // e.g. "step-00000120"
+  int64_t checkpoint_step = 0;
+  std::vector<FileRecord> checkpoint;
+  std::string pending_checkpoint_name;
+  std::vector<FileRecord> pending_checkpoint;
+  // Attempts that failed (lease expired, stalled); hand-backs and pauses do
+  // not count. At max_attempts the job fails, listing every attempt's reason.
+  int failures = 0;
+  std::vector<std::string> attempt_errors;
+  bool pause_requested = false;  // RUNNING: the worker checkpoints and hands it back PAUSED
+  // Computed when read, never stored: why a QUEUED or PAUSED job waits.
+  std::string wait_reason;
+  int queue_position = 0;  // 1-based while QUEUED
 };
 
 struct StateChangeEvent {
@@ -202,6 +218,7 @@ struct StartedEvent {
   std::string precision;      // fp32 | bf16
   std::string chat_template;  // plain | chatml | llama3
   int64_t packed_rows = 0;
+  int64_t resumed_from_step = 0;
 };
 
 struct CheckpointEvent {
@@ -209,6 +226,7 @@ struct CheckpointEvent {
   int64_t step = 0;
   int epoch = 0;
   bool best = false;
+  bool uploaded = false;  // its files reached the scheduler: any host can resume from it
 };
 
 struct Event {

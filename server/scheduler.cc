@@ -52,7 +52,10 @@ absl::StatusOr<std::unique_ptr<Scheduler>> Scheduler::Create(Store* store,
       s->last_submit_seq_ = std::max(s->last_submit_seq_, job.submit_seq);
       // A running job keeps its lease for one more lease period: its worker may
       // reconnect and carry on; if not, the reaper requeues it.
-      if (job.state == JobState::kRunning) s->lease_deadline_ms_[job.id] = deadline;
+      if (job.state == JobState::kRunning) {
+        s->lease_deadline_ms_[job.id] = deadline;
+        s->steps_[job.id] = StepSeen{job.progress.step, NowMs()};
+      }
       s->active_.emplace(job.id, std::move(job));
     }
   }
@@ -99,19 +102,114 @@ absl::Status Scheduler::CommitLocked(Job& job, std::vector<Event> events, Deferr
   return absl::OkStatus();
 }
 
+namespace {
+
+std::vector<std::string> Digests(const std::vector<FileRecord>& files) {
+  std::vector<std::string> out;
+  for (const FileRecord& f : files) out.push_back(f.sha256);
+  return out;
+}
+
+// "checkpoint/step-00000012/model.safetensors" -> {"step-00000012", "model.safetensors"}.
+bool SplitCheckpointPath(const std::string& path, std::string* name, std::string* file) {
+  if (path.rfind("checkpoint/", 0) != 0) return false;
+  const size_t slash = path.find('/', 11);
+  if (slash == std::string::npos) return false;
+  *name = path.substr(11, slash - 11);
+  *file = path.substr(slash + 1);
+  return true;
+}
+
+}  // namespace
+
 absl::Status Scheduler::TransitionLocked(Job& job, JobState to, const std::string& reason,
                                          Deferred& deferred) {
   const JobState from = job.state;
+  Job before = job;
   job.state = to;
+  std::vector<std::string> released;
   if (IsTerminal(to)) {
     job.end_time_ms = NowMs();
     job.worker.clear();
     job.lease.clear();
     if (to != JobState::kSucceeded) job.error = reason;
+    // Nothing resumes an ended job: its checkpoints go.
+    released = Digests(job.checkpoint);
+    for (std::string& d : Digests(job.pending_checkpoint)) released.push_back(std::move(d));
+    job.checkpoint.clear();
+    job.pending_checkpoint.clear();
+    job.pending_checkpoint_name.clear();
   }
   Event e;
   e.payload = StateChangeEvent{from, to, reason};
-  return CommitLocked(job, {std::move(e)}, deferred);
+  absl::Status s = CommitLocked(job, {std::move(e)}, deferred);
+  if (!s.ok()) {
+    job = std::move(before);
+    return s;
+  }
+  if (!released.empty() && options_.release_blobs) {
+    deferred.calls.push_back([f = options_.release_blobs, released] { f(released); });
+  }
+  return s;
+}
+
+void Scheduler::ForgetLeaseLocked(Job& job) {
+  lease_deadline_ms_.erase(job.id);
+  steps_.erase(job.id);
+  job.worker.clear();
+  job.lease.clear();
+}
+
+absl::Status Scheduler::FailAttemptLocked(Job& job, const std::string& why, Deferred& deferred) {
+  ForgetLeaseLocked(job);
+  job.failures += 1;
+  job.attempt_errors.push_back(why);
+  if (job.cancel_requested) {
+    return TransitionLocked(job, JobState::kCancelled, "cancelled by the user; " + why, deferred);
+  }
+  if (job.failures >= job.max_attempts) {
+    std::string all;
+    for (const std::string& e : job.attempt_errors) absl::StrAppend(&all, all.empty() ? "" : "; ", e);
+    return TransitionLocked(
+        job, JobState::kFailed,
+        absl::StrCat(job.failures, " of ", job.max_attempts, " attempts failed: ", all), deferred);
+  }
+  const std::string resume =
+      job.checkpoint_name.empty() ? "" : absl::StrCat("; resumes from ", job.checkpoint_name);
+  if (job.pause_requested) {
+    job.pause_requested = false;
+    return TransitionLocked(job, JobState::kPaused, absl::StrCat(why, "; paused", resume),
+                            deferred);
+  }
+  RETURN_IF_ERROR(TransitionLocked(job, JobState::kQueued,
+                                   absl::StrCat(why, "; queued again", resume), deferred));
+  queue_.insert(KeyOf(job));
+  return absl::OkStatus();
+}
+
+void Scheduler::ExplainWaitLocked(Job& job) const {
+  job.queue_position = 0;
+  job.wait_reason.clear();
+  if (job.state == JobState::kPaused) {
+    job.wait_reason = "paused; ResumeJob queues it again";
+    return;
+  }
+  if (job.state != JobState::kQueued) return;
+  int position = 1;
+  for (const QueueKey& key : queue_) {
+    if (std::get<3>(key) == job.id) break;
+    ++position;
+  }
+  job.queue_position = position;
+  size_t running = 0;
+  for (const auto& [id, j] : active_) running += j.state == JobState::kRunning;
+  if (workers_.empty()) {
+    job.wait_reason = absl::StrCat("position ", position, " in the queue; no worker has registered");
+  } else {
+    job.wait_reason = absl::StrCat("position ", position, " in the queue; ", workers_.size(),
+                                   workers_.size() == 1 ? " worker" : " workers",
+                                   " registered, ", running, " running jobs");
+  }
 }
 
 absl::StatusOr<Job> Scheduler::CreateJob(JobSpec spec) {
@@ -212,7 +310,11 @@ absl::StatusOr<Job> Scheduler::GetJob(const std::string& id) {
   {
     MutexLock lock(&mu_);
     auto it = active_.find(id);
-    if (it != active_.end()) return it->second;
+    if (it != active_.end()) {
+      Job job = it->second;
+      ExplainWaitLocked(job);
+      return job;
+    }
   }
   return store_->GetJob(id);
 }
@@ -243,10 +345,65 @@ absl::StatusOr<Job> Scheduler::CancelJob(const std::string& id) {
     }
     return job;
   }
-  queue_.erase(KeyOf(job));
+  queue_.erase(KeyOf(job));  // QUEUED or PAUSED
   RETURN_IF_ERROR(TransitionLocked(job, JobState::kCancelled, "cancelled by the user", deferred));
   Job result = job;
   active_.erase(it);
+  return result;
+}
+
+absl::StatusOr<Job> Scheduler::PauseJob(const std::string& id) {
+  Deferred deferred;
+  MutexLock lock(&mu_);
+  auto it = active_.find(id);
+  if (it == active_.end()) {
+    ASSIGN_OR_RETURN(Job done, store_->GetJob(id));
+    return absl::FailedPreconditionError(absl::StrCat(
+        "job ", id, " already ended ", std::string(JobStateName(done.state)), "; nothing to pause"));
+  }
+  Job& job = it->second;
+  if (job.state == JobState::kQueued) {
+    queue_.erase(KeyOf(job));
+    RETURN_IF_ERROR(TransitionLocked(job, JobState::kPaused, "paused by the user", deferred));
+  } else if (job.state == JobState::kRunning && !job.pause_requested) {
+    // The worker learns it at its next heartbeat, checkpoints and hands it back.
+    job.pause_requested = true;
+    Event e;
+    e.payload = LogEvent{"info", "pause requested; the worker checkpoints and hands the job back"};
+    RETURN_IF_ERROR(CommitLocked(job, {std::move(e)}, deferred));
+  }
+  Job result = job;
+  ExplainWaitLocked(result);
+  return result;
+}
+
+absl::StatusOr<Job> Scheduler::ResumeJob(const std::string& id) {
+  Deferred deferred;
+  MutexLock lock(&mu_);
+  auto it = active_.find(id);
+  if (it == active_.end()) {
+    ASSIGN_OR_RETURN(Job done, store_->GetJob(id));
+    return absl::FailedPreconditionError(absl::StrCat(
+        "job ", id, " already ended ", std::string(JobStateName(done.state)), "; nothing to resume"));
+  }
+  Job& job = it->second;
+  if (job.state == JobState::kPaused) {
+    RETURN_IF_ERROR(TransitionLocked(
+        job, JobState::kQueued,
+        job.checkpoint_name.empty() ? "resumed by the user"
+                                    : absl::StrCat("resumed by the user; continues from ",
+                                                   job.checkpoint_name),
+        deferred));
+    queue_.insert(KeyOf(job));
+  } else if (job.state == JobState::kRunning && job.pause_requested) {
+    job.pause_requested = false;
+    Event e;
+    e.payload = LogEvent{"info", "the pause was called off"};
+    RETURN_IF_ERROR(CommitLocked(job, {std::move(e)}, deferred));
+  }
+  Job result = job;
+  MatchLocked(deferred);
+  ExplainWaitLocked(result);
   return result;
 }
 
@@ -315,11 +472,19 @@ absl::StatusOr<Assignment> Scheduler::AssignLocked(const std::string& job_id,
   job.worker = worker_id;
   job.lease = NewId() + NewId();
   job.cancel_requested = false;
+  job.pause_requested = false;
   if (job.start_time_ms == 0) job.start_time_ms = NowMs();
+  // "attempt 2 of 3" while every earlier attempt failed; after hand-backs,
+  // which do not count, the failures are what is counted.
+  const std::string attempt =
+      job.attempt - 1 == job.failures
+          ? absl::StrCat("attempt ", job.attempt, " of ", job.max_attempts)
+          : absl::StrCat("attempt ", job.attempt, " (", job.failures, " of ", job.max_attempts,
+                         " allowed failures so far)");
   absl::Status s = TransitionLocked(
       job, JobState::kRunning,
-      absl::StrCat("attempt ", job.attempt, " of ", job.max_attempts, " on worker ", worker_id,
-                   " (", workers_[worker_id].display_name, ")"),
+      absl::StrCat(attempt, " on worker ", worker_id, " (", workers_[worker_id].display_name, ")",
+                   job.checkpoint_name.empty() ? "" : ", resuming from " + job.checkpoint_name),
       deferred);
   if (!s.ok()) {
     job = std::move(before);
@@ -328,6 +493,7 @@ absl::StatusOr<Assignment> Scheduler::AssignLocked(const std::string& job_id,
   queue_.erase(KeyOf(job));
   const int64_t deadline = NowMs() + absl::ToInt64Milliseconds(options_.lease_duration);
   lease_deadline_ms_[job.id] = deadline;
+  steps_[job.id] = StepSeen{-1, NowMs()};
 
   Assignment a;
   a.job = job;
@@ -372,7 +538,9 @@ absl::StatusOr<HeartbeatReply> Scheduler::Heartbeat(const std::string& worker_id
   }
   const int64_t deadline = NowMs() + absl::ToInt64Milliseconds(options_.lease_duration);
   lease_deadline_ms_[job_id] = deadline;
-  return HeartbeatReply{job->cancel_requested, deadline};
+  StepSeen& seen = steps_[job_id];
+  if (step != seen.step) seen = StepSeen{step, NowMs()};
+  return HeartbeatReply{job->cancel_requested, job->pause_requested, deadline};
 }
 
 absl::Status Scheduler::ReportEvent(const std::string& job_id, const std::string& lease,
@@ -400,21 +568,62 @@ absl::Status Scheduler::ReportEvent(const std::string& job_id, const std::string
   } else if (std::holds_alternative<StateChangeEvent>(event.payload)) {
     return absl::InvalidArgumentError("workers cannot report state changes; call FinishJob");
   }
-  return CommitLocked(*job, {std::move(event)}, deferred);
+  std::vector<std::string> released;
+  Job before = *job;
+  if (auto* c = std::get_if<CheckpointEvent>(&event.payload); c && c->uploaded) {
+    // Its files arrived before this event: it becomes the resume point.
+    if (job->pending_checkpoint_name != c->name) {
+      c->uploaded = false;  // they did not: it stays on the worker only
+    } else {
+      released = Digests(job->checkpoint);
+      job->checkpoint = std::move(job->pending_checkpoint);
+      job->checkpoint_name = c->name;
+      job->checkpoint_step = c->step;
+      job->pending_checkpoint.clear();
+      job->pending_checkpoint_name.clear();
+    }
+  }
+  absl::Status s = CommitLocked(*job, {std::move(event)}, deferred);
+  if (!s.ok()) {
+    *job = std::move(before);
+    return s;
+  }
+  if (!released.empty() && options_.release_blobs) {
+    deferred.calls.push_back([f = options_.release_blobs, released] { f(released); });
+  }
+  return s;
 }
 
 absl::Status Scheduler::AddArtifact(const std::string& job_id, const std::string& lease,
                                     const FileRecord& artifact) {
+  Deferred deferred;
   MutexLock lock(&mu_);
   ASSIGN_OR_RETURN(Job * job, LeasedJobLocked(job_id, lease));
   Job before = *job;
-  auto& artifacts = job->artifacts;
-  artifacts.erase(std::remove_if(artifacts.begin(), artifacts.end(),
-                                 [&](const FileRecord& a) { return a.path == artifact.path; }),
-                  artifacts.end());
-  artifacts.push_back(artifact);
+  std::vector<std::string> released;
+  std::vector<FileRecord>* files = &job->artifacts;
+  FileRecord record = artifact;
+  std::string checkpoint;
+  if (SplitCheckpointPath(artifact.path, &checkpoint, &record.path)) {
+    if (job->pending_checkpoint_name != checkpoint) {  // a newer one: the unfinished one goes
+      released = Digests(job->pending_checkpoint);
+      job->pending_checkpoint.clear();
+      job->pending_checkpoint_name = checkpoint;
+    }
+    files = &job->pending_checkpoint;
+  }
+  files->erase(std::remove_if(files->begin(), files->end(),
+                              [&](const FileRecord& a) { return a.path == record.path; }),
+               files->end());
+  files->push_back(record);
   absl::Status s = store_->PutJob(*job);
-  if (!s.ok()) *job = std::move(before);
+  if (!s.ok()) {
+    *job = std::move(before);
+    return s;
+  }
+  if (!released.empty() && options_.release_blobs) {
+    deferred.calls.push_back([f = options_.release_blobs, released] { f(released); });
+  }
   return s;
 }
 
@@ -440,8 +649,34 @@ absl::Status Scheduler::FinishJob(const std::string& job_id, const std::string& 
     job->result_model = result_model;
   }
   RETURN_IF_ERROR(TransitionLocked(*job, state, reason, deferred));
-  lease_deadline_ms_.erase(job_id);
+  ForgetLeaseLocked(*job);
   active_.erase(job_id);
+  return absl::OkStatus();
+}
+
+absl::Status Scheduler::ReleaseJob(const std::string& job_id, const std::string& lease,
+                                   const std::string& reason) {
+  Deferred deferred;
+  MutexLock lock(&mu_);
+  ASSIGN_OR_RETURN(Job * job, LeasedJobLocked(job_id, lease));
+  const std::string worker = job->worker;
+  ForgetLeaseLocked(*job);
+  const std::string resume =
+      job->checkpoint_name.empty() ? "" : absl::StrCat("; resumes from ", job->checkpoint_name);
+  if (job->cancel_requested) {
+    RETURN_IF_ERROR(TransitionLocked(*job, JobState::kCancelled, "cancelled by the user", deferred));
+    active_.erase(job_id);
+  } else if (job->pause_requested) {
+    job->pause_requested = false;
+    RETURN_IF_ERROR(TransitionLocked(*job, JobState::kPaused,
+                                     absl::StrCat("paused by the user", resume), deferred));
+  } else {
+    RETURN_IF_ERROR(TransitionLocked(
+        *job, JobState::kQueued,
+        absl::StrCat("handed back by worker ", worker, ": ", reason, resume), deferred));
+    queue_.insert(KeyOf(*job));
+    MatchLocked(deferred);
+  }
   return absl::OkStatus();
 }
 
@@ -475,26 +710,37 @@ void Scheduler::ReapExpired() {
   for (const auto& [job_id, deadline] : lease_deadline_ms_) {
     if (deadline <= now_ms) expired.push_back(job_id);
   }
+  std::vector<std::pair<std::string, std::string>> failed;  // (job id, why)
   for (const std::string& job_id : expired) {
     lease_deadline_ms_.erase(job_id);
     auto it = active_.find(job_id);
     if (it == active_.end() || it->second.state != JobState::kRunning) continue;
+    failed.emplace_back(job_id, absl::StrCat("attempt ", it->second.attempt, ": worker ",
+                                             it->second.worker,
+                                             " stopped sending heartbeats (lease expired)"));
+  }
+  const int64_t stall_ms = absl::ToInt64Milliseconds(options_.stall_timeout);
+  for (const auto& [job_id, seen] : steps_) {
+    if (stall_ms <= 0 || now_ms - seen.since_ms < stall_ms) continue;
+    auto it = active_.find(job_id);
+    if (it == active_.end() || it->second.state != JobState::kRunning) continue;
+    failed.emplace_back(
+        job_id, absl::StrCat("attempt ", it->second.attempt, ": STALLED: worker ",
+                             it->second.worker, " sent heartbeats but completed no step in ",
+                             absl::FormatDuration(options_.stall_timeout), " (",
+                             seen.step < 0 ? "none yet" : absl::StrCat("last step ", seen.step),
+                             ")"));
+  }
+  for (const auto& [job_id, why] : failed) {
+    auto it = active_.find(job_id);
+    if (it == active_.end() || it->second.state != JobState::kRunning) continue;
     Job& job = it->second;
-    const std::string why = absl::StrCat("attempt ", job.attempt, ": worker ", job.worker,
-                                         " stopped sending heartbeats (lease expired)");
-    absl::Status s;
-    if (job.cancel_requested) {
-      s = TransitionLocked(job, JobState::kCancelled, "cancelled by the user; " + why, deferred);
-    } else if (job.attempt >= job.max_attempts) {
-      s = TransitionLocked(job, JobState::kFailed,
-                           absl::StrCat(why, "; no attempts left of ", job.max_attempts),
-                           deferred);
-    } else {
-      job.worker.clear();
-      job.lease.clear();
-      s = TransitionLocked(job, JobState::kQueued, why + "; queued again", deferred);
-      if (s.ok()) queue_.insert(KeyOf(job));
+    if (why.find("STALLED") != std::string::npos) {
+      Event e;
+      e.payload = LogEvent{"warning", why.substr(why.find("STALLED"))};
+      if (!CommitLocked(job, {std::move(e)}, deferred).ok()) continue;
     }
+    absl::Status s = FailAttemptLocked(job, why, deferred);
     if (s.ok() && IsTerminal(job.state)) active_.erase(it);
   }
   MatchLocked(deferred);

@@ -3,11 +3,15 @@
 //
 // Lifecycle: CreateJob queues a job; AcquireJob hands the best queued job to a
 // long-polling worker under a lease (a fencing token plus a deadline);
-// Heartbeat renews the lease and carries cancellation back to the worker;
-// ReportEvent appends training events; FinishJob ends the attempt. A lease
-// that expires sends the job back to the queue (attempt + 1) or, after
-// max_attempts, fails it. Every change is committed to the Store before the
-// call returns.
+// Heartbeat renews the lease, tracks step progress and carries cancellation
+// and pause requests back to the worker; ReportEvent appends training events;
+// AddArtifact records uploaded files, among them checkpoints, the newest
+// complete one of which the next attempt resumes from on any worker;
+// FinishJob ends the job, ReleaseJob hands it back unfinished (a worker
+// stopping, or pausing it). A lease that expires, or a worker that makes no
+// step progress for stall_timeout, fails the attempt: the job is queued again
+// or, after max_attempts failures, FAILED with every attempt's reason. Every
+// change is committed to the Store before the call returns.
 //
 // Watchers subscribe to a job and are told when it has new events; they read
 // the events themselves (ListEvents) at their own pace, so a slow watcher
@@ -45,6 +49,14 @@ struct SchedulerOptions {
   absl::Duration heartbeat_interval = absl::Seconds(2);
   int max_attempts = 3;
   absl::Duration reaper_period = absl::Milliseconds(500);
+  // A running job whose heartbeats report no new step for this long is
+  // STALLED: the attempt fails and the job restarts from its checkpoint.
+  // Zero: never.
+  absl::Duration stall_timeout = absl::ZeroDuration();
+  // Called without locks held with the digests of blobs the scheduler no
+  // longer references (superseded checkpoints, those of ended jobs); the
+  // server removes the ones nothing else references.
+  std::function<void(const std::vector<std::string>&)> release_blobs;
 };
 
 struct WorkerInfo {
@@ -65,6 +77,7 @@ struct Assignment {
 
 struct HeartbeatReply {
   bool cancel_requested = false;
+  bool pause_requested = false;
   int64_t lease_deadline_ms = 0;
 };
 
@@ -89,6 +102,11 @@ class Scheduler {
   // QUEUED jobs end at once; RUNNING ones when their worker has stopped
   // (within a heartbeat). A finished job: FAILED_PRECONDITION.
   absl::StatusOr<Job> CancelJob(const std::string& id);
+  // QUEUED jobs pause at once; RUNNING ones once their worker has uploaded a
+  // checkpoint and handed the job back. PAUSED: no change.
+  absl::StatusOr<Job> PauseJob(const std::string& id);
+  // PAUSED jobs are queued again (a pause still pending is called off).
+  absl::StatusOr<Job> ResumeJob(const std::string& id);
   absl::StatusOr<std::vector<Event>> ListEvents(const std::string& job_id,
                                                 int64_t after_sequence, int limit);
 
@@ -112,6 +130,10 @@ class Scheduler {
   // `result_model`: for SUCCEEDED, the id of the model the job produced, if any.
   absl::Status FinishJob(const std::string& job_id, const std::string& lease, JobState state,
                          const std::string& error, const std::string& result_model = "");
+  // The worker gives the job back unfinished: QUEUED again (PAUSED if a pause
+  // was asked, CANCELLED if a cancellation was), not counted as a failure.
+  absl::Status ReleaseJob(const std::string& job_id, const std::string& lease,
+                          const std::string& reason);
 
   // Watching. `listener` is called after every new event of the job.
   uint64_t Subscribe(const std::string& job_id, Listener listener);
@@ -143,6 +165,14 @@ class Scheduler {
                                           Deferred& deferred) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   absl::StatusOr<Job*> LeasedJobLocked(const std::string& job_id, const std::string& lease)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // The attempt failed (`why`): the job is queued again, paused, cancelled
+  // or failed, and its lease is gone.
+  absl::Status FailAttemptLocked(Job& job, const std::string& why, Deferred& deferred)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Ends the lease and step tracking of a job that stops running.
+  void ForgetLeaseLocked(Job& job) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Fills the output-only wait_reason and queue_position of a QUEUED or PAUSED job.
+  void ExplainWaitLocked(Job& job) const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void ReaperLoop();
 
   Store* const store_;
@@ -153,6 +183,11 @@ class Scheduler {
   std::set<QueueKey> queue_ ABSL_GUARDED_BY(mu_);
   int64_t last_submit_seq_ ABSL_GUARDED_BY(mu_) = 0;
   std::map<std::string, int64_t> lease_deadline_ms_ ABSL_GUARDED_BY(mu_);  // by job id
+  struct StepSeen {
+    int64_t step = -1;
+    int64_t since_ms = 0;  // when the job reached it (or its attempt started)
+  };
+  std::map<std::string, StepSeen> steps_ ABSL_GUARDED_BY(mu_);  // running jobs, by id
   std::map<std::string, WorkerInfo> workers_ ABSL_GUARDED_BY(mu_);
   std::map<uint64_t, Waiter> waiters_ ABSL_GUARDED_BY(mu_);  // FIFO by ticket
   std::map<uint64_t, std::pair<std::string, Listener>> listeners_ ABSL_GUARDED_BY(mu_);

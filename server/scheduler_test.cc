@@ -154,6 +154,173 @@ TEST_F(SchedulerTest, ExpiredLeaseRequeuesThenFails) {
                                    JobState::kRunning, JobState::kFailed}));
 }
 
+// Files under checkpoint/step-N/ collect as a pending checkpoint; the
+// Checkpoint event that says `uploaded` makes it the resume point, handed to
+// the next attempt, and releases the one it supersedes.
+TEST_F(SchedulerTest, UploadedCheckpointIsWhereTheNextAttemptResumes) {
+  std::vector<std::string> released;
+  std::mutex released_mu;
+  options_.release_blobs = [&](const std::vector<std::string>& d) {
+    std::lock_guard<std::mutex> lock(released_mu);
+    released.insert(released.end(), d.begin(), d.end());
+  };
+  scheduler_.reset();
+  scheduler_ = *Scheduler::Create(store_.get(), options_);
+  auto job = scheduler_->CreateJob(Spec());
+  std::string w = scheduler_->RegisterWorker({"w", "cpu", 0, ""});
+  auto a = Acquire(w, absl::ZeroDuration());
+  const std::string lease = (*a)->job.lease;
+  auto upload = [&](const std::string& name, const std::string& sha) {
+    for (const char* file : {"model.safetensors", "trainer_state.json"}) {
+      ASSERT_TRUE(scheduler_
+                      ->AddArtifact(job->id, lease,
+                                    FileRecord{"checkpoint/" + name + "/" + file,
+                                               sha + file, 10})
+                      .ok());
+    }
+  };
+  auto report = [&](const std::string& name, int64_t step, bool uploaded) {
+    return scheduler_->ReportEvent(job->id, lease,
+                                   Event{"", 0, 0, CheckpointEvent{name, step, 1, false, uploaded}});
+  };
+  upload("step-00000002", "a");
+  ASSERT_TRUE(report("step-00000002", 2, true).ok());
+  EXPECT_EQ(scheduler_->GetJob(job->id)->checkpoint_name, "step-00000002");
+  EXPECT_TRUE(scheduler_->GetJob(job->id)->artifacts.empty());  // checkpoints are not artifacts
+  // A checkpoint reported without its files stays on the worker only.
+  ASSERT_TRUE(report("step-00000003", 3, true).ok());
+  std::vector<Event> events = *scheduler_->ListEvents(job->id, 0, 100);
+  EXPECT_FALSE(std::get<CheckpointEvent>(events.back().payload).uploaded);
+  EXPECT_EQ(scheduler_->GetJob(job->id)->checkpoint_step, 2);
+  upload("step-00000004", "b");
+  ASSERT_TRUE(report("step-00000004", 4, true).ok());
+  EXPECT_EQ(scheduler_->GetJob(job->id)->checkpoint_step, 4);
+  {
+    std::lock_guard<std::mutex> lock(released_mu);
+    EXPECT_EQ(released, (std::vector<std::string>{"amodel.safetensors", "atrainer_state.json"}));
+  }
+  // The worker dies; the next attempt gets the checkpoint's files.
+  absl::SleepFor(absl::Milliseconds(400));
+  scheduler_->ReapExpired();
+  auto next = Acquire(w, absl::Seconds(5));
+  ASSERT_TRUE(next->has_value());
+  EXPECT_EQ((*next)->job.checkpoint_name, "step-00000004");
+  ASSERT_EQ((*next)->job.checkpoint.size(), 2u);
+  EXPECT_EQ((*next)->job.checkpoint[0].path, "model.safetensors");
+  EXPECT_EQ((*next)->job.checkpoint[0].sha256, "bmodel.safetensors");
+  // Its blobs count as referenced while the job holds them ...
+  EXPECT_EQ(*store_->CountBlobReferences("bmodel.safetensors"), 1);
+  // ... and go when it ends.
+  ASSERT_TRUE(scheduler_->FinishJob(job->id, (*next)->job.lease, JobState::kFailed, "x").ok());
+  EXPECT_EQ(*store_->CountBlobReferences("bmodel.safetensors"), 0);
+  std::lock_guard<std::mutex> lock(released_mu);
+  EXPECT_EQ(released.size(), 4u);
+}
+
+// A worker that stops hands its job back: queued again, resumed elsewhere,
+// and not counted against max_attempts (2 here).
+TEST_F(SchedulerTest, HandBacksDoNotCountAsFailures) {
+  auto job = scheduler_->CreateJob(Spec());
+  std::string w = scheduler_->RegisterWorker({"w", "cpu", 0, ""});
+  for (int i = 1; i <= 3; ++i) {
+    auto a = Acquire(w, absl::Seconds(5));
+    ASSERT_TRUE(a->has_value());
+    EXPECT_EQ((*a)->job.attempt, i);
+    ASSERT_TRUE(scheduler_->ReleaseJob(job->id, (*a)->job.lease, "the worker is stopping").ok());
+    EXPECT_EQ(scheduler_->GetJob(job->id)->state, JobState::kQueued);
+  }
+  Job queued = *scheduler_->GetJob(job->id);
+  EXPECT_EQ(queued.failures, 0);
+  EXPECT_EQ(queued.queue_position, 1);
+  EXPECT_NE(queued.wait_reason.find("position 1 in the queue; 1 worker registered"),
+            std::string::npos)
+      << queued.wait_reason;
+  std::vector<Event> events = *scheduler_->ListEvents(job->id, 0, 100);
+  EXPECT_NE(std::get<StateChangeEvent>(events.back().payload)
+                .reason.find("handed back by worker " + w + ": the worker is stopping"),
+            std::string::npos);
+  // Failures do count, and the job fails listing each one.
+  for (int i = 0; i < 2; ++i) {
+    auto a = Acquire(w, absl::Seconds(5));
+    ASSERT_TRUE(a->has_value());
+    absl::SleepFor(absl::Milliseconds(400));
+    scheduler_->ReapExpired();
+  }
+  Job failed = *scheduler_->GetJob(job->id);
+  EXPECT_EQ(failed.state, JobState::kFailed);
+  EXPECT_EQ(failed.failures, 2);
+  EXPECT_EQ(failed.attempt_errors.size(), 2u);
+  EXPECT_NE(failed.error.find("2 of 2 attempts failed: attempt 4: "), std::string::npos)
+      << failed.error;
+  EXPECT_NE(failed.error.find("; attempt 5: "), std::string::npos) << failed.error;
+}
+
+TEST_F(SchedulerTest, PauseAndResume) {
+  auto queued = scheduler_->CreateJob(Spec());
+  // A queued job pauses at once and leaves the queue.
+  EXPECT_EQ(scheduler_->PauseJob(queued->id)->state, JobState::kPaused);
+  std::string w = scheduler_->RegisterWorker({"w", "cpu", 0, ""});
+  EXPECT_FALSE(Acquire(w, absl::Milliseconds(50))->has_value());
+  EXPECT_NE(scheduler_->GetJob(queued->id)->wait_reason.find("paused"), std::string::npos);
+  EXPECT_EQ(scheduler_->ResumeJob(queued->id)->state, JobState::kQueued);
+  // A running one is paused by its worker: asked at the heartbeat, then
+  // handed back PAUSED.
+  auto a = Acquire(w, absl::Seconds(5));
+  ASSERT_TRUE(a->has_value());
+  const std::string lease = (*a)->job.lease;
+  EXPECT_FALSE(scheduler_->Heartbeat(w, queued->id, lease, 1)->pause_requested);
+  EXPECT_EQ(scheduler_->PauseJob(queued->id)->state, JobState::kRunning);
+  EXPECT_TRUE(scheduler_->Heartbeat(w, queued->id, lease, 2)->pause_requested);
+  ASSERT_TRUE(scheduler_->ReleaseJob(queued->id, lease, "paused by the user").ok());
+  EXPECT_EQ(scheduler_->GetJob(queued->id)->state, JobState::kPaused);
+  EXPECT_EQ(scheduler_->GetJob(queued->id)->failures, 0);
+  EXPECT_EQ(scheduler_->ResumeJob(queued->id)->state, JobState::kQueued);
+  auto again = Acquire(w, absl::Seconds(5));
+  ASSERT_TRUE(again->has_value());
+  EXPECT_EQ((*again)->job.attempt, 2);
+  // Pausing or resuming an ended job is refused.
+  ASSERT_TRUE(scheduler_->FinishJob(queued->id, (*again)->job.lease, JobState::kSucceeded, "").ok());
+  EXPECT_EQ(scheduler_->PauseJob(queued->id).status().code(), absl::StatusCode::kFailedPrecondition);
+  EXPECT_EQ(scheduler_->ResumeJob(queued->id).status().code(), absl::StatusCode::kFailedPrecondition);
+}
+
+// Heartbeats without step progress for stall_timeout: STALLED, and the
+// attempt fails.
+TEST_F(SchedulerTest, NoStepProgressIsStalled) {
+  options_.stall_timeout = absl::Milliseconds(200);
+  options_.lease_duration = absl::Seconds(30);
+  scheduler_.reset();
+  scheduler_ = *Scheduler::Create(store_.get(), options_);
+  auto job = scheduler_->CreateJob(Spec());
+  std::string w = scheduler_->RegisterWorker({"w", "cpu", 0, ""});
+  auto a = Acquire(w, absl::ZeroDuration());
+  const std::string lease = (*a)->job.lease;
+  for (int i = 0; i < 3; ++i) {  // progress keeps it alive
+    absl::SleepFor(absl::Milliseconds(120));
+    ASSERT_TRUE(scheduler_->Heartbeat(w, job->id, lease, i + 1).ok());
+    scheduler_->ReapExpired();
+  }
+  EXPECT_EQ(scheduler_->GetJob(job->id)->state, JobState::kRunning);
+  for (int i = 0; i < 3; ++i) {  // the same step over and over does not
+    absl::SleepFor(absl::Milliseconds(120));
+    (void)scheduler_->Heartbeat(w, job->id, lease, 3);
+    scheduler_->ReapExpired();
+  }
+  Job stalled = *scheduler_->GetJob(job->id);
+  EXPECT_EQ(stalled.state, JobState::kQueued);
+  EXPECT_EQ(stalled.failures, 1);
+  EXPECT_EQ(scheduler_->Heartbeat(w, job->id, lease, 4).status().code(),
+            absl::StatusCode::kAborted);  // that worker is told to stop
+  bool logged = false;
+  const std::vector<Event> events = *scheduler_->ListEvents(job->id, 0, 100);
+  for (const Event& e : events) {
+    if (auto* l = std::get_if<LogEvent>(&e.payload)) {
+      logged = logged || l->message.rfind("STALLED: worker " + w, 0) == 0;
+    }
+  }
+  EXPECT_TRUE(logged);
+}
+
 TEST_F(SchedulerTest, HeartbeatsKeepTheLeaseAndCarryCancellation) {
   auto job = scheduler_->CreateJob(Spec());
   std::string w = scheduler_->RegisterWorker({"w", "cpu", 0, ""});

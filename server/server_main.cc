@@ -45,6 +45,7 @@ int main(int argc, char** argv) {
   double lease_seconds = 30;
   int heartbeat_ms = 2000;
   int max_attempts = 3;
+  double stall_seconds = 1800;
   std::string worker_binary = DefaultWorkerBinary(argv[0]);
   int worker_threads = 0;
   std::string port_file;
@@ -63,7 +64,12 @@ int main(int argc, char** argv) {
       ->capture_default_str();
   app.add_option("--heartbeat-ms", heartbeat_ms, "how often workers heartbeat")
       ->capture_default_str();
-  app.add_option("--max-attempts", max_attempts, "attempts before a job fails")
+  app.add_option("--max-attempts", max_attempts,
+                 "failed attempts (lease expired, stalled) before a job fails")
+      ->capture_default_str();
+  app.add_option("--stall-seconds", stall_seconds,
+                 "a running job whose worker completes no step for this long is STALLED and "
+                 "restarted from its checkpoint; 0: never")
       ->capture_default_str();
   app.add_option("--worker-binary", worker_binary, "for --local-workers")->capture_default_str();
   app.add_option("--worker-threads", worker_threads,
@@ -94,6 +100,18 @@ int main(int argc, char** argv) {
   options.lease_duration = absl::Seconds(lease_seconds);
   options.heartbeat_interval = absl::Milliseconds(heartbeat_ms);
   options.max_attempts = max_attempts;
+  options.stall_timeout = absl::Seconds(stall_seconds);
+  // Superseded checkpoints and those of ended jobs: their blobs go unless a
+  // dataset, model or other job still holds the same bytes.
+  options.release_blobs = [store = store->get(), blobs = blobs->get()](
+                              const std::vector<std::string>& digests) {
+    tuneforge::MutexLock lock(&store->blob_refs_mu());
+    for (const std::string& sha : digests) {
+      absl::StatusOr<int64_t> users = store->CountBlobReferences(sha);
+      if (!users.ok() || *users > 0) continue;
+      if (absl::Status s = blobs->Remove(sha); !s.ok()) spdlog::warn("{}", s.ToString());
+    }
+  };
   auto scheduler = tuneforge::Scheduler::Create(store->get(), options);
   if (!scheduler.ok()) {
     spdlog::error("{}", scheduler.status().ToString());
@@ -104,8 +122,8 @@ int main(int argc, char** argv) {
   tuneforge::DatasetServiceImpl dataset_service(&catalog, &models);
   tuneforge::ModelServiceImpl model_service(&models);
   tuneforge::JobServiceImpl job_service(scheduler->get());
-  tuneforge::WorkerServiceImpl worker_service(scheduler->get(), blobs->get(), &models, options,
-                                              max_model_bytes);
+  tuneforge::WorkerServiceImpl worker_service(scheduler->get(), store->get(), blobs->get(),
+                                              &models, options, max_model_bytes);
 
   grpc::EnableDefaultHealthCheckService(true);
   grpc::reflection::InitProtoReflectionServerBuilderPlugin();

@@ -79,6 +79,12 @@ class JobServiceImpl final : public v1::JobService::CallbackService {
   grpc::ServerUnaryReactor* CancelJob(grpc::CallbackServerContext* ctx,
                                       const v1::CancelJobRequest* request,
                                       v1::Job* response) override;
+  grpc::ServerUnaryReactor* PauseJob(grpc::CallbackServerContext* ctx,
+                                     const v1::PauseJobRequest* request,
+                                     v1::Job* response) override;
+  grpc::ServerUnaryReactor* ResumeJob(grpc::CallbackServerContext* ctx,
+                                      const v1::ResumeJobRequest* request,
+                                      v1::Job* response) override;
   grpc::ServerWriteReactor<v1::JobEvent>* WatchJob(grpc::CallbackServerContext* ctx,
                                                    const v1::WatchJobRequest* request) override;
   grpc::ServerUnaryReactor* ListJobEvents(grpc::CallbackServerContext* ctx,
@@ -91,9 +97,10 @@ class JobServiceImpl final : public v1::JobService::CallbackService {
 
 class WorkerServiceImpl final : public v1::WorkerService::CallbackService {
  public:
-  WorkerServiceImpl(Scheduler* scheduler, BlobStore* blobs, ModelCatalog* models,
+  WorkerServiceImpl(Scheduler* scheduler, Store* store, BlobStore* blobs, ModelCatalog* models,
                     SchedulerOptions options, int64_t max_artifact_bytes)
       : scheduler_(scheduler),
+        store_(store),
         blobs_(blobs),
         models_(models),
         options_(options),
@@ -113,6 +120,9 @@ class WorkerServiceImpl final : public v1::WorkerService::CallbackService {
   grpc::ServerUnaryReactor* FinishJob(grpc::CallbackServerContext* ctx,
                                       const v1::FinishJobRequest* request,
                                       v1::FinishJobResponse* response) override;
+  grpc::ServerUnaryReactor* ReleaseJob(grpc::CallbackServerContext* ctx,
+                                       const v1::ReleaseJobRequest* request,
+                                       v1::ReleaseJobResponse* response) override;
   grpc::ServerWriteReactor<v1::BlobChunk>* FetchBlob(grpc::CallbackServerContext* ctx,
                                                      const v1::FetchBlobRequest* request) override;
   grpc::ServerReadReactor<v1::UploadArtifactRequest>* UploadArtifact(
@@ -120,6 +130,7 @@ class WorkerServiceImpl final : public v1::WorkerService::CallbackService {
 
  private:
   Scheduler* const scheduler_;
+  Store* const store_;  // its blob_refs_mu() orders artifact blobs against removals
   BlobStore* const blobs_;
   ModelCatalog* const models_;
   const SchedulerOptions options_;

@@ -2,6 +2,8 @@
 
 #include <sqlite3.h>
 
+#include <algorithm>
+
 #include <nlohmann/json.hpp>
 
 #include "absl/strings/str_cat.h"
@@ -94,6 +96,33 @@ CREATE TABLE IF NOT EXISTS model_files (
 CREATE INDEX IF NOT EXISTS model_files_sha256 ON model_files(sha256);
 )sql";
 
+// Version 3: the files each job holds on the server (its artifacts and its
+// checkpoints), so a blob's references count them too.
+constexpr const char* kJobFilesSchema = R"sql(
+CREATE TABLE IF NOT EXISTS job_files (
+  job_id TEXT NOT NULL,
+  path TEXT NOT NULL,
+  sha256 TEXT NOT NULL,
+  PRIMARY KEY (job_id, path)
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS job_files_sha256 ON job_files(sha256);
+)sql";
+
+// The rows of job_files a job has: artifacts by their path, the checkpoint
+// and the one arriving under "checkpoint/" and "pending/" plus their names.
+std::vector<std::pair<std::string, std::string>> JobFileRows(const Job& job) {
+  std::vector<std::pair<std::string, std::string>> rows;
+  for (const FileRecord& f : job.artifacts) rows.emplace_back(f.path, f.sha256);
+  for (const FileRecord& f : job.checkpoint) {
+    rows.emplace_back(absl::StrCat("checkpoint/", job.checkpoint_name, "/", f.path), f.sha256);
+  }
+  for (const FileRecord& f : job.pending_checkpoint) {
+    rows.emplace_back(absl::StrCat("pending/", job.pending_checkpoint_name, "/", f.path), f.sha256);
+  }
+  std::sort(rows.begin(), rows.end());
+  return rows;
+}
+
 constexpr const char* kActiveStates = "(1, 2, 6)";  // QUEUED, RUNNING, PAUSED
 
 DatasetRecord DatasetFromRow(const Stmt& s) {
@@ -143,6 +172,11 @@ absl::StatusOr<std::unique_ptr<Store>> Store::Open(const std::string& path) {
   absl::Status s = store->Exec(kSchema);
   // Migrations from older versions go here, one step at a time.
   if (s.ok()) s = store->Exec(kModelSchema);  // 1 -> 2
+  if (s.ok() && version < 3) {  // 2 -> 3: the files of the jobs stored so far
+    s = store->Exec(kJobFilesSchema);
+    Stmt jobs(db, "SELECT record FROM jobs");
+    while (s.ok() && jobs.Step() == SQLITE_ROW) s = store->PutJobFiles(JobFromJson(jobs.Text(0)));
+  }
   if (s.ok()) s = store->Exec(absl::StrCat("PRAGMA user_version=", kSchemaVersion).c_str());
   if (!s.ok()) {
     store->Exec("ROLLBACK").IgnoreError();
@@ -227,7 +261,8 @@ absl::Status Store::DeleteDataset(const std::string& id) {
 absl::StatusOr<int64_t> Store::CountBlobReferences(const std::string& sha256) {
   MutexLock lock(&mu_);
   Stmt s(db_, "SELECT (SELECT COUNT(*) FROM datasets WHERE sha256 = ?1) + "
-              "(SELECT COUNT(*) FROM model_files WHERE sha256 = ?1)");
+              "(SELECT COUNT(*) FROM model_files WHERE sha256 = ?1) + "
+              "(SELECT COUNT(*) FROM job_files WHERE sha256 = ?1)");
   s.Bind(1, sha256);
   if (s.Step() != SQLITE_ROW) return Error("count blob references");
   return s.Int(0);
@@ -327,6 +362,7 @@ absl::Status Store::PutJob(const Job& job, const std::vector<Event>& events) {
       s.Bind(6, nlohmann::json(job.spec.labels).dump()).Bind(7, ToJson(job));
       if (s.Step() != SQLITE_DONE) return Error("put job");
     }
+    RETURN_IF_ERROR(PutJobFiles(job));
     for (const Event& e : events) {
       Stmt s(db_, "INSERT INTO events (job_id, sequence, time_ms, payload) VALUES (?, ?, ?, ?)");
       s.Bind(1, e.job_id).Bind(2, e.sequence).Bind(3, e.time_ms).Bind(4, PayloadToJson(e));
@@ -334,6 +370,30 @@ absl::Status Store::PutJob(const Job& job, const std::vector<Event>& events) {
     }
     return absl::OkStatus();
   });
+}
+
+absl::Status Store::PutJobFiles(const Job& job) {
+  const std::vector<std::pair<std::string, std::string>> rows = JobFileRows(job);
+  std::vector<std::pair<std::string, std::string>> stored;
+  {
+    Stmt s(db_, "SELECT path, sha256 FROM job_files WHERE job_id = ? ORDER BY path");
+    s.Bind(1, job.id);
+    int rc;
+    while ((rc = s.Step()) == SQLITE_ROW) stored.emplace_back(s.Text(0), s.Text(1));
+    if (rc != SQLITE_DONE) return Error("read job files");
+  }
+  if (stored == rows) return absl::OkStatus();  // most commits: an event, no new file
+  {
+    Stmt s(db_, "DELETE FROM job_files WHERE job_id = ?");
+    s.Bind(1, job.id);
+    if (s.Step() != SQLITE_DONE) return Error("clear job files");
+  }
+  for (const auto& [path, sha] : rows) {
+    Stmt s(db_, "INSERT OR REPLACE INTO job_files (job_id, path, sha256) VALUES (?, ?, ?)");
+    s.Bind(1, job.id).Bind(2, path).Bind(3, sha);
+    if (s.Step() != SQLITE_DONE) return Error("put job file");
+  }
+  return absl::OkStatus();
 }
 
 absl::StatusOr<std::vector<Job>> Store::QueryJobs(const std::string& sql,

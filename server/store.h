@@ -33,7 +33,7 @@ struct JobFilter {
 
 class Store {
  public:
-  static constexpr int kSchemaVersion = 2;
+  static constexpr int kSchemaVersion = 3;
 
   // Opens or creates the database at `path`.
   static absl::StatusOr<std::unique_ptr<Store>> Open(const std::string& path);
@@ -45,7 +45,7 @@ class Store {
   absl::StatusOr<std::vector<DatasetRecord>> ListDatasets(const std::string& after_id,
                                                           int limit);
   absl::Status DeleteDataset(const std::string& id);
-  // How many datasets and model files are this blob.
+  // How many datasets, model files and job files (artifacts, checkpoints) are this blob.
   absl::StatusOr<int64_t> CountBlobReferences(const std::string& sha256);
   // Held by whoever adds or drops a blob reference (publishes a blob and
   // inserts its row; deletes a row and removes the blob if unreferenced), so
@@ -87,6 +87,8 @@ class Store {
   // jobs table with ?1 bound to `id`).
   absl::StatusOr<bool> ActiveJobWhere(const char* condition, const std::string& id);
   absl::Status Error(const char* what) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Makes job_files hold the job's artifacts and checkpoint files.
+  absl::Status PutJobFiles(const Job& job) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   absl::StatusOr<std::vector<Job>> QueryJobs(const std::string& sql,
                                              const std::vector<std::string>& args)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);

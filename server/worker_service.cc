@@ -11,6 +11,7 @@
 #include "common/status_macros.h"
 #include "server/grpc_status.h"
 #include "common/model_config.h"
+#include "common/sha256.h"
 #include "server/services.h"
 
 namespace tuneforge {
@@ -32,6 +33,31 @@ void FillAssignment(const Assignment& a, const std::string& lease, v1::Assignmen
     *out->mutable_validation_dataset() = ToProto(*a.validation);
   }
   *out->mutable_base_model() = ToProto(a.base_model);
+  if (!a.job.checkpoint_name.empty()) {
+    out->set_resume_checkpoint(a.job.checkpoint_name);
+    for (const FileRecord& f : a.job.checkpoint) {
+      v1::ModelFile* file = out->add_resume_checkpoint_files();
+      file->set_path(f.path);
+      file->set_sha256(f.sha256);
+      file->set_size_bytes(f.size_bytes);
+    }
+  }
+}
+
+// Whether `path` names a file of checkpoint folder "step-NNNNNNNN" (the
+// engine's names: a model or adapter folder, optimizer and trainer state),
+// or the job's metrics so far, which travel with it.
+bool IsCheckpointFile(const std::string& path) {
+  if (path.rfind("checkpoint/step-", 0) != 0) return false;
+  const size_t slash = path.find('/', 11);
+  if (slash != 24) return false;  // "checkpoint/" + "step-" + 8 digits
+  for (size_t i = 16; i < slash; ++i) {
+    if (path[i] < '0' || path[i] > '9') return false;
+  }
+  const std::string file = path.substr(slash + 1);
+  return IsModelFileName(file) || file == "adapter_config.json" ||
+         file == "adapter_model.safetensors" || file == "optimizer.safetensors" ||
+         file == "trainer_state.json" || file == "metrics.csv";
 }
 
 // A long poll: parks in the scheduler until a job is free, the wait ends, or
@@ -201,13 +227,17 @@ class BlobReactor : public grpc::ServerWriteReactor<v1::BlobChunk> {
 // published and recorded on the job.
 class ArtifactReactor : public grpc::ServerReadReactor<v1::UploadArtifactRequest> {
  public:
-  ArtifactReactor(Scheduler* scheduler, BlobStore* blobs, int64_t max_bytes)
-      : scheduler_(scheduler), blobs_(blobs), max_bytes_(max_bytes) {
+  ArtifactReactor(Scheduler* scheduler, Store* store, BlobStore* blobs, int64_t max_bytes)
+      : scheduler_(scheduler), store_(store), blobs_(blobs), max_bytes_(max_bytes) {
     StartRead(&request_);
   }
 
   void OnReadDone(bool ok) override {
     absl::Status s = ok ? Consume() : Complete();
+    if (absl::IsCancelled(s) && s.message() == kAlreadyHeld) {  // recorded without the bytes
+      s = absl::OkStatus();
+      ok = false;
+    }
     if (!s.ok() || !ok) {
       writer_.reset();  // removes the temp file unless published
       Finish(ToGrpc(s));
@@ -230,14 +260,25 @@ class ArtifactReactor : public grpc::ServerReadReactor<v1::UploadArtifactRequest
       const bool model_file = path.rfind("model/", 0) == 0 && IsModelFileName(path.substr(6));
       const bool other = path == "adapter/adapter_config.json" ||
                          path == "adapter/adapter_model.safetensors" || path == "metrics.csv" ||
-                         path == "manifest.json";
+                         path == "manifest.json" || IsCheckpointFile(path);
       if (!model_file && !other) {
         return absl::InvalidArgumentError(absl::StrCat(
             "header.artifact: '", path, "' is none of model/{a model file name}, "
             "adapter/adapter_config.json, adapter/adapter_model.safetensors, metrics.csv, "
-            "manifest.json"));
+            "manifest.json, checkpoint/step-NNNNNNNN/{a checkpoint file}"));
       }
       RETURN_IF_ERROR(scheduler_->LeasedJob(job_, header_.lease()).status());
+      // Bytes the server holds already (a tokenizer unchanged since the
+      // last checkpoint, a model's config) are recorded without sending.
+      if (IsSha256Hex(header_.sha256()) && header_.size_bytes() >= 0) {
+        MutexLock refs(&store_->blob_refs_mu());
+        absl::StatusOr<int64_t> size = blobs_->SizeOf(header_.sha256());
+        if (blobs_->Contains(header_.sha256()) && size.ok() && *size == header_.size_bytes()) {
+          RETURN_IF_ERROR(scheduler_->AddArtifact(
+              job_, header_.lease(), FileRecord{path, header_.sha256(), header_.size_bytes()}));
+          return absl::CancelledError(kAlreadyHeld);
+        }
+      }
       ASSIGN_OR_RETURN(writer_, blobs_->NewWriter());
       return absl::OkStatus();
     }
@@ -256,12 +297,18 @@ class ArtifactReactor : public grpc::ServerReadReactor<v1::UploadArtifactRequest
                                                      " bytes, the header said ",
                                                      header_.size_bytes()));
     }
+    // Published and recorded under the blob lock: a removal of the same
+    // bytes (another job's superseded checkpoint) cannot fall in between.
+    MutexLock refs(&store_->blob_refs_mu());
     ASSIGN_OR_RETURN(std::string sha, writer_->Commit(header_.sha256()));
     return scheduler_->AddArtifact(job_, header_.lease(),
                                    FileRecord{header_.artifact(), sha, writer_->size()});
   }
 
+  static constexpr const char* kAlreadyHeld = "the server holds these bytes already";
+
   Scheduler* const scheduler_;
+  Store* const store_;
   BlobStore* const blobs_;
   const int64_t max_bytes_;
   v1::UploadArtifactRequest request_;
@@ -304,6 +351,7 @@ grpc::ServerUnaryReactor* WorkerServiceImpl::Heartbeat(grpc::CallbackServerConte
       scheduler_->Heartbeat(*worker, *job, request->lease(), request->step());
   if (reply.ok()) {
     response->set_cancel_requested(reply->cancel_requested);
+    response->set_pause_requested(reply->pause_requested);
     *response->mutable_lease_deadline() =
         TimeUtil::MillisecondsToTimestamp(reply->lease_deadline_ms);
   }
@@ -346,9 +394,20 @@ grpc::ServerUnaryReactor* WorkerServiceImpl::FinishJob(grpc::CallbackServerConte
                                               result_model));
 }
 
+grpc::ServerUnaryReactor* WorkerServiceImpl::ReleaseJob(grpc::CallbackServerContext* ctx,
+                                                        const v1::ReleaseJobRequest* request,
+                                                        v1::ReleaseJobResponse* response) {
+  absl::StatusOr<std::string> job = IdFromName(request->job(), "jobs", "job");
+  if (!job.ok()) return FinishNow(ctx, job.status());
+  if (request->reason().size() > 1024) {
+    return FinishNow(ctx, absl::InvalidArgumentError("reason: at most 1024 bytes"));
+  }
+  return FinishNow(ctx, scheduler_->ReleaseJob(*job, request->lease(), request->reason()));
+}
+
 grpc::ServerReadReactor<v1::UploadArtifactRequest>* WorkerServiceImpl::UploadArtifact(
     grpc::CallbackServerContext* ctx, v1::UploadArtifactResponse* response) {
-  return new ArtifactReactor(scheduler_, blobs_, max_artifact_bytes_);
+  return new ArtifactReactor(scheduler_, store_, blobs_, max_artifact_bytes_);
 }
 
 grpc::ServerWriteReactor<v1::BlobChunk>* WorkerServiceImpl::FetchBlob(

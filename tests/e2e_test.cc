@@ -210,15 +210,19 @@ TEST_F(EndToEndTest, ImportFineTuneAndContinueAModel) {
   EXPECT_EQ(server_->Cli({"jobs", "watch", third}).exit_code, 1);  // until it is CANCELLED
   RunResult preset = server_->Cli({"models", "delete", "tiny-gpt2"});
   EXPECT_NE(preset.err.find("built in"), std::string::npos) << preset.err;
-  // Once no job uses them, both go, and their blobs with them (the shared
-  // tokenizer only with the last model that holds it).
+  // Once no job uses them, both go, and their blobs with them, but for bytes
+  // something else still lists: the two jobs' artifacts hold the same
+  // config.json and tokenizer.json as the base model.
   for (const std::string& name : {model, result, std::string(j2["resultModel"])}) {
     RunResult gone = server_->Cli({"models", "delete", name});
     EXPECT_EQ(gone.exit_code, 0) << name << gone.err;
   }
   EXPECT_EQ(server_->Cli({"models", "get", model}).exit_code, 4);
   for (const auto& [path, sha] : base_files) {
-    EXPECT_FALSE(std::filesystem::exists(dir_ + "/data/blobs/" + sha.substr(0, 2) + "/" + sha)) << path;
+    const bool artifact = path == "config.json" || path == "tokenizer.json";
+    EXPECT_EQ(std::filesystem::exists(dir_ + "/data/blobs/" + sha.substr(0, 2) + "/" + sha),
+              artifact)
+        << path;
   }
 }
 
@@ -405,6 +409,35 @@ TEST_F(EndToEndTest, ChatAndPlainTextDatasetsTrain) {
       EXPECT_NE(watch.out.find("assistant:  ->"), std::string::npos) << watch.out;
     }
   }
+}
+
+// The engine's options travel as job fields to the worker, which reports
+// what it trains with; a wrong value is refused at creation naming it.
+TEST_F(EndToEndTest, TrainingOptionsReachTheWorker) {
+  const std::string dataset = Upload(dir_ + "/data.json");
+  RunResult r = server_->Cli({"jobs", "create", "--training-dataset", dataset, "--epochs", "2",
+                              "--max-seq-len", "96", "--packing", "--warmup-ratio", "0.2",
+                              "--recompute-activations", "--precision", "fp32",
+                              "--chat-template", "plain", "--samples", "0",
+                              "--keep-checkpoints", "1", "--divergence-factor", "0",
+                              "--train-on-prompt", "--follow"});
+  ASSERT_EQ(r.exit_code, 0) << r.out << r.err << server_->Log();
+  EXPECT_NE(r.out.find(", cpu fp32"), std::string::npos) << r.out;
+  EXPECT_NE(r.out.find(" rows"), std::string::npos) << r.out;  // "packed into N rows"
+  EXPECT_EQ(r.out.find("sample:"), std::string::npos) << r.out;
+  const std::string job = r.out.substr(0, r.out.find(' '));
+  json h = GetJob(job)["hyperparameters"];
+  EXPECT_EQ(h["packing"], true);
+  EXPECT_EQ(h["warmupRatio"], 0.2);
+  EXPECT_EQ(h["recomputeActivations"], true);
+  EXPECT_EQ(h["trainOnPrompt"], true);
+  EXPECT_EQ(h["keepCheckpoints"], 1);
+  EXPECT_EQ(h["chatTemplate"], "plain");
+
+  RunResult bad = server_->Cli({"jobs", "create", "--training-dataset", dataset,
+                                "--chat-template", "vicuna"});
+  EXPECT_EQ(bad.exit_code, 2);
+  EXPECT_NE(bad.err.find("job.hyperparameters.chat_template"), std::string::npos) << bad.err;
 }
 
 // A dropped connection keeps what arrived; running the upload again sends

@@ -5,6 +5,7 @@
 #include <chrono>
 #include <condition_variable>
 #include <filesystem>
+#include <functional>
 #include <fstream>
 #include <thread>
 
@@ -18,6 +19,7 @@
 #include "common/dataset_validator.h"
 #include "common/report_proto.h"
 #include "common/sha256.h"
+#include "common/status_macros.h"
 #include "worker/engine/metrics_csv.h"
 #include "worker/engine/trainer.h"
 
@@ -79,13 +81,18 @@ engine::TrainConfig ConfigFromJob(const v1::Job& job, int threads) {
 // engine's ShouldStop() from the heartbeat's findings.
 class JobObserver : public engine::TrainObserver {
  public:
+  // Uploads a checkpoint folder (and the metrics so far) under `prefix`.
+  using UploadCheckpoint = std::function<absl::Status(const std::string& dir,
+                                                      const std::string& prefix)>;
+
   JobObserver(grpc::ClientWriter<v1::ReportEventsRequest>* stream, const v1::Assignment& a,
-              const std::atomic<bool>* stop, std::string metrics_path)
+              const std::atomic<bool>* stop, std::string metrics_path, UploadCheckpoint upload)
       : stream_(stream),
         job_(a.job().name()),
         lease_(a.lease()),
         agent_stop_(stop),
-        metrics_path_(std::move(metrics_path)) {}
+        metrics_path_(std::move(metrics_path)),
+        upload_(std::move(upload)) {}
 
   void OnStart(const engine::TrainPlan& p) override {
     plan = p;
@@ -103,6 +110,7 @@ class JobObserver : public engine::TrainObserver {
     s->set_precision(p.precision);
     s->set_chat_template(p.chat_template);
     s->set_packed_rows(p.packed_rows);
+    s->set_resumed_from_step(p.resumed_from_step);
     Send(std::move(e));
   }
   void OnMetrics(const engine::StepMetrics& m) override {
@@ -142,12 +150,22 @@ class JobObserver : public engine::TrainObserver {
     Send(std::move(e));
   }
   void OnCheckpoint(int64_t step, int epoch, const std::string& dir, bool best) override {
+    const std::string name = dir.substr(dir.rfind('/') + 1);
+    // Uploaded before it is reported: the event tells the scheduler that
+    // any host can resume from it now.
+    absl::Status uploaded = lease_lost ? absl::AbortedError("lease lost")
+                                       : upload_(dir, "checkpoint/" + name + "/");
+    if (!uploaded.ok()) {
+      spdlog::warn("{}: checkpoint {} stays on this worker only: {}", job_, name,
+                   uploaded.ToString());
+    }
     v1::JobEvent e;
     v1::Checkpoint* c = e.mutable_checkpoint();
-    c->set_name(job_ + "/checkpoints/" + dir.substr(dir.rfind('/') + 1));
+    c->set_name(job_ + "/checkpoints/" + name);
     c->set_step(step);
     c->set_epoch(epoch);
     c->set_best(best);
+    c->set_uploaded(uploaded.ok());
     Send(std::move(e));
   }
   void Log(const std::string& level, const std::string& message) {
@@ -156,11 +174,12 @@ class JobObserver : public engine::TrainObserver {
     e.mutable_log()->set_message(message);
     Send(std::move(e));
   }
-  bool ShouldStop() override { return cancelled || lease_lost || *agent_stop_; }
+  bool ShouldStop() override { return cancelled || paused || lease_lost || *agent_stop_; }
 
   int64_t step() const { return step_; }
   engine::TrainPlan plan;
   std::atomic<bool> cancelled{false};
+  std::atomic<bool> paused{false};  // the scheduler asked: checkpoint and hand it back
   std::atomic<bool> lease_lost{false};
 
  private:
@@ -180,6 +199,7 @@ class JobObserver : public engine::TrainObserver {
   std::string job_;
   std::string lease_;
   const std::atomic<bool>* agent_stop_;
+  UploadCheckpoint upload_;
   std::string metrics_path_;
   engine::MetricsCsv metrics_;
   std::atomic<int64_t> step_{0};
@@ -371,51 +391,97 @@ absl::StatusOr<std::string> Agent::PrepareModel(const v1::Model& model) {
   return dir;
 }
 
+absl::Status Agent::UploadFile(const v1::Assignment& a, const std::string& path,
+                               const std::string& artifact) {
+  // Two passes over the file, a chunk at a time: the digest first (it goes
+  // in the header), then the bytes, unless the scheduler has them already.
+  constexpr size_t kChunk = 1 << 20;
+  std::string chunk(kChunk, '\0');
+  auto read_chunk = [&](std::ifstream& in) {
+    in.read(chunk.data(), static_cast<std::streamsize>(kChunk));
+    return static_cast<size_t>(in.gcount());
+  };
+  std::ifstream in(path, std::ios::binary);
+  if (!in) return absl::InternalError("cannot open " + path);
+  Sha256 hash;
+  int64_t size = 0;
+  for (size_t n; (n = read_chunk(in)) > 0; size += static_cast<int64_t>(n)) {
+    hash.Update(std::string_view(chunk.data(), n));
+  }
+  if (in.bad()) return absl::InternalError("cannot read " + path);
+  in.clear();
+  in.seekg(0);
+  grpc::ClientContext ctx;
+  SetDeadline(ctx, std::chrono::minutes(30));
+  v1::UploadArtifactResponse resp;
+  auto writer = stub_->UploadArtifact(&ctx, &resp);
+  v1::UploadArtifactRequest req;
+  v1::UploadArtifactRequest::Header* h = req.mutable_header();
+  h->set_job(a.job().name());
+  h->set_lease(a.lease());
+  h->set_artifact(artifact);
+  h->set_size_bytes(size);
+  h->set_sha256(hash.HexDigest());
+  // A write fails once the server has ended the call (it holds the bytes,
+  // or refused the header); Finish says which.
+  bool ok = writer->Write(req);
+  for (size_t n; ok && (n = read_chunk(in)) > 0;) {
+    req.set_chunk(chunk.data(), n);
+    ok = writer->Write(req);
+  }
+  writer->WritesDone();
+  return FromGrpc(writer->Finish());
+}
+
 absl::Status Agent::UploadFolder(const v1::Assignment& a, const std::string& dir,
                                  const std::string& prefix) {
   namespace fs = std::filesystem;
   std::error_code ec;
   for (const fs::directory_entry& entry : fs::directory_iterator(dir, ec)) {
     if (!entry.is_regular_file()) continue;
-    const std::string name = entry.path().filename().string();
-    // Two passes over the file, a chunk at a time: the digest first (it
-    // goes in the header), then the bytes.
-    constexpr size_t kChunk = 1 << 20;
-    std::string chunk(kChunk, '\0');
-    auto read_chunk = [&](std::ifstream& in) {
-      in.read(chunk.data(), static_cast<std::streamsize>(kChunk));
-      return static_cast<size_t>(in.gcount());
-    };
-    std::ifstream in(entry.path(), std::ios::binary);
-    Sha256 hash;
-    int64_t size = 0;
-    for (size_t n; (n = read_chunk(in)) > 0; size += static_cast<int64_t>(n)) {
-      hash.Update(std::string_view(chunk.data(), n));
-    }
-    if (in.bad()) return absl::InternalError("cannot read " + entry.path().string());
-    in.clear();
-    in.seekg(0);
-    grpc::ClientContext ctx;
-    SetDeadline(ctx, std::chrono::minutes(30));
-    v1::UploadArtifactResponse resp;
-    auto writer = stub_->UploadArtifact(&ctx, &resp);
-    v1::UploadArtifactRequest req;
-    v1::UploadArtifactRequest::Header* h = req.mutable_header();
-    h->set_job(a.job().name());
-    h->set_lease(a.lease());
-    h->set_artifact(prefix + name);
-    h->set_size_bytes(size);
-    h->set_sha256(hash.HexDigest());
-    bool ok = writer->Write(req);
-    for (size_t n; ok && (n = read_chunk(in)) > 0;) {
-      req.set_chunk(chunk.data(), n);
-      ok = writer->Write(req);
-    }
-    writer->WritesDone();
-    grpc::Status s = writer->Finish();
-    if (!s.ok()) return FromGrpc(s);
+    RETURN_IF_ERROR(UploadFile(a, entry.path().string(), prefix + entry.path().filename().string()));
   }
   if (ec) return absl::InternalError("cannot list " + dir + ": " + ec.message());
+  return absl::OkStatus();
+}
+
+absl::Status Agent::FetchCheckpoint(const v1::Assignment& a, const std::string& checkpoints,
+                                    const std::string& metrics) {
+  namespace fs = std::filesystem;
+  const std::string& name = a.resume_checkpoint();
+  if (name.empty()) return absl::OkStatus();
+  if (name.size() != 13 || name.rfind("step-", 0) != 0 ||
+      name.find_first_not_of("0123456789", 5) != std::string::npos) {
+    return absl::InvalidArgumentError("resume checkpoint '" + name + "' is not step-NNNNNNNN");
+  }
+  // A checkpoint of this host at least as new (an earlier attempt here) wins:
+  // names are zero-padded, so they compare as their steps do.
+  std::error_code ec;
+  for (const fs::directory_entry& e : fs::directory_iterator(checkpoints, ec)) {
+    const std::string local = e.path().filename().string();
+    if (local.size() == 13 && local >= name && fs::exists(e.path() / "trainer_state.json")) {
+      return absl::OkStatus();
+    }
+  }
+  const std::string tmp = checkpoints + "/" + name + ".fetch";
+  fs::remove_all(tmp, ec);
+  fs::create_directories(tmp, ec);
+  if (ec) return absl::InternalError("cannot create " + tmp + ": " + ec.message());
+  for (const v1::ModelFile& f : a.resume_checkpoint_files()) {
+    if (f.path().empty() || f.path().find('/') != std::string::npos || f.path()[0] == '.') {
+      return absl::InvalidArgumentError("checkpoint file name '" + f.path() + "' is not a plain name");
+    }
+    ASSIGN_OR_RETURN(std::string blob, FetchBlob(f.sha256()));
+    const std::string into = f.path() == "metrics.csv" ? metrics : tmp + "/" + f.path();
+    fs::remove(into, ec);
+    fs::copy_file(blob, into, ec);
+    if (ec) return absl::InternalError("cannot place " + f.path() + ": " + ec.message());
+  }
+  if (!fs::exists(tmp + "/trainer_state.json")) {
+    return absl::DataLossError("checkpoint " + name + " has no trainer_state.json");
+  }
+  fs::rename(tmp, checkpoints + "/" + name, ec);
+  if (ec) return absl::InternalError("cannot move " + tmp + ": " + ec.message());
   return absl::OkStatus();
 }
 
@@ -436,7 +502,18 @@ void Agent::RunJob(const v1::Assignment& a) {
     std::error_code ec;
     std::filesystem::create_directories(job_dir, ec);
   }
-  JobObserver observer(stream.get(), a, &stop_, job_dir + "/metrics.csv");
+  const std::string metrics_path = job_dir + "/metrics.csv";
+  bool last_checkpoint_uploaded = true;
+  JobObserver observer(
+      stream.get(), a, &stop_, metrics_path,
+      [&](const std::string& dir, const std::string& prefix) {
+        absl::Status s = UploadFolder(a, dir, prefix);
+        if (s.ok() && std::filesystem::exists(metrics_path)) {
+          s = UploadFile(a, metrics_path, prefix + "metrics.csv");
+        }
+        last_checkpoint_uploaded = s.ok();
+        return s;
+      });
 
   // Heartbeats: renew the lease, learn of cancellation.
   std::mutex hb_mu;
@@ -457,6 +534,7 @@ void Agent::RunJob(const v1::Assignment& a) {
       v1::HeartbeatResponse resp;
       grpc::Status s = stub_->Heartbeat(&ctx, req, &resp);
       if (s.ok() && resp.cancel_requested()) observer.cancelled = true;
+      if (s.ok() && resp.pause_requested()) observer.paused = true;
       if (s.error_code() == grpc::StatusCode::ABORTED) {
         spdlog::warn("{}: lease lost ({}); stopping", job, s.error_message());
         observer.lease_lost = true;
@@ -504,10 +582,14 @@ void Agent::RunJob(const v1::Assignment& a) {
     config.checkpoint_dir = job_dir + "/checkpoints";
     config.resume = true;
     config.checkpoint_on_stop = true;
+    if (absl::Status s = FetchCheckpoint(a, config.checkpoint_dir, metrics_path); !s.ok()) {
+      throw std::runtime_error("cannot fetch checkpoint " + a.resume_checkpoint() + ": " +
+                               std::string(s.message()));
+    }
     engine::TrainResult r = engine::Train(config, train, validation, observer);
     if (!r.stop_reason.empty()) observer.Log("info", r.stop_reason);
     if (r.stopped) {
-      outcome = v1::JOB_STATE_CANCELLED;
+      outcome = observer.cancelled ? v1::JOB_STATE_CANCELLED : v1::JOB_STATE_PAUSED;
     } else if (!observer.lease_lost) {
       // The merged model, a LoRA run's adapter in PEFT's format, the
       // metrics and a manifest to reproduce the run.
@@ -550,9 +632,27 @@ void Agent::RunJob(const v1::Assignment& a) {
     spdlog::error("{}: {}", job, error);
   }
 
-  if (observer.lease_lost || (stop_ && !observer.cancelled)) {
-    spdlog::info("{}: left to the scheduler (lease lost or worker stopping); its checkpoints "
-                 "stay in {}", job, job_dir);
+  if (observer.lease_lost) {
+    spdlog::info("{}: lost its lease; its checkpoints stay in {}", job, job_dir);
+    return;
+  }
+  if (outcome == v1::JOB_STATE_PAUSED) {  // stopping or paused: hand it back
+    const std::string reason =
+        observer.paused ? "paused by the user" : "the worker is stopping";
+    grpc::ClientContext ctx;
+    SetDeadline(ctx, kCallTimeout);
+    v1::ReleaseJobRequest req;
+    req.set_job(job);
+    req.set_lease(a.lease());
+    req.set_reason(reason);
+    v1::ReleaseJobResponse resp;
+    grpc::Status s = stub_->ReleaseJob(&ctx, req, &resp);
+    spdlog::info("{}: handed back ({}){}", job, reason,
+                 s.ok() ? "" : "; the scheduler refused: " + s.error_message());
+    if (s.ok() && last_checkpoint_uploaded) {
+      std::error_code ec;
+      std::filesystem::remove_all(job_dir, ec);  // the scheduler holds the checkpoint
+    }
     return;
   }
   {

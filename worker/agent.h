@@ -1,6 +1,8 @@
 // The worker's agent: registers with the scheduler, long-polls for jobs, and
 // runs each one through the training engine while it heartbeats, streams
-// events, and stops when the job is cancelled or its lease is lost.
+// events, and stops when the job is cancelled or its lease is lost. Every
+// checkpoint is uploaded to the scheduler, so a job resumes from it on any
+// worker; an attempt starts by fetching the one it resumes from.
 //
 //   Agent agent(grpc::CreateChannel(addr, creds), options);
 //   agent.Run();                 // until RequestStop() (e.g. from SIGTERM)
@@ -35,8 +37,9 @@ class Agent {
 
   // Serves jobs until RequestStop(). Returns 0, or 1 on a fatal error.
   int Run();
-  // Stops polling and the running job (it is not finished: its lease expires
-  // and the scheduler hands it out again).
+  // Stops polling and the running job: it checkpoints, uploads the
+  // checkpoint and hands the job back (ReleaseJob), so another worker
+  // resumes it without losing steps. Run() then returns.
   void RequestStop();
 
  private:
@@ -49,6 +52,14 @@ class Agent {
   // Uploads every file of `dir` as the job's "{prefix}{file}" artifact.
   absl::Status UploadFolder(const v1::Assignment& a, const std::string& dir,
                             const std::string& prefix);
+  // Uploads one file as the job's `artifact` (skipping the bytes when the
+  // scheduler holds them already).
+  absl::Status UploadFile(const v1::Assignment& a, const std::string& path,
+                          const std::string& artifact);
+  // Puts the checkpoint the assignment resumes from under `checkpoints`
+  // (unless this host has it or a newer one) and its metrics in `metrics`.
+  absl::Status FetchCheckpoint(const v1::Assignment& a, const std::string& checkpoints,
+                               const std::string& metrics);
   void RunJob(const v1::Assignment& assignment);
 
   std::unique_ptr<v1::WorkerService::Stub> stub_;
