@@ -1,31 +1,55 @@
-// Shutdown signals for the long-running binaries: block SIGTERM and SIGINT in
-// every thread, then take them in one place with WaitForTerminationSignal().
+// Shutdown signals for the long-running binaries: SIGTERM and SIGINT are
+// caught by a handler that writes them into a pipe, and taken in one place
+// with WaitForTerminationSignal().
+//
+// A handler, not a blocked signal mask: libraries start threads before
+// main() (OpenBLAS starts its pool when it loads), those threads never see a
+// mask set in main(), and a signal delivered to one of them would kill the
+// process with the default action. A handler is process-wide.
 #ifndef TUNEFORGE_COMMON_SIGNALS_H_
 #define TUNEFORGE_COMMON_SIGNALS_H_
 
-#include <pthread.h>
+#include <fcntl.h>
 #include <signal.h>
+#include <unistd.h>
+
+#include <cerrno>
 
 namespace tuneforge {
 
-// Call in main() before any thread starts, so every thread inherits the mask.
-inline void BlockTerminationSignals() {
-  sigset_t signals;
-  sigemptyset(&signals);
-  sigaddset(&signals, SIGTERM);
-  sigaddset(&signals, SIGINT);
-  pthread_sigmask(SIG_BLOCK, &signals, nullptr);
+namespace signals_internal {
+inline int pipe_fds[2] = {-1, -1};
+
+inline void OnSignal(int sig) {
+  const int saved = errno;
+  const unsigned char byte = static_cast<unsigned char>(sig);
+  (void)!write(pipe_fds[1], &byte, 1);  // async-signal-safe
+  errno = saved;
+}
+}  // namespace signals_internal
+
+// Call in main() before anything may send the signals.
+inline void CatchTerminationSignals() {
+  using signals_internal::pipe_fds;
+  if (pipe_fds[0] >= 0) return;
+  if (pipe2(pipe_fds, O_CLOEXEC) != 0) return;
+  struct sigaction action = {};
+  action.sa_handler = signals_internal::OnSignal;
+  sigemptyset(&action.sa_mask);
+  action.sa_flags = SA_RESTART;
+  sigaction(SIGTERM, &action, nullptr);
+  sigaction(SIGINT, &action, nullptr);
 }
 
 // Blocks until SIGTERM or SIGINT arrives; returns it.
 inline int WaitForTerminationSignal() {
-  sigset_t signals;
-  sigemptyset(&signals);
-  sigaddset(&signals, SIGTERM);
-  sigaddset(&signals, SIGINT);
-  int sig = 0;
-  sigwait(&signals, &sig);
-  return sig;
+  unsigned char byte = 0;
+  while (true) {
+    const ssize_t n = read(signals_internal::pipe_fds[0], &byte, 1);
+    if (n == 1) return byte;
+    if (n < 0 && errno == EINTR) continue;
+    return SIGTERM;  // the pipe is gone: treat it as a request to stop
+  }
 }
 
 }  // namespace tuneforge

@@ -78,7 +78,7 @@ int main(int argc, char** argv) {
   app.add_option("--port-file", port_file, "write the port served on to this file");
   CLI11_PARSE(app, argc, argv);
 
-  tuneforge::BlockTerminationSignals();  // taken by WaitForTerminationSignal() below
+  tuneforge::CatchTerminationSignals();  // taken by WaitForTerminationSignal() below
 
   std::error_code ec;
   std::filesystem::create_directories(data_dir, ec);

@@ -115,12 +115,49 @@ RunResult RunAndKill(const std::string& binary, const std::vector<std::string>& 
   return RunWatching(binary, args, {}, timeout_s, marker);
 }
 
+BackgroundProcess::BackgroundProcess(const std::string& binary,
+                                     const std::vector<std::string>& args,
+                                     const std::string& log_prefix)
+    : base_(log_prefix) {
+  pid_ = Spawn(BinDir() + "/" + binary, args, {}, base_ + ".out", base_ + ".err");
+}
+
+BackgroundProcess::~BackgroundProcess() {
+  if (pid_ > 0) {
+    kill(pid_, SIGKILL);
+    waitpid(pid_, nullptr, 0);
+  }
+}
+
+void BackgroundProcess::Signal(int sig) {
+  if (pid_ > 0) kill(pid_, sig);
+}
+
+int BackgroundProcess::Wait(int timeout_s) {
+  if (pid_ < 0) return -1;
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(timeout_s);
+  int status = 0;
+  while (waitpid(pid_, &status, WNOHANG) == 0) {
+    if (std::chrono::steady_clock::now() > deadline) return -1;
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  }
+  pid_ = -1;
+  return WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
+}
+
+std::string BackgroundProcess::Out() const { return ReadAll(base_ + ".out"); }
+std::string BackgroundProcess::Err() const { return ReadAll(base_ + ".err"); }
+
 ServerProcess::ServerProcess(const std::string& data_dir, int workers,
                              const std::vector<std::string>& extra_args)
     : data_dir_(data_dir) {
-  std::vector<std::string> args = {"--listen=127.0.0.1:0", "--port-file=" + data_dir + "/port",
+  std::filesystem::remove(data_dir + "/port");
+  std::vector<std::string> args = {"--port-file=" + data_dir + "/port",
                                    "--data-dir=" + data_dir + "/data",
                                    "--local-workers=" + std::to_string(workers)};
+  bool listen = false;
+  for (const std::string& a : extra_args) listen = listen || a.rfind("--listen=", 0) == 0;
+  if (!listen) args.push_back("--listen=127.0.0.1:0");
   args.insert(args.end(), extra_args.begin(), extra_args.end());
   pid_ = Spawn(BinDir() + "/tuneforge-server", args, {}, data_dir + "/server.out",
                data_dir + "/server.log");
@@ -144,6 +181,13 @@ int ServerProcess::Stop() {
   waitpid(pid_, &status, 0);
   pid_ = -1;
   return WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
+}
+
+void ServerProcess::Kill() {
+  if (pid_ < 0) return;
+  kill(pid_, SIGKILL);
+  waitpid(pid_, nullptr, 0);
+  pid_ = -1;
 }
 
 std::string ServerProcess::Log() const { return ReadAll(data_dir_ + "/server.log"); }

@@ -32,11 +32,34 @@ RunResult Run(const std::string& binary, const std::vector<std::string>& args,
 RunResult RunAndKill(const std::string& binary, const std::vector<std::string>& args,
                      const std::string& marker, int timeout_s = 120);
 
+// A process left running (a worker, a watcher) until signalled; killed with
+// SIGKILL when destroyed if it still runs.
+class BackgroundProcess {
+ public:
+  BackgroundProcess(const std::string& binary, const std::vector<std::string>& args,
+                    const std::string& log_prefix);
+  ~BackgroundProcess();
+  BackgroundProcess(const BackgroundProcess&) = delete;
+  BackgroundProcess& operator=(const BackgroundProcess&) = delete;
+
+  void Signal(int sig);
+  // Waits up to timeout_s for it to exit; its exit code (128 + signal when
+  // killed by one), or -1 if it still runs.
+  int Wait(int timeout_s);
+  std::string Out() const;  // standard output so far
+  std::string Err() const;  // standard error so far
+
+ private:
+  pid_t pid_ = -1;
+  std::string base_;
+};
+
 // A tuneforge-server process, stopped (SIGTERM) when destroyed.
 class ServerProcess {
  public:
   // Starts the server with `--local-workers=workers` under `data_dir`
-  // and waits until it serves.
+  // and waits until it serves: on a free port, or on the one a
+  // "--listen=..." among extra_args names.
   ServerProcess(const std::string& data_dir, int workers,
                 const std::vector<std::string>& extra_args = {});
   ~ServerProcess();
@@ -48,6 +71,8 @@ class ServerProcess {
   RunResult Cli(const std::vector<std::string>& args) const;
   // SIGTERM, then waits; returns the exit status.
   int Stop();
+  // SIGKILL: the process dies on the spot, as in a crash.
+  void Kill();
   std::string Log() const;
 
  private:

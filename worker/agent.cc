@@ -449,20 +449,25 @@ absl::Status Agent::FetchCheckpoint(const v1::Assignment& a, const std::string& 
                                     const std::string& metrics) {
   namespace fs = std::filesystem;
   const std::string& name = a.resume_checkpoint();
-  if (name.empty()) return absl::OkStatus();
-  if (name.size() != 13 || name.rfind("step-", 0) != 0 ||
-      name.find_first_not_of("0123456789", 5) != std::string::npos) {
+  if (!name.empty() && (name.size() != 13 || name.rfind("step-", 0) != 0 ||
+                        name.find_first_not_of("0123456789", 5) != std::string::npos)) {
     return absl::InvalidArgumentError("resume checkpoint '" + name + "' is not step-NNNNNNNN");
   }
-  // A checkpoint of this host at least as new (an earlier attempt here) wins:
-  // names are zero-padded, so they compare as their steps do.
+  // The scheduler's checkpoint is the one to resume from: a newer one an
+  // earlier attempt left on this host was never reported whole (the events
+  // of its last steps may be lost), so it goes, and those steps run again.
+  // Names are zero-padded: they compare as their steps do.
   std::error_code ec;
+  bool have = false;
+  std::vector<fs::path> newer;
   for (const fs::directory_entry& e : fs::directory_iterator(checkpoints, ec)) {
     const std::string local = e.path().filename().string();
-    if (local.size() == 13 && local >= name && fs::exists(e.path() / "trainer_state.json")) {
-      return absl::OkStatus();
-    }
+    if (local.rfind("step-", 0) != 0) continue;
+    if (local > name) newer.push_back(e.path());
+    have = have || (local == name && fs::exists(e.path() / "trainer_state.json"));
   }
+  for (const fs::path& p : newer) fs::remove_all(p, ec);
+  if (name.empty() || have) return absl::OkStatus();
   const std::string tmp = checkpoints + "/" + name + ".fetch";
   fs::remove_all(tmp, ec);
   fs::create_directories(tmp, ec);

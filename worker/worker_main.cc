@@ -31,7 +31,7 @@ int main(int argc, char** argv) {
   app.add_option("--wait-ms", options.wait_ms, "long-poll length")->capture_default_str();
   CLI11_PARSE(app, argc, argv);
 
-  tuneforge::BlockTerminationSignals();
+  tuneforge::CatchTerminationSignals();
 
   spdlog::set_pattern("[%Y-%m-%d %H:%M:%S.%e] [worker " + options.name + "] [%l] %v");
   tuneforge::Agent agent(grpc::CreateChannel(server, grpc::InsecureChannelCredentials()),

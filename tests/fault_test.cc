@@ -1,0 +1,323 @@
+// Faults with real processes and real signals: a worker killed with SIGKILL
+// mid-run, a worker stopped with SIGTERM (a Kubernetes eviction), a job
+// paused and resumed, the scheduler itself killed with SIGKILL and started
+// again, and a worker that stops making progress. Workers run as separate
+// `tuneforge-worker` processes with caches of their own, as on separate
+// hosts: a job resumed by another worker can only have come from the
+// checkpoint the first one uploaded to the scheduler.
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <signal.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <cmath>
+#include <functional>
+#include <map>
+#include <sstream>
+#include <thread>
+
+#include <gtest/gtest.h>
+#include <nlohmann/json.hpp>
+
+#include "tests/process.h"
+
+namespace tuneforge::testing {
+namespace {
+
+using json = nlohmann::json;
+
+std::string Dataset(int n) {
+  json records = json::array();
+  for (int i = 0; i < n; ++i) {
+    records.push_back({{"prompt", "How many leave days in year " + std::to_string(2000 + i) + "?"},
+                       {"completion", "In " + std::to_string(2000 + i) + " you get " +
+                                          std::to_string(20 + i % 7) + " days of leave."}});
+  }
+  return records.dump();
+}
+
+// The events the CLI printed with -o json: one JSON document after another.
+std::vector<json> ParseEvents(const std::string& text) {
+  std::vector<json> events;
+  std::istringstream in(text);
+  while (in >> std::ws && in.peek() == '{') {
+    json event;
+    in >> event;
+    events.push_back(std::move(event));
+  }
+  return events;
+}
+
+int64_t Int(const json& j, const char* key) {  // int64 fields are strings in proto3 JSON
+  if (!j.contains(key)) return 0;
+  return j[key].is_string() ? std::stoll(j[key].get<std::string>()) : j[key].get<int64_t>();
+}
+
+// A loopback port that was free a moment ago.
+int FreePort() {
+  int fd = socket(AF_INET, SOCK_STREAM, 0);
+  sockaddr_in addr{};
+  addr.sin_family = AF_INET;
+  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr));
+  socklen_t len = sizeof(addr);
+  getsockname(fd, reinterpret_cast<sockaddr*>(&addr), &len);
+  close(fd);
+  return ntohs(addr.sin_port);
+}
+
+class FaultTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    dir_ = FreshDir(::testing::UnitTest::GetInstance()->current_test_info()->name());
+    WriteFile(dir_ + "/data.json", Dataset(40));
+  }
+
+  void StartServer(const std::vector<std::string>& args, int local_workers = 0) {
+    server_ = std::make_unique<ServerProcess>(dir_, local_workers, args);
+  }
+
+  std::unique_ptr<BackgroundProcess> StartWorker(const std::string& host) {
+    return std::make_unique<BackgroundProcess>(
+        "tuneforge-worker",
+        std::vector<std::string>{"--server=" + server_->addr(), "--cache-dir=" + dir_ + "/" + host,
+                                 "--threads=1", "--name=" + host, "--wait-ms=500"},
+        dir_ + "/" + host);
+  }
+
+  // A job long enough to interrupt: 18 steps per epoch, 180 in all, a
+  // checkpoint every 20 steps and at every epoch's end.
+  std::string CreateJob(int epochs = 10) {
+    RunResult up = server_->Cli({"-o", "name", "datasets", "upload", dir_ + "/data.json"});
+    EXPECT_EQ(up.exit_code, 0) << up.err;
+    std::vector<std::string> args = {"-o", "name", "jobs", "create", "--training-dataset",
+                                     up.out.substr(0, up.out.find('\n')), "--epochs", std::to_string(epochs),
+                                     "--batch-size", "2", "--learning-rate", "3e-3",
+                                     "--max-seq-len", "64", "--log-every", "1",
+                                     "--checkpoint-every", "20", "--samples", "0"};
+    RunResult r = server_->Cli(args);
+    EXPECT_EQ(r.exit_code, 0) << r.out << r.err;
+    return r.out.substr(0, r.out.find('\n'));
+  }
+
+  json GetJob(const std::string& job) {
+    RunResult r = server_->Cli({"-o", "json", "jobs", "get", job});
+    return r.exit_code == 0 ? json::parse(r.out) : json::object();
+  }
+
+  // Polls the job until `pred` holds; fails the test after timeout_s.
+  json WaitForJob(const std::string& job, const std::function<bool(const json&)>& pred,
+                  int timeout_s = 60) {
+    const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(timeout_s);
+    json j;
+    while (std::chrono::steady_clock::now() < deadline) {
+      j = GetJob(job);
+      if (!j.empty() && pred(j)) return j;
+      std::this_thread::sleep_for(std::chrono::milliseconds(30));
+    }
+    ADD_FAILURE() << "timed out waiting on " << job << ": " << j.dump() << "\n" << server_->Log();
+    return j;
+  }
+
+  // Watches the job to its end; its events, each checked to come once, in order.
+  std::vector<json> WatchToEnd(const std::string& job) {
+    RunResult r = testing::Run("tuneforge", {"--addr=" + server_->addr(), "-o", "json", "jobs", "watch", job},
+                      {}, 180);
+    std::vector<json> events = ParseEvents(r.out);
+    for (size_t i = 0; i < events.size(); ++i) {
+      EXPECT_EQ(Int(events[i], "sequence"), static_cast<int64_t>(i + 1)) << "gap or duplicate";
+    }
+    return events;
+  }
+
+  std::string dir_;
+  std::unique_ptr<ServerProcess> server_;
+};
+
+// Train losses by step, per attempt (a TrainingStarted event opens one).
+std::vector<std::map<int64_t, double>> LossesByAttempt(const std::vector<json>& events) {
+  std::vector<std::map<int64_t, double>> out;
+  for (const json& e : events) {
+    if (e.contains("started")) out.emplace_back();
+    if (e.contains("metrics") && !out.empty()) {
+      out.back()[Int(e["metrics"], "step")] = e["metrics"]["loss"].get<double>();
+    }
+  }
+  return out;
+}
+
+std::vector<int64_t> ResumedFrom(const std::vector<json>& events) {
+  std::vector<int64_t> out;
+  for (const json& e : events) {
+    if (e.contains("started")) out.push_back(Int(e["started"], "resumedFromStep"));
+  }
+  return out;
+}
+
+// The second attempt starts at the checkpoint and repeats exactly the steps
+// the first ran past it: the loss curve is one curve.
+void ExpectContinuousLosses(const std::vector<json>& events, int64_t checkpoint,
+                            int min_overlap = 0) {
+  std::vector<std::map<int64_t, double>> attempts = LossesByAttempt(events);
+  ASSERT_EQ(attempts.size(), 2u);
+  EXPECT_EQ(attempts[1].begin()->first, checkpoint + 1);
+  int overlap = 0;
+  for (const auto& [step, loss] : attempts[1]) {
+    auto first = attempts[0].find(step);
+    if (first == attempts[0].end()) continue;
+    EXPECT_NEAR(loss, first->second, 1e-6) << "step " << step;
+    ++overlap;
+  }
+  std::map<int64_t, double> all = attempts[0];
+  all.insert(attempts[1].begin(), attempts[1].end());
+  EXPECT_EQ(all.size(), static_cast<size_t>(all.rbegin()->first)) << "a step is missing";
+  EXPECT_EQ(all.rbegin()->first, 180);
+  EXPECT_GE(overlap, min_overlap);
+}
+
+TEST_F(FaultTest, WorkerKilledMidRunResumesOnAnotherFromItsUploadedCheckpoint) {
+  StartServer({"--lease-seconds=2", "--heartbeat-ms=200"});
+  const std::string job = CreateJob();
+  auto a = StartWorker("host-a");
+  // Killed a few steps past a checkpoint: those steps run twice, and must
+  // give the same losses both times.
+  WaitForJob(job, [](const json& j) {
+    return Int(j, "checkpointStep") >= 20 && Int(j["progress"], "step") >= Int(j, "checkpointStep") + 4;
+  });
+  a->Signal(SIGKILL);
+  EXPECT_EQ(a->Wait(10), 128 + SIGKILL);
+  const int64_t checkpoint = Int(GetJob(job), "checkpointStep");
+
+  auto b = StartWorker("host-b");  // another cache: it can only fetch the checkpoint
+  std::vector<json> events = WatchToEnd(job);
+  json done = GetJob(job);
+  ASSERT_EQ(done["state"], "JOB_STATE_SUCCEEDED") << done.dump() << server_->Log() << b->Err();
+  EXPECT_EQ(done["attempt"], 2);
+  EXPECT_EQ(done["failedAttempts"], 1);
+  EXPECT_EQ(ResumedFrom(events), (std::vector<int64_t>{0, checkpoint}));
+  bool requeued = false;
+  for (const json& e : events) {
+    if (!e.contains("stateChange")) continue;
+    const std::string reason = e["stateChange"].value("reason", "");
+    requeued = requeued || (reason.find("lease expired") != std::string::npos &&
+                            reason.find("resumes from step-") != std::string::npos);
+  }
+  EXPECT_TRUE(requeued);
+  ExpectContinuousLosses(events, checkpoint, /*min_overlap=*/4);
+}
+
+TEST_F(FaultTest, SigtermHandsTheJobBackWithoutLosingSteps) {
+  // A lease far longer than the test: the job comes back because the worker
+  // hands it back, not because a lease ran out.
+  StartServer({"--lease-seconds=300", "--heartbeat-ms=200"});
+  const std::string job = CreateJob();
+  auto a = StartWorker("host-a");
+  WaitForJob(job, [](const json& j) { return Int(j["progress"], "step") >= 25; });
+  a->Signal(SIGTERM);
+  EXPECT_EQ(a->Wait(30), 0) << a->Err();
+  json back = GetJob(job);
+  EXPECT_EQ(back["state"], "JOB_STATE_QUEUED") << back.dump();
+  EXPECT_EQ(Int(back, "failedAttempts"), 0);
+  // The checkpoint it wrote on the way out is at the last step it reported.
+  const int64_t checkpoint = Int(back, "checkpointStep");
+  EXPECT_EQ(checkpoint, Int(back["progress"], "step"));
+  EXPECT_NE((a->Out() + a->Err()).find("handed back (the worker is stopping)"), std::string::npos)
+      << a->Out() << a->Err();
+
+  auto b = StartWorker("host-b");
+  std::vector<json> events = WatchToEnd(job);
+  EXPECT_EQ(GetJob(job)["state"], "JOB_STATE_SUCCEEDED");
+  EXPECT_EQ(ResumedFrom(events), (std::vector<int64_t>{0, checkpoint}));
+  std::vector<std::map<int64_t, double>> attempts = LossesByAttempt(events);
+  ASSERT_EQ(attempts.size(), 2u);
+  EXPECT_EQ(attempts[0].rbegin()->first, checkpoint);  // nothing run twice, nothing lost
+  ExpectContinuousLosses(events, checkpoint);
+}
+
+TEST_F(FaultTest, PausedJobFreesItsWorkerAndResumesWhereItStopped) {
+  StartServer({"--heartbeat-ms=200"}, /*local_workers=*/1);
+  const std::string job = CreateJob();
+  WaitForJob(job, [](const json& j) { return Int(j["progress"], "step") >= 25; });
+  RunResult pause = server_->Cli({"jobs", "pause", job});
+  EXPECT_EQ(pause.exit_code, 0) << pause.err;
+  json paused = WaitForJob(job, [](const json& j) { return j["state"] == "JOB_STATE_PAUSED"; });
+  const int64_t checkpoint = Int(paused, "checkpointStep");
+  EXPECT_GE(checkpoint, 25);
+  EXPECT_NE(paused.value("waitReason", "").find("paused"), std::string::npos);
+  // The worker is free: another job runs to the end meanwhile.
+  const std::string other = CreateJob(1);
+  EXPECT_EQ(WaitForJob(other, [](const json& j) { return j["state"] == "JOB_STATE_SUCCEEDED"; })
+                ["state"],
+            "JOB_STATE_SUCCEEDED");
+  EXPECT_EQ(GetJob(job)["state"], "JOB_STATE_PAUSED");
+
+  EXPECT_EQ(server_->Cli({"jobs", "resume", job}).exit_code, 0);
+  std::vector<json> events = WatchToEnd(job);
+  EXPECT_EQ(GetJob(job)["state"], "JOB_STATE_SUCCEEDED");
+  EXPECT_EQ(ResumedFrom(events), (std::vector<int64_t>{0, checkpoint}));
+  ExpectContinuousLosses(events, checkpoint);
+}
+
+// The scheduler dies on the spot and starts again on the same data: no job
+// or event is lost, the worker comes back, and a watcher that reconnects
+// sees every event exactly once.
+TEST_F(FaultTest, SchedulerKilledAndRestartedLosesNothing) {
+  const std::string listen = "--listen=127.0.0.1:" + std::to_string(FreePort());
+  StartServer({listen, "--lease-seconds=2", "--heartbeat-ms=200"});
+  const std::string job = CreateJob();
+  auto worker = StartWorker("host-a");
+  BackgroundProcess watcher(
+      "tuneforge", {"--addr=" + server_->addr(), "-o", "json", "jobs", "watch", job},
+      dir_ + "/watcher");
+  WaitForJob(job, [](const json& j) { return Int(j["progress"], "step") >= 45; });
+  server_->Kill();
+  std::this_thread::sleep_for(std::chrono::milliseconds(500));
+  StartServer({listen, "--lease-seconds=2", "--heartbeat-ms=200"});
+
+  EXPECT_EQ(watcher.Wait(180), 0) << watcher.Err() << server_->Log() << worker->Err();
+  json done = GetJob(job);
+  EXPECT_EQ(done["state"], "JOB_STATE_SUCCEEDED") << done.dump();
+  std::vector<json> events = ParseEvents(watcher.Out());
+  ASSERT_FALSE(events.empty());
+  for (size_t i = 0; i < events.size(); ++i) {
+    EXPECT_EQ(Int(events[i], "sequence"), static_cast<int64_t>(i + 1)) << "gap or duplicate";
+  }
+  EXPECT_NE(watcher.Err().find("reconnecting after #"), std::string::npos) << watcher.Err();
+  // The same events replayed from the restarted server's store.
+  std::vector<json> replay = WatchToEnd(job);
+  ASSERT_EQ(replay.size(), events.size());
+  for (size_t i = 0; i < events.size(); ++i) EXPECT_EQ(replay[i], events[i]);
+  std::vector<std::map<int64_t, double>> attempts = LossesByAttempt(events);
+  std::map<int64_t, double> all;
+  for (const auto& a : attempts) all.insert(a.begin(), a.end());
+  EXPECT_EQ(all.size(), 180u);
+}
+
+// A worker that heartbeats but completes no step is STALLED; after
+// max_attempts such attempts the job fails listing each one.
+TEST_F(FaultTest, StalledWorkerFailsTheAttemptAndTheJobListsEveryReason) {
+  StartServer({"--stall-seconds=1", "--max-attempts=2", "--heartbeat-ms=200"}, 1);
+  // small-gpt2 on rows of 512 tokens: its first step takes longer than a second here.
+  std::string long_text;
+  for (int i = 0; i < 8; ++i) {
+    long_text += json({{"text", std::string(600, static_cast<char>('a' + i))}}).dump() + "\n";
+  }
+  WriteFile(dir_ + "/long.jsonl", long_text);
+  RunResult up = server_->Cli({"-o", "name", "datasets", "upload", dir_ + "/long.jsonl"});
+  ASSERT_EQ(up.exit_code, 0) << up.err;
+  RunResult r = server_->Cli({"-o", "name", "jobs", "create", "--model", "small-gpt2",
+                              "--training-dataset", up.out.substr(0, up.out.find('\n')),
+                              "--max-seq-len", "512", "--validation-split", "0"});
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  const std::string job = r.out.substr(0, r.out.find('\n'));
+  json failed = WaitForJob(job, [](const json& j) { return j["state"] == "JOB_STATE_FAILED"; }, 120);
+  const std::string error = failed.value("error", "");
+  EXPECT_EQ(error.rfind("2 of 2 attempts failed: attempt 1: STALLED: worker ", 0), 0u) << error;
+  EXPECT_NE(error.find("; attempt 2: STALLED: worker "), std::string::npos) << error;
+  EXPECT_EQ(failed["attemptErrors"].size(), 2u);
+}
+
+}  // namespace
+}  // namespace tuneforge::testing
