@@ -19,6 +19,7 @@
 #include <thread>
 
 #include <CLI/CLI.hpp>
+#include <google/protobuf/util/time_util.h>
 #include <grpcpp/grpcpp.h>
 
 #include "absl/strings/str_cat.h"
@@ -443,10 +444,22 @@ class Client {
     return 0;
   }
 
-  int ListJobs(const std::string& state, const std::string& label) {
+  int ListJobs(const std::string& state, const std::string& label, const std::string& after,
+               const std::string& before) {
     v1::ListJobsRequest req;
     req.set_page_size(1000);
     req.set_label(label);
+    for (const auto& [text, field] : {std::pair{&after, req.mutable_create_time_after()},
+                                      std::pair{&before, req.mutable_create_time_before()}}) {
+      if (text->empty()) continue;
+      if (!google::protobuf::util::TimeUtil::FromString(*text, field)) {
+        std::fprintf(stderr, "tuneforge: '%s' is not a time like 2026-11-25T09:30:00Z\n",
+                     text->c_str());
+        return 2;
+      }
+    }
+    if (after.empty()) req.clear_create_time_after();
+    if (before.empty()) req.clear_create_time_before();
     if (!state.empty()) {
       v1::JobState st;
       if (!v1::JobState_Parse("JOB_STATE_" + state, &st)) {
@@ -722,7 +735,11 @@ int Main(int argc, char** argv) {
   CLI::App* jlist = jobs->add_subcommand("list", "list jobs, newest first");
   jlist->add_option("--state", state, "QUEUED, RUNNING, SUCCEEDED, FAILED, CANCELLED, PAUSED");
   jlist->add_option("--label", label, "key=value");
-  jlist->callback(run([&](Client c) { return c.ListJobs(state, label); }));
+  std::string created_after, created_before;
+  jlist->add_option("--created-after", created_after, "RFC 3339, e.g. 2026-11-25T09:30:00Z");
+  jlist->add_option("--created-before", created_before, "RFC 3339");
+  jlist->callback(
+      run([&](Client c) { return c.ListJobs(state, label, created_after, created_before); }));
   CLI::App* cancel = jobs->add_subcommand("cancel", "cancel a job");
   cancel->add_option("ID", id)->required();
   cancel->callback(run([&](Client c) { return c.CancelJob(id); }));

@@ -2,6 +2,8 @@
 #include <deque>
 #include <mutex>
 
+#include <google/protobuf/util/time_util.h>
+
 #include "absl/strings/numbers.h"
 #include "server/convert.h"
 #include "server/grpc_status.h"
@@ -132,6 +134,8 @@ grpc::ServerUnaryReactor* JobServiceImpl::GetJob(grpc::CallbackServerContext* ct
   return FinishNow(ctx, job.status());
 }
 
+using google::protobuf::util::TimeUtil;
+
 grpc::ServerUnaryReactor* JobServiceImpl::ListJobs(grpc::CallbackServerContext* ctx,
                                                    const v1::ListJobsRequest* request,
                                                    v1::ListJobsResponse* response) {
@@ -147,6 +151,12 @@ grpc::ServerUnaryReactor* JobServiceImpl::ListJobs(grpc::CallbackServerContext* 
     if (!IdFromName(filter.label_key, "labels", "label").ok()) {
       return FinishNow(ctx, absl::InvalidArgumentError("label: key must be of [a-z0-9-]"));
     }
+  }
+  if (request->has_create_time_after()) {
+    filter.created_after_ms = TimeUtil::TimestampToMilliseconds(request->create_time_after());
+  }
+  if (request->has_create_time_before()) {
+    filter.created_before_ms = TimeUtil::TimestampToMilliseconds(request->create_time_before());
   }
   const int size = PageSize(request->page_size(), 50, 1000);
   absl::StatusOr<std::vector<Job>> jobs = scheduler_->ListJobs(filter, request->page_token(), size);

@@ -372,6 +372,16 @@ absl::Status Store::PutJob(const Job& job, const std::vector<Event>& events) {
   });
 }
 
+absl::StatusOr<std::string> Store::IntegrityCheck() {
+  MutexLock lock(&mu_);
+  Stmt s(db_, "PRAGMA integrity_check");
+  std::string out;
+  int rc;
+  while ((rc = s.Step()) == SQLITE_ROW) absl::StrAppend(&out, out.empty() ? "" : "\n", s.Text(0));
+  if (rc != SQLITE_DONE) return Error("integrity check");
+  return out;
+}
+
 absl::Status Store::PutJobFiles(const Job& job) {
   const std::vector<std::pair<std::string, std::string>> rows = JobFileRows(job);
   std::vector<std::pair<std::string, std::string>> stored;
@@ -437,6 +447,14 @@ absl::StatusOr<std::vector<Job>> Store::ListJobs(const JobFilter& filter,
     args.push_back(absl::StrCat("$.\"", filter.label_key, "\""));
     args.push_back(filter.label_value);
     absl::StrAppend(&sql, " AND json_extract(labels, ?2) = ?3");
+  }
+  if (filter.created_after_ms > 0) {
+    absl::StrAppend(&sql, " AND json_extract(record, '$.create_time_ms') >= ",
+                    filter.created_after_ms);
+  }
+  if (filter.created_before_ms > 0) {
+    absl::StrAppend(&sql, " AND json_extract(record, '$.create_time_ms') < ",
+                    filter.created_before_ms);
   }
   absl::StrAppend(&sql, " ORDER BY seq DESC LIMIT ", limit);
   return QueryJobs(sql, args);

@@ -29,6 +29,8 @@ struct JobFilter {
   std::optional<JobState> state;
   std::string label_key;    // with label_value: only jobs carrying this label
   std::string label_value;
+  int64_t created_after_ms = 0;   // 0: no bound; else create_time_ms >= this
+  int64_t created_before_ms = 0;  // 0: no bound; else create_time_ms < this
 };
 
 class Store {
@@ -75,6 +77,9 @@ class Store {
 
   absl::StatusOr<std::vector<Event>> ListEvents(const std::string& job_id,
                                                 int64_t after_sequence, int limit);
+
+  // SQLite's PRAGMA integrity_check: "ok", or the problems it found.
+  absl::StatusOr<std::string> IntegrityCheck();
 
  private:
   explicit Store(sqlite3* db) : db_(db) {}

@@ -1,5 +1,7 @@
 // The walking skeleton end to end: a real scheduler with a real local worker
 // on a free loopback port, driven only through the real `tuneforge` CLI.
+#include <sys/wait.h>
+
 #include <chrono>
 #include <filesystem>
 #include <fstream>
@@ -438,6 +440,44 @@ TEST_F(EndToEndTest, TrainingOptionsReachTheWorker) {
                                 "--chat-template", "vicuna"});
   EXPECT_EQ(bad.exit_code, 2);
   EXPECT_NE(bad.err.find("job.hyperparameters.chat_template"), std::string::npos) << bad.err;
+}
+
+// Another service's client, written with Node's @grpc/grpc-js from the .proto
+// files alone (examples/node-client): it uploads, creates, watches and polls
+// a job to its end.
+TEST_F(EndToEndTest, AClientTuneforgeDidNotWriteSubmitsWatchesAndPolls) {
+  const std::string cmd = std::string("NODE_PATH=") + TUNEFORGE_NPM_DIR + "/node_modules node " +
+                          TUNEFORGE_SOURCE_DIR + "/examples/node-client/client.js --addr " +
+                          server_->addr() + " --data " + dir_ + "/data.json --epochs 2 2>&1";
+  FILE* pipe = popen(cmd.c_str(), "r");
+  ASSERT_NE(pipe, nullptr);
+  std::string out;
+  char buf[4096];
+  for (size_t n; (n = fread(buf, 1, sizeof(buf), pipe)) > 0;) out.append(buf, n);
+  const int status = pclose(pipe);
+  ASSERT_EQ(WEXITSTATUS(status), 0) << out << server_->Log();
+  std::vector<json> events, polls;
+  json dataset, final;
+  std::istringstream lines(out);
+  for (std::string line; std::getline(lines, line);) {
+    json j = json::parse(line);
+    if (j.contains("event")) events.push_back(j["event"]);
+    if (j.contains("poll")) polls.push_back(j["poll"]);
+    if (j.contains("dataset")) dataset = j["dataset"];
+    if (j.contains("final")) final = j["final"];
+  }
+  EXPECT_EQ(dataset["state"], "DATASET_STATE_READY");
+  EXPECT_EQ(dataset["examples"], "40");
+  ASSERT_FALSE(events.empty());
+  for (size_t i = 0; i < events.size(); ++i) {  // the whole stream, in order, once
+    EXPECT_EQ(events[i]["sequence"], std::to_string(i + 1));
+  }
+  EXPECT_EQ(events.back()["stateChange"]["to"], "JOB_STATE_SUCCEEDED");
+  EXPECT_GE(polls.size(), 1u);
+  EXPECT_EQ(polls.back()["state"], "JOB_STATE_SUCCEEDED");
+  EXPECT_EQ(final["state"], "JOB_STATE_SUCCEEDED");
+  // What it made is there for this project's own CLI too.
+  EXPECT_EQ(server_->Cli({"models", "get", final["resultModel"]}).exit_code, 0);
 }
 
 // A dropped connection keeps what arrived; running the upload again sends
