@@ -35,6 +35,8 @@ bench: build
 	./bench/train_speed.sh $(BUILD_DIR)/bin
 	./bench/upload.sh $(BUILD_DIR)/bin 50 200
 	./bench/tokenizer.sh $(BUILD_DIR)/bin 8
+	./bench/engine_options.sh $(BUILD_DIR)/bin
+	./bench/scheduler.sh $(BUILD_DIR)/bin
 
 # The engine and tuneforge-train alone, with libtorch only (for GPU hosts).
 engine: setup

@@ -60,6 +60,7 @@ absl::StatusOr<std::unique_ptr<Scheduler>> Scheduler::Create(Store* store,
     }
   }
   s->reaper_ = std::thread([p = s.get()] { p->ReaperLoop(); });
+  s->notifier_ = std::thread([p = s.get()] { p->NotifierLoop(); });
   return s;
 }
 
@@ -70,6 +71,12 @@ Scheduler::~Scheduler() {
   }
   stop_cv_.notify_all();
   if (reaper_.joinable()) reaper_.join();
+  {
+    std::lock_guard<std::mutex> lock(notify_mu_);
+    notifier_stopping_ = true;
+  }
+  notify_cv_.notify_all();
+  if (notifier_.joinable()) notifier_.join();
   std::map<uint64_t, Waiter> waiters;
   {
     MutexLock lock(&mu_);
@@ -95,11 +102,45 @@ absl::Status Scheduler::CommitLocked(Job& job, std::vector<Event> events, Deferr
   RETURN_IF_ERROR(store_->PutJob(next, events));
   job = std::move(next);
   if (!events.empty()) {
-    for (const auto& [id, entry] : listeners_) {
-      if (entry.first == job.id) deferred.calls.push_back(entry.second);
+    {
+      MutexLock lock(&events_mu_);
+      std::deque<Event>& recent = recent_[job.id];
+      for (Event& e : events) recent.push_back(std::move(e));
+      while (recent.size() > kRecentEvents) recent.pop_front();
     }
+    {
+      std::lock_guard<std::mutex> lock(notify_mu_);
+      to_notify_.insert(job.id);
+    }
+    notify_cv_.notify_one();
   }
   return absl::OkStatus();
+}
+
+void Scheduler::EraseActiveLocked(const std::string& job_id) {
+  active_.erase(job_id);
+  MutexLock lock(&events_mu_);
+  recent_.erase(job_id);
+}
+
+void Scheduler::NotifierLoop() {
+  std::unique_lock<std::mutex> lock(notify_mu_);
+  while (true) {
+    notify_cv_.wait(lock, [this] { return notifier_stopping_ || !to_notify_.empty(); });
+    if (notifier_stopping_) return;
+    std::set<std::string> jobs;
+    jobs.swap(to_notify_);
+    lock.unlock();
+    std::vector<Listener> calls;
+    {
+      MutexLock state(&mu_);
+      for (const auto& [id, entry] : listeners_) {
+        if (jobs.count(entry.first) > 0) calls.push_back(entry.second);
+      }
+    }
+    for (const Listener& call : calls) call();
+    lock.lock();
+  }
 }
 
 namespace {
@@ -348,7 +389,7 @@ absl::StatusOr<Job> Scheduler::CancelJob(const std::string& id) {
   queue_.erase(KeyOf(job));  // QUEUED or PAUSED
   RETURN_IF_ERROR(TransitionLocked(job, JobState::kCancelled, "cancelled by the user", deferred));
   Job result = job;
-  active_.erase(it);
+  EraseActiveLocked(id);
   return result;
 }
 
@@ -409,6 +450,21 @@ absl::StatusOr<Job> Scheduler::ResumeJob(const std::string& id) {
 
 absl::StatusOr<std::vector<Event>> Scheduler::ListEvents(const std::string& job_id,
                                                          int64_t after_sequence, int limit) {
+  {
+    MutexLock lock(&events_mu_);
+    auto it = recent_.find(job_id);
+    // Served from memory when the newest events cover what is asked for.
+    if (it != recent_.end() && !it->second.empty() &&
+        after_sequence >= it->second.front().sequence - 1) {
+      std::vector<Event> out;
+      for (const Event& e : it->second) {
+        if (e.sequence <= after_sequence) continue;
+        if (static_cast<int>(out.size()) == limit) break;
+        out.push_back(e);
+      }
+      return out;
+    }
+  }
   return store_->ListEvents(job_id, after_sequence, limit);
 }
 
@@ -650,7 +706,7 @@ absl::Status Scheduler::FinishJob(const std::string& job_id, const std::string& 
   }
   RETURN_IF_ERROR(TransitionLocked(*job, state, reason, deferred));
   ForgetLeaseLocked(*job);
-  active_.erase(job_id);
+  EraseActiveLocked(job_id);
   return absl::OkStatus();
 }
 
@@ -665,7 +721,7 @@ absl::Status Scheduler::ReleaseJob(const std::string& job_id, const std::string&
       job->checkpoint_name.empty() ? "" : absl::StrCat("; resumes from ", job->checkpoint_name);
   if (job->cancel_requested) {
     RETURN_IF_ERROR(TransitionLocked(*job, JobState::kCancelled, "cancelled by the user", deferred));
-    active_.erase(job_id);
+    EraseActiveLocked(job_id);
   } else if (job->pause_requested) {
     job->pause_requested = false;
     RETURN_IF_ERROR(TransitionLocked(*job, JobState::kPaused,
@@ -741,7 +797,7 @@ void Scheduler::ReapExpired() {
       if (!CommitLocked(job, {std::move(e)}, deferred).ok()) continue;
     }
     absl::Status s = FailAttemptLocked(job, why, deferred);
-    if (s.ok() && IsTerminal(job.state)) active_.erase(it);
+    if (s.ok() && IsTerminal(job.state)) EraseActiveLocked(job_id);
   }
   MatchLocked(deferred);
 }

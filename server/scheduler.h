@@ -15,7 +15,10 @@
 //
 // Watchers subscribe to a job and are told when it has new events; they read
 // the events themselves (ListEvents) at their own pace, so a slow watcher
-// never holds up training or other watchers.
+// never holds up training or other watchers. Listeners run on a notifier
+// thread of their own, not on the thread that committed the event, and the
+// newest events of active jobs are kept in memory, so following a job live
+// reads no disk however many watch it.
 //
 // Thread-safe: every public method may be called from any thread. Callbacks
 // (AcquireJob's `done`, subscription listeners) run without internal locks held.
@@ -24,6 +27,7 @@
 
 #include <condition_variable>
 #include <cstdint>
+#include <deque>
 #include <functional>
 #include <map>
 #include <memory>
@@ -135,7 +139,8 @@ class Scheduler {
   absl::Status ReleaseJob(const std::string& job_id, const std::string& lease,
                           const std::string& reason);
 
-  // Watching. `listener` is called after every new event of the job.
+  // Watching. `listener` is called after new events of the job (once for
+  // several that come together), on the notifier thread, without locks held.
   uint64_t Subscribe(const std::string& job_id, Listener listener);
   void Unsubscribe(uint64_t id);
 
@@ -173,6 +178,9 @@ class Scheduler {
   void ForgetLeaseLocked(Job& job) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // Fills the output-only wait_reason and queue_position of a QUEUED or PAUSED job.
   void ExplainWaitLocked(Job& job) const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Removes an ended job from memory (its events stay in the store).
+  void EraseActiveLocked(const std::string& job_id) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  void NotifierLoop();
   void ReaperLoop();
 
   Store* const store_;
@@ -191,6 +199,16 @@ class Scheduler {
   std::map<std::string, WorkerInfo> workers_ ABSL_GUARDED_BY(mu_);
   std::map<uint64_t, Waiter> waiters_ ABSL_GUARDED_BY(mu_);  // FIFO by ticket
   std::map<uint64_t, std::pair<std::string, Listener>> listeners_ ABSL_GUARDED_BY(mu_);
+  // The newest events of each active job, for watchers that follow it live.
+  static constexpr size_t kRecentEvents = 1024;
+  Mutex events_mu_ ABSL_ACQUIRED_AFTER(mu_);
+  std::map<std::string, std::deque<Event>> recent_ ABSL_GUARDED_BY(events_mu_);
+  // Jobs with events their listeners have not yet been told of.
+  std::mutex notify_mu_;
+  std::condition_variable notify_cv_;
+  std::set<std::string> to_notify_;  // guarded by notify_mu_
+  bool notifier_stopping_ = false;   // guarded by notify_mu_
+  std::thread notifier_;
   uint64_t next_ticket_ ABSL_GUARDED_BY(mu_) = 1;
   std::mutex stop_mu_;  // the reaper's sleep, apart from mu_
   std::condition_variable stop_cv_;
