@@ -1,4 +1,5 @@
 // JobService: creating, reading, cancelling and watching fine-tuning jobs.
+#include <algorithm>
 #include <deque>
 #include <mutex>
 
@@ -21,11 +22,17 @@ class WatchReactor : public grpc::ServerWriteReactor<v1::JobEvent> {
  public:
   static constexpr int kBatch = 64;
 
-  WatchReactor(Scheduler* scheduler, std::string job_id, int64_t after_sequence)
+  struct Shared {
+    std::recursive_mutex mu;  // reactions may arrive while Pump() runs
+    WatchReactor* reactor = nullptr;
+  };
+
+  WatchReactor(Scheduler* scheduler, std::string job_id, int64_t after_sequence,
+               std::shared_ptr<Shared> shared)
       : scheduler_(scheduler),
         job_id_(std::move(job_id)),
         fetched_after_(after_sequence),
-        shared_(std::make_shared<Shared>()) {
+        shared_(std::move(shared)) {
     shared_->reactor = this;
     subscription_ = scheduler_->Subscribe(job_id_, [shared = shared_] {
       std::lock_guard<std::recursive_mutex> lock(shared->mu);
@@ -42,7 +49,22 @@ class WatchReactor : public grpc::ServerWriteReactor<v1::JobEvent> {
       Done(grpc::Status(grpc::StatusCode::UNAVAILABLE, "the stream broke; watch again"));
       return;
     }
+    if (stopping_) {
+      Stop();
+      return;
+    }
     Pump();
+  }
+
+  // The server is shutting down: ends the stream, once the event being
+  // written is out, with a status that says where to continue. Called with
+  // shared_->mu held.
+  void Stop() {
+    stopping_ = true;
+    if (writing_) return;  // OnWriteDone comes back here
+    Done(grpc::Status(grpc::StatusCode::UNAVAILABLE,
+                      absl::StrCat("the server is shutting down; watch again with "
+                                   "after_sequence=", sent_through_, " to continue")));
   }
 
   void OnCancel() override {
@@ -60,11 +82,6 @@ class WatchReactor : public grpc::ServerWriteReactor<v1::JobEvent> {
   }
 
  private:
-  struct Shared {
-    std::recursive_mutex mu;  // reactions may arrive while Pump() runs
-    WatchReactor* reactor = nullptr;
-  };
-
   // Called with shared_->mu held.
   void Pump() {
     if (writing_ || finished_) return;
@@ -83,6 +100,7 @@ class WatchReactor : public grpc::ServerWriteReactor<v1::JobEvent> {
     if (!pending_.empty()) {
       current_ = std::move(pending_.front());
       pending_.pop_front();
+      sent_through_ = current_.sequence();
       writing_ = true;
       StartWrite(&current_);
       return;
@@ -108,8 +126,10 @@ class WatchReactor : public grpc::ServerWriteReactor<v1::JobEvent> {
   uint64_t subscription_ = 0;
   std::deque<v1::JobEvent> pending_;
   v1::JobEvent current_;
+  int64_t sent_through_ = 0;  // the sequence of the last event written
   bool writing_ = false;
   bool finished_ = false;
+  bool stopping_ = false;
 };
 
 }  // namespace
@@ -209,7 +229,43 @@ grpc::ServerWriteReactor<v1::JobEvent>* JobServiceImpl::WatchJob(
     };
     return new Failed(ToGrpc(status));
   }
-  return new WatchReactor(scheduler_, *id, request->after_sequence());
+  auto shared = std::make_shared<WatchReactor::Shared>();
+  {
+    std::lock_guard<std::mutex> lock(watchers_mu_);
+    if (shutting_down_) {
+      status = absl::UnavailableError("the server is shutting down; watch again shortly");
+    } else {
+      // Forget the watchers that have ended.
+      watchers_.erase(std::remove_if(watchers_.begin(), watchers_.end(),
+                                     [](const std::weak_ptr<void>& w) { return w.expired(); }),
+                      watchers_.end());
+      watchers_.push_back(shared);
+    }
+  }
+  if (!status.ok()) {
+    class Failed : public grpc::ServerWriteReactor<v1::JobEvent> {
+     public:
+      explicit Failed(const grpc::Status& s) { Finish(s); }
+      void OnDone() override { delete this; }
+    };
+    return new Failed(ToGrpc(status));
+  }
+  return new WatchReactor(scheduler_, *id, request->after_sequence(), std::move(shared));
+}
+
+void JobServiceImpl::Shutdown() {
+  std::vector<std::weak_ptr<void>> watchers;
+  {
+    std::lock_guard<std::mutex> lock(watchers_mu_);
+    shutting_down_ = true;
+    watchers.swap(watchers_);
+  }
+  for (const std::weak_ptr<void>& w : watchers) {
+    auto shared = std::static_pointer_cast<WatchReactor::Shared>(w.lock());
+    if (!shared) continue;
+    std::lock_guard<std::recursive_mutex> lock(shared->mu);
+    if (shared->reactor != nullptr) shared->reactor->Stop();
+  }
 }
 
 grpc::ServerUnaryReactor* JobServiceImpl::ListJobEvents(grpc::CallbackServerContext* ctx,

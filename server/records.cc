@@ -64,7 +64,7 @@ NLOHMANN_DEFINE_TYPE_NON_INTRUSIVE_WITH_DEFAULT(Job, id, spec, state, create_tim
                                                 result_model, checkpoint_name, checkpoint_step,
                                                 checkpoint, pending_checkpoint_name,
                                                 pending_checkpoint, failures, attempt_errors,
-                                                pause_requested)
+                                                pause_requested, memory_estimate_bytes)
 NLOHMANN_DEFINE_TYPE_NON_INTRUSIVE_WITH_DEFAULT(StateChangeEvent, from, to, reason)
 NLOHMANN_DEFINE_TYPE_NON_INTRUSIVE_WITH_DEFAULT(MetricsEvent, epoch, step, total_steps, loss,
                                                 learning_rate, grad_norm, tokens_per_second,

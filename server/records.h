@@ -163,6 +163,10 @@ struct Job {
   int failures = 0;
   std::vector<std::string> attempt_errors;
   bool pause_requested = false;  // RUNNING: the worker checkpoints and hands it back PAUSED
+  // What a worker must hold at least: weights, gradients and AdamW moments
+  // in float32 (16 bytes a parameter; LoRA: the frozen weights, 4); the
+  // activations come on top. Jobs go only to workers with that much memory.
+  int64_t memory_estimate_bytes = 0;
   // Computed when read, never stored: why a QUEUED or PAUSED job waits.
   std::string wait_reason;
   int queue_position = 0;  // 1-based while QUEUED

@@ -5,6 +5,7 @@
 #include <random>
 
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
 #include "common/status_macros.h"
 #include "server/models.h"
 
@@ -244,7 +245,18 @@ void Scheduler::ExplainWaitLocked(Job& job) const {
   job.queue_position = position;
   size_t running = 0;
   for (const auto& [id, j] : active_) running += j.state == JobState::kRunning;
-  if (workers_.empty()) {
+  int64_t largest = 0;
+  bool capable = false;
+  for (const auto& [id, w] : workers_) {
+    capable = capable || CanHoldLocked(id, job);
+    largest = std::max(largest, w.memory_bytes);
+  }
+  if (!workers_.empty() && !capable) {
+    job.wait_reason = absl::StrFormat(
+        "position %d in the queue; no registered worker can hold it: it needs %.1f GiB for "
+        "weights, gradients and optimizer state, the largest worker has %.1f GiB",
+        position, double(job.memory_estimate_bytes) / (1 << 30), double(largest) / (1 << 30));
+  } else if (workers_.empty()) {
     job.wait_reason = absl::StrCat("position ", position, " in the queue; no worker has registered");
   } else {
     job.wait_reason = absl::StrCat("position ", position, " in the queue; ", workers_.size(),
@@ -275,8 +287,10 @@ absl::StatusOr<Job> Scheduler::CreateJob(JobSpec spec) {
     spec.base_model = earlier->result_model;
   }
   std::string architecture;
+  int64_t parameters = 0;
   if (const Preset* p = FindPreset(spec.base_model)) {
     architecture = ArchitectureName(p->config.architecture);
+    parameters = ParameterCount(p->config);
   } else {
     absl::StatusOr<ModelRecord> m = store_->GetModel(spec.base_model);
     if (absl::IsNotFound(m.status())) {
@@ -285,6 +299,7 @@ absl::StatusOr<Job> Scheduler::CreateJob(JobSpec spec) {
     }
     RETURN_IF_ERROR(m.status());
     architecture = m->architecture;
+    parameters = m->parameter_count;
   }
   for (const std::string& target : spec.lora.targets) {
     if (!IsLoraTarget(architecture, target)) {
@@ -320,6 +335,7 @@ absl::StatusOr<Job> Scheduler::CreateJob(JobSpec spec) {
     job.train_examples = train.report.example_count - job.validation_examples;
   }
   job.id = NewId();
+  job.memory_estimate_bytes = parameters * (spec.lora.rank > 0 ? 4 : 16);
   job.spec = std::move(spec);
   job.state = JobState::kQueued;
   job.create_time_ms = NowMs();
@@ -502,20 +518,38 @@ void Scheduler::CancelAcquire(uint64_t ticket) {
   waiters_.erase(it);
 }
 
+bool Scheduler::CanHoldLocked(const std::string& worker_id, const Job& job) const {
+  auto it = workers_.find(worker_id);
+  const int64_t memory = it == workers_.end() ? 0 : it->second.memory_bytes;
+  return memory <= 0 || memory >= job.memory_estimate_bytes;  // 0: not reported
+}
+
 void Scheduler::MatchLocked(Deferred& deferred) {
-  while (!queue_.empty() && !waiters_.empty()) {
-    const std::string job_id = std::get<3>(*queue_.begin());
-    auto waiter = waiters_.begin();
-    AcquireCallback done = std::move(waiter->second.done);
-    const std::string worker_id = waiter->second.worker_id;
-    waiters_.erase(waiter);
-    absl::StatusOr<Assignment> a = AssignLocked(job_id, worker_id, deferred);
-    if (!a.ok()) {
-      deferred.calls.push_back([done, s = a.status()] { done(s); });
-      return;
+  // In queue order, each job goes to the longest-waiting worker that can
+  // hold it; a job no waiting worker can hold lets the next ones pass.
+  bool matched = true;
+  while (matched && !queue_.empty() && !waiters_.empty()) {
+    matched = false;
+    for (const QueueKey& key : queue_) {
+      const std::string job_id = std::get<3>(key);
+      const Job& job = active_.at(job_id);
+      auto waiter = std::find_if(waiters_.begin(), waiters_.end(), [&](const auto& w) {
+        return CanHoldLocked(w.second.worker_id, job);
+      });
+      if (waiter == waiters_.end()) continue;
+      AcquireCallback done = std::move(waiter->second.done);
+      const std::string worker_id = waiter->second.worker_id;
+      waiters_.erase(waiter);
+      absl::StatusOr<Assignment> a = AssignLocked(job_id, worker_id, deferred);
+      if (!a.ok()) {
+        deferred.calls.push_back([done, s = a.status()] { done(s); });
+        return;
+      }
+      deferred.calls.push_back(
+          [done, a = *std::move(a)]() mutable { done(std::optional<Assignment>(std::move(a))); });
+      matched = true;
+      break;  // the queue changed: start again from its head
     }
-    deferred.calls.push_back(
-        [done, a = *std::move(a)]() mutable { done(std::optional<Assignment>(std::move(a))); });
   }
 }
 

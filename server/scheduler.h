@@ -176,6 +176,9 @@ class Scheduler {
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // Ends the lease and step tracking of a job that stops running.
   void ForgetLeaseLocked(Job& job) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Whether the worker has the memory the job needs (or did not say).
+  bool CanHoldLocked(const std::string& worker_id, const Job& job) const
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // Fills the output-only wait_reason and queue_position of a QUEUED or PAUSED job.
   void ExplainWaitLocked(Job& job) const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // Removes an ended job from memory (its events stay in the store).

@@ -6,6 +6,8 @@
 
 #include <gtest/gtest.h>
 
+#include "common/model_config.h"
+
 
 
 namespace tuneforge {
@@ -254,6 +256,28 @@ TEST_F(SchedulerTest, HandBacksDoNotCountAsFailures) {
   EXPECT_NE(failed.error.find("2 of 2 attempts failed: attempt 4: "), std::string::npos)
       << failed.error;
   EXPECT_NE(failed.error.find("; attempt 5: "), std::string::npos) << failed.error;
+}
+
+// A job goes only to a worker with the memory it needs; the others pass it.
+TEST_F(SchedulerTest, JobsGoToWorkersThatCanHoldThem) {
+  JobSpec big = Spec();
+  big.base_model = "small-gpt2";  // 25.6M parameters: 410 MB for full fine-tuning
+  auto large = scheduler_->CreateJob(big);
+  auto small = scheduler_->CreateJob(Spec());  // tiny-gpt2: 14 MB
+  EXPECT_EQ(large->memory_estimate_bytes, ParameterCount(FindPreset("small-gpt2")->config) * 16);
+  std::string little = scheduler_->RegisterWorker({"little", "cpu", 100 << 20, ""});
+  auto a = Acquire(little, absl::Seconds(5));
+  ASSERT_TRUE(a->has_value());
+  EXPECT_EQ((*a)->job.id, small->id);  // the older, larger job waits
+  Job waiting = *scheduler_->GetJob(large->id);
+  EXPECT_EQ(waiting.state, JobState::kQueued);
+  EXPECT_NE(waiting.wait_reason.find("no registered worker can hold it: it needs 0.4 GiB"),
+            std::string::npos)
+      << waiting.wait_reason;
+  std::string unknown = scheduler_->RegisterWorker({"gpu", "cuda", 0, ""});  // memory not known
+  auto b = Acquire(unknown, absl::Seconds(5));
+  ASSERT_TRUE(b->has_value());
+  EXPECT_EQ((*b)->job.id, large->id);
 }
 
 TEST_F(SchedulerTest, PauseAndResume) {

@@ -169,6 +169,7 @@ int main(int argc, char** argv) {
 
   const int sig = tuneforge::WaitForTerminationSignal();
   spdlog::info("received {}; shutting down", strsignal(sig));
+  job_service.Shutdown();  // watchers learn why, and where to continue
   workers.Stop(absl::Seconds(10));
   server->Shutdown(std::chrono::system_clock::now() + std::chrono::seconds(2));
   spdlog::info("stopped");

@@ -7,6 +7,10 @@
 #ifndef TUNEFORGE_SERVER_SERVICES_H_
 #define TUNEFORGE_SERVER_SERVICES_H_
 
+#include <memory>
+#include <mutex>
+#include <vector>
+
 #include "server/datasets.h"
 #include "server/models.h"
 #include "server/scheduler.h"
@@ -91,8 +95,15 @@ class JobServiceImpl final : public v1::JobService::CallbackService {
                                           const v1::ListJobEventsRequest* request,
                                           v1::ListJobEventsResponse* response) override;
 
+  // Ends every WatchJob stream with UNAVAILABLE, saying where to continue,
+  // and refuses new ones: the server is shutting down.
+  void Shutdown();
+
  private:
   Scheduler* const scheduler_;
+  std::mutex watchers_mu_;
+  bool shutting_down_ = false;                 // guarded by watchers_mu_
+  std::vector<std::weak_ptr<void>> watchers_;  // their WatchReactor::Shared; guarded by watchers_mu_
 };
 
 class WorkerServiceImpl final : public v1::WorkerService::CallbackService {

@@ -18,6 +18,7 @@
 #include "grpc/health/v1/health.grpc.pb.h"
 #include "grpc/reflection/v1alpha/reflection.grpc.pb.h"
 #include "tuneforge/v1/dataset.grpc.pb.h"
+#include "tuneforge/v1/job.grpc.pb.h"
 
 #include "common/sha256.h"
 #include "tests/process.h"
@@ -478,6 +479,32 @@ TEST_F(EndToEndTest, AClientTuneforgeDidNotWriteSubmitsWatchesAndPolls) {
   EXPECT_EQ(final["state"], "JOB_STATE_SUCCEEDED");
   // What it made is there for this project's own CLI too.
   EXPECT_EQ(server_->Cli({"models", "get", final["resultModel"]}).exit_code, 0);
+}
+
+// A watcher that opens the stream and never reads: the server's writes to it
+// stop at gRPC's flow-control window, and nothing else waits on it; the job
+// runs to the end and another watcher gets every event.
+TEST_F(EndToEndTest, AWatcherThatNeverReadsDoesNotHoldUpTheJob) {
+  const std::string dataset = Upload(dir_ + "/data.json");
+  RunResult r = server_->Cli({"-o", "name", "jobs", "create", "--training-dataset", dataset,
+                              "--epochs", "40", "--batch-size", "2", "--max-seq-len", "64",
+                              "--log-every", "1", "--samples", "0"});
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  const std::string job = r.out.substr(0, r.out.find('\n'));
+  auto stub = v1::JobService::NewStub(
+      grpc::CreateChannel(server_->addr(), grpc::InsecureChannelCredentials()));
+  grpc::ClientContext stalled;
+  v1::WatchJobRequest req;
+  req.set_name(job);
+  std::unique_ptr<grpc::ClientReader<v1::JobEvent>> never_read = stub->WatchJob(&stalled, req);
+  RunResult watch = server_->Cli({"-o", "json", "jobs", "watch", job});
+  EXPECT_EQ(watch.exit_code, 0) << watch.err << server_->Log();
+  // 720 steps' metrics and more: well over a flow-control window of events.
+  size_t events = 0;
+  for (size_t at = 0; (at = watch.out.find("\"sequence\"", at)) != std::string::npos; ++at) ++events;
+  EXPECT_GT(events, 760u);
+  EXPECT_GT(watch.out.size(), 256u << 10);
+  stalled.TryCancel();
 }
 
 // A dropped connection keeps what arrived; running the upload again sends

@@ -295,6 +295,36 @@ TEST_F(FaultTest, SchedulerKilledAndRestartedLosesNothing) {
   EXPECT_EQ(all.size(), 180u);
 }
 
+// SIGTERM to the scheduler: its watchers are told why their stream ends and
+// where to continue, it exits 0, its local worker hands the job back, and
+// once started again the job runs to the end.
+TEST_F(FaultTest, SchedulerSigtermEndsStreamsClearlyAndLosesNoJob) {
+  StartServer({"--heartbeat-ms=200"}, /*local_workers=*/1);
+  const std::string job = CreateJob();
+  BackgroundProcess watcher(
+      "tuneforge", {"--addr=" + server_->addr(), "-o", "json", "jobs", "watch", job},
+      dir_ + "/watcher");
+  WaitForJob(job, [](const json& j) { return Int(j["progress"], "step") >= 20; });
+  EXPECT_EQ(server_->Stop(), 0) << server_->Log();
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(10);
+  while (watcher.Err().find("shutting down") == std::string::npos &&
+         std::chrono::steady_clock::now() < deadline) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  }
+  EXPECT_NE(watcher.Err().find("the server is shutting down; watch again with after_sequence="),
+            std::string::npos)
+      << watcher.Err();
+  watcher.Signal(SIGKILL);
+
+  StartServer({"--heartbeat-ms=200"}, 1);
+  json back = GetJob(job);
+  EXPECT_NE(back["state"], "JOB_STATE_RUNNING") << back.dump();  // handed back, not orphaned
+  EXPECT_GE(Int(back, "checkpointStep"), 20);
+  std::vector<json> events = WatchToEnd(job);
+  EXPECT_EQ(GetJob(job)["state"], "JOB_STATE_SUCCEEDED");
+  EXPECT_EQ(ResumedFrom(events).back(), Int(back, "checkpointStep"));
+}
+
 // A worker that heartbeats but completes no step is STALLED; after
 // max_attempts such attempts the job fails listing each one.
 TEST_F(FaultTest, StalledWorkerFailsTheAttemptAndTheJobListsEveryReason) {

@@ -222,8 +222,12 @@ absl::Status Agent::Register() {
   v1::RegisterWorkerRequest req;
   req.set_display_name(options_.name);
   req.set_device(engine::DefaultDevice());
-  // Host memory (a GPU's own memory is not read here: that needs CUDA's API).
-  req.set_memory_bytes(static_cast<int64_t>(sysconf(_SC_PHYS_PAGES)) * sysconf(_SC_PAGESIZE));
+  // What jobs must fit in: the host's memory on a CPU worker. A GPU's own
+  // memory is not read here (that needs CUDA's API): 0 says "not known", and
+  // the scheduler then sends any job.
+  req.set_memory_bytes(req.device() == "cpu" ? static_cast<int64_t>(sysconf(_SC_PHYS_PAGES)) *
+                                                   sysconf(_SC_PAGESIZE)
+                                             : 0);
   req.set_engine_version(std::string("tuneforge-") + engine::kEngineVersion);
   v1::RegisterWorkerResponse resp;
   grpc::Status s = stub_->RegisterWorker(&ctx, req, &resp);
