@@ -475,31 +475,15 @@ class Client {
     return 0;
   }
 
-  int CancelJob(const std::string& id) {
-    v1::CancelJobRequest req;
+  // Cancel, pause or resume: `rpc` on the job, which is then printed.
+  template <typename Request>
+  int JobAction(const std::string& id,
+                grpc::Status (v1::JobService::Stub::*rpc)(grpc::ClientContext*, const Request&,
+                                                          v1::Job*)) {
+    Request req;
     req.set_name(Name("jobs", id));
     v1::Job job;
-    grpc::Status s = jobs_->CancelJob(Context().get(), req, &job);
-    if (!s.ok()) return Fail(s);
-    Print(job, JobSummary(job), job.name());
-    return 0;
-  }
-
-  int PauseJob(const std::string& id) {
-    v1::PauseJobRequest req;
-    req.set_name(Name("jobs", id));
-    v1::Job job;
-    grpc::Status s = jobs_->PauseJob(Context().get(), req, &job);
-    if (!s.ok()) return Fail(s);
-    Print(job, JobSummary(job), job.name());
-    return 0;
-  }
-
-  int ResumeJob(const std::string& id) {
-    v1::ResumeJobRequest req;
-    req.set_name(Name("jobs", id));
-    v1::Job job;
-    grpc::Status s = jobs_->ResumeJob(Context().get(), req, &job);
+    grpc::Status s = (jobs_.get()->*rpc)(Context().get(), req, &job);
     if (!s.ok()) return Fail(s);
     Print(job, JobSummary(job), job.name());
     return 0;
@@ -742,15 +726,15 @@ int Main(int argc, char** argv) {
       run([&](Client c) { return c.ListJobs(state, label, created_after, created_before); }));
   CLI::App* cancel = jobs->add_subcommand("cancel", "cancel a job");
   cancel->add_option("ID", id)->required();
-  cancel->callback(run([&](Client c) { return c.CancelJob(id); }));
+  cancel->callback(run([&](Client c) { return c.JobAction(id, &v1::JobService::Stub::CancelJob); }));
   CLI::App* pause = jobs->add_subcommand(
       "pause", "checkpoint a running job and free its worker; it waits PAUSED");
   pause->add_option("ID", id)->required();
-  pause->callback(run([&](Client c) { return c.PauseJob(id); }));
+  pause->callback(run([&](Client c) { return c.JobAction(id, &v1::JobService::Stub::PauseJob); }));
   CLI::App* resume = jobs->add_subcommand("resume", "queue a paused job again; it continues "
                                                     "from its checkpoint");
   resume->add_option("ID", id)->required();
-  resume->callback(run([&](Client c) { return c.ResumeJob(id); }));
+  resume->callback(run([&](Client c) { return c.JobAction(id, &v1::JobService::Stub::ResumeJob); }));
   CLI::App* watch = jobs->add_subcommand("watch", "stream a job's events until it ends");
   watch->add_option("ID", id)->required();
   watch->add_option("--after", after, "start after this event sequence number");

@@ -186,34 +186,38 @@ grpc::ServerUnaryReactor* JobServiceImpl::ListJobs(grpc::CallbackServerContext* 
   return FinishNow(ctx, absl::OkStatus());
 }
 
+namespace {
+
+// Cancel, pause or resume the job a request names; the job as it is then.
+template <typename Request>
+grpc::ServerUnaryReactor* JobAction(grpc::CallbackServerContext* ctx, const Request& request,
+                                    v1::Job* response, Scheduler* scheduler,
+                                    absl::StatusOr<Job> (Scheduler::*action)(const std::string&)) {
+  absl::StatusOr<std::string> id = IdFromName(request.name(), "jobs", "name");
+  if (!id.ok()) return FinishNow(ctx, id.status());
+  absl::StatusOr<Job> job = (scheduler->*action)(*id);
+  if (job.ok()) *response = ToProto(*job);
+  return FinishNow(ctx, job.status());
+}
+
+}  // namespace
+
 grpc::ServerUnaryReactor* JobServiceImpl::CancelJob(grpc::CallbackServerContext* ctx,
                                                     const v1::CancelJobRequest* request,
                                                     v1::Job* response) {
-  absl::StatusOr<std::string> id = IdFromName(request->name(), "jobs", "name");
-  if (!id.ok()) return FinishNow(ctx, id.status());
-  absl::StatusOr<Job> job = scheduler_->CancelJob(*id);
-  if (job.ok()) *response = ToProto(*job);
-  return FinishNow(ctx, job.status());
+  return JobAction(ctx, *request, response, scheduler_, &Scheduler::CancelJob);
 }
 
 grpc::ServerUnaryReactor* JobServiceImpl::PauseJob(grpc::CallbackServerContext* ctx,
                                                    const v1::PauseJobRequest* request,
                                                    v1::Job* response) {
-  absl::StatusOr<std::string> id = IdFromName(request->name(), "jobs", "name");
-  if (!id.ok()) return FinishNow(ctx, id.status());
-  absl::StatusOr<Job> job = scheduler_->PauseJob(*id);
-  if (job.ok()) *response = ToProto(*job);
-  return FinishNow(ctx, job.status());
+  return JobAction(ctx, *request, response, scheduler_, &Scheduler::PauseJob);
 }
 
 grpc::ServerUnaryReactor* JobServiceImpl::ResumeJob(grpc::CallbackServerContext* ctx,
                                                     const v1::ResumeJobRequest* request,
                                                     v1::Job* response) {
-  absl::StatusOr<std::string> id = IdFromName(request->name(), "jobs", "name");
-  if (!id.ok()) return FinishNow(ctx, id.status());
-  absl::StatusOr<Job> job = scheduler_->ResumeJob(*id);
-  if (job.ok()) *response = ToProto(*job);
-  return FinishNow(ctx, job.status());
+  return JobAction(ctx, *request, response, scheduler_, &Scheduler::ResumeJob);
 }
 
 grpc::ServerWriteReactor<v1::JobEvent>* JobServiceImpl::WatchJob(

@@ -382,16 +382,19 @@ absl::StatusOr<std::vector<Job>> Scheduler::ListJobs(const JobFilter& filter,
   return store_->ListJobs(filter, after_id, limit);
 }
 
+absl::StatusOr<Job*> Scheduler::ActiveJobLocked(const std::string& id, const char* verb) {
+  auto it = active_.find(id);
+  if (it != active_.end()) return &it->second;
+  ASSIGN_OR_RETURN(Job done, store_->GetJob(id));
+  return absl::FailedPreconditionError(absl::StrCat(
+      "job ", id, " already ended ", std::string(JobStateName(done.state)), "; nothing to ", verb));
+}
+
 absl::StatusOr<Job> Scheduler::CancelJob(const std::string& id) {
   Deferred deferred;
   MutexLock lock(&mu_);
-  auto it = active_.find(id);
-  if (it == active_.end()) {
-    ASSIGN_OR_RETURN(Job done, store_->GetJob(id));
-    return absl::FailedPreconditionError(absl::StrCat(
-        "job ", id, " already ended ", std::string(JobStateName(done.state)), "; nothing to cancel"));
-  }
-  Job& job = it->second;
+  ASSIGN_OR_RETURN(Job * active, ActiveJobLocked(id, "cancel"));
+  Job& job = *active;
   if (job.state == JobState::kRunning) {
     // The worker learns it at its next heartbeat and finishes the job CANCELLED.
     if (!job.cancel_requested) {
@@ -412,13 +415,8 @@ absl::StatusOr<Job> Scheduler::CancelJob(const std::string& id) {
 absl::StatusOr<Job> Scheduler::PauseJob(const std::string& id) {
   Deferred deferred;
   MutexLock lock(&mu_);
-  auto it = active_.find(id);
-  if (it == active_.end()) {
-    ASSIGN_OR_RETURN(Job done, store_->GetJob(id));
-    return absl::FailedPreconditionError(absl::StrCat(
-        "job ", id, " already ended ", std::string(JobStateName(done.state)), "; nothing to pause"));
-  }
-  Job& job = it->second;
+  ASSIGN_OR_RETURN(Job * active, ActiveJobLocked(id, "pause"));
+  Job& job = *active;
   if (job.state == JobState::kQueued) {
     queue_.erase(KeyOf(job));
     RETURN_IF_ERROR(TransitionLocked(job, JobState::kPaused, "paused by the user", deferred));
@@ -437,13 +435,8 @@ absl::StatusOr<Job> Scheduler::PauseJob(const std::string& id) {
 absl::StatusOr<Job> Scheduler::ResumeJob(const std::string& id) {
   Deferred deferred;
   MutexLock lock(&mu_);
-  auto it = active_.find(id);
-  if (it == active_.end()) {
-    ASSIGN_OR_RETURN(Job done, store_->GetJob(id));
-    return absl::FailedPreconditionError(absl::StrCat(
-        "job ", id, " already ended ", std::string(JobStateName(done.state)), "; nothing to resume"));
-  }
-  Job& job = it->second;
+  ASSIGN_OR_RETURN(Job * active, ActiveJobLocked(id, "resume"));
+  Job& job = *active;
   if (job.state == JobState::kPaused) {
     RETURN_IF_ERROR(TransitionLocked(
         job, JobState::kQueued,

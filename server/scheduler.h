@@ -176,6 +176,10 @@ class Scheduler {
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // Ends the lease and step tracking of a job that stops running.
   void ForgetLeaseLocked(Job& job) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // The job, if not ended; NOT_FOUND, or FAILED_PRECONDITION saying there is
+  // nothing to `verb` ("cancel").
+  absl::StatusOr<Job*> ActiveJobLocked(const std::string& id, const char* verb)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // Whether the worker has the memory the job needs (or did not say).
   bool CanHoldLocked(const std::string& worker_id, const Job& job) const
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
