@@ -199,8 +199,8 @@ class JobObserver : public engine::TrainObserver {
   std::string job_;
   std::string lease_;
   const std::atomic<bool>* agent_stop_;
-  UploadCheckpoint upload_;
   std::string metrics_path_;
+  UploadCheckpoint upload_;
   engine::MetricsCsv metrics_;
   std::atomic<int64_t> step_{0};
 };
