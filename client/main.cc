@@ -16,11 +16,13 @@
 #include <filesystem>
 #include <fstream>
 #include <iostream>
+#include <map>
 #include <thread>
 
 #include <CLI/CLI.hpp>
 #include <google/protobuf/util/time_util.h>
 #include <grpcpp/grpcpp.h>
+#include <nlohmann/json.hpp>
 
 #include "absl/strings/str_cat.h"
 #include "client/format.h"
@@ -444,6 +446,81 @@ class Client {
     return 0;
   }
 
+  // Downloads the job's artifacts of one kind ("model", "adapter", "metrics",
+  // "manifest", or "all") into `dir`, each checked against its digest and
+  // moved into place only then.
+  int Download(const std::string& id, const std::string& which, const std::string& dir) {
+    v1::GetJobRequest get;
+    get.set_name(Name("jobs", id));
+    v1::Job job;
+    grpc::Status s = jobs_->GetJob(Context().get(), get, &job);
+    if (!s.ok()) return Fail(s);
+    const std::map<std::string, std::string> prefixes = {
+        {"model", "model/"}, {"adapter", "adapter/"}, {"metrics", "metrics.csv"},
+        {"manifest", "manifest.json"}, {"all", ""}};
+    auto prefix = prefixes.find(which);
+    if (prefix == prefixes.end()) {
+      std::fprintf(stderr, "tuneforge: --artifact is model, adapter, metrics, manifest or all\n");
+      return 2;
+    }
+    std::vector<const v1::Artifact*> files;
+    int64_t total = 0;
+    for (const v1::Artifact& a : job.artifacts()) {
+      if (a.path().rfind(prefix->second, 0) != 0) continue;
+      files.push_back(&a);
+      total += a.size_bytes();
+    }
+    if (files.empty()) {
+      std::fprintf(stderr, "tuneforge: %s has no %s artifacts (it is %s)\n", job.name().c_str(),
+                   which.c_str(), StateName(job.state()).c_str());
+      return 4;
+    }
+    Progress progress("downloading", total);
+    int64_t done = 0;
+    std::vector<std::string> written;
+    for (const v1::Artifact* a : files) {
+      // A group's files land in `dir` itself; "all" keeps their folders.
+      const std::string local =
+          dir + "/" + (which == "all" || prefix->second.back() != '/'
+                           ? a->path()
+                           : a->path().substr(prefix->second.size()));
+      std::filesystem::create_directories(std::filesystem::path(local).parent_path());
+      const std::string tmp = local + ".part";
+      v1::DownloadArtifactRequest req;
+      req.set_name(job.name());
+      req.set_artifact(a->path());
+      auto ctx = Context(std::chrono::hours(2));
+      auto reader = jobs_->DownloadArtifact(ctx.get(), req);
+      std::ofstream out(tmp, std::ios::binary | std::ios::trunc);
+      Sha256 hash;
+      v1::ArtifactChunk chunk;
+      while (reader->Read(&chunk)) {
+        out.write(chunk.data().data(), static_cast<std::streamsize>(chunk.data().size()));
+        hash.Update(chunk.data());
+        progress.Update(done += static_cast<int64_t>(chunk.data().size()));
+      }
+      out.close();
+      s = reader->Finish();
+      if (!s.ok() || !out || hash.HexDigest() != a->sha256()) {
+        std::filesystem::remove(tmp);
+        progress.Done();
+        if (!s.ok()) return Fail(s);
+        std::fprintf(stderr, "tuneforge: %s: %s\n", a->path().c_str(),
+                     out ? "the bytes do not match the artifact's digest" : "cannot write it");
+        return 1;
+      }
+      std::filesystem::rename(tmp, local);
+      written.push_back(local);
+    }
+    progress.Done();
+    if (g_.output == "json") {
+      std::cout << nlohmann::json(written).dump(2) << "\n";
+    } else {
+      for (const std::string& w : written) std::cout << w << "\n";
+    }
+    return 0;
+  }
+
   int ListJobs(const std::string& state, const std::string& label, const std::string& after,
                const std::string& before) {
     v1::ListJobsRequest req;
@@ -727,6 +804,15 @@ int Main(int argc, char** argv) {
   CLI::App* cancel = jobs->add_subcommand("cancel", "cancel a job");
   cancel->add_option("ID", id)->required();
   cancel->callback(run([&](Client c) { return c.JobAction(id, &v1::JobService::Stub::CancelJob); }));
+  std::string artifact = "model", download_dir = ".";
+  CLI::App* download = jobs->add_subcommand(
+      "download", "download what a job produced, each file checked against its digest");
+  download->add_option("ID", id)->required();
+  download->add_option("--artifact", artifact, "model (the trained folder), adapter, metrics, "
+                                               "manifest or all")
+      ->capture_default_str();
+  download->add_option("--dir", download_dir, "where to put the files")->capture_default_str();
+  download->callback(run([&](Client c) { return c.Download(id, artifact, download_dir); }));
   CLI::App* pause = jobs->add_subcommand(
       "pause", "checkpoint a running job and free its worker; it waits PAUSED");
   pause->add_option("ID", id)->required();

@@ -6,6 +6,7 @@
 #include <google/protobuf/util/time_util.h>
 
 #include "absl/strings/numbers.h"
+#include "server/blob_stream.h"
 #include "server/convert.h"
 #include "server/grpc_status.h"
 #include "server/services.h"
@@ -255,6 +256,27 @@ grpc::ServerWriteReactor<v1::JobEvent>* JobServiceImpl::WatchJob(
     return new Failed(ToGrpc(status));
   }
   return new WatchReactor(scheduler_, *id, request->after_sequence(), std::move(shared));
+}
+
+grpc::ServerWriteReactor<v1::ArtifactChunk>* JobServiceImpl::DownloadArtifact(
+    grpc::CallbackServerContext* ctx, const v1::DownloadArtifactRequest* request) {
+  class Failed : public grpc::ServerWriteReactor<v1::ArtifactChunk> {
+   public:
+    explicit Failed(const absl::Status& s) { Finish(ToGrpc(s)); }
+    void OnDone() override { delete this; }
+  };
+  absl::StatusOr<std::string> id = IdFromName(request->name(), "jobs", "name");
+  if (!id.ok()) return new Failed(id.status());
+  absl::StatusOr<Job> job = scheduler_->GetJob(*id);
+  if (!job.ok()) return new Failed(job.status());
+  for (const FileRecord& f : job->artifacts) {
+    if (f.path == request->artifact()) {
+      return new BlobStreamReactor<v1::ArtifactChunk>(blobs_, f.sha256);
+    }
+  }
+  return new Failed(absl::NotFoundError(absl::StrCat(
+      "artifact: job ", *id, " has no artifact '", request->artifact(),
+      "'; its artifacts are listed in the job (GetJob)")));
 }
 
 void JobServiceImpl::Shutdown() {

@@ -121,7 +121,7 @@ int main(int argc, char** argv) {
   tuneforge::ModelCatalog models(store->get(), blobs->get(), max_model_bytes);
   tuneforge::DatasetServiceImpl dataset_service(&catalog, &models);
   tuneforge::ModelServiceImpl model_service(&models);
-  tuneforge::JobServiceImpl job_service(scheduler->get());
+  tuneforge::JobServiceImpl job_service(scheduler->get(), blobs->get());
   tuneforge::WorkerServiceImpl worker_service(scheduler->get(), store->get(), blobs->get(),
                                               &models, options, max_model_bytes);
 

@@ -70,7 +70,7 @@ class ModelServiceImpl final : public v1::ModelService::CallbackService {
 
 class JobServiceImpl final : public v1::JobService::CallbackService {
  public:
-  explicit JobServiceImpl(Scheduler* scheduler) : scheduler_(scheduler) {}
+  JobServiceImpl(Scheduler* scheduler, BlobStore* blobs) : scheduler_(scheduler), blobs_(blobs) {}
 
   grpc::ServerUnaryReactor* CreateJob(grpc::CallbackServerContext* ctx,
                                       const v1::CreateJobRequest* request,
@@ -94,6 +94,8 @@ class JobServiceImpl final : public v1::JobService::CallbackService {
   grpc::ServerUnaryReactor* ListJobEvents(grpc::CallbackServerContext* ctx,
                                           const v1::ListJobEventsRequest* request,
                                           v1::ListJobEventsResponse* response) override;
+  grpc::ServerWriteReactor<v1::ArtifactChunk>* DownloadArtifact(
+      grpc::CallbackServerContext* ctx, const v1::DownloadArtifactRequest* request) override;
 
   // Ends every WatchJob stream with UNAVAILABLE, saying where to continue,
   // and refuses new ones: the server is shutting down.
@@ -101,6 +103,7 @@ class JobServiceImpl final : public v1::JobService::CallbackService {
 
  private:
   Scheduler* const scheduler_;
+  BlobStore* const blobs_;
   std::mutex watchers_mu_;
   bool shutting_down_ = false;                 // guarded by watchers_mu_
   std::vector<std::weak_ptr<void>> watchers_;  // their WatchReactor::Shared; guarded by watchers_mu_

@@ -12,6 +12,7 @@
 #include "server/grpc_status.h"
 #include "common/model_config.h"
 #include "common/sha256.h"
+#include "server/blob_stream.h"
 #include "server/services.h"
 
 namespace tuneforge {
@@ -20,7 +21,6 @@ namespace {
 using google::protobuf::util::TimeUtil;
 
 constexpr int kMaxWaitMs = 60'000;
-constexpr size_t kBlobChunkBytes = 256 * 1024;
 
 void FillAssignment(const Assignment& a, const std::string& lease, v1::Assignment* out) {
   *out->mutable_job() = ToProto(a.job);
@@ -162,64 +162,6 @@ class ReportReactor : public grpc::ServerReadReactor<v1::ReportEventsRequest> {
   Scheduler* const scheduler_;
   v1::ReportEventsResponse* response_;
   v1::ReportEventsRequest request_;
-};
-
-// Streams a blob in chunks, reading the next chunk only when the previous
-// one has been sent.
-class BlobReactor : public grpc::ServerWriteReactor<v1::BlobChunk> {
- public:
-  BlobReactor(BlobStore* blobs, const std::string& sha256) {
-    if (!blobs->Contains(sha256)) {
-      Finish(grpc::Status(grpc::StatusCode::NOT_FOUND,
-                          absl::StrCat("blob ", sha256, " not found")));
-      return;
-    }
-    fd_ = ::open(blobs->PathOf(sha256).c_str(), O_RDONLY | O_CLOEXEC);
-    absl::StatusOr<int64_t> size = blobs->SizeOf(sha256);
-    if (fd_ < 0 || !size.ok()) {
-      Finish(grpc::Status(grpc::StatusCode::INTERNAL, "cannot open blob " + sha256));
-      return;
-    }
-    total_ = *size;
-    SendNext();
-  }
-  ~BlobReactor() override {
-    if (fd_ >= 0) ::close(fd_);
-  }
-
-  void OnWriteDone(bool ok) override {
-    if (!ok) {
-      Finish(grpc::Status(grpc::StatusCode::UNAVAILABLE, "the stream broke"));
-      return;
-    }
-    SendNext();
-  }
-  void OnDone() override { delete this; }
-
- private:
-  void SendNext() {
-    std::string* data = chunk_.mutable_data();
-    data->resize(kBlobChunkBytes);
-    ssize_t n;
-    do {
-      n = ::read(fd_, data->data(), kBlobChunkBytes);
-    } while (n < 0 && errno == EINTR);
-    if (n < 0) {
-      Finish(grpc::Status(grpc::StatusCode::INTERNAL, "cannot read blob"));
-      return;
-    }
-    if (n == 0) {
-      Finish(grpc::Status::OK);
-      return;
-    }
-    data->resize(static_cast<size_t>(n));
-    chunk_.set_total_bytes(total_);
-    StartWrite(&chunk_);
-  }
-
-  int fd_ = -1;
-  int64_t total_ = 0;
-  v1::BlobChunk chunk_;
 };
 
 // One file a job produced: a header (checked against the job's lease and the
@@ -412,7 +354,7 @@ grpc::ServerReadReactor<v1::UploadArtifactRequest>* WorkerServiceImpl::UploadArt
 
 grpc::ServerWriteReactor<v1::BlobChunk>* WorkerServiceImpl::FetchBlob(
     grpc::CallbackServerContext* ctx, const v1::FetchBlobRequest* request) {
-  return new BlobReactor(blobs_, request->sha256());
+  return new BlobStreamReactor<v1::BlobChunk>(blobs_, request->sha256());
 }
 
 }  // namespace tuneforge

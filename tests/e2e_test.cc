@@ -330,6 +330,25 @@ TEST_F(EndToEndTest, LoraJobStoresTheMergedModel) {
   EXPECT_EQ(csv.rfind("step,epoch,train_loss,", 0), 0u) << csv;
   EXPECT_NE(csv.find("\n10,2,"), std::string::npos) << csv;
 
+  // Everything downloads, each file as stored; the merged folder is a model
+  // tuneforge-train evaluates as it is, the adapter a PEFT folder of its own.
+  const std::string out = dir_ + "/download";
+  RunResult all = server_->Cli({"jobs", "download", job, "--artifact", "all", "--dir", out});
+  ASSERT_EQ(all.exit_code, 0) << all.err;
+  for (const auto& [path, sha] : artifacts) {
+    std::ifstream in(out + "/" + path, std::ios::binary);
+    EXPECT_EQ(Sha256::Of(std::string(std::istreambuf_iterator<char>(in), {})), sha) << path;
+  }
+  RunResult eval = testing::Run("tuneforge-train", {"eval", "--model", out + "/model", "--data",
+                                           dir_ + "/data.json"});
+  EXPECT_EQ(eval.exit_code, 0) << eval.out << eval.err;
+  RunResult adapter =
+      server_->Cli({"jobs", "download", job, "--artifact", "adapter", "--dir", out + "/peft"});
+  ASSERT_EQ(adapter.exit_code, 0) << adapter.err;
+  EXPECT_TRUE(std::filesystem::exists(out + "/peft/adapter_config.json"));
+  EXPECT_TRUE(std::filesystem::exists(out + "/peft/adapter_model.safetensors"));
+  EXPECT_EQ(server_->Cli({"jobs", "download", job, "--artifact", "weights"}).exit_code, 2);
+
   RunResult bad = server_->Cli({"jobs", "create", "--model", "tiny-llama", "--training-dataset",
                                 dataset, "--lora-rank", "4", "--lora-targets", "c_attn"});
   EXPECT_EQ(bad.exit_code, 2);  // refused at creation, before any worker sees it
