@@ -446,6 +446,30 @@ class Client {
     return 0;
   }
 
+  int ListCheckpoints(const std::string& id) {
+    v1::ListCheckpointsRequest req;
+    req.set_name(Name("jobs", id));
+    v1::ListCheckpointsResponse resp;
+    grpc::Status s = jobs_->ListCheckpoints(Context().get(), req, &resp);
+    if (!s.ok()) return Fail(s);
+    if (g_.output == "json") {
+      std::cout << ToJson(resp) << "\n";
+      return 0;
+    }
+    for (const v1::Checkpoint& c : resp.checkpoints()) {
+      if (g_.output == "name") {
+        std::cout << c.name() << "\n";
+        continue;
+      }
+      std::cout << c.name() << "  step " << c.step() << "  epoch " << c.epoch()
+                << (c.best() ? "  best" : "")
+                << (c.held() ? "  held: the job resumes here"
+                             : c.uploaded() ? "  (no longer held)" : "  (on its worker only)")
+                << "\n";
+    }
+    return 0;
+  }
+
   // Downloads the job's artifacts of one kind ("model", "adapter", "metrics",
   // "manifest", or "all") into `dir`, each checked against its digest and
   // moved into place only then.
@@ -804,6 +828,9 @@ int Main(int argc, char** argv) {
   CLI::App* cancel = jobs->add_subcommand("cancel", "cancel a job");
   cancel->add_option("ID", id)->required();
   cancel->callback(run([&](Client c) { return c.JobAction(id, &v1::JobService::Stub::CancelJob); }));
+  CLI::App* checkpoints = jobs->add_subcommand("checkpoints", "every checkpoint a job reported");
+  checkpoints->add_option("ID", id)->required();
+  checkpoints->callback(run([&](Client c) { return c.ListCheckpoints(id); }));
   std::string artifact = "model", download_dir = ".";
   CLI::App* download = jobs->add_subcommand(
       "download", "download what a job produced, each file checked against its digest");

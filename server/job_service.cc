@@ -258,6 +258,30 @@ grpc::ServerWriteReactor<v1::JobEvent>* JobServiceImpl::WatchJob(
   return new WatchReactor(scheduler_, *id, request->after_sequence(), std::move(shared));
 }
 
+grpc::ServerUnaryReactor* JobServiceImpl::ListCheckpoints(grpc::CallbackServerContext* ctx,
+                                                          const v1::ListCheckpointsRequest* request,
+                                                          v1::ListCheckpointsResponse* response) {
+  absl::StatusOr<std::string> id = IdFromName(request->name(), "jobs", "name");
+  if (!id.ok()) return FinishNow(ctx, id.status());
+  absl::StatusOr<Job> job = scheduler_->GetJob(*id);
+  if (!job.ok()) return FinishNow(ctx, job.status());
+  // From the job's events, a page at a time.
+  int64_t after = 0;
+  while (true) {
+    absl::StatusOr<std::vector<Event>> events = scheduler_->ListEvents(*id, after, 1000);
+    if (!events.ok()) return FinishNow(ctx, events.status());
+    for (const Event& e : *events) {
+      after = e.sequence;
+      if (!std::holds_alternative<CheckpointEvent>(e.payload)) continue;
+      v1::Checkpoint* c = response->add_checkpoints();
+      *c = ToProto(e).checkpoint();
+      c->set_held(std::get<CheckpointEvent>(e.payload).name == job->checkpoint_name);
+    }
+    if (events->size() < 1000) break;
+  }
+  return FinishNow(ctx, absl::OkStatus());
+}
+
 grpc::ServerWriteReactor<v1::ArtifactChunk>* JobServiceImpl::DownloadArtifact(
     grpc::CallbackServerContext* ctx, const v1::DownloadArtifactRequest* request) {
   class Failed : public grpc::ServerWriteReactor<v1::ArtifactChunk> {

@@ -179,6 +179,8 @@ absl::Status Scheduler::TransitionLocked(Job& job, JobState to, const std::strin
     released = Digests(job.checkpoint);
     for (std::string& d : Digests(job.pending_checkpoint)) released.push_back(std::move(d));
     job.checkpoint.clear();
+    job.checkpoint_name.clear();
+    job.checkpoint_step = 0;
     job.pending_checkpoint.clear();
     job.pending_checkpoint_name.clear();
   }

@@ -94,6 +94,9 @@ class JobServiceImpl final : public v1::JobService::CallbackService {
   grpc::ServerUnaryReactor* ListJobEvents(grpc::CallbackServerContext* ctx,
                                           const v1::ListJobEventsRequest* request,
                                           v1::ListJobEventsResponse* response) override;
+  grpc::ServerUnaryReactor* ListCheckpoints(grpc::CallbackServerContext* ctx,
+                                            const v1::ListCheckpointsRequest* request,
+                                            v1::ListCheckpointsResponse* response) override;
   grpc::ServerWriteReactor<v1::ArtifactChunk>* DownloadArtifact(
       grpc::CallbackServerContext* ctx, const v1::DownloadArtifactRequest* request) override;
 

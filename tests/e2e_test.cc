@@ -290,6 +290,15 @@ TEST_F(EndToEndTest, CheckpointsAndEarlyStoppingAreReported) {
   EXPECT_NE(r.out.find("state RUNNING -> SUCCEEDED"), std::string::npos);
   EXPECT_NE(r.out.find("result models/ft-"), std::string::npos);
   EXPECT_EQ(r.out.find("step 200/200"), std::string::npos);  // it did not run all 40 epochs
+  // Every checkpoint is listed; an ended job holds none of them any more.
+  const std::string job = r.out.substr(0, r.out.find(' '));
+  RunResult listed = server_->Cli({"jobs", "checkpoints", job});
+  ASSERT_EQ(listed.exit_code, 0) << listed.err;
+  EXPECT_NE(listed.out.find(job + "/checkpoints/step-00000002  step 2  epoch 1"),
+            std::string::npos)
+      << listed.out;
+  EXPECT_EQ(listed.out.find("the job resumes here"), std::string::npos) << listed.out;
+  EXPECT_NE(listed.out.find("(no longer held)"), std::string::npos) << listed.out;
 }
 
 // A LoRA job trains adapters on a Llama preset and stores the merged model;

@@ -246,6 +246,20 @@ TEST_F(FaultTest, PausedJobFreesItsWorkerAndResumesWhereItStopped) {
   const int64_t checkpoint = Int(paused, "checkpointStep");
   EXPECT_GE(checkpoint, 25);
   EXPECT_NE(paused.value("waitReason", "").find("paused"), std::string::npos);
+  // Of the checkpoints it reported, the scheduler holds the newest: the one
+  // it resumes from.
+  RunResult listed = server_->Cli({"-o", "json", "jobs", "checkpoints", job});
+  ASSERT_EQ(listed.exit_code, 0) << listed.err;
+  json checkpoints = json::parse(listed.out)["checkpoints"];
+  ASSERT_GE(checkpoints.size(), 2u);
+  int held = 0;
+  for (const json& c : checkpoints) {
+    if (!c.value("held", false)) continue;
+    ++held;
+    EXPECT_EQ(Int(c, "step"), checkpoint);
+  }
+  EXPECT_EQ(held, 1);
+  EXPECT_EQ(Int(checkpoints.back(), "step"), checkpoint);
   // The worker is free: another job runs to the end meanwhile.
   const std::string other = CreateJob(1);
   EXPECT_EQ(WaitForJob(other, [](const json& j) { return j["state"] == "JOB_STATE_SUCCEEDED"; })
