@@ -177,11 +177,9 @@ Batch MakeBatch(const std::vector<Sequence>& seqs, const std::vector<int64_t>& o
   batch.targets = torch::full({B, T}, kIgnore, torch::kInt64);
   auto ids = batch.ids.accessor<int64_t, 2>();
   auto targets = batch.targets.accessor<int64_t, 2>();
-  torch::Tensor positions, sequences;
-  if (packed) {  // padding: position 0 of a sequence of its own
-    positions = torch::zeros({B, T}, torch::kInt64);
-    sequences = torch::full({B, T}, -1, torch::kInt64);
-  }
+  torch::Tensor positions;
+  std::vector<int64_t> spans;  // {row, start, length} of each packed sequence
+  if (packed) positions = torch::zeros({B, T}, torch::kInt64);  // padding: position 0
   for (int64_t b = 0; b < B; ++b) {
     const Sequence& s = seqs[order[begin + b]];
     for (size_t t = 0; t < s.ids.size(); ++t) {
@@ -192,19 +190,19 @@ Batch MakeBatch(const std::vector<Sequence>& seqs, const std::vector<int64_t>& o
     batch.tokens += static_cast<int64_t>(s.ids.size());
     if (!packed) continue;
     auto pos = positions.accessor<int64_t, 2>();
-    auto seq = sequences.accessor<int64_t, 2>();
-    int64_t t = 0, k = 0;
+    int64_t t = 0;
     for (int64_t len : s.lengths.empty() ? std::vector<int64_t>{int64_t(s.ids.size())} : s.lengths) {
-      for (int64_t i = 0; i < len; ++i, ++t) {
-        pos[b][t] = i;
-        seq[b][t] = k;
-      }
-      ++k;
+      spans.insert(spans.end(), {b, t, len});
+      for (int64_t i = 0; i < len; ++i, ++t) pos[b][t] = i;
     }
   }
   batch.ids = batch.ids.to(device);
   batch.targets = batch.targets.to(device);
-  if (packed) batch.packing = Packing{positions.to(device), sequences.to(device)};
+  if (packed) {
+    const auto n = static_cast<int64_t>(spans.size() / 3);
+    batch.packing = Packing{positions.to(device),
+                            torch::tensor(spans, torch::kInt64).view({n, 3})};
+  }
   return batch;
 }
 

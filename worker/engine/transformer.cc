@@ -49,6 +49,52 @@ torch::Tensor BlockedMask(int64_t past, int64_t T, int64_t S, int64_t window,
   return blocked;
 }
 
+// Causal attention of queries at positions past..past+T over keys 0..S,
+// within a sliding window if there is one. q (B, H, T, D), k and v
+// (B, H, S, D) -> (B, H, T, D); scores and softmax in float32.
+torch::Tensor Attend(const torch::Tensor& q, const torch::Tensor& k, const torch::Tensor& v,
+                     int64_t past, int64_t window, double p) {
+  const int64_t T = q.size(2), S = k.size(2), D = q.size(-1);
+#if TORCH_VERSION_MAJOR >= 2
+  if (past == 0 && (window == 0 || S <= window)) {  // fused kernels (flash attention on CUDA)
+    return at::scaled_dot_product_attention(q, k, v, {}, p, /*is_causal=*/true);
+  }
+#endif
+  torch::Tensor att = torch::matmul(q, k.transpose(-2, -1)) / std::sqrt(double(D));  // (B, H, T, S)
+  att = att.to(torch::kFloat32).masked_fill(BlockedMask(past, T, S, window, q.device()),
+                                            -std::numeric_limits<float>::infinity());
+  att = torch::softmax(att, -1);
+  if (p > 0) att = torch::dropout(att, p, /*train=*/true);
+  return torch::matmul(att.to(q.scalar_type()), v);
+}
+
+// Attention of packed rows: each sequence ({row, start, length} in `spans`)
+// attends causally within itself, so the cost is that of the sequences, not
+// of the whole row; positions after a row's last sequence (padding) get
+// zeros. q, k, v (B, H, T, D) -> (B, H, T, D).
+torch::Tensor SpanAttention(const torch::Tensor& q, const torch::Tensor& k, const torch::Tensor& v,
+                            const torch::Tensor& spans, int64_t window, double p) {
+  const int64_t B = q.size(0), H = q.size(1), T = q.size(2), D = q.size(3);
+  auto s = spans.accessor<int64_t, 2>();
+  std::vector<std::vector<torch::Tensor>> rows(B);
+  std::vector<int64_t> filled(B, 0);
+  for (int64_t i = 0; i < spans.size(0); ++i) {
+    const int64_t b = s[i][0], start = s[i][1], len = s[i][2];
+    TORCH_CHECK(start == filled[b], "packed sequences must tile their row from its start");
+    auto part = [&](const torch::Tensor& t) {
+      return t.index({Slice(b, b + 1), Slice(), Slice(start, start + len)});  // (1, H, len, D)
+    };
+    rows[b].push_back(Attend(part(q), part(k), part(v), 0, window, p));
+    filled[b] = start + len;
+  }
+  std::vector<torch::Tensor> out;
+  for (int64_t b = 0; b < B; ++b) {
+    if (filled[b] < T) rows[b].push_back(torch::zeros({1, H, T - filled[b], D}, q.options()));
+    out.push_back(torch::cat(rows[b], 2));  // (1, H, T, D)
+  }
+  return torch::cat(out, 0);
+}
+
 }  // namespace
 
 ProjectionImpl::ProjectionImpl(int64_t in, int64_t out, bool with_bias) {
@@ -116,7 +162,7 @@ AttentionImpl::AttentionImpl(const ModelConfig& c) : config_(c) {
 }
 
 torch::Tensor AttentionImpl::forward(const torch::Tensor& x, const Rope* rope, KvCache* cache,
-                                     size_t layer, const torch::Tensor& blocked) {
+                                     size_t layer, const torch::Tensor& spans) {
   const ModelConfig& c = config_;
   const int64_t B = x.size(0), T = x.size(1), H = c.n_head, K = c.n_kv_head, D = c.head_dim;
   torch::Tensor q, k, v;
@@ -145,7 +191,6 @@ torch::Tensor AttentionImpl::forward(const torch::Tensor& x, const Rope* rope, K
     cache->keys[layer] = k;
     cache->values[layer] = v;
   }
-  const int64_t S = k.size(2);  // past + T
   if (K != H) {  // each group of H/K query heads shares one key/value head
     k = k.repeat_interleave(H / K, /*dim=*/1);  // (B, H, S, D)
     v = v.repeat_interleave(H / K, /*dim=*/1);  // (B, H, S, D)
@@ -157,24 +202,8 @@ torch::Tensor AttentionImpl::forward(const torch::Tensor& x, const Rope* rope, K
     k = k.to(dtype);
     v = v.to(dtype);
   }
-  torch::Tensor y;
-#if TORCH_VERSION_MAJOR >= 2
-  // Fused kernels (flash / memory-efficient attention on CUDA).
-  if (past == 0 && blocked.defined()) {
-    y = at::scaled_dot_product_attention(q, k, v, blocked.logical_not(), p);  // (B, H, T, D)
-  } else if (past == 0 && (c.sliding_window == 0 || S <= c.sliding_window)) {  // plain causal
-    y = at::scaled_dot_product_attention(q, k, v, {}, p, /*is_causal=*/true);  // (B, H, T, D)
-  }
-#endif
-  if (!y.defined()) {
-    torch::Tensor att = torch::matmul(q, k.transpose(-2, -1)) / std::sqrt(double(D));  // (B, H, T, S)
-    att = att.to(torch::kFloat32).masked_fill(
-        blocked.defined() ? blocked : BlockedMask(past, T, S, c.sliding_window, x.device()),
-        -std::numeric_limits<float>::infinity());
-    att = torch::softmax(att, -1);
-    if (p > 0) att = torch::dropout(att, p, /*train=*/true);
-    y = torch::matmul(att.to(dtype), v);  // (B, H, T, D)
-  }
+  torch::Tensor y = spans.defined() ? SpanAttention(q, k, v, spans, c.sliding_window, p)
+                                    : Attend(q, k, v, past, c.sliding_window, p);  // (B, H, T, D)
   y = y.to(x.scalar_type());
   y = y.transpose(1, 2).contiguous().view({B, T, H * D});  // (B, T, H*D)
   return IsGpt2(c) ? c_proj_->forward(y) : o_proj_->forward(y);  // (B, T, C)
@@ -207,8 +236,8 @@ BlockImpl::BlockImpl(const ModelConfig& c) {
 }
 
 torch::Tensor BlockImpl::forward(torch::Tensor x, const Rope* rope, KvCache* cache, size_t layer,
-                                 const torch::Tensor& blocked) {
-  x = x + attn_->forward(norm1_->forward(x), rope, cache, layer, blocked);  // (B, T, C)
+                                 const torch::Tensor& spans) {
+  x = x + attn_->forward(norm1_->forward(x), rope, cache, layer, spans);  // (B, T, C)
   x = x + mlp_->forward(norm2_->forward(x));                      // (B, T, C)
   return x;
 }
@@ -318,14 +347,14 @@ class RecomputedBlock : public torch::autograd::Function<RecomputedBlock> {
   using Optional = c10::optional<torch::Tensor>;
   static torch::Tensor forward(torch::autograd::AutogradContext* ctx, torch::Tensor x,
                                BlockImpl* block, const Optional& cos, const Optional& sin,
-                               const Optional& blocked) {
+                               const Optional& spans) {
     ctx->save_for_backward({x});
     ctx->saved_data["block"] = reinterpret_cast<int64_t>(block);  // owned by the model
     ctx->saved_data["cos"] = *cos;
     ctx->saved_data["sin"] = *sin;
-    ctx->saved_data["blocked"] = *blocked;
+    ctx->saved_data["spans"] = *spans;
     ctx->saved_data["random"] = ReplayRandom::State(x.device());
-    return Run(block, x, *cos, *sin, *blocked);  // grad mode is off here
+    return Run(block, x, *cos, *sin, *spans);  // grad mode is off here
   }
 
   static torch::autograd::variable_list backward(torch::autograd::AutogradContext* ctx,
@@ -337,7 +366,7 @@ class RecomputedBlock : public torch::autograd::Function<RecomputedBlock> {
       ReplayRandom replay(x.device(), ctx->saved_data["random"].toTensor());
       torch::AutoGradMode enable(true);
       y = Run(block, x, ctx->saved_data["cos"].toTensor(), ctx->saved_data["sin"].toTensor(),
-              ctx->saved_data["blocked"].toTensor());
+              ctx->saved_data["spans"].toTensor());
     }
     torch::autograd::backward({y}, {grad[0]});
     return {x.grad(), {}, {}, {}, {}};
@@ -345,9 +374,9 @@ class RecomputedBlock : public torch::autograd::Function<RecomputedBlock> {
 
  private:
   static torch::Tensor Run(BlockImpl* block, const torch::Tensor& x, const torch::Tensor& cos,
-                           const torch::Tensor& sin, const torch::Tensor& blocked) {
+                           const torch::Tensor& sin, const torch::Tensor& spans) {
     Rope rope{cos, sin};
-    return block->forward(x, cos.defined() ? &rope : nullptr, nullptr, 0, blocked);
+    return block->forward(x, cos.defined() ? &rope : nullptr, nullptr, 0, spans);
   }
 };
 
@@ -376,15 +405,7 @@ torch::Tensor TransformerImpl::forward(const torch::Tensor& ids, KvCache* cache,
   } else {
     rope = RopeFor(past, T, positions, ids.device());
   }
-  torch::Tensor blocked;  // (B, 1, T, T): packed rows' mask
-  if (packing) {
-    torch::Tensor i = torch::arange(T, ids.options()).unsqueeze(1);  // (T, 1)
-    torch::Tensor j = torch::arange(T, ids.options()).unsqueeze(0);  // (1, T)
-    const torch::Tensor& seq = packing->sequences;
-    blocked = (j > i).unsqueeze(0) | (seq.unsqueeze(2) != seq.unsqueeze(1));  // (B, T, T)
-    if (config_.sliding_window > 0) blocked = blocked | ((i - j) >= config_.sliding_window);
-    blocked = blocked.unsqueeze(1);
-  }
+  const torch::Tensor spans = packing ? packing->spans : torch::Tensor();  // (N, 3) on the CPU
   x = drop_->forward(x);
   const bool recompute = compute_.recompute_activations && is_training() && !cache &&
                          torch::GradMode::is_enabled();
@@ -394,9 +415,9 @@ torch::Tensor TransformerImpl::forward(const torch::Tensor& ids, KvCache* cache,
     if (recompute) {
       using Optional = RecomputedBlock::Optional;
       x = RecomputedBlock::apply(x, block, Optional(rope.cos), Optional(rope.sin),
-                                 Optional(blocked));  // (B, T, C)
+                                 Optional(spans));  // (B, T, C)
     } else {
-      x = block->forward(x, wpe_ ? nullptr : &rope, cache, layer++, blocked);  // (B, T, C)
+      x = block->forward(x, wpe_ ? nullptr : &rope, cache, layer++, spans);  // (B, T, C)
     }
   }
   x = norm_f_->forward(x);  // (B, T, C)

@@ -49,11 +49,15 @@ struct Rope {
 };
 
 // Several sequences packed into one row: each token attends only to earlier
-// tokens of its own sequence, and positions restart at 0 with each one, so a
-// packed row computes what its sequences would alone.
+// tokens of its own sequence (attention is computed per sequence, so it
+// costs what the sequences cost, not the row), and positions restart at 0
+// with each one, so a packed row computes what its sequences would alone.
 struct Packing {
   torch::Tensor positions;  // (B, T) int64: position within its sequence
-  torch::Tensor sequences;  // (B, T) int64: equal within one sequence
+  // (N, 3) int64 on the CPU: {row, start, length} of each sequence, in row
+  // order, each row's sequences tiling it from position 0; the rest of a row
+  // is padding.
+  torch::Tensor spans;
 };
 
 // How the model computes. Master weights stay float32; with bf16 the matrix
@@ -114,10 +118,10 @@ class AttentionImpl : public torch::nn::Module {
   explicit AttentionImpl(const ModelConfig& config);
   // (B, T, C) -> (B, T, C). `rope` is null for GPT-2. With a cache, x holds
   // the positions after cache->length, and this layer's keys and values are
-  // appended to it. `blocked` (B, 1, T, T) bool, true where a query may not
-  // see a key, replaces the causal mask (packed rows); undefined: causal.
+  // appended to it. `spans` (Packing::spans) makes each packed sequence
+  // attend within itself; undefined: the whole row is one causal sequence.
   torch::Tensor forward(const torch::Tensor& x, const Rope* rope, KvCache* cache, size_t layer,
-                        const torch::Tensor& blocked);
+                        const torch::Tensor& spans);
   void set_matmul_dtype(torch::ScalarType dtype) { matmul_dtype_ = dtype; }
 
  private:
@@ -145,7 +149,7 @@ class BlockImpl : public torch::nn::Module {
  public:
   explicit BlockImpl(const ModelConfig& config);
   torch::Tensor forward(torch::Tensor x, const Rope* rope, KvCache* cache, size_t layer,
-                        const torch::Tensor& blocked);  // (B, T, C) -> (B, T, C)
+                        const torch::Tensor& spans);  // (B, T, C) -> (B, T, C)
   Attention& attention() { return attn_; }
 
  private:

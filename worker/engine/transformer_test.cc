@@ -148,7 +148,7 @@ TEST_P(TransformerTest, PackedRowsEqualSeparateSequences) {
   torch::Tensor row = torch::cat({a, b, pad}, 1);  // (1, 25)
   Packing packing;
   packing.positions = torch::cat({torch::arange(9), torch::arange(13), torch::zeros({3})}).to(torch::kInt64).unsqueeze(0);
-  packing.sequences = torch::cat({torch::zeros({9}), torch::ones({13}), torch::full({3}, -1)}).to(torch::kInt64).unsqueeze(0);
+  packing.spans = torch::tensor(std::vector<int64_t>{0, 0, 9, 0, 9, 13}, torch::kInt64).view({2, 3});
   torch::Tensor packed = model->forward(row, nullptr, &packing);  // (1, 25, V)
   EXPECT_TRUE(torch::allclose(packed.index({Slice(), Slice(0, 9)}), model->forward(a), 1e-5, 1e-5));
   EXPECT_TRUE(torch::allclose(packed.index({Slice(), Slice(9, 22)}), model->forward(b), 1e-5, 1e-5));
