@@ -14,6 +14,14 @@
 namespace tuneforge {
 namespace {
 
+// A server stream that ends at once with `status`.
+template <typename Message>
+class FailedStream : public grpc::ServerWriteReactor<Message> {
+ public:
+  explicit FailedStream(const absl::Status& status) { this->Finish(ToGrpc(status)); }
+  void OnDone() override { delete this; }
+};
+
 // Streams a job's events: first those after `after_sequence`, then each new
 // one as it is committed, and finishes once the job has ended and its last
 // event was sent. Reads from the store at the client's pace, at most
@@ -226,16 +234,8 @@ grpc::ServerWriteReactor<v1::JobEvent>* JobServiceImpl::WatchJob(
   absl::StatusOr<std::string> id = IdFromName(request->name(), "jobs", "name");
   absl::Status status = id.status();
   if (status.ok()) status = scheduler_->GetJob(*id).status();
-  if (!status.ok()) {
-    class Failed : public grpc::ServerWriteReactor<v1::JobEvent> {
-     public:
-      explicit Failed(const grpc::Status& s) { Finish(s); }
-      void OnDone() override { delete this; }
-    };
-    return new Failed(ToGrpc(status));
-  }
   auto shared = std::make_shared<WatchReactor::Shared>();
-  {
+  if (status.ok()) {
     std::lock_guard<std::mutex> lock(watchers_mu_);
     if (shutting_down_) {
       status = absl::UnavailableError("the server is shutting down; watch again shortly");
@@ -247,14 +247,7 @@ grpc::ServerWriteReactor<v1::JobEvent>* JobServiceImpl::WatchJob(
       watchers_.push_back(shared);
     }
   }
-  if (!status.ok()) {
-    class Failed : public grpc::ServerWriteReactor<v1::JobEvent> {
-     public:
-      explicit Failed(const grpc::Status& s) { Finish(s); }
-      void OnDone() override { delete this; }
-    };
-    return new Failed(ToGrpc(status));
-  }
+  if (!status.ok()) return new FailedStream<v1::JobEvent>(status);
   return new WatchReactor(scheduler_, *id, request->after_sequence(), std::move(shared));
 }
 
@@ -284,11 +277,7 @@ grpc::ServerUnaryReactor* JobServiceImpl::ListCheckpoints(grpc::CallbackServerCo
 
 grpc::ServerWriteReactor<v1::ArtifactChunk>* JobServiceImpl::DownloadArtifact(
     grpc::CallbackServerContext* ctx, const v1::DownloadArtifactRequest* request) {
-  class Failed : public grpc::ServerWriteReactor<v1::ArtifactChunk> {
-   public:
-    explicit Failed(const absl::Status& s) { Finish(ToGrpc(s)); }
-    void OnDone() override { delete this; }
-  };
+  using Failed = FailedStream<v1::ArtifactChunk>;
   absl::StatusOr<std::string> id = IdFromName(request->name(), "jobs", "name");
   if (!id.ok()) return new Failed(id.status());
   absl::StatusOr<Job> job = scheduler_->GetJob(*id);
