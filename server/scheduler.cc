@@ -152,6 +152,11 @@ std::vector<std::string> Digests(const std::vector<FileRecord>& files) {
   return out;
 }
 
+// "; resumes from step-00000012", or "" for a job without a checkpoint.
+std::string ResumeNote(const Job& job) {
+  return job.checkpoint_name.empty() ? "" : absl::StrCat("; resumes from ", job.checkpoint_name);
+}
+
 // "checkpoint/step-00000012/model.safetensors" -> {"step-00000012", "model.safetensors"}.
 bool SplitCheckpointPath(const std::string& path, std::string* name, std::string* file) {
   if (path.rfind("checkpoint/", 0) != 0) return false;
@@ -191,10 +196,14 @@ absl::Status Scheduler::TransitionLocked(Job& job, JobState to, const std::strin
     job = std::move(before);
     return s;
   }
-  if (!released.empty() && options_.release_blobs) {
-    deferred.calls.push_back([f = options_.release_blobs, released] { f(released); });
-  }
+  ReleaseLater(std::move(released), deferred);
   return s;
+}
+
+void Scheduler::ReleaseLater(std::vector<std::string> digests, Deferred& deferred) const {
+  if (digests.empty() || !options_.release_blobs) return;
+  deferred.calls.push_back(
+      [f = options_.release_blobs, digests = std::move(digests)] { f(digests); });
 }
 
 void Scheduler::ForgetLeaseLocked(Job& job) {
@@ -218,8 +227,7 @@ absl::Status Scheduler::FailAttemptLocked(Job& job, const std::string& why, Defe
         job, JobState::kFailed,
         absl::StrCat(job.failures, " of ", job.max_attempts, " attempts failed: ", all), deferred);
   }
-  const std::string resume =
-      job.checkpoint_name.empty() ? "" : absl::StrCat("; resumes from ", job.checkpoint_name);
+  const std::string resume = ResumeNote(job);
   if (job.pause_requested) {
     job.pause_requested = false;
     return TransitionLocked(job, JobState::kPaused, absl::StrCat(why, "; paused", resume),
@@ -465,15 +473,16 @@ absl::StatusOr<std::vector<Event>> Scheduler::ListEvents(const std::string& job_
     MutexLock lock(&events_mu_);
     auto it = recent_.find(job_id);
     // Served from memory when the newest events cover what is asked for.
+    // Their sequence numbers are consecutive, so the first one wanted is
+    // found by arithmetic: a watcher that is up to date costs nothing.
     if (it != recent_.end() && !it->second.empty() &&
         after_sequence >= it->second.front().sequence - 1) {
-      std::vector<Event> out;
-      for (const Event& e : it->second) {
-        if (e.sequence <= after_sequence) continue;
-        if (static_cast<int>(out.size()) == limit) break;
-        out.push_back(e);
-      }
-      return out;
+      const std::deque<Event>& recent = it->second;
+      const auto first = static_cast<size_t>(
+          std::min<int64_t>(after_sequence - recent.front().sequence + 1,
+                            static_cast<int64_t>(recent.size())));
+      const size_t end = std::min(recent.size(), first + static_cast<size_t>(std::max(limit, 0)));
+      return std::vector<Event>(recent.begin() + first, recent.begin() + end);
     }
   }
   return store_->ListEvents(job_id, after_sequence, limit);
@@ -673,9 +682,7 @@ absl::Status Scheduler::ReportEvent(const std::string& job_id, const std::string
     *job = std::move(before);
     return s;
   }
-  if (!released.empty() && options_.release_blobs) {
-    deferred.calls.push_back([f = options_.release_blobs, released] { f(released); });
-  }
+  ReleaseLater(std::move(released), deferred);
   return s;
 }
 
@@ -706,9 +713,7 @@ absl::Status Scheduler::AddArtifact(const std::string& job_id, const std::string
     *job = std::move(before);
     return s;
   }
-  if (!released.empty() && options_.release_blobs) {
-    deferred.calls.push_back([f = options_.release_blobs, released] { f(released); });
-  }
+  ReleaseLater(std::move(released), deferred);
   return s;
 }
 
@@ -746,8 +751,7 @@ absl::Status Scheduler::ReleaseJob(const std::string& job_id, const std::string&
   ASSIGN_OR_RETURN(Job * job, LeasedJobLocked(job_id, lease));
   const std::string worker = job->worker;
   ForgetLeaseLocked(*job);
-  const std::string resume =
-      job->checkpoint_name.empty() ? "" : absl::StrCat("; resumes from ", job->checkpoint_name);
+  const std::string resume = ResumeNote(*job);
   if (job->cancel_requested) {
     RETURN_IF_ERROR(TransitionLocked(*job, JobState::kCancelled, "cancelled by the user", deferred));
     EraseActiveLocked(job_id);
@@ -795,38 +799,43 @@ void Scheduler::ReapExpired() {
   for (const auto& [job_id, deadline] : lease_deadline_ms_) {
     if (deadline <= now_ms) expired.push_back(job_id);
   }
-  std::vector<std::pair<std::string, std::string>> failed;  // (job id, why)
+  struct Failed {
+    std::string job_id;
+    std::string why;      // "attempt N: ..."
+    std::string stalled;  // for a stalled worker, the STALLED event's message
+  };
+  std::vector<Failed> failed;
   for (const std::string& job_id : expired) {
     lease_deadline_ms_.erase(job_id);
     auto it = active_.find(job_id);
     if (it == active_.end() || it->second.state != JobState::kRunning) continue;
-    failed.emplace_back(job_id, absl::StrCat("attempt ", it->second.attempt, ": worker ",
-                                             it->second.worker,
-                                             " stopped sending heartbeats (lease expired)"));
+    failed.push_back({job_id,
+                      absl::StrCat("attempt ", it->second.attempt, ": worker ", it->second.worker,
+                                   " stopped sending heartbeats (lease expired)"),
+                      ""});
   }
   const int64_t stall_ms = absl::ToInt64Milliseconds(options_.stall_timeout);
   for (const auto& [job_id, seen] : steps_) {
     if (stall_ms <= 0 || now_ms - seen.since_ms < stall_ms) continue;
     auto it = active_.find(job_id);
     if (it == active_.end() || it->second.state != JobState::kRunning) continue;
-    failed.emplace_back(
-        job_id, absl::StrCat("attempt ", it->second.attempt, ": STALLED: worker ",
-                             it->second.worker, " sent heartbeats but completed no step in ",
-                             absl::FormatDuration(options_.stall_timeout), " (",
-                             seen.step < 0 ? "none yet" : absl::StrCat("last step ", seen.step),
-                             ")"));
+    const std::string stalled = absl::StrCat(
+        "STALLED: worker ", it->second.worker, " sent heartbeats but completed no step in ",
+        absl::FormatDuration(options_.stall_timeout), " (",
+        seen.step < 0 ? "none yet" : absl::StrCat("last step ", seen.step), ")");
+    failed.push_back({job_id, absl::StrCat("attempt ", it->second.attempt, ": ", stalled), stalled});
   }
-  for (const auto& [job_id, why] : failed) {
-    auto it = active_.find(job_id);
+  for (const Failed& f : failed) {
+    auto it = active_.find(f.job_id);  // a job both expired and stalled fails once
     if (it == active_.end() || it->second.state != JobState::kRunning) continue;
     Job& job = it->second;
-    if (why.find("STALLED") != std::string::npos) {
+    if (!f.stalled.empty()) {
       Event e;
-      e.payload = LogEvent{"warning", why.substr(why.find("STALLED"))};
+      e.payload = LogEvent{"warning", f.stalled};
       if (!CommitLocked(job, {std::move(e)}, deferred).ok()) continue;
     }
-    absl::Status s = FailAttemptLocked(job, why, deferred);
-    if (s.ok() && IsTerminal(job.state)) EraseActiveLocked(job_id);
+    absl::Status s = FailAttemptLocked(job, f.why, deferred);
+    if (s.ok() && IsTerminal(job.state)) EraseActiveLocked(f.job_id);
   }
   MatchLocked(deferred);
 }

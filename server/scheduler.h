@@ -174,6 +174,8 @@ class Scheduler {
   // or failed, and its lease is gone.
   absl::Status FailAttemptLocked(Job& job, const std::string& why, Deferred& deferred)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Hands `digests` to options_.release_blobs once the lock is released.
+  void ReleaseLater(std::vector<std::string> digests, Deferred& deferred) const;
   // Ends the lease and step tracking of a job that stops running.
   void ForgetLeaseLocked(Job& job) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // The job, if not ended; NOT_FOUND, or FAILED_PRECONDITION saying there is

@@ -28,16 +28,6 @@ namespace {
 
 using json = nlohmann::json;
 
-std::string SmallDataset(int n) {
-  json records = json::array();
-  for (int i = 0; i < n; ++i) {
-    records.push_back({{"prompt", "How many leave days in year " + std::to_string(2000 + i) + "?"},
-                       {"completion", "In " + std::to_string(2000 + i) + " you get " +
-                                          std::to_string(20 + i % 7) + " days of leave."}});
-  }
-  return records.dump(2);
-}
-
 json ParseJson(const RunResult& r) {
   EXPECT_EQ(r.exit_code, 0) << r.out << r.err;
   return json::parse(r.out);
@@ -48,7 +38,7 @@ class EndToEndTest : public ::testing::Test {
   void SetUp() override {
     dir_ = FreshDir(::testing::UnitTest::GetInstance()->current_test_info()->name());
     server_ = std::make_unique<ServerProcess>(dir_, 1);
-    WriteFile(dir_ + "/data.json", SmallDataset(40));
+    WriteFile(dir_ + "/data.json", LeaveDataset(40));
   }
 
   std::string Upload(const std::string& file) {

@@ -28,16 +28,6 @@ namespace {
 
 using json = nlohmann::json;
 
-std::string Dataset(int n) {
-  json records = json::array();
-  for (int i = 0; i < n; ++i) {
-    records.push_back({{"prompt", "How many leave days in year " + std::to_string(2000 + i) + "?"},
-                       {"completion", "In " + std::to_string(2000 + i) + " you get " +
-                                          std::to_string(20 + i % 7) + " days of leave."}});
-  }
-  return records.dump();
-}
-
 // The events the CLI printed with -o json: one JSON document after another.
 std::vector<json> ParseEvents(const std::string& text) {
   std::vector<json> events;
@@ -72,7 +62,7 @@ class FaultTest : public ::testing::Test {
  protected:
   void SetUp() override {
     dir_ = FreshDir(::testing::UnitTest::GetInstance()->current_test_info()->name());
-    WriteFile(dir_ + "/data.json", Dataset(40));
+    WriteFile(dir_ + "/data.json", LeaveDataset(40));
   }
 
   void StartServer(const std::vector<std::string>& args, int local_workers = 0) {

@@ -14,6 +14,7 @@
 #include <thread>
 
 #include <gtest/gtest.h>
+#include <nlohmann/json.hpp>
 
 namespace tuneforge::testing {
 namespace {
@@ -59,6 +60,16 @@ std::string FreshDir(const std::string& name) {
   std::filesystem::remove_all(dir);
   std::filesystem::create_directories(dir);
   return dir;
+}
+
+std::string LeaveDataset(int n) {
+  nlohmann::json records = nlohmann::json::array();
+  for (int i = 0; i < n; ++i) {
+    records.push_back({{"prompt", "How many leave days in year " + std::to_string(2000 + i) + "?"},
+                       {"completion", "In " + std::to_string(2000 + i) + " you get " +
+                                          std::to_string(20 + i % 7) + " days of leave."}});
+  }
+  return records.dump(2);
 }
 
 void WriteFile(const std::string& path, const std::string& content) {

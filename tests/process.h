@@ -81,6 +81,11 @@ class ServerProcess {
   std::string addr_;
 };
 
+// A prompt/completion dataset of n HR questions a tiny model learns from,
+// as a JSON array: "How many leave days in year 2000?" -> "In 2000 you get
+// 20 days of leave.", ...
+std::string LeaveDataset(int n);
+
 // A fresh empty directory under the test temp dir.
 std::string FreshDir(const std::string& name);
 void WriteFile(const std::string& path, const std::string& content);

@@ -36,25 +36,24 @@ struct Sequence {
 // The chat template `name` names ("auto": the one whose special tokens the
 // tokenizer has), or throws saying which token is missing.
 ChatTemplate ResolveChatTemplate(const std::string& name, const BpeTokenizer& tokenizer) {
-  auto has_all = [&](ChatTemplate t) {
+  // The first of the template's tokens the tokenizer lacks, or "".
+  auto missing = [&](ChatTemplate t) {
     for (const std::string& token : ChatTemplateTokens(t)) {
-      if (!tokenizer.TokenId(token)) return false;
+      if (!tokenizer.TokenId(token)) return token;
     }
-    return true;
+    return std::string();
   };
   if (name == "auto") {
     for (ChatTemplate t : {ChatTemplate::kChatMl, ChatTemplate::kLlama3}) {
-      if (has_all(t)) return t;
+      if (missing(t).empty()) return t;
     }
     return ChatTemplate::kPlain;
   }
   std::optional<ChatTemplate> t = ParseChatTemplate(name);
   if (!t) throw std::invalid_argument("unknown chat template '" + name + "': auto, plain, chatml or llama3");
-  for (const std::string& token : ChatTemplateTokens(*t)) {
-    if (!tokenizer.TokenId(token)) {
-      throw std::invalid_argument("chat template " + name + " needs the token " + token +
-                                  ", which the model's tokenizer does not have");
-    }
+  if (std::string token = missing(*t); !token.empty()) {
+    throw std::invalid_argument("chat template " + name + " needs the token " + token +
+                                ", which the model's tokenizer does not have");
   }
   return *t;
 }
@@ -289,10 +288,8 @@ std::string Complete(ModelFolder& m, const std::vector<Segment>& prompt, ChatTem
   SamplingOptions greedy;
   greedy.max_new_tokens = max_tokens;
   greedy.stop_tokens = m.stop_ids;
-  for (const std::string& token : ChatTemplateTokens(chat)) {
-    greedy.stop_tokens.push_back(*m.tokenizer->TokenId(token));
-    break;  // the first ends a turn
-  }
+  const std::vector<std::string> markers = ChatTemplateTokens(chat);
+  if (!markers.empty()) greedy.stop_tokens.push_back(*m.tokenizer->TokenId(markers[0]));  // ends a turn
   return ToValidUtf8(m.tokenizer->Decode(Generate(m.model, ids, greedy), /*skip_special=*/true));
 }
 
