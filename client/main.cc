@@ -26,6 +26,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "client/format.h"
+#include "common/channel.h"
 #include "common/dataset_validator.h"
 #include "common/report_proto.h"
 #include "common/sha256.h"
@@ -151,7 +152,7 @@ v1::UploadDatasetMetadata MetadataFor(const std::string& path, const std::string
 }
 
 struct Globals {
-  std::string addr = "127.0.0.1:50051";
+  ChannelOptions channel;       // address, token, TLS
   std::string output = "text";  // text | json | name
 };
 
@@ -188,9 +189,9 @@ std::string Name(const std::string& collection, const std::string& id) {
 
 class Client {
  public:
-  explicit Client(const Globals& g)
+  Client(const Globals& g, std::shared_ptr<grpc::Channel> channel)
       : g_(g),
-        channel_(grpc::CreateChannel(g.addr, grpc::InsecureChannelCredentials())),
+        channel_(std::move(channel)),
         datasets_(v1::DatasetService::NewStub(channel_)),
         jobs_(v1::JobService::NewStub(channel_)),
         models_(v1::ModelService::NewStub(channel_)) {}
@@ -641,14 +642,25 @@ int Main(int argc, char** argv) {
   CLI::App app{"tuneforge: fine-tune LLMs on a Tuneforge server"};
   app.require_subcommand(1);
   Globals g;
-  app.add_option("--addr", g.addr, "server address")
+  app.add_option("--addr", g.channel.address, "server address")
       ->envname("TUNEFORGE_ADDR")
       ->capture_default_str();
+  AddChannelOptions(app, &g.channel);
   app.add_option("-o,--output", g.output, "text, json, or name (resource names only)")
       ->check(CLI::IsMember({"text", "json", "name"}))
       ->capture_default_str();
   int code = 0;
-  auto run = [&](auto fn) { return [&, fn] { code = fn(Client(g)); }; };
+  // Runs `fn` with a client of the server; options that make no channel
+  // (a missing CA file) are usage errors.
+  auto with_client = [&](auto fn) {
+    absl::StatusOr<std::shared_ptr<grpc::Channel>> channel = MakeChannel(g.channel);
+    if (!channel.ok()) {
+      std::fprintf(stderr, "tuneforge: %s\n", std::string(channel.status().message()).c_str());
+      return 2;
+    }
+    return fn(Client(g, *std::move(channel)));
+  };
+  auto run = [&](auto fn) { return [&, fn] { code = with_client(fn); }; };
 
   CLI::App* datasets = app.add_subcommand("datasets", "upload and inspect datasets");
   datasets->require_subcommand(1);
@@ -681,7 +693,7 @@ int Main(int argc, char** argv) {
   bool remote = false;
   validate->add_flag("--remote", remote, "validate on the server (ValidateDataset) instead");
   validate->callback([&] {
-    code = remote ? Client(g).ValidateRemotely(file, upload_options)
+    code = remote ? with_client([&](Client c) { return c.ValidateRemotely(file, upload_options); })
                   : ValidateLocally(file, upload_options, g.output);
   });
   CLI::App* dget = datasets->add_subcommand("get", "show a dataset and its report");
@@ -810,7 +822,7 @@ int Main(int argc, char** argv) {
       if (eq == std::string::npos) throw CLI::ValidationError("--label", "expected key=value");
       (*job.mutable_labels())[l.substr(0, eq)] = l.substr(eq + 1);
     }
-    code = Client(g).CreateJob(job, follow);
+    code = with_client([&](Client c) { return c.CreateJob(job, follow); });
   });
   std::string state, label;
   int64_t after = 0;

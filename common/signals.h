@@ -28,8 +28,9 @@ inline void OnSignal(int sig) {
 }
 }  // namespace signals_internal
 
-// Call in main() before anything may send the signals.
-inline void CatchTerminationSignals() {
+// Call in main() before anything may send the signals. With `hangup`,
+// SIGHUP is caught too (see WaitForTerminationSignal).
+inline void CatchTerminationSignals(bool hangup = false) {
   using signals_internal::pipe_fds;
   if (pipe_fds[0] >= 0) return;
   if (pipe2(pipe_fds, O_CLOEXEC) != 0) return;
@@ -39,17 +40,27 @@ inline void CatchTerminationSignals() {
   action.sa_flags = SA_RESTART;
   sigaction(SIGTERM, &action, nullptr);
   sigaction(SIGINT, &action, nullptr);
+  if (hangup) sigaction(SIGHUP, &action, nullptr);
 }
 
-// Blocks until SIGTERM or SIGINT arrives; returns it.
-inline int WaitForTerminationSignal() {
+// Blocks until SIGTERM or SIGINT arrives; returns it. Calls `on_hangup` for
+// each SIGHUP in the meantime.
+template <typename OnHangup>
+int WaitForTerminationSignal(const OnHangup& on_hangup) {
   unsigned char byte = 0;
   while (true) {
     const ssize_t n = read(signals_internal::pipe_fds[0], &byte, 1);
+    if (n == 1 && byte == SIGHUP) {
+      on_hangup();
+      continue;
+    }
     if (n == 1) return byte;
     if (n < 0 && errno == EINTR) continue;
     return SIGTERM;  // the pipe is gone: treat it as a request to stop
   }
+}
+inline int WaitForTerminationSignal() {
+  return WaitForTerminationSignal([] {});
 }
 
 }  // namespace tuneforge

@@ -17,9 +17,10 @@ grpc::ServerUnaryReactor* FinishNow(grpc::CallbackServerContext* ctx, const absl
   return reactor;
 }
 
-int PageSize(int requested, int default_size, int max_size) {
-  if (requested <= 0) return default_size;
-  return std::min(requested, max_size);
+absl::StatusOr<int> PageSize(int requested, int default_size, int max_size) {
+  if (requested < 0) return absl::InvalidArgumentError("page_size: must be >= 0");
+  if (requested == 0) return default_size;
+  return std::min(requested, max_size);  // AIP-158: larger sizes are coerced
 }
 
 namespace {
@@ -28,9 +29,14 @@ namespace {
 // stores (or, for a dry run, only validates) the dataset.
 class UploadReactor : public grpc::ServerReadReactor<v1::UploadDatasetRequest> {
  public:
-  UploadReactor(grpc::CallbackServerContext* ctx, DatasetCatalog* catalog, ModelCatalog* models,
-                v1::Dataset* stored, v1::ValidateDatasetResponse* validated)
-      : ctx_(ctx), catalog_(catalog), models_(models), stored_(stored), validated_(validated) {
+  UploadReactor(grpc::CallbackServerContext* ctx, Guard guard, DatasetCatalog* catalog,
+                ModelCatalog* models, v1::Dataset* stored, v1::ValidateDatasetResponse* validated)
+      : ctx_(ctx),
+        guard_(std::move(guard)),
+        catalog_(catalog),
+        models_(models),
+        stored_(stored),
+        validated_(validated) {
     StartRead(&request_);
   }
 
@@ -42,7 +48,7 @@ class UploadReactor : public grpc::ServerReadReactor<v1::UploadDatasetRequest> {
     absl::Status s = Consume();
     if (!s.ok()) {
       Release(/*keep=*/false);  // removes the partial blob
-      Finish(ToGrpc(s));
+      Finish(ToGrpc(guard_.Done(name_, s)));
       return;
     }
     StartRead(&request_);
@@ -58,6 +64,7 @@ class UploadReactor : public grpc::ServerReadReactor<v1::UploadDatasetRequest> {
             "the first message of an upload must carry metadata, not a chunk");
       }
       const v1::UploadDatasetMetadata& m = request_.metadata();
+      name_ = m.display_name();
       if (m.size_bytes() <= 0) {
         return absl::InvalidArgumentError(
             "metadata.size_bytes: required, so that a stream cut short is never stored");
@@ -79,7 +86,7 @@ class UploadReactor : public grpc::ServerReadReactor<v1::UploadDatasetRequest> {
         // Token counts are bytes, an upper bound for any byte-level BPE
         // model (each token is at least one byte); the name is still checked.
         ASSIGN_OR_RETURN(std::string model, IdFromName(m.model(), "models", "metadata.model"));
-        absl::StatusOr<ModelRecord> known = models_->Get(model);
+        absl::StatusOr<ModelRecord> known = models_->Get(model, guard_.scope());
         if (absl::IsNotFound(known.status())) {
           return absl::InvalidArgumentError(
               absl::StrCat("metadata.model: no model 'models/", model, "'; see ListModels"));
@@ -87,12 +94,13 @@ class UploadReactor : public grpc::ServerReadReactor<v1::UploadDatasetRequest> {
         RETURN_IF_ERROR(known.status());
       }
       UploadMetadata metadata{m.display_name(), FromProto(m.format()), m.size_bytes(),
-                              m.sha256(),       m.separator(),         m.max_seq_len()};
+                              m.sha256(),       m.separator(),         m.max_seq_len(),
+                              guard_.scope().tenant};
       if (m.upload_id().empty()) {
         if (m.offset() != 0) {
           return absl::InvalidArgumentError("metadata.offset: needs an upload_id to resume");
         }
-        ASSIGN_OR_RETURN(upload_, catalog_->StartUpload(std::move(metadata)));
+        ASSIGN_OR_RETURN(upload_, catalog_->StartUpload(std::move(metadata), stored_ != nullptr));
         return absl::OkStatus();
       }
       if (stored_ == nullptr) {
@@ -113,7 +121,7 @@ class UploadReactor : public grpc::ServerReadReactor<v1::UploadDatasetRequest> {
   // anything else goes (with its temp file) once `upload_` is released.
   void Release(bool keep) {
     if (!upload_id_.empty()) {
-      catalog_->Suspend(upload_id_, keep ? std::move(upload_) : nullptr);
+      catalog_->Suspend(guard_.scope().tenant, upload_id_, keep ? std::move(upload_) : nullptr);
     }
     upload_.reset();
   }
@@ -123,28 +131,32 @@ class UploadReactor : public grpc::ServerReadReactor<v1::UploadDatasetRequest> {
       const int64_t kept = upload_ ? upload_->size() : 0;
       const bool resumable = !upload_id_.empty();
       Release(/*keep=*/true);
-      Finish(grpc::Status(grpc::StatusCode::CANCELLED,
-                          resumable ? absl::StrCat("upload interrupted; ", kept,
-                                                   " bytes kept: resume at offset ", kept)
-                                    : "upload cancelled; nothing was stored"));
+      Finish(ToGrpc(guard_.Done(
+          name_, absl::CancelledError(resumable ? absl::StrCat("upload interrupted; ", kept,
+                                                               " bytes kept: resume at offset ",
+                                                               kept)
+                                                : "upload cancelled; nothing was stored"))));
       return;
     }
     if (!upload_) {
-      Finish(grpc::Status(grpc::StatusCode::INVALID_ARGUMENT, "the upload stream was empty"));
+      Finish(ToGrpc(guard_.Done(name_, absl::InvalidArgumentError("the upload stream was empty"))));
       return;
     }
     absl::Status status;
     if (stored_ != nullptr) {
       absl::StatusOr<DatasetRecord> d = upload_->Finish();
       status = d.status();
-      if (d.ok()) *stored_ = ToProto(*d);
+      if (d.ok()) {
+        *stored_ = ToProto(*d);
+        name_ = stored_->name();
+      }
     } else {
       absl::StatusOr<DatasetReport> r = upload_->Validate();
       status = r.status();
       if (r.ok()) *validated_->mutable_report() = ToProto(*r);
     }
     Release(/*keep=*/false);
-    Finish(ToGrpc(status));
+    Finish(ToGrpc(guard_.Done(name_, status)));
   }
 
   static absl::Status CheckUploadId(const std::string& id) {
@@ -158,6 +170,8 @@ class UploadReactor : public grpc::ServerReadReactor<v1::UploadDatasetRequest> {
   }
 
   grpc::CallbackServerContext* ctx_;
+  Guard guard_;
+  std::string name_;  // for the audit: the display name, then the dataset's name
   DatasetCatalog* catalog_;
   ModelCatalog* models_;
   v1::Dataset* stored_;
@@ -171,18 +185,25 @@ class UploadReactor : public grpc::ServerReadReactor<v1::UploadDatasetRequest> {
 
 grpc::ServerReadReactor<v1::UploadDatasetRequest>* DatasetServiceImpl::UploadDataset(
     grpc::CallbackServerContext* ctx, v1::Dataset* response) {
-  return new UploadReactor(ctx, catalog_, models_, response, nullptr);
+  Guard guard(guards_, ctx, Api::kPublic, "UploadDataset");
+  if (!guard.ok()) return new FailedReader<v1::UploadDatasetRequest>(guard.Done(""));
+  return new UploadReactor(ctx, std::move(guard), catalog_, models_, response, nullptr);
 }
 
 grpc::ServerReadReactor<v1::UploadDatasetRequest>* DatasetServiceImpl::ValidateDataset(
     grpc::CallbackServerContext* ctx, v1::ValidateDatasetResponse* response) {
-  return new UploadReactor(ctx, catalog_, models_, nullptr, response);
+  Guard guard(guards_, ctx, Api::kPublic);
+  if (!guard.ok()) return new FailedReader<v1::UploadDatasetRequest>(guard.Done(""));
+  return new UploadReactor(ctx, std::move(guard), catalog_, models_, nullptr, response);
 }
 
 grpc::ServerUnaryReactor* DatasetServiceImpl::QueryUpload(grpc::CallbackServerContext* ctx,
                                                           const v1::QueryUploadRequest* request,
                                                           v1::QueryUploadResponse* response) {
-  absl::StatusOr<std::pair<int64_t, int64_t>> sizes = catalog_->Query(request->upload_id());
+  Guard guard(guards_, ctx, Api::kPublic);
+  if (!guard.ok()) return FinishNow(ctx, guard.Done(""));
+  absl::StatusOr<std::pair<int64_t, int64_t>> sizes =
+      catalog_->Query(guard.scope().tenant, request->upload_id());
   if (sizes.ok()) {
     response->set_committed_size(sizes->first);
     response->set_size_bytes(sizes->second);
@@ -193,9 +214,11 @@ grpc::ServerUnaryReactor* DatasetServiceImpl::QueryUpload(grpc::CallbackServerCo
 grpc::ServerUnaryReactor* DatasetServiceImpl::GetDataset(grpc::CallbackServerContext* ctx,
                                                          const v1::GetDatasetRequest* request,
                                                          v1::Dataset* response) {
+  Guard guard(guards_, ctx, Api::kPublic);
+  if (!guard.ok()) return FinishNow(ctx, guard.Done(""));
   absl::StatusOr<std::string> id = IdFromName(request->name(), "datasets", "name");
   if (!id.ok()) return FinishNow(ctx, id.status());
-  absl::StatusOr<DatasetRecord> d = catalog_->Get(*id);
+  absl::StatusOr<DatasetRecord> d = catalog_->Get(*id, guard.scope());
   if (d.ok()) *response = ToProto(*d);
   return FinishNow(ctx, d.status());
 }
@@ -203,20 +226,26 @@ grpc::ServerUnaryReactor* DatasetServiceImpl::GetDataset(grpc::CallbackServerCon
 grpc::ServerUnaryReactor* DatasetServiceImpl::ListDatasets(grpc::CallbackServerContext* ctx,
                                                            const v1::ListDatasetsRequest* request,
                                                            v1::ListDatasetsResponse* response) {
-  const int size = PageSize(request->page_size(), 50, 1000);
-  absl::StatusOr<std::vector<DatasetRecord>> page = catalog_->List(request->page_token(), size);
+  Guard guard(guards_, ctx, Api::kPublic);
+  if (!guard.ok()) return FinishNow(ctx, guard.Done(""));
+  absl::StatusOr<int> size = PageSize(request->page_size(), 50, 1000);
+  if (!size.ok()) return FinishNow(ctx, size.status());
+  absl::StatusOr<std::vector<DatasetRecord>> page =
+      catalog_->List(guard.scope(), request->page_token(), *size);
   if (!page.ok()) return FinishNow(ctx, page.status());
   for (const DatasetRecord& d : *page) *response->add_datasets() = ToProto(d);
-  if (static_cast<int>(page->size()) == size) response->set_next_page_token(page->back().id);
+  if (static_cast<int>(page->size()) == *size) response->set_next_page_token(page->back().id);
   return FinishNow(ctx, absl::OkStatus());
 }
 
 grpc::ServerUnaryReactor* DatasetServiceImpl::DeleteDataset(grpc::CallbackServerContext* ctx,
                                                             const v1::DeleteDatasetRequest* request,
                                                             v1::DeleteDatasetResponse* response) {
+  Guard guard(guards_, ctx, Api::kPublic, "DeleteDataset");
+  if (!guard.ok()) return FinishNow(ctx, guard.Done(request->name()));
   absl::StatusOr<std::string> id = IdFromName(request->name(), "datasets", "name");
-  if (!id.ok()) return FinishNow(ctx, id.status());
-  return FinishNow(ctx, catalog_->Delete(*id));
+  if (!id.ok()) return FinishNow(ctx, guard.Done(request->name(), id.status()));
+  return FinishNow(ctx, guard.Done(request->name(), catalog_->Delete(*id, guard.scope())));
 }
 
 }  // namespace tuneforge

@@ -8,6 +8,10 @@ namespace tuneforge {
 
 namespace {
 
+std::string PendingKey(const std::string& tenant, const std::string& upload_id) {
+  return absl::StrCat(tenant, "/", upload_id);
+}
+
 ValidatorOptions OptionsOf(const UploadMetadata& m) {
   ValidatorOptions o;
   o.declared = m.format;
@@ -20,17 +24,19 @@ ValidatorOptions OptionsOf(const UploadMetadata& m) {
 }  // namespace
 
 DatasetUpload::DatasetUpload(DatasetCatalog* catalog, UploadMetadata metadata,
-                             std::unique_ptr<BlobWriter> writer)
+                             std::unique_ptr<BlobWriter> writer, int64_t limit,
+                             std::string limit_reason)
     : catalog_(catalog),
       metadata_(std::move(metadata)),
       writer_(std::move(writer)),
+      limit_(limit),
+      limit_reason_(std::move(limit_reason)),
       validator_(OptionsOf(metadata_)) {}
 
 absl::Status DatasetUpload::Append(std::string_view chunk) {
-  if (writer_->size() + static_cast<int64_t>(chunk.size()) > catalog_->max_upload_bytes_) {
-    return absl::ResourceExhaustedError(absl::StrCat(
-        "upload exceeds the server's limit of ", catalog_->max_upload_bytes_,
-        " bytes; split the dataset or raise --max-upload-bytes"));
+  if (writer_->size() + static_cast<int64_t>(chunk.size()) > limit_) {
+    return absl::ResourceExhaustedError(
+        absl::StrCat("upload exceeds ", limit_reason_, "; nothing was stored"));
   }
   RETURN_IF_ERROR(writer_->Append(chunk));
   validator_.Feed(chunk);
@@ -58,7 +64,13 @@ absl::StatusOr<DatasetRecord> DatasetUpload::Finish() {
   d.create_time_ms = NowMs();
   d.report = std::move(report);
   d.separator = metadata_.separator;
+  d.tenant = metadata_.tenant;
   MutexLock lock(&catalog_->store_->blob_refs_mu());
+  // Uploads running side by side each saw the quota with room to spare.
+  ASSIGN_OR_RETURN(Room room, catalog_->RoomFor(metadata_.tenant));
+  if (d.size_bytes > room.bytes) {
+    return absl::ResourceExhaustedError(absl::StrCat("upload exceeds ", room.why));
+  }
   RETURN_IF_ERROR(writer_->Publish());
   d.sha256 = writer_->sha256();
   RETURN_IF_ERROR(catalog_->store_->PutDataset(d));
@@ -69,19 +81,32 @@ absl::StatusOr<DatasetReport> DatasetUpload::Validate() {
   return Seal();  // the temp file goes with writer_
 }
 
+Room DatasetCatalog::ServerLimit() const {
+  return {max_upload_bytes_, absl::StrCat("the server's limit of ", max_upload_bytes_,
+                                          " bytes; split the dataset or raise --max-upload-bytes")};
+}
+
+absl::StatusOr<Room> DatasetCatalog::RoomFor(const std::string& tenant) {
+  return tuneforge::RoomFor(store_, quota_, tenant, /*new_dataset=*/true, ServerLimit());
+}
+
 absl::StatusOr<std::unique_ptr<DatasetUpload>> DatasetCatalog::StartUpload(
-    UploadMetadata metadata) {
-  if (metadata.size_bytes > max_upload_bytes_) {
+    UploadMetadata metadata, bool store) {
+  Room room = ServerLimit();  // a dry run counts against no quota
+  if (store) {
+    ASSIGN_OR_RETURN(room, RoomFor(metadata.tenant));
+  }
+  if (metadata.size_bytes > room.bytes) {
     return absl::ResourceExhaustedError(
-        absl::StrCat("metadata.size_bytes: ", metadata.size_bytes, " bytes exceeds the limit of ",
-                     max_upload_bytes_));
+        absl::StrCat("metadata.size_bytes: ", metadata.size_bytes, " bytes exceeds ", room.why));
   }
   if (!metadata.sha256.empty() && !IsSha256Hex(metadata.sha256)) {
     return absl::InvalidArgumentError("metadata.sha256: must be 64 lowercase hex characters");
   }
   ASSIGN_OR_RETURN(std::unique_ptr<BlobWriter> writer, blobs_->NewWriter());
   return std::unique_ptr<DatasetUpload>(
-      new DatasetUpload(this, std::move(metadata), std::move(writer)));
+      new DatasetUpload(this, std::move(metadata), std::move(writer), room.bytes,
+                        std::move(room.why)));
 }
 
 void DatasetCatalog::ExpirePendingLocked() {
@@ -96,7 +121,8 @@ absl::StatusOr<std::unique_ptr<DatasetUpload>> DatasetCatalog::Resume(
     const std::string& upload_id, UploadMetadata metadata, int64_t offset) {
   MutexLock lock(&pending_mu_);
   ExpirePendingLocked();
-  auto it = pending_.find(upload_id);
+  const std::string key = PendingKey(metadata.tenant, upload_id);
+  auto it = pending_.find(key);
   if (it == pending_.end()) {
     if (offset != 0) {
       return absl::NotFoundError(absl::StrCat("metadata.offset: no upload '", upload_id,
@@ -108,7 +134,7 @@ absl::StatusOr<std::unique_ptr<DatasetUpload>> DatasetCatalog::Resume(
           absl::StrCat(kMaxPending, " resumable uploads are pending; finish some or retry later"));
     }
     ASSIGN_OR_RETURN(std::unique_ptr<DatasetUpload> upload, StartUpload(metadata));
-    pending_[upload_id] = Pending{nullptr, std::move(metadata), 0, absl::Now()};
+    pending_[key] = Pending{nullptr, std::move(metadata), 0, absl::Now()};
     return upload;
   }
   Pending& p = it->second;
@@ -130,10 +156,10 @@ absl::StatusOr<std::unique_ptr<DatasetUpload>> DatasetCatalog::Resume(
   return std::move(p.upload);
 }
 
-void DatasetCatalog::Suspend(const std::string& upload_id,
+void DatasetCatalog::Suspend(const std::string& tenant, const std::string& upload_id,
                              std::unique_ptr<DatasetUpload> upload) {
   MutexLock lock(&pending_mu_);
-  auto it = pending_.find(upload_id);
+  auto it = pending_.find(PendingKey(tenant, upload_id));
   if (it == pending_.end()) return;  // the upload is dropped with its temp file
   if (!upload) {  // finished or failed for good
     pending_.erase(it);
@@ -144,10 +170,11 @@ void DatasetCatalog::Suspend(const std::string& upload_id,
   it->second.upload = std::move(upload);
 }
 
-absl::StatusOr<std::pair<int64_t, int64_t>> DatasetCatalog::Query(const std::string& upload_id) {
+absl::StatusOr<std::pair<int64_t, int64_t>> DatasetCatalog::Query(const std::string& tenant,
+                                                                  const std::string& upload_id) {
   MutexLock lock(&pending_mu_);
   ExpirePendingLocked();
-  auto it = pending_.find(upload_id);
+  auto it = pending_.find(PendingKey(tenant, upload_id));
   if (it == pending_.end()) {
     return absl::NotFoundError(absl::StrCat("no upload '", upload_id, "' is pending"));
   }
@@ -155,8 +182,14 @@ absl::StatusOr<std::pair<int64_t, int64_t>> DatasetCatalog::Query(const std::str
   return std::make_pair(it->second.size, it->second.metadata.size_bytes);
 }
 
-absl::Status DatasetCatalog::Delete(const std::string& id) {
-  ASSIGN_OR_RETURN(DatasetRecord d, store_->GetDataset(id));
+absl::StatusOr<DatasetRecord> DatasetCatalog::Get(const std::string& id, const Scope& scope) {
+  absl::StatusOr<DatasetRecord> d = store_->GetDataset(id);
+  if (d.ok() && !scope.Sees(d->tenant)) return NotFound("dataset", id);
+  return d;
+}
+
+absl::Status DatasetCatalog::Delete(const std::string& id, const Scope& scope) {
+  ASSIGN_OR_RETURN(DatasetRecord d, Get(id, scope));
   ASSIGN_OR_RETURN(bool in_use, store_->DatasetInUse(id));
   if (in_use) {
     return absl::FailedPreconditionError(absl::StrCat(

@@ -26,6 +26,7 @@
 #include "common/mutex.h"
 #include "server/records.h"
 #include "server/store.h"
+#include "server/tenancy.h"
 
 namespace tuneforge {
 
@@ -36,9 +37,10 @@ struct UploadMetadata {
   std::string sha256;      // "": unknown; else checked at the end
   std::string separator;   // plain text: document separator; "": one document
   int64_t max_seq_len = 0; // report examples longer than this; 0: don't
+  std::string tenant = kDefaultTenant;  // who uploads: the dataset's owner
 
   bool operator==(const UploadMetadata& o) const {
-    return display_name == o.display_name && format == o.format && size_bytes == o.size_bytes &&
+    return tenant == o.tenant && display_name == o.display_name && format == o.format && size_bytes == o.size_bytes &&
            sha256 == o.sha256 && separator == o.separator && max_seq_len == o.max_seq_len;
   }
 };
@@ -47,7 +49,8 @@ class DatasetCatalog;
 
 class DatasetUpload {
  public:
-  // RESOURCE_EXHAUSTED once the stream passes the size limit.
+  // RESOURCE_EXHAUSTED once the stream passes the server's size limit or
+  // the tenant's storage quota; the caller then drops the upload.
   absl::Status Append(std::string_view chunk);
   int64_t size() const { return writer_->size(); }
   // Checks size and digest, stores the blob and the dataset row.
@@ -58,38 +61,50 @@ class DatasetUpload {
  private:
   friend class DatasetCatalog;
   DatasetUpload(DatasetCatalog* catalog, UploadMetadata metadata,
-                std::unique_ptr<BlobWriter> writer);
+                std::unique_ptr<BlobWriter> writer, int64_t limit, std::string limit_reason);
   // Checks size and digest and finishes validation.
   absl::StatusOr<DatasetReport> Seal();
 
   DatasetCatalog* catalog_;
   UploadMetadata metadata_;
   std::unique_ptr<BlobWriter> writer_;
+  const int64_t limit_;              // bytes this upload may hold
+  const std::string limit_reason_;   // what sets that limit, for the error
   DatasetValidator validator_;  // fed as the bytes arrive
 };
 
 class DatasetCatalog {
  public:
-  DatasetCatalog(Store* store, BlobStore* blobs, int64_t max_upload_bytes)
-      : store_(store), blobs_(blobs), max_upload_bytes_(max_upload_bytes) {}
+  // `quota`: each tenant's limits on datasets and stored bytes (unset: none).
+  DatasetCatalog(Store* store, BlobStore* blobs, int64_t max_upload_bytes, QuotaFn quota = {})
+      : store_(store), blobs_(blobs), max_upload_bytes_(max_upload_bytes),
+        quota_(std::move(quota)) {}
 
-  absl::StatusOr<std::unique_ptr<DatasetUpload>> StartUpload(UploadMetadata metadata);
+  // A dry run (`store` false) keeps nothing and counts against no quota.
+  // RESOURCE_EXHAUSTED when the tenant holds its quota of datasets or bytes.
+  absl::StatusOr<std::unique_ptr<DatasetUpload>> StartUpload(UploadMetadata metadata,
+                                                             bool store = true);
 
   // Resumable uploads, named by a client-chosen id. Resume() hands back the
   // pending upload when `metadata` matches and `offset` is its size (a new
   // one when none is pending and offset is 0); Suspend() keeps a broken
   // upload for a later Resume(); Query() says how much it holds.
+  // Upload ids are per tenant: one tenant never sees another's.
   absl::StatusOr<std::unique_ptr<DatasetUpload>> Resume(const std::string& upload_id,
                                                         UploadMetadata metadata, int64_t offset);
-  void Suspend(const std::string& upload_id, std::unique_ptr<DatasetUpload> upload);
-  absl::StatusOr<std::pair<int64_t, int64_t>> Query(const std::string& upload_id);
-  absl::StatusOr<DatasetRecord> Get(const std::string& id) { return store_->GetDataset(id); }
-  absl::StatusOr<std::vector<DatasetRecord>> List(const std::string& after_id, int limit) {
-    return store_->ListDatasets(after_id, limit);
+  void Suspend(const std::string& tenant, const std::string& upload_id,
+               std::unique_ptr<DatasetUpload> upload);
+  absl::StatusOr<std::pair<int64_t, int64_t>> Query(const std::string& tenant,
+                                                    const std::string& upload_id);
+  // NOT_FOUND for a dataset the scope does not see, as for a missing one.
+  absl::StatusOr<DatasetRecord> Get(const std::string& id, const Scope& scope);
+  absl::StatusOr<std::vector<DatasetRecord>> List(const Scope& scope, const std::string& after_id,
+                                                  int limit) {
+    return store_->ListDatasets(scope.ListFilter(), after_id, limit);
   }
   // FAILED_PRECONDITION while an active job uses it; removes the blob when no
   // other dataset shares it.
-  absl::Status Delete(const std::string& id);
+  absl::Status Delete(const std::string& id, const Scope& scope);
   int64_t max_upload_bytes() const { return max_upload_bytes_; }
 
  private:
@@ -97,6 +112,7 @@ class DatasetCatalog {
   Store* const store_;
   BlobStore* const blobs_;
   const int64_t max_upload_bytes_;
+  const QuotaFn quota_;
 
   struct Pending {
     std::unique_ptr<DatasetUpload> upload;  // null while a stream is writing to it
@@ -106,6 +122,8 @@ class DatasetCatalog {
   };
   static constexpr int kMaxPending = 64;
   void ExpirePendingLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(pending_mu_);
+  Room ServerLimit() const;
+  absl::StatusOr<Room> RoomFor(const std::string& tenant);
   Mutex pending_mu_;
   std::map<std::string, Pending> pending_ ABSL_GUARDED_BY(pending_mu_);
 };

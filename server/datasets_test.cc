@@ -62,11 +62,11 @@ TEST_F(DatasetCatalogTest, IdenticalUploadsShareOneBlob) {
   EXPECT_EQ(Files("blobs"), 1u);
   EXPECT_EQ(Files("tmp"), 0u);
   // Deleting one keeps the blob for the other; deleting both removes it.
-  ASSERT_TRUE(catalog_->Delete(a->id).ok());
+  ASSERT_TRUE(catalog_->Delete(a->id, Scope{}).ok());
   EXPECT_EQ(Files("blobs"), 1u);
-  ASSERT_TRUE(catalog_->Delete(b->id).ok());
+  ASSERT_TRUE(catalog_->Delete(b->id, Scope{}).ok());
   EXPECT_EQ(Files("blobs"), 0u);
-  EXPECT_EQ(catalog_->Get(b->id).status().code(), absl::StatusCode::kNotFound);
+  EXPECT_EQ(catalog_->Get(b->id, Scope{}).status().code(), absl::StatusCode::kNotFound);
 }
 
 TEST_F(DatasetCatalogTest, BrokenDatasetIsStoredInvalidWithItsReport) {
@@ -75,7 +75,7 @@ TEST_F(DatasetCatalogTest, BrokenDatasetIsStoredInvalidWithItsReport) {
   EXPECT_EQ(d->state, DatasetState::kInvalid);
   ASSERT_EQ(d->report.problems.size(), 1u);
   EXPECT_EQ(d->report.problems[0].code, "missing_field");
-  EXPECT_EQ(catalog_->Get(d->id)->report.problems[0].field, "/completion");
+  EXPECT_EQ(catalog_->Get(d->id, Scope{})->report.problems[0].field, "/completion");
 }
 
 TEST_F(DatasetCatalogTest, OversizedOrCorruptUploadsLeaveNothing) {
@@ -90,7 +90,7 @@ TEST_F(DatasetCatalogTest, OversizedOrCorruptUploadsLeaveNothing) {
   cut->reset();
   EXPECT_EQ(Files("blobs"), 0u);
   EXPECT_EQ(Files("tmp"), 0u);
-  EXPECT_TRUE(store_->ListDatasets("", 10)->empty());
+  EXPECT_TRUE(store_->ListDatasets("", "", 10)->empty());
 }
 
 TEST_F(DatasetCatalogTest, ValidateStoresNothing) {
@@ -102,7 +102,7 @@ TEST_F(DatasetCatalogTest, ValidateStoresNothing) {
   v->reset();
   EXPECT_EQ(Files("blobs"), 0u);
   EXPECT_EQ(Files("tmp"), 0u);
-  EXPECT_TRUE(store_->ListDatasets("", 10)->empty());
+  EXPECT_TRUE(store_->ListDatasets("", "", 10)->empty());
 }
 
 TEST_F(DatasetCatalogTest, DeleteRefusedWhileAJobUsesIt) {
@@ -113,11 +113,11 @@ TEST_F(DatasetCatalogTest, DeleteRefusedWhileAJobUsesIt) {
   spec.training_dataset = d->id;
   auto job = scheduler->CreateJob(spec);
   ASSERT_TRUE(job.ok()) << job.status();
-  absl::Status refused = catalog_->Delete(d->id);
+  absl::Status refused = catalog_->Delete(d->id, Scope{});
   EXPECT_EQ(refused.code(), absl::StatusCode::kFailedPrecondition);
   EXPECT_EQ(Files("blobs"), 1u);
   ASSERT_TRUE(scheduler->CancelJob(job->id).ok());
-  EXPECT_TRUE(catalog_->Delete(d->id).ok());
+  EXPECT_TRUE(catalog_->Delete(d->id, Scope{}).ok());
 }
 
 TEST_F(DatasetCatalogTest, ResumableUploadContinuesWhereItBroke) {
@@ -129,9 +129,9 @@ TEST_F(DatasetCatalogTest, ResumableUploadContinuesWhereItBroke) {
   ASSERT_TRUE((*first)->Append(bytes.substr(0, 30)).ok());
   // A second stream cannot take it while the first holds it.
   EXPECT_EQ(catalog_->Resume("up-1", m, 0).status().code(), absl::StatusCode::kAborted);
-  catalog_->Suspend("up-1", std::move(*first));  // the connection dropped
-  EXPECT_EQ(catalog_->Query("up-1")->first, 30);
-  EXPECT_EQ(catalog_->Query("up-1")->second, static_cast<int64_t>(bytes.size()));
+  catalog_->Suspend(kDefaultTenant, "up-1", std::move(*first));  // the connection dropped
+  EXPECT_EQ(catalog_->Query(kDefaultTenant, "up-1")->first, 30);
+  EXPECT_EQ(catalog_->Query(kDefaultTenant, "up-1")->second, static_cast<int64_t>(bytes.size()));
   EXPECT_EQ(Files("tmp"), 1u);
 
   EXPECT_EQ(catalog_->Resume("up-1", m, 10).status().code(),
@@ -145,10 +145,10 @@ TEST_F(DatasetCatalogTest, ResumableUploadContinuesWhereItBroke) {
   ASSERT_TRUE((*second)->Append(bytes.substr(30)).ok());
   auto d = (*second)->Finish();
   ASSERT_TRUE(d.ok()) << d.status();
-  catalog_->Suspend("up-1", nullptr);  // finished: forget it
+  catalog_->Suspend(kDefaultTenant, "up-1", nullptr);  // finished: forget it
   EXPECT_EQ(d->sha256, Sha256::Of(bytes));
   EXPECT_EQ(d->report.example_count, 2);
-  EXPECT_EQ(catalog_->Query("up-1").status().code(), absl::StatusCode::kNotFound);
+  EXPECT_EQ(catalog_->Query(kDefaultTenant, "up-1").status().code(), absl::StatusCode::kNotFound);
   EXPECT_EQ(catalog_->Resume("up-1", m, 30).status().code(), absl::StatusCode::kNotFound);
   second->reset();
   EXPECT_EQ(Files("tmp"), 0u);

@@ -14,14 +14,6 @@
 namespace tuneforge {
 namespace {
 
-// A server stream that ends at once with `status`.
-template <typename Message>
-class FailedStream : public grpc::ServerWriteReactor<Message> {
- public:
-  explicit FailedStream(const absl::Status& status) { this->Finish(ToGrpc(status)); }
-  void OnDone() override { delete this; }
-};
-
 // Streams a job's events: first those after `after_sequence`, then each new
 // one as it is committed, and finishes once the job has ended and its last
 // event was sent. Reads from the store at the client's pace, at most
@@ -146,19 +138,23 @@ class WatchReactor : public grpc::ServerWriteReactor<v1::JobEvent> {
 grpc::ServerUnaryReactor* JobServiceImpl::CreateJob(grpc::CallbackServerContext* ctx,
                                                     const v1::CreateJobRequest* request,
                                                     v1::Job* response) {
+  Guard guard(guards_, ctx, Api::kPublic, "CreateJob");
+  if (!guard.ok()) return FinishNow(ctx, guard.Done(""));
   absl::StatusOr<JobSpec> spec = JobSpecFromProto(request->job());
-  if (!spec.ok()) return FinishNow(ctx, spec.status());
-  absl::StatusOr<Job> job = scheduler_->CreateJob(*std::move(spec));
+  if (!spec.ok()) return FinishNow(ctx, guard.Done("", spec.status()));
+  absl::StatusOr<Job> job = scheduler_->CreateJob(*std::move(spec), guard.scope());
   if (job.ok()) *response = ToProto(*job);
-  return FinishNow(ctx, job.status());
+  return FinishNow(ctx, guard.Done(response->name(), job.status()));
 }
 
 grpc::ServerUnaryReactor* JobServiceImpl::GetJob(grpc::CallbackServerContext* ctx,
                                                  const v1::GetJobRequest* request,
                                                  v1::Job* response) {
+  Guard guard(guards_, ctx, Api::kPublic);
+  if (!guard.ok()) return FinishNow(ctx, guard.Done(""));
   absl::StatusOr<std::string> id = IdFromName(request->name(), "jobs", "name");
   if (!id.ok()) return FinishNow(ctx, id.status());
-  absl::StatusOr<Job> job = scheduler_->GetJob(*id);
+  absl::StatusOr<Job> job = scheduler_->GetJob(*id, guard.scope());
   if (job.ok()) *response = ToProto(*job);
   return FinishNow(ctx, job.status());
 }
@@ -168,7 +164,10 @@ using google::protobuf::util::TimeUtil;
 grpc::ServerUnaryReactor* JobServiceImpl::ListJobs(grpc::CallbackServerContext* ctx,
                                                    const v1::ListJobsRequest* request,
                                                    v1::ListJobsResponse* response) {
+  Guard guard(guards_, ctx, Api::kPublic);
+  if (!guard.ok()) return FinishNow(ctx, guard.Done(""));
   JobFilter filter;
+  filter.tenant = guard.scope().ListFilter();
   if (request->state() != v1::JOB_STATE_UNSPECIFIED) filter.state = FromProto(request->state());
   if (!request->label().empty()) {
     size_t eq = request->label().find('=');
@@ -187,11 +186,13 @@ grpc::ServerUnaryReactor* JobServiceImpl::ListJobs(grpc::CallbackServerContext* 
   if (request->has_create_time_before()) {
     filter.created_before_ms = TimeUtil::TimestampToMilliseconds(request->create_time_before());
   }
-  const int size = PageSize(request->page_size(), 50, 1000);
-  absl::StatusOr<std::vector<Job>> jobs = scheduler_->ListJobs(filter, request->page_token(), size);
+  absl::StatusOr<int> size = PageSize(request->page_size(), 50, 1000);
+  if (!size.ok()) return FinishNow(ctx, size.status());
+  absl::StatusOr<std::vector<Job>> jobs =
+      scheduler_->ListJobs(filter, request->page_token(), *size);
   if (!jobs.ok()) return FinishNow(ctx, jobs.status());
   for (const Job& job : *jobs) *response->add_jobs() = ToProto(job);
-  if (static_cast<int>(jobs->size()) == size) response->set_next_page_token(jobs->back().id);
+  if (static_cast<int>(jobs->size()) == *size) response->set_next_page_token(jobs->back().id);
   return FinishNow(ctx, absl::OkStatus());
 }
 
@@ -199,14 +200,17 @@ namespace {
 
 // Cancel, pause or resume the job a request names; the job as it is then.
 template <typename Request>
-grpc::ServerUnaryReactor* JobAction(grpc::CallbackServerContext* ctx, const Request& request,
-                                    v1::Job* response, Scheduler* scheduler,
-                                    absl::StatusOr<Job> (Scheduler::*action)(const std::string&)) {
+grpc::ServerUnaryReactor* JobAction(grpc::CallbackServerContext* ctx, Guard guard,
+                                    const Request& request, v1::Job* response,
+                                    Scheduler* scheduler,
+                                    absl::StatusOr<Job> (Scheduler::*action)(const std::string&,
+                                                                             const Scope&)) {
+  if (!guard.ok()) return FinishNow(ctx, guard.Done(request.name()));
   absl::StatusOr<std::string> id = IdFromName(request.name(), "jobs", "name");
-  if (!id.ok()) return FinishNow(ctx, id.status());
-  absl::StatusOr<Job> job = (scheduler->*action)(*id);
+  if (!id.ok()) return FinishNow(ctx, guard.Done(request.name(), id.status()));
+  absl::StatusOr<Job> job = (scheduler->*action)(*id, guard.scope());
   if (job.ok()) *response = ToProto(*job);
-  return FinishNow(ctx, job.status());
+  return FinishNow(ctx, guard.Done(request.name(), job.status()));
 }
 
 }  // namespace
@@ -214,26 +218,31 @@ grpc::ServerUnaryReactor* JobAction(grpc::CallbackServerContext* ctx, const Requ
 grpc::ServerUnaryReactor* JobServiceImpl::CancelJob(grpc::CallbackServerContext* ctx,
                                                     const v1::CancelJobRequest* request,
                                                     v1::Job* response) {
-  return JobAction(ctx, *request, response, scheduler_, &Scheduler::CancelJob);
+  return JobAction(ctx, Guard(guards_, ctx, Api::kPublic, "CancelJob"), *request, response,
+                   scheduler_, &Scheduler::CancelJob);
 }
 
 grpc::ServerUnaryReactor* JobServiceImpl::PauseJob(grpc::CallbackServerContext* ctx,
                                                    const v1::PauseJobRequest* request,
                                                    v1::Job* response) {
-  return JobAction(ctx, *request, response, scheduler_, &Scheduler::PauseJob);
+  return JobAction(ctx, Guard(guards_, ctx, Api::kPublic, "PauseJob"), *request, response,
+                   scheduler_, &Scheduler::PauseJob);
 }
 
 grpc::ServerUnaryReactor* JobServiceImpl::ResumeJob(grpc::CallbackServerContext* ctx,
                                                     const v1::ResumeJobRequest* request,
                                                     v1::Job* response) {
-  return JobAction(ctx, *request, response, scheduler_, &Scheduler::ResumeJob);
+  return JobAction(ctx, Guard(guards_, ctx, Api::kPublic, "ResumeJob"), *request, response,
+                   scheduler_, &Scheduler::ResumeJob);
 }
 
 grpc::ServerWriteReactor<v1::JobEvent>* JobServiceImpl::WatchJob(
     grpc::CallbackServerContext* ctx, const v1::WatchJobRequest* request) {
+  Guard guard(guards_, ctx, Api::kPublic);
+  if (!guard.ok()) return new FailedStream<v1::JobEvent>(guard.Done(""));
   absl::StatusOr<std::string> id = IdFromName(request->name(), "jobs", "name");
   absl::Status status = id.status();
-  if (status.ok()) status = scheduler_->GetJob(*id).status();
+  if (status.ok()) status = scheduler_->GetJob(*id, guard.scope()).status();
   auto shared = std::make_shared<WatchReactor::Shared>();
   if (status.ok()) {
     std::lock_guard<std::mutex> lock(watchers_mu_);
@@ -254,9 +263,11 @@ grpc::ServerWriteReactor<v1::JobEvent>* JobServiceImpl::WatchJob(
 grpc::ServerUnaryReactor* JobServiceImpl::ListCheckpoints(grpc::CallbackServerContext* ctx,
                                                           const v1::ListCheckpointsRequest* request,
                                                           v1::ListCheckpointsResponse* response) {
+  Guard guard(guards_, ctx, Api::kPublic);
+  if (!guard.ok()) return FinishNow(ctx, guard.Done(""));
   absl::StatusOr<std::string> id = IdFromName(request->name(), "jobs", "name");
   if (!id.ok()) return FinishNow(ctx, id.status());
-  absl::StatusOr<Job> job = scheduler_->GetJob(*id);
+  absl::StatusOr<Job> job = scheduler_->GetJob(*id, guard.scope());
   if (!job.ok()) return FinishNow(ctx, job.status());
   // From the job's events, a page at a time.
   int64_t after = 0;
@@ -278,9 +289,11 @@ grpc::ServerUnaryReactor* JobServiceImpl::ListCheckpoints(grpc::CallbackServerCo
 grpc::ServerWriteReactor<v1::ArtifactChunk>* JobServiceImpl::DownloadArtifact(
     grpc::CallbackServerContext* ctx, const v1::DownloadArtifactRequest* request) {
   using Failed = FailedStream<v1::ArtifactChunk>;
+  Guard guard(guards_, ctx, Api::kPublic);
+  if (!guard.ok()) return new Failed(guard.Done(""));
   absl::StatusOr<std::string> id = IdFromName(request->name(), "jobs", "name");
   if (!id.ok()) return new Failed(id.status());
-  absl::StatusOr<Job> job = scheduler_->GetJob(*id);
+  absl::StatusOr<Job> job = scheduler_->GetJob(*id, guard.scope());
   if (!job.ok()) return new Failed(job.status());
   for (const FileRecord& f : job->artifacts) {
     if (f.path == request->artifact()) {
@@ -310,9 +323,11 @@ void JobServiceImpl::Shutdown() {
 grpc::ServerUnaryReactor* JobServiceImpl::ListJobEvents(grpc::CallbackServerContext* ctx,
                                                         const v1::ListJobEventsRequest* request,
                                                         v1::ListJobEventsResponse* response) {
+  Guard guard(guards_, ctx, Api::kPublic);
+  if (!guard.ok()) return FinishNow(ctx, guard.Done(""));
   absl::StatusOr<std::string> id = IdFromName(request->name(), "jobs", "name");
   if (!id.ok()) return FinishNow(ctx, id.status());
-  absl::Status exists = scheduler_->GetJob(*id).status();
+  absl::Status exists = scheduler_->GetJob(*id, guard.scope()).status();
   if (!exists.ok()) return FinishNow(ctx, exists);
   int64_t after = request->after_sequence();
   if (!request->page_token().empty()) {
@@ -320,11 +335,12 @@ grpc::ServerUnaryReactor* JobServiceImpl::ListJobEvents(grpc::CallbackServerCont
       return FinishNow(ctx, absl::InvalidArgumentError("page_token: not a token from this API"));
     }
   }
-  const int size = PageSize(request->page_size(), 100, 1000);
-  absl::StatusOr<std::vector<Event>> events = scheduler_->ListEvents(*id, after, size);
+  absl::StatusOr<int> size = PageSize(request->page_size(), 100, 1000);
+  if (!size.ok()) return FinishNow(ctx, size.status());
+  absl::StatusOr<std::vector<Event>> events = scheduler_->ListEvents(*id, after, *size);
   if (!events.ok()) return FinishNow(ctx, events.status());
   for (const Event& e : *events) *response->add_events() = ToProto(e);
-  if (static_cast<int>(events->size()) == size) {
+  if (static_cast<int>(events->size()) == *size) {
     response->set_next_page_token(std::to_string(events->back().sequence));
   }
   return FinishNow(ctx, absl::OkStatus());

@@ -13,7 +13,7 @@
 namespace tuneforge {
 
 absl::Status LocalWorkers::Start(const std::string& binary, const std::vector<std::string>& args,
-                                 int count) {
+                                 int count, const std::vector<std::string>& env) {
   if (::access(binary.c_str(), X_OK) != 0) {
     return absl::NotFoundError(absl::StrCat("worker binary ", binary, " is not executable: ",
                                             std::strerror(errno), "; set --worker-binary"));
@@ -26,6 +26,12 @@ absl::Status LocalWorkers::Start(const std::string& binary, const std::vector<st
     std::vector<char*> c_argv;
     for (std::string& a : argv) c_argv.push_back(a.data());
     c_argv.push_back(nullptr);
+    // Built before fork(): the child of a threaded process may only exec.
+    std::vector<std::string> environment = env;
+    for (char** e = environ; *e != nullptr; ++e) environment.emplace_back(*e);
+    std::vector<char*> c_env;
+    for (std::string& e : environment) c_env.push_back(e.data());
+    c_env.push_back(nullptr);
     pid_t pid = ::fork();
     if (pid < 0) return absl::InternalError(absl::StrCat("fork: ", std::strerror(errno)));
     if (pid == 0) {
@@ -34,7 +40,7 @@ absl::Status LocalWorkers::Start(const std::string& binary, const std::vector<st
       sigset_t none;
       sigemptyset(&none);
       ::sigprocmask(SIG_SETMASK, &none, nullptr);  // the server blocks signals for sigwait
-      ::execv(binary.c_str(), c_argv.data());
+      ::execve(binary.c_str(), c_argv.data(), c_env.data());
       ::_exit(127);
     }
     pids_.push_back(pid);

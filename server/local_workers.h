@@ -20,8 +20,11 @@ class LocalWorkers {
  public:
   ~LocalWorkers() { Stop(absl::Seconds(10)); }
 
-  // Starts `binary` with `args` plus "--name=local-<i>".
-  absl::Status Start(const std::string& binary, const std::vector<std::string>& args, int count);
+  // Starts `binary` with `args` plus "--name=local-<i>", and `env`
+  // ("NAME=value", taking precedence) added to the environment: secrets go
+  // there, not on the command line where `ps` shows them.
+  absl::Status Start(const std::string& binary, const std::vector<std::string>& args, int count,
+                     const std::vector<std::string>& env = {});
   // SIGTERM to each, then SIGKILL to those still running after `grace`.
   void Stop(absl::Duration grace);
 

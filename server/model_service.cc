@@ -14,8 +14,8 @@ namespace {
 // their temp files).
 class ImportReactor : public grpc::ServerReadReactor<v1::ImportModelRequest> {
  public:
-  ImportReactor(ModelCatalog* catalog, v1::Model* response)
-      : catalog_(catalog), response_(response) {
+  ImportReactor(Guard guard, ModelCatalog* catalog, v1::Model* response)
+      : guard_(std::move(guard)), catalog_(catalog), response_(response) {
     StartRead(&request_);
   }
 
@@ -23,7 +23,7 @@ class ImportReactor : public grpc::ServerReadReactor<v1::ImportModelRequest> {
     absl::Status s = ok ? Consume() : Complete();
     if (!s.ok() || !ok) {
       import_.reset();
-      Finish(ToGrpc(s));
+      Finish(ToGrpc(guard_.Done(name_, s)));
       return;
     }
     StartRead(&request_);
@@ -37,9 +37,9 @@ class ImportReactor : public grpc::ServerReadReactor<v1::ImportModelRequest> {
       if (!request_.has_metadata()) {
         return absl::InvalidArgumentError("the first message of an import must carry metadata");
       }
-      const std::string& name = request_.metadata().display_name();
-      if (name.size() > 256) return absl::InvalidArgumentError("metadata.display_name: at most 256 bytes");
-      ASSIGN_OR_RETURN(import_, catalog_->StartImport(name));
+      name_ = request_.metadata().display_name();
+      if (name_.size() > 256) return absl::InvalidArgumentError("metadata.display_name: at most 256 bytes");
+      ASSIGN_OR_RETURN(import_, catalog_->StartImport(name_, guard_.scope().tenant));
       return absl::OkStatus();
     }
     switch (request_.data_case()) {
@@ -57,9 +57,12 @@ class ImportReactor : public grpc::ServerReadReactor<v1::ImportModelRequest> {
     if (!import_) return absl::InvalidArgumentError("the import stream was empty");
     ASSIGN_OR_RETURN(ModelRecord m, import_->Finish());
     *response_ = ToProto(m);
+    name_ = response_->name();
     return absl::OkStatus();
   }
 
+  Guard guard_;
+  std::string name_;  // for the audit: the display name, then the model's name
   ModelCatalog* const catalog_;
   v1::Model* const response_;
   v1::ImportModelRequest request_;
@@ -71,35 +74,45 @@ class ImportReactor : public grpc::ServerReadReactor<v1::ImportModelRequest> {
 grpc::ServerUnaryReactor* ModelServiceImpl::ListModels(grpc::CallbackServerContext* ctx,
                                                        const v1::ListModelsRequest* request,
                                                        v1::ListModelsResponse* response) {
-  const int size = PageSize(request->page_size(), 50, 1000);
-  absl::StatusOr<std::vector<ModelRecord>> page = catalog_->List(request->page_token(), size);
+  Guard guard(guards_, ctx, Api::kPublic);
+  if (!guard.ok()) return FinishNow(ctx, guard.Done(""));
+  absl::StatusOr<int> size = PageSize(request->page_size(), 50, 1000);
+  if (!size.ok()) return FinishNow(ctx, size.status());
+  absl::StatusOr<std::vector<ModelRecord>> page =
+      catalog_->List(guard.scope(), request->page_token(), *size);
   if (!page.ok()) return FinishNow(ctx, page.status());
   for (const ModelRecord& m : *page) *response->add_models() = ToProto(m);
-  if (static_cast<int>(page->size()) == size) response->set_next_page_token(page->back().id);
+  if (static_cast<int>(page->size()) == *size) response->set_next_page_token(page->back().id);
   return FinishNow(ctx, absl::OkStatus());
 }
 
 grpc::ServerUnaryReactor* ModelServiceImpl::GetModel(grpc::CallbackServerContext* ctx,
                                                      const v1::GetModelRequest* request,
                                                      v1::Model* response) {
+  Guard guard(guards_, ctx, Api::kPublic);
+  if (!guard.ok()) return FinishNow(ctx, guard.Done(""));
   absl::StatusOr<std::string> id = IdFromName(request->name(), "models", "name");
   if (!id.ok()) return FinishNow(ctx, id.status());
-  absl::StatusOr<ModelRecord> m = catalog_->Get(*id);
+  absl::StatusOr<ModelRecord> m = catalog_->Get(*id, guard.scope());
   if (m.ok()) *response = ToProto(*m);
   return FinishNow(ctx, m.status());
 }
 
 grpc::ServerReadReactor<v1::ImportModelRequest>* ModelServiceImpl::ImportModel(
     grpc::CallbackServerContext* ctx, v1::Model* response) {
-  return new ImportReactor(catalog_, response);
+  Guard guard(guards_, ctx, Api::kPublic, "ImportModel");
+  if (!guard.ok()) return new FailedReader<v1::ImportModelRequest>(guard.Done(""));
+  return new ImportReactor(std::move(guard), catalog_, response);
 }
 
 grpc::ServerUnaryReactor* ModelServiceImpl::DeleteModel(grpc::CallbackServerContext* ctx,
                                                         const v1::DeleteModelRequest* request,
                                                         v1::DeleteModelResponse* response) {
+  Guard guard(guards_, ctx, Api::kPublic, "DeleteModel");
+  if (!guard.ok()) return FinishNow(ctx, guard.Done(request->name()));
   absl::StatusOr<std::string> id = IdFromName(request->name(), "models", "name");
-  if (!id.ok()) return FinishNow(ctx, id.status());
-  return FinishNow(ctx, catalog_->Delete(*id));
+  if (!id.ok()) return FinishNow(ctx, guard.Done(request->name(), id.status()));
+  return FinishNow(ctx, guard.Done(request->name(), catalog_->Delete(*id, guard.scope())));
 }
 
 }  // namespace tuneforge

@@ -57,10 +57,9 @@ absl::Status ModelImport::Append(std::string_view chunk) {
     return absl::InvalidArgumentError("a chunk came before any file header");
   }
   total_bytes_ += static_cast<int64_t>(chunk.size());
-  if (total_bytes_ > catalog_->max_model_bytes_) {
-    return absl::ResourceExhaustedError(absl::StrCat(
-        "the model is larger than this server's limit of ", catalog_->max_model_bytes_,
-        " bytes (--max-model-bytes)"));
+  if (total_bytes_ > room_.bytes) {
+    return absl::ResourceExhaustedError(
+        absl::StrCat("the model is larger than ", room_.why, "; nothing was stored"));
   }
   return files_.back().writer->Append(chunk);
 }
@@ -97,12 +96,21 @@ absl::StatusOr<ModelRecord> ModelImport::Finish() {
 }
 
 absl::StatusOr<std::unique_ptr<ModelImport>> ModelCatalog::StartImport(
-    const std::string& display_name) {
+    const std::string& display_name, const std::string& tenant) {
+  ASSIGN_OR_RETURN(Room room, RoomFor(tenant));
   ModelRecord record;
   record.id = "m" + NewId().substr(1);
+  record.tenant = tenant;
   record.display_name = display_name;
   record.source = ModelSource::kImported;
-  return std::unique_ptr<ModelImport>(new ModelImport(this, std::move(record)));
+  return std::unique_ptr<ModelImport>(new ModelImport(this, std::move(record), std::move(room)));
+}
+
+absl::StatusOr<Room> ModelCatalog::RoomFor(const std::string& tenant) {
+  return tuneforge::RoomFor(
+      store_, quota_, tenant, /*new_dataset=*/false,
+      {max_model_bytes_,
+       absl::StrCat("this server's limit of ", max_model_bytes_, " bytes (--max-model-bytes)")});
 }
 
 absl::StatusOr<ModelRecord> ModelCatalog::Register(
@@ -111,6 +119,7 @@ absl::StatusOr<ModelRecord> ModelCatalog::Register(
     std::vector<std::unique_ptr<BlobWriter>> writers) {
   ASSIGN_OR_RETURN(ModelRecord checked, CheckModelFolder(paths));
   checked.id = record.id;
+  checked.tenant = record.tenant;
   checked.display_name = record.display_name;
   checked.source = record.source;
   checked.source_job = record.source_job;
@@ -119,6 +128,15 @@ absl::StatusOr<ModelRecord> ModelCatalog::Register(
   for (const FileRecord& f : files) checked.size_bytes += f.size_bytes;
   checked.create_time_ms = NowMs();
   MutexLock lock(&store_->blob_refs_mu());
+  if (checked.source == ModelSource::kImported) {
+    // Imports running side by side each saw the quota with room to spare. A
+    // model a job trained is kept whatever it costs: the hours are spent.
+    ASSIGN_OR_RETURN(Room room, RoomFor(checked.tenant));
+    if (checked.size_bytes > room.bytes) {
+      return absl::ResourceExhaustedError(
+          absl::StrCat("the model is larger than ", room.why, "; nothing was stored"));
+    }
+  }
   for (auto& writer : writers) RETURN_IF_ERROR(writer->Publish());
   for (const FileRecord& f : files) {
     if (!blobs_->Contains(f.sha256)) {
@@ -130,12 +148,15 @@ absl::StatusOr<ModelRecord> ModelCatalog::Register(
   return checked;
 }
 
-absl::StatusOr<ModelRecord> ModelCatalog::Get(const std::string& id) {
+absl::StatusOr<ModelRecord> ModelCatalog::Get(const std::string& id, const Scope& scope) {
   if (const Preset* p = FindPreset(id)) return PresetRecord(*p);
-  return store_->GetModel(id);
+  absl::StatusOr<ModelRecord> m = store_->GetModel(id);
+  if (m.ok() && !scope.Sees(m->tenant)) return NotFound("model", id);
+  return m;
 }
 
-absl::StatusOr<std::vector<ModelRecord>> ModelCatalog::List(const std::string& after_id,
+absl::StatusOr<std::vector<ModelRecord>> ModelCatalog::List(const Scope& scope,
+                                                            const std::string& after_id,
                                                             int limit) {
   std::vector<ModelRecord> out;
   const std::vector<Preset>& presets = Presets();
@@ -151,17 +172,18 @@ absl::StatusOr<std::vector<ModelRecord>> ModelCatalog::List(const std::string& a
   if (static_cast<int>(out.size()) == limit) return out;
   const std::string stored_after = FindPreset(after_id) ? "" : after_id;
   ASSIGN_OR_RETURN(std::vector<ModelRecord> stored,
-                   store_->ListModels(stored_after, limit - static_cast<int>(out.size())));
+                   store_->ListModels(scope.ListFilter(), stored_after,
+                                      limit - static_cast<int>(out.size())));
   for (ModelRecord& m : stored) out.push_back(std::move(m));
   return out;
 }
 
-absl::Status ModelCatalog::Delete(const std::string& id) {
+absl::Status ModelCatalog::Delete(const std::string& id, const Scope& scope) {
   if (FindPreset(id)) {
     return absl::FailedPreconditionError(
         absl::StrCat("model ", id, " is built in and cannot be deleted"));
   }
-  ASSIGN_OR_RETURN(ModelRecord m, store_->GetModel(id));
+  ASSIGN_OR_RETURN(ModelRecord m, Get(id, scope));
   ASSIGN_OR_RETURN(bool in_use, store_->ModelInUse(id));
   if (in_use) {
     return absl::FailedPreconditionError(absl::StrCat(
@@ -181,6 +203,7 @@ absl::Status ModelCatalog::Delete(const std::string& id) {
 absl::StatusOr<ModelRecord> ModelCatalog::CreateFromJob(const Job& job) {
   ModelRecord record;
   record.id = "ft-" + job.id;
+  record.tenant = job.tenant;
   record.display_name = job.spec.suffix.empty()
                             ? absl::StrCat(job.spec.base_model, " fine-tuned by job ", job.id)
                             : job.spec.suffix;

@@ -25,6 +25,7 @@
 #include "common/model_config.h"
 #include "server/records.h"
 #include "server/store.h"
+#include "server/tenancy.h"
 
 namespace tuneforge {
 
@@ -49,7 +50,8 @@ class ModelImport {
 
  private:
   friend class ModelCatalog;
-  ModelImport(ModelCatalog* catalog, ModelRecord record) : catalog_(catalog), record_(std::move(record)) {}
+  ModelImport(ModelCatalog* catalog, ModelRecord record, Room room)
+      : catalog_(catalog), record_(std::move(record)), room_(std::move(room)) {}
   absl::Status EndFile();
 
   struct File {
@@ -58,29 +60,36 @@ class ModelImport {
   };
   ModelCatalog* catalog_;
   ModelRecord record_;
+  const Room room_;  // the bytes it may hold, and what sets that limit
   std::vector<File> files_;
   int64_t total_bytes_ = 0;
 };
 
 class ModelCatalog {
  public:
-  ModelCatalog(Store* store, BlobStore* blobs, int64_t max_model_bytes)
-      : store_(store), blobs_(blobs), max_model_bytes_(max_model_bytes) {}
+  // `quota`: each tenant's storage quota (unset: none).
+  ModelCatalog(Store* store, BlobStore* blobs, int64_t max_model_bytes, QuotaFn quota = {})
+      : store_(store), blobs_(blobs), max_model_bytes_(max_model_bytes), quota_(std::move(quota)) {}
 
-  absl::StatusOr<std::unique_ptr<ModelImport>> StartImport(const std::string& display_name);
-  // A preset or a stored model; NOT_FOUND otherwise.
-  absl::StatusOr<ModelRecord> Get(const std::string& id);
-  // Presets first, then stored models in creation order, after `after_id`.
-  absl::StatusOr<std::vector<ModelRecord>> List(const std::string& after_id, int limit);
+  // The model will belong to `tenant`; RESOURCE_EXHAUSTED when its storage
+  // quota is used up (and later, once the files pass what it leaves).
+  absl::StatusOr<std::unique_ptr<ModelImport>> StartImport(const std::string& display_name,
+                                                           const std::string& tenant = kDefaultTenant);
+  // A preset or a stored model the scope sees; NOT_FOUND otherwise.
+  absl::StatusOr<ModelRecord> Get(const std::string& id, const Scope& scope = {});
+  // Presets first, then the scope's stored models in creation order, after `after_id`.
+  absl::StatusOr<std::vector<ModelRecord>> List(const Scope& scope, const std::string& after_id,
+                                                int limit);
   // FAILED_PRECONDITION for a preset or a model an active job fine-tunes;
   // removes the blobs nothing else uses.
-  absl::Status Delete(const std::string& id);
+  absl::Status Delete(const std::string& id, const Scope& scope = {});
   // The model a job produced, from its "model/" artifacts: checked like an
   // import and stored as "ft-{job id}". Storing it again replaces it.
   absl::StatusOr<ModelRecord> CreateFromJob(const Job& job);
 
  private:
   friend class ModelImport;
+  absl::StatusOr<Room> RoomFor(const std::string& tenant);
   // Checks the sealed files, publishes them and stores `record` with them.
   absl::StatusOr<ModelRecord> Register(ModelRecord record, const std::vector<FileRecord>& files,
                                        const std::map<std::string, std::string>& paths,
@@ -89,6 +98,7 @@ class ModelCatalog {
   Store* const store_;
   BlobStore* const blobs_;
   const int64_t max_model_bytes_;
+  const QuotaFn quota_;
 };
 
 }  // namespace tuneforge

@@ -114,7 +114,7 @@ TEST_F(ModelCatalogTest, ListsPresetsThenStoredModelsInPages) {
   std::vector<std::string> ids;
   std::string after;
   for (int page = 0; page < 10; ++page) {
-    auto p = catalog_->List(after, 3);
+    auto p = catalog_->List(Scope{}, after, 3);
     ASSERT_TRUE(p.ok());
     for (const ModelRecord& m : *p) ids.push_back(m.id);
     if (p->size() < 3) break;
@@ -158,7 +158,7 @@ TEST_F(ModelCatalogTest, BrokenImportsLeaveNothing) {
   big["model.safetensors"] += std::string(1 << 20, 'x');
   EXPECT_EQ(Import(big).status().code(), absl::StatusCode::kResourceExhausted);
   EXPECT_EQ(Blobs(), 0u);
-  auto listed = store_->ListModels("", 10);
+  auto listed = store_->ListModels("", "", 10);
   ASSERT_TRUE(listed.ok());
   EXPECT_TRUE(listed->empty());
 }
@@ -200,7 +200,7 @@ TEST_F(ModelCatalogTest, AJobsArtifactsBecomeAModel) {
   EXPECT_EQ(m->files[0].path, "config.json");
   // Stored again (a retried FinishJob): replaced, not duplicated.
   ASSERT_TRUE(catalog_->CreateFromJob(job).ok());
-  auto listed = store_->ListModels("", 10);
+  auto listed = store_->ListModels("", "", 10);
   ASSERT_TRUE(listed.ok());
   EXPECT_EQ(listed->size(), 1u);
 }

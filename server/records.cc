@@ -52,11 +52,11 @@ NLOHMANN_JSON_SERIALIZE_ENUM(ModelSource, {{ModelSource::kPreset, "preset"},
                                            {ModelSource::kImported, "imported"},
                                            {ModelSource::kJob, "job"}})
 NLOHMANN_DEFINE_TYPE_NON_INTRUSIVE_WITH_DEFAULT(FileRecord, path, sha256, size_bytes)
-NLOHMANN_DEFINE_TYPE_NON_INTRUSIVE_WITH_DEFAULT(ModelRecord, id, display_name, source, model_type,
+NLOHMANN_DEFINE_TYPE_NON_INTRUSIVE_WITH_DEFAULT(ModelRecord, id, tenant, display_name, source, model_type,
                                                 architecture, parameter_count, context_length,
                                                 vocab_size, dtype, tokenizer, size_bytes, files,
                                                 source_job, base_model, create_time_ms)
-NLOHMANN_DEFINE_TYPE_NON_INTRUSIVE_WITH_DEFAULT(Job, id, spec, state, create_time_ms, submit_seq,
+NLOHMANN_DEFINE_TYPE_NON_INTRUSIVE_WITH_DEFAULT(Job, id, tenant, spec, state, create_time_ms, submit_seq,
                                                 start_time_ms, end_time_ms, progress, attempt,
                                                 max_attempts, error, worker, lease,
                                                 cancel_requested, train_examples,

@@ -28,8 +28,13 @@ std::string_view JobStateName(JobState s);  // "QUEUED", ...
 
 enum class DatasetState { kReady = 1, kInvalid = 2 };
 
+// The tenant that owns what a caller creates when the server runs without a
+// tokens file, and of everything stored before tenants existed.
+inline constexpr char kDefaultTenant[] = "default";
+
 struct DatasetRecord {
   std::string id;            // e.g. "d7k2m9x0qp4a"
+  std::string tenant = kDefaultTenant;
   std::string display_name;  // e.g. "hr.json"
   DatasetState state = DatasetState::kReady;
   int64_t size_bytes = 0;
@@ -51,6 +56,7 @@ struct FileRecord {
 
 struct ModelRecord {
   std::string id;            // "tiny-llama" (preset), "m…" (imported), "ft-{job}" (a job's)
+  std::string tenant = kDefaultTenant;  // presets belong to every tenant
   std::string display_name;
   ModelSource source = ModelSource::kImported;
   std::string model_type;    // gpt2, llama, mistral, qwen2
@@ -132,6 +138,7 @@ struct JobProgress {
 
 struct Job {
   std::string id;
+  std::string tenant = kDefaultTenant;  // whose job it is; set at creation
   JobSpec spec;
   JobState state = JobState::kQueued;
   int64_t create_time_ms = 0;

@@ -255,6 +255,13 @@ void Scheduler::ExplainWaitLocked(Job& job) const {
   job.queue_position = position;
   size_t running = 0;
   for (const auto& [id, j] : active_) running += j.state == JobState::kRunning;
+  const std::map<std::string, int64_t> by_tenant = RunningByTenantLocked();
+  if (AtRunningLimit(job, by_tenant)) {
+    job.wait_reason = absl::StrCat("position ", position, " in the queue; tenant ", job.tenant,
+                                   " runs ", by_tenant.at(job.tenant),
+                                   " jobs, its quota of running jobs");
+    return;
+  }
   int64_t largest = 0;
   bool capable = false;
   for (const auto& [id, w] : workers_) {
@@ -275,15 +282,16 @@ void Scheduler::ExplainWaitLocked(Job& job) const {
   }
 }
 
-absl::StatusOr<Job> Scheduler::CreateJob(JobSpec spec) {
+absl::StatusOr<Job> Scheduler::CreateJob(JobSpec spec, const Scope& scope) {
   if (!spec.request_id.empty()) {
-    ASSIGN_OR_RETURN(std::optional<Job> existing, store_->FindJobByRequestId(spec.request_id));
+    ASSIGN_OR_RETURN(std::optional<Job> existing,
+                     store_->FindJobByRequestId(scope.tenant, spec.request_id));
     if (existing) return *std::move(existing);
   }
   // "jobs/{id}": continue from what that job produced.
   if (spec.base_model.rfind("jobs/", 0) == 0) {
     const std::string source = spec.base_model.substr(5);
-    absl::StatusOr<Job> earlier = store_->GetJob(source);
+    absl::StatusOr<Job> earlier = GetJob(source, scope);
     if (absl::IsNotFound(earlier.status())) {
       return absl::InvalidArgumentError(
           absl::StrCat("job.base_model: job '", spec.base_model, "' does not exist"));
@@ -303,6 +311,7 @@ absl::StatusOr<Job> Scheduler::CreateJob(JobSpec spec) {
     parameters = ParameterCount(p->config);
   } else {
     absl::StatusOr<ModelRecord> m = store_->GetModel(spec.base_model);
+    if (m.ok() && !scope.Sees(m->tenant)) m = NotFound("model", spec.base_model);
     if (absl::IsNotFound(m.status())) {
       return absl::InvalidArgumentError(absl::StrCat(
           "job.base_model: no model 'models/", spec.base_model, "'; see ListModels"));
@@ -321,6 +330,7 @@ absl::StatusOr<Job> Scheduler::CreateJob(JobSpec spec) {
   auto ready_dataset = [&](const std::string& id,
                            const char* field) -> absl::StatusOr<DatasetRecord> {
     absl::StatusOr<DatasetRecord> d = store_->GetDataset(id);
+    if (d.ok() && !scope.Sees(d->tenant)) d = NotFound("dataset", id);
     if (absl::IsNotFound(d.status())) {
       return absl::InvalidArgumentError(
           absl::StrCat(field, ": dataset 'datasets/", id, "' does not exist"));
@@ -345,6 +355,7 @@ absl::StatusOr<Job> Scheduler::CreateJob(JobSpec spec) {
     job.train_examples = train.report.example_count - job.validation_examples;
   }
   job.id = NewId();
+  job.tenant = scope.tenant;
   job.memory_estimate_bytes = parameters * (spec.lora.rank > 0 ? 4 : 16);
   job.spec = std::move(spec);
   job.state = JobState::kQueued;
@@ -354,6 +365,17 @@ absl::StatusOr<Job> Scheduler::CreateJob(JobSpec spec) {
 
   Deferred deferred;
   MutexLock lock(&mu_);
+  if (const int64_t limit = options_.quota ? options_.quota(job.tenant).queued_jobs : 0) {
+    int64_t waiting = 0;
+    for (const auto& [id, j] : active_) {
+      waiting += j.tenant == job.tenant && j.state != JobState::kRunning;
+    }
+    if (waiting >= limit) {
+      return absl::ResourceExhaustedError(absl::StrCat(
+          "tenant ", job.tenant, " has ", waiting, " queued or paused jobs, its quota is ", limit,
+          "; wait for some to start or cancel them"));
+    }
+  }
   job.submit_seq = ++last_submit_seq_;
   Event created;
   created.payload = StateChangeEvent{JobState::kUnspecified, JobState::kQueued, "created"};
@@ -362,7 +384,7 @@ absl::StatusOr<Job> Scheduler::CreateJob(JobSpec spec) {
     // A concurrent retry with the same request_id won the race.
     if (!job.spec.request_id.empty()) {
       absl::StatusOr<std::optional<Job>> existing =
-          store_->FindJobByRequestId(job.spec.request_id);
+          store_->FindJobByRequestId(job.tenant, job.spec.request_id);
       if (existing.ok() && *existing) return **existing;
     }
     return committed;
@@ -386,24 +408,35 @@ absl::StatusOr<Job> Scheduler::GetJob(const std::string& id) {
   return store_->GetJob(id);
 }
 
+absl::StatusOr<Job> Scheduler::GetJob(const std::string& id, const Scope& scope) {
+  absl::StatusOr<Job> job = GetJob(id);
+  if (job.ok() && !scope.Sees(job->tenant)) return NotFound("job", id);
+  return job;
+}
+
 absl::StatusOr<std::vector<Job>> Scheduler::ListJobs(const JobFilter& filter,
                                                      const std::string& after_id, int limit) {
   // Active jobs are written through to the store, so the store is complete.
   return store_->ListJobs(filter, after_id, limit);
 }
 
-absl::StatusOr<Job*> Scheduler::ActiveJobLocked(const std::string& id, const char* verb) {
+absl::StatusOr<Job*> Scheduler::ActiveJobLocked(const std::string& id, const char* verb,
+                                                const Scope& scope) {
   auto it = active_.find(id);
-  if (it != active_.end()) return &it->second;
+  if (it != active_.end()) {
+    if (!scope.Sees(it->second.tenant)) return NotFound("job", id);
+    return &it->second;
+  }
   ASSIGN_OR_RETURN(Job done, store_->GetJob(id));
+  if (!scope.Sees(done.tenant)) return NotFound("job", id);
   return absl::FailedPreconditionError(absl::StrCat(
       "job ", id, " already ended ", std::string(JobStateName(done.state)), "; nothing to ", verb));
 }
 
-absl::StatusOr<Job> Scheduler::CancelJob(const std::string& id) {
+absl::StatusOr<Job> Scheduler::CancelJob(const std::string& id, const Scope& scope) {
   Deferred deferred;
   MutexLock lock(&mu_);
-  ASSIGN_OR_RETURN(Job * active, ActiveJobLocked(id, "cancel"));
+  ASSIGN_OR_RETURN(Job * active, ActiveJobLocked(id, "cancel", scope));
   Job& job = *active;
   if (job.state == JobState::kRunning) {
     // The worker learns it at its next heartbeat and finishes the job CANCELLED.
@@ -422,10 +455,10 @@ absl::StatusOr<Job> Scheduler::CancelJob(const std::string& id) {
   return result;
 }
 
-absl::StatusOr<Job> Scheduler::PauseJob(const std::string& id) {
+absl::StatusOr<Job> Scheduler::PauseJob(const std::string& id, const Scope& scope) {
   Deferred deferred;
   MutexLock lock(&mu_);
-  ASSIGN_OR_RETURN(Job * active, ActiveJobLocked(id, "pause"));
+  ASSIGN_OR_RETURN(Job * active, ActiveJobLocked(id, "pause", scope));
   Job& job = *active;
   if (job.state == JobState::kQueued) {
     queue_.erase(KeyOf(job));
@@ -442,10 +475,10 @@ absl::StatusOr<Job> Scheduler::PauseJob(const std::string& id) {
   return result;
 }
 
-absl::StatusOr<Job> Scheduler::ResumeJob(const std::string& id) {
+absl::StatusOr<Job> Scheduler::ResumeJob(const std::string& id, const Scope& scope) {
   Deferred deferred;
   MutexLock lock(&mu_);
-  ASSIGN_OR_RETURN(Job * active, ActiveJobLocked(id, "resume"));
+  ASSIGN_OR_RETURN(Job * active, ActiveJobLocked(id, "resume", scope));
   Job& job = *active;
   if (job.state == JobState::kPaused) {
     RETURN_IF_ERROR(TransitionLocked(
@@ -531,12 +564,15 @@ bool Scheduler::CanHoldLocked(const std::string& worker_id, const Job& job) cons
 void Scheduler::MatchLocked(Deferred& deferred) {
   // In queue order, each job goes to the longest-waiting worker that can
   // hold it; a job no waiting worker can hold lets the next ones pass.
+  // Jobs of a tenant at its limit of running jobs wait too.
   bool matched = true;
   while (matched && !queue_.empty() && !waiters_.empty()) {
     matched = false;
+    const std::map<std::string, int64_t> running = RunningByTenantLocked();
     for (const QueueKey& key : queue_) {
       const std::string job_id = std::get<3>(key);
       const Job& job = active_.at(job_id);
+      if (AtRunningLimit(job, running)) continue;
       auto waiter = std::find_if(waiters_.begin(), waiters_.end(), [&](const auto& w) {
         return CanHoldLocked(w.second.worker_id, job);
       });
@@ -555,6 +591,21 @@ void Scheduler::MatchLocked(Deferred& deferred) {
       break;  // the queue changed: start again from its head
     }
   }
+}
+
+std::map<std::string, int64_t> Scheduler::RunningByTenantLocked() const {
+  std::map<std::string, int64_t> running;
+  if (!options_.quota) return running;
+  for (const auto& [id, j] : active_) running[j.tenant] += j.state == JobState::kRunning;
+  return running;
+}
+
+bool Scheduler::AtRunningLimit(const Job& job,
+                               const std::map<std::string, int64_t>& running) const {
+  if (!options_.quota) return false;
+  const int64_t limit = options_.quota(job.tenant).running_jobs;
+  auto it = running.find(job.tenant);
+  return limit > 0 && it != running.end() && it->second >= limit;
 }
 
 absl::StatusOr<Assignment> Scheduler::AssignLocked(const std::string& job_id,

@@ -45,6 +45,7 @@
 #include "absl/time/time.h"
 #include "server/records.h"
 #include "server/store.h"
+#include "server/tenancy.h"
 
 namespace tuneforge {
 
@@ -61,6 +62,9 @@ struct SchedulerOptions {
   // longer references (superseded checkpoints, those of ended jobs); the
   // server removes the ones nothing else references.
   std::function<void(const std::vector<std::string>&)> release_blobs;
+  // Each tenant's limits on queued and running jobs (the other fields of
+  // Quota are the catalogues'). Unset: no limits.
+  QuotaFn quota;
 };
 
 struct WorkerInfo {
@@ -96,21 +100,25 @@ class Scheduler {
                                                            SchedulerOptions options);
   ~Scheduler();
 
-  // Jobs.
+  // Jobs. Those taking a Scope act only on jobs, datasets and models the
+  // scope sees; anything else is NOT_FOUND like a missing one.
   // `spec` must name existing READY datasets; errors say which field is wrong.
-  // Idempotent on spec.request_id: a retry returns the first job.
-  absl::StatusOr<Job> CreateJob(JobSpec spec);
+  // Idempotent on spec.request_id within the tenant: a retry returns the
+  // first job. The job belongs to scope.tenant; RESOURCE_EXHAUSTED when that
+  // tenant has its quota of queued jobs.
+  absl::StatusOr<Job> CreateJob(JobSpec spec, const Scope& scope = {});
   absl::StatusOr<Job> GetJob(const std::string& id);
+  absl::StatusOr<Job> GetJob(const std::string& id, const Scope& scope);
   absl::StatusOr<std::vector<Job>> ListJobs(const JobFilter& filter, const std::string& after_id,
                                             int limit);
   // QUEUED jobs end at once; RUNNING ones when their worker has stopped
   // (within a heartbeat). A finished job: FAILED_PRECONDITION.
-  absl::StatusOr<Job> CancelJob(const std::string& id);
+  absl::StatusOr<Job> CancelJob(const std::string& id, const Scope& scope = {});
   // QUEUED jobs pause at once; RUNNING ones once their worker has uploaded a
   // checkpoint and handed the job back. PAUSED: no change.
-  absl::StatusOr<Job> PauseJob(const std::string& id);
+  absl::StatusOr<Job> PauseJob(const std::string& id, const Scope& scope = {});
   // PAUSED jobs are queued again (a pause still pending is called off).
-  absl::StatusOr<Job> ResumeJob(const std::string& id);
+  absl::StatusOr<Job> ResumeJob(const std::string& id, const Scope& scope = {});
   absl::StatusOr<std::vector<Event>> ListEvents(const std::string& job_id,
                                                 int64_t after_sequence, int limit);
 
@@ -180,8 +188,12 @@ class Scheduler {
   void ForgetLeaseLocked(Job& job) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // The job, if not ended; NOT_FOUND, or FAILED_PRECONDITION saying there is
   // nothing to `verb` ("cancel").
-  absl::StatusOr<Job*> ActiveJobLocked(const std::string& id, const char* verb)
-      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  absl::StatusOr<Job*> ActiveJobLocked(const std::string& id, const char* verb,
+                                       const Scope& scope) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Running jobs per tenant, and whether `job` must wait for its tenant's
+  // running jobs to finish.
+  std::map<std::string, int64_t> RunningByTenantLocked() const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  bool AtRunningLimit(const Job& job, const std::map<std::string, int64_t>& running) const;
   // Whether the worker has the memory the job needs (or did not say).
   bool CanHoldLocked(const std::string& worker_id, const Job& job) const
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);

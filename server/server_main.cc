@@ -3,12 +3,18 @@
 // start local worker processes.
 //
 //   tuneforge-server --listen=127.0.0.1:50051 --data-dir=./data --local-workers=1
+//   tuneforge-server --listen=0.0.0.0:50051 --tls-cert=c.pem --tls-key=k.pem \
+//       --tokens-file=/etc/tuneforge/tokens
+//   tuneforge-server token --role=user --name=alice --tenant=team-a
 #include <signal.h>
 #include <unistd.h>
 
+#include <atomic>
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
+#include <sstream>
+#include <thread>
 
 #include <CLI/CLI.hpp>
 #include <grpcpp/ext/proto_server_reflection_plugin.h>
@@ -18,6 +24,8 @@
 
 #include "common/blob_store.h"
 #include "common/signals.h"
+#include "common/status_macros.h"
+#include "server/auth.h"
 #include "server/datasets.h"
 #include "server/local_workers.h"
 #include "server/scheduler.h"
@@ -31,6 +39,65 @@ std::string DefaultWorkerBinary(const char* argv0) {
   std::filesystem::path self = std::filesystem::canonical("/proc/self/exe", ec);
   if (ec) self = argv0;
   return (self.parent_path() / "tuneforge-worker").string();
+}
+
+// Whether `listen` only reaches this host: a loopback address or a Unix socket.
+bool IsLoopback(const std::string& listen) {
+  if (listen.rfind("unix:", 0) == 0) return true;
+  const std::string host = listen.substr(0, listen.rfind(':'));
+  return host == "localhost" || host == "[::1]" || host.rfind("127.", 0) == 0;
+}
+
+absl::StatusOr<std::string> ReadFile(const std::string& path, const char* flag) {
+  std::ifstream in(path, std::ios::binary);
+  if (!in) return absl::NotFoundError(absl::StrCat(flag, ": cannot read ", path));
+  std::ostringstream bytes;
+  bytes << in.rdbuf();
+  return bytes.str();
+}
+
+// Server credentials: TLS when a certificate is given (asking clients for a
+// certificate, verified against `client_ca`, when that is given), else none.
+absl::StatusOr<std::shared_ptr<grpc::ServerCredentials>> Credentials(
+    const std::string& cert, const std::string& key, const std::string& client_ca) {
+  if (cert.empty() != key.empty()) {
+    return absl::InvalidArgumentError("--tls-cert and --tls-key go together");
+  }
+  if (cert.empty()) {
+    if (!client_ca.empty()) return absl::InvalidArgumentError("--tls-client-ca needs --tls-cert");
+    return grpc::InsecureServerCredentials();
+  }
+  // Users connect without a certificate; workers must present one when
+  // --tls-client-ca is set (checked per call, see AccessControl).
+  grpc::SslServerCredentialsOptions options(
+      client_ca.empty() ? GRPC_SSL_DONT_REQUEST_CLIENT_CERTIFICATE
+                        : GRPC_SSL_REQUEST_CLIENT_CERTIFICATE_AND_VERIFY);
+  grpc::SslServerCredentialsOptions::PemKeyCertPair pair;
+  ASSIGN_OR_RETURN(pair.private_key, ReadFile(key, "--tls-key"));
+  ASSIGN_OR_RETURN(pair.cert_chain, ReadFile(cert, "--tls-cert"));
+  options.pem_key_cert_pairs.push_back(std::move(pair));
+  if (!client_ca.empty()) {
+    ASSIGN_OR_RETURN(options.pem_root_certs, ReadFile(client_ca, "--tls-client-ca"));
+  }
+  return grpc::SslServerCredentials(options);
+}
+
+// `tuneforge-server token`: a new token and its tokens-file line.
+int PrintToken(const std::string& role, const std::string& name, const std::string& tenant) {
+  const std::string token = tuneforge::NewToken();
+  const std::string line = absl::StrCat(role, " ", name, " ", role == "worker" ? "-" : tenant,
+                                        " sha256:", tuneforge::TokenDigestHex(token));
+  absl::StatusOr<tuneforge::AccessPolicy> check = tuneforge::ParseAccessPolicy(line, "token");
+  if (!check.ok()) {
+    std::fprintf(stderr, "%s\n", std::string(check.status().message()).c_str());
+    return 2;
+  }
+  std::printf("%s\n%s\n", token.c_str(), line.c_str());
+  std::fprintf(stderr,
+               "line 1 is the token: hand it to %s once, it is stored nowhere.\n"
+               "line 2 goes into the tokens file; the server reads it within seconds.\n",
+               name.c_str());
+  return 0;
 }
 
 }  // namespace
@@ -49,7 +116,36 @@ int main(int argc, char** argv) {
   std::string worker_binary = DefaultWorkerBinary(argv[0]);
   int worker_threads = 0;
   std::string port_file;
+  std::string tokens_file, audit_log = "<data-dir>/audit.log";
+  std::string tls_cert, tls_key, tls_client_ca, health_listen;
+  bool insecure = false;
+  std::string quota_bytes = "0";
+  tuneforge::Quota quota;
   app.add_option("--listen", listen, "address to serve on; port 0 picks a free one")
+      ->capture_default_str();
+  app.add_option("--tokens-file", tokens_file,
+                 "bearer tokens (digests), roles, tenants and quotas; re-read when it changes "
+                 "and on SIGHUP. Unset: no authentication (loopback only)");
+  app.add_option("--audit-log", audit_log, "one JSON line per mutating call; '' for none")
+      ->capture_default_str();
+  app.add_option("--tls-cert", tls_cert, "PEM certificate chain: serve TLS");
+  app.add_option("--tls-key", tls_key, "PEM private key of --tls-cert");
+  app.add_option("--tls-client-ca", tls_client_ca,
+                 "PEM CA: workers must present a client certificate it signed (mutual TLS)");
+  app.add_option("--health-listen", health_listen,
+                 "also serve only grpc.health.v1 here, in plaintext (Kubernetes probes)");
+  app.add_flag("--insecure", insecure,
+               "serve a non-loopback address without TLS or without --tokens-file");
+  app.add_option("--quota-stored-bytes", quota_bytes,
+                 "per tenant: bytes of datasets and models (e.g. 50GiB); 0: no limit")
+      ->capture_default_str();
+  app.add_option("--quota-datasets", quota.datasets, "per tenant: datasets; 0: no limit")
+      ->capture_default_str();
+  app.add_option("--quota-queued-jobs", quota.queued_jobs,
+                 "per tenant: queued and paused jobs; 0: no limit")
+      ->capture_default_str();
+  app.add_option("--quota-running-jobs", quota.running_jobs,
+                 "per tenant: jobs running at once; 0: no limit")
       ->capture_default_str();
   app.add_option("--data-dir", data_dir, "database and blobs")->capture_default_str();
   app.add_option("--local-workers", local_workers, "worker processes to start here")
@@ -76,9 +172,41 @@ int main(int argc, char** argv) {
                  "training threads per local worker; 0: the cores divided among them")
       ->capture_default_str();
   app.add_option("--port-file", port_file, "write the port served on to this file");
+  std::string token_role = "user", token_name, token_tenant = tuneforge::kDefaultTenant;
+  CLI::App* token = app.add_subcommand("token", "print a new token and its tokens-file line");
+  token->add_option("--role", token_role, "user | admin | worker")->capture_default_str();
+  token->add_option("--name", token_name, "who holds it (shown in the audit log)")->required();
+  token->add_option("--tenant", token_tenant, "whose resources it reaches")->capture_default_str();
   CLI11_PARSE(app, argc, argv);
+  if (token->parsed()) return PrintToken(token_role, token_name, token_tenant);
 
-  tuneforge::CatchTerminationSignals();  // taken by WaitForTerminationSignal() below
+  tuneforge::CatchTerminationSignals(/*hangup=*/true);  // taken by WaitForTerminationSignal()
+
+  absl::StatusOr<int64_t> stored_bytes = tuneforge::ParseByteSize(quota_bytes);
+  if (!stored_bytes.ok()) {
+    spdlog::error("--quota-stored-bytes: {}", std::string(stored_bytes.status().message()));
+    return 2;
+  }
+  quota.stored_bytes = *stored_bytes;
+  // Anything beyond this host needs TLS and tokens, or an explicit --insecure.
+  if (!IsLoopback(listen) && !insecure && (tls_cert.empty() || tokens_file.empty())) {
+    spdlog::error("refusing to serve {} {}: only loopback addresses are served without TLS "
+                  "(--tls-cert, --tls-key) and tokens (--tokens-file); pass --insecure to "
+                  "serve it anyway", listen,
+                  tls_cert.empty() ? "in plaintext" : "without authentication");
+    return 2;
+  }
+  auto credentials = Credentials(tls_cert, tls_key, tls_client_ca);
+  if (!credentials.ok()) {
+    spdlog::error("{}", credentials.status().ToString());
+    return 2;
+  }
+  auto access = tuneforge::AccessControl::Create(
+      {tokens_file, quota, /*workers_need_client_certificate=*/!tls_client_ca.empty()});
+  if (!access.ok()) {
+    spdlog::error("{}", access.status().ToString());
+    return 1;
+  }
 
   std::error_code ec;
   std::filesystem::create_directories(data_dir, ec);
@@ -96,7 +224,15 @@ int main(int argc, char** argv) {
     spdlog::error("{}", blobs.status().ToString());
     return 1;
   }
+  if (audit_log == "<data-dir>/audit.log") audit_log = data_dir + "/audit.log";
+  auto audit = tuneforge::AuditLog::Open(audit_log);
+  if (!audit.ok()) {
+    spdlog::error("{}", audit.status().ToString());
+    return 1;
+  }
+  const tuneforge::Guards guards{access->get(), audit->get()};
   tuneforge::SchedulerOptions options;
+  options.quota = (*access)->quota_fn();
   options.lease_duration = absl::Seconds(lease_seconds);
   options.heartbeat_interval = absl::Milliseconds(heartbeat_ms);
   options.max_attempts = max_attempts;
@@ -117,19 +253,33 @@ int main(int argc, char** argv) {
     spdlog::error("{}", scheduler.status().ToString());
     return 1;
   }
-  tuneforge::DatasetCatalog catalog(store->get(), blobs->get(), max_upload_bytes);
-  tuneforge::ModelCatalog models(store->get(), blobs->get(), max_model_bytes);
-  tuneforge::DatasetServiceImpl dataset_service(&catalog, &models);
-  tuneforge::ModelServiceImpl model_service(&models);
-  tuneforge::JobServiceImpl job_service(scheduler->get(), blobs->get());
-  tuneforge::WorkerServiceImpl worker_service(scheduler->get(), store->get(), blobs->get(),
-                                              &models, options, max_model_bytes);
+  tuneforge::DatasetCatalog catalog(store->get(), blobs->get(), max_upload_bytes,
+                                    options.quota);
+  tuneforge::ModelCatalog models(store->get(), blobs->get(), max_model_bytes, options.quota);
+  tuneforge::DatasetServiceImpl dataset_service(guards, &catalog, &models);
+  tuneforge::ModelServiceImpl model_service(guards, &models);
+  tuneforge::JobServiceImpl job_service(guards, scheduler->get(), blobs->get());
+  tuneforge::WorkerServiceImpl worker_service(guards, scheduler->get(), store->get(),
+                                              blobs->get(), &models, options, max_model_bytes);
 
   grpc::EnableDefaultHealthCheckService(true);
   grpc::reflection::InitProtoReflectionServerBuilderPlugin();
   grpc::ServerBuilder builder;
   int port = 0;
-  builder.AddListeningPort(listen, grpc::InsecureServerCredentials(), &port);
+  builder.AddListeningPort(listen, *credentials, &port);
+  // Local workers reach the server through a Unix socket in the data
+  // directory (its permissions are the data's): no TLS to set up for them.
+  const std::string worker_socket =
+      (std::filesystem::absolute(data_dir) / "workers.sock").lexically_normal().string();
+  if (local_workers > 0) {
+    if (worker_socket.size() > 100) {
+      spdlog::error("--data-dir {} is too long a path for the local workers' socket", data_dir);
+      return 2;
+    }
+    std::filesystem::remove(worker_socket, ec);
+    builder.AddListeningPort("unix:" + worker_socket, grpc::InsecureServerCredentials());
+  }
+  // Every message is at most 8 MiB: uploads and downloads stream in chunks.
   builder.SetMaxReceiveMessageSize(8 << 20);
   builder.RegisterService(&dataset_service);
   builder.RegisterService(&model_service);
@@ -140,9 +290,25 @@ int main(int argc, char** argv) {
     spdlog::error("cannot serve on {}: address in use or invalid", listen);
     return 1;
   }
+  // Kubernetes' gRPC probes speak neither TLS nor tokens: a port of its own
+  // with the health service alone.
+  std::unique_ptr<grpc::Server> health_server;
+  if (!health_listen.empty()) {
+    grpc::ServerBuilder health_builder;
+    int health_port = 0;
+    health_builder.AddListeningPort(health_listen, grpc::InsecureServerCredentials(),
+                                    &health_port);
+    health_server = health_builder.BuildAndStart();
+    if (!health_server || health_port == 0) {
+      spdlog::error("cannot serve health on {}", health_listen);
+      return 1;
+    }
+  }
   const std::string host = listen.substr(0, listen.rfind(':'));
   const std::string address = host + ":" + std::to_string(port);
-  spdlog::info("tuneforge-server listening on {} (data in {})", address, data_dir);
+  spdlog::info("tuneforge-server listening on {} ({}, {}; data in {})", address,
+               tls_cert.empty() ? "plaintext" : tls_client_ca.empty() ? "TLS" : "TLS, workers mTLS",
+               tokens_file.empty() ? "no authentication" : "tokens from " + tokens_file, data_dir);
   if (!port_file.empty()) {
     std::string tmp = port_file + ".tmp";
     std::ofstream(tmp) << port << "\n";
@@ -153,11 +319,15 @@ int main(int argc, char** argv) {
   if (local_workers > 0) {
     const int cores = static_cast<int>(sysconf(_SC_NPROCESSORS_ONLN));
     const int threads = worker_threads > 0 ? worker_threads : std::max(1, cores / local_workers);
+    std::vector<std::string> env;
+    if ((*access)->enabled()) {
+      env.push_back("TUNEFORGE_TOKEN=" + (*access)->AddEphemeralWorkerToken("local-workers"));
+    }
     absl::Status s = workers.Start(
         worker_binary,
-        {"--server=" + address, "--threads=" + std::to_string(threads),
+        {"--server=unix:" + worker_socket, "--threads=" + std::to_string(threads),
          "--cache-dir=" + data_dir + "/worker-cache"},
-        local_workers);
+        local_workers, env);
     if (!s.ok()) {
       spdlog::error("{}", s.ToString());
       server->Shutdown();
@@ -167,11 +337,42 @@ int main(int argc, char** argv) {
                  threads);
   }
 
-  const int sig = tuneforge::WaitForTerminationSignal();
+  // The tokens file is re-read when its bytes change (a Kubernetes Secret
+  // is swapped, not edited) and on SIGHUP; a broken edit keeps the old one.
+  auto reload = [&access](bool forced) {
+    absl::StatusOr<bool> changed = true;
+    if (!forced) {
+      changed = (*access)->ReloadIfChanged();
+    } else if (absl::Status s = (*access)->Reload(); !s.ok()) {
+      changed = s;
+    }
+    if (!changed.ok()) {
+      spdlog::error("tokens file not reloaded, the previous one stays in force: {}",
+                    std::string(changed.status().message()));
+    } else if (*changed) {
+      spdlog::info("tokens file reloaded");
+    }
+  };
+  std::atomic<bool> stopping{false};
+  std::thread watcher;
+  if ((*access)->enabled()) {
+    watcher = std::thread([&] {
+      while (!stopping.load()) {
+        for (int i = 0; i < 20 && !stopping.load(); ++i) absl::SleepFor(absl::Milliseconds(100));
+        if (!stopping.load()) reload(false);
+      }
+    });
+  }
+  const int sig = tuneforge::WaitForTerminationSignal([&] {
+    if ((*access)->enabled()) reload(true);
+  });
   spdlog::info("received {}; shutting down", strsignal(sig));
+  stopping = true;
+  if (watcher.joinable()) watcher.join();
   job_service.Shutdown();  // watchers learn why, and where to continue
   workers.Stop(absl::Seconds(10));
   server->Shutdown(std::chrono::system_clock::now() + std::chrono::seconds(2));
+  if (health_server) health_server->Shutdown();
   spdlog::info("stopped");
   return 0;
 }

@@ -3,6 +3,10 @@
 // and convert back. Built on gRPC's callback API: unary calls finish inline,
 // streams are reactors, and nothing blocks a gRPC thread waiting for work.
 //
+// Every handler first checks its caller (server/auth.h): users and admins
+// call the public services, workers the worker service, and a user sees only
+// its tenant's datasets, models and jobs. Mutating calls are audited.
+//
 // Thread-safe: gRPC calls these from many threads; all state is in the core.
 #ifndef TUNEFORGE_SERVER_SERVICES_H_
 #define TUNEFORGE_SERVER_SERVICES_H_
@@ -11,7 +15,9 @@
 #include <mutex>
 #include <vector>
 
+#include "server/auth.h"
 #include "server/datasets.h"
+#include "server/grpc_status.h"
 #include "server/models.h"
 #include "server/scheduler.h"
 #include "tuneforge/v1/dataset.grpc.pb.h"
@@ -23,8 +29,8 @@ namespace tuneforge {
 
 class DatasetServiceImpl final : public v1::DatasetService::CallbackService {
  public:
-  DatasetServiceImpl(DatasetCatalog* catalog, ModelCatalog* models)
-      : catalog_(catalog), models_(models) {}
+  DatasetServiceImpl(Guards guards, DatasetCatalog* catalog, ModelCatalog* models)
+      : guards_(guards), catalog_(catalog), models_(models) {}
 
   grpc::ServerReadReactor<v1::UploadDatasetRequest>* UploadDataset(
       grpc::CallbackServerContext* ctx, v1::Dataset* response) override;
@@ -44,13 +50,14 @@ class DatasetServiceImpl final : public v1::DatasetService::CallbackService {
                                           v1::DeleteDatasetResponse* response) override;
 
  private:
+  const Guards guards_;
   DatasetCatalog* const catalog_;
   ModelCatalog* const models_;
 };
 
 class ModelServiceImpl final : public v1::ModelService::CallbackService {
  public:
-  explicit ModelServiceImpl(ModelCatalog* catalog) : catalog_(catalog) {}
+  ModelServiceImpl(Guards guards, ModelCatalog* catalog) : guards_(guards), catalog_(catalog) {}
 
   grpc::ServerUnaryReactor* ListModels(grpc::CallbackServerContext* ctx,
                                        const v1::ListModelsRequest* request,
@@ -65,12 +72,14 @@ class ModelServiceImpl final : public v1::ModelService::CallbackService {
                                         v1::DeleteModelResponse* response) override;
 
  private:
+  const Guards guards_;
   ModelCatalog* const catalog_;
 };
 
 class JobServiceImpl final : public v1::JobService::CallbackService {
  public:
-  JobServiceImpl(Scheduler* scheduler, BlobStore* blobs) : scheduler_(scheduler), blobs_(blobs) {}
+  JobServiceImpl(Guards guards, Scheduler* scheduler, BlobStore* blobs)
+      : guards_(guards), scheduler_(scheduler), blobs_(blobs) {}
 
   grpc::ServerUnaryReactor* CreateJob(grpc::CallbackServerContext* ctx,
                                       const v1::CreateJobRequest* request,
@@ -105,6 +114,7 @@ class JobServiceImpl final : public v1::JobService::CallbackService {
   void Shutdown();
 
  private:
+  const Guards guards_;
   Scheduler* const scheduler_;
   BlobStore* const blobs_;
   std::mutex watchers_mu_;
@@ -114,9 +124,10 @@ class JobServiceImpl final : public v1::JobService::CallbackService {
 
 class WorkerServiceImpl final : public v1::WorkerService::CallbackService {
  public:
-  WorkerServiceImpl(Scheduler* scheduler, Store* store, BlobStore* blobs, ModelCatalog* models,
-                    SchedulerOptions options, int64_t max_artifact_bytes)
-      : scheduler_(scheduler),
+  WorkerServiceImpl(Guards guards, Scheduler* scheduler, Store* store, BlobStore* blobs,
+                    ModelCatalog* models, SchedulerOptions options, int64_t max_artifact_bytes)
+      : guards_(guards),
+        scheduler_(scheduler),
         store_(store),
         blobs_(blobs),
         models_(models),
@@ -146,6 +157,7 @@ class WorkerServiceImpl final : public v1::WorkerService::CallbackService {
       grpc::CallbackServerContext* ctx, v1::UploadArtifactResponse* response) override;
 
  private:
+  const Guards guards_;
   Scheduler* const scheduler_;
   Store* const store_;  // its blob_refs_mu() orders artifact blobs against removals
   BlobStore* const blobs_;
@@ -154,11 +166,27 @@ class WorkerServiceImpl final : public v1::WorkerService::CallbackService {
   const int64_t max_artifact_bytes_;
 };
 
+// Streams that end at once with `status` (a refused caller, a bad request).
+template <typename Request>
+class FailedReader : public grpc::ServerReadReactor<Request> {
+ public:
+  explicit FailedReader(const absl::Status& status) { this->Finish(ToGrpc(status)); }
+  void OnDone() override { delete this; }
+};
+template <typename Message>
+class FailedStream : public grpc::ServerWriteReactor<Message> {
+ public:
+  explicit FailedStream(const absl::Status& status) { this->Finish(ToGrpc(status)); }
+  void OnDone() override { delete this; }
+};
+
 // Finishes a unary call inline with `status`.
 grpc::ServerUnaryReactor* FinishNow(grpc::CallbackServerContext* ctx, const absl::Status& status);
 
 // Page tokens (AIP-158) are the id of the last item of the previous page.
-int PageSize(int requested, int default_size, int max_size);
+// INVALID_ARGUMENT for a negative size; 0 is `default_size`; above
+// `max_size` is coerced to it.
+absl::StatusOr<int> PageSize(int requested, int default_size, int max_size);
 
 }  // namespace tuneforge
 

@@ -123,6 +123,20 @@ std::vector<std::pair<std::string, std::string>> JobFileRows(const Job& job) {
   return rows;
 }
 
+// Version 4: every dataset, model and job belongs to a tenant; a request id
+// is unique within its tenant only, so one tenant cannot find another's job
+// by guessing its request id.
+constexpr const char* kTenantSchema = R"sql(
+ALTER TABLE datasets ADD COLUMN tenant TEXT NOT NULL DEFAULT 'default';
+ALTER TABLE models ADD COLUMN tenant TEXT NOT NULL DEFAULT 'default';
+ALTER TABLE jobs ADD COLUMN tenant TEXT NOT NULL DEFAULT 'default';
+DROP INDEX IF EXISTS jobs_request_id;
+CREATE UNIQUE INDEX jobs_request_id ON jobs(tenant, request_id) WHERE request_id IS NOT NULL;
+CREATE INDEX datasets_tenant ON datasets(tenant, seq);
+CREATE INDEX models_tenant ON models(tenant, seq);
+CREATE INDEX jobs_tenant ON jobs(tenant, seq);
+)sql";
+
 constexpr const char* kActiveStates = "(1, 2, 6)";  // QUEUED, RUNNING, PAUSED
 
 DatasetRecord DatasetFromRow(const Stmt& s) {
@@ -135,6 +149,7 @@ DatasetRecord DatasetFromRow(const Stmt& s) {
   d.create_time_ms = s.Int(5);
   d.report = DatasetReportFromJson(s.Text(6));
   d.separator = s.Text(7);
+  d.tenant = s.Text(8);
   return d;
 }
 
@@ -177,6 +192,7 @@ absl::StatusOr<std::unique_ptr<Store>> Store::Open(const std::string& path) {
     Stmt jobs(db, "SELECT record FROM jobs");
     while (s.ok() && jobs.Step() == SQLITE_ROW) s = store->PutJobFiles(JobFromJson(jobs.Text(0)));
   }
+  if (s.ok() && version < 4) s = store->Exec(kTenantSchema);  // 3 -> 4
   if (s.ok()) s = store->Exec(absl::StrCat("PRAGMA user_version=", kSchemaVersion).c_str());
   if (!s.ok()) {
     store->Exec("ROLLBACK").IgnoreError();
@@ -213,12 +229,12 @@ absl::Status Store::PutDataset(const DatasetRecord& d) {
   MutexLock lock(&mu_);
   Stmt s(db_,
          "INSERT INTO datasets (id, display_name, state, size_bytes, sha256, create_time_ms, "
-         "report, separator) VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT(id) DO UPDATE SET "
+         "report, separator, tenant) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT(id) DO UPDATE SET "
          "display_name=excluded.display_name, state=excluded.state, report=excluded.report");
   if (!s.ok()) return Error("prepare");
   s.Bind(1, d.id).Bind(2, d.display_name).Bind(3, static_cast<int64_t>(d.state));
   s.Bind(4, d.size_bytes).Bind(5, d.sha256).Bind(6, d.create_time_ms).Bind(7, ToJson(d.report));
-  s.Bind(8, d.separator);
+  s.Bind(8, d.separator).Bind(9, d.tenant);
   if (s.Step() != SQLITE_DONE) return Error("insert dataset");
   return absl::OkStatus();
 }
@@ -226,8 +242,8 @@ absl::Status Store::PutDataset(const DatasetRecord& d) {
 absl::StatusOr<DatasetRecord> Store::GetDataset(const std::string& id) {
   MutexLock lock(&mu_);
   Stmt s(db_,
-         "SELECT id, display_name, state, size_bytes, sha256, create_time_ms, report, separator "
-         "FROM datasets WHERE id = ?");
+         "SELECT id, display_name, state, size_bytes, sha256, create_time_ms, report, separator, "
+         "tenant FROM datasets WHERE id = ?");
   s.Bind(1, id);
   int rc = s.Step();
   if (rc == SQLITE_DONE) return absl::NotFoundError(absl::StrCat("dataset ", id, " not found"));
@@ -235,14 +251,15 @@ absl::StatusOr<DatasetRecord> Store::GetDataset(const std::string& id) {
   return DatasetFromRow(s);
 }
 
-absl::StatusOr<std::vector<DatasetRecord>> Store::ListDatasets(const std::string& after_id,
+absl::StatusOr<std::vector<DatasetRecord>> Store::ListDatasets(const std::string& tenant,
+                                                               const std::string& after_id,
                                                                int limit) {
   MutexLock lock(&mu_);
   Stmt s(db_,
-         "SELECT id, display_name, state, size_bytes, sha256, create_time_ms, report, separator "
-         "FROM datasets WHERE seq > COALESCE((SELECT seq FROM datasets WHERE id = ?), 0) "
-         "ORDER BY seq LIMIT ?");
-  s.Bind(1, after_id).Bind(2, static_cast<int64_t>(limit));
+         "SELECT id, display_name, state, size_bytes, sha256, create_time_ms, report, separator, "
+         "tenant FROM datasets WHERE seq > COALESCE((SELECT seq FROM datasets WHERE id = ?1), 0) "
+         "AND (?3 = '' OR tenant = ?3) ORDER BY seq LIMIT ?2");
+  s.Bind(1, after_id).Bind(2, static_cast<int64_t>(limit)).Bind(3, tenant);
   std::vector<DatasetRecord> out;
   int rc;
   while ((rc = s.Step()) == SQLITE_ROW) out.push_back(DatasetFromRow(s));
@@ -295,9 +312,9 @@ absl::Status Store::PutModel(const ModelRecord& m) {
   MutexLock lock(&mu_);
   return InTransaction([&]() -> absl::Status {
     {
-      Stmt s(db_, "INSERT INTO models (id, record) VALUES (?, ?) "
+      Stmt s(db_, "INSERT INTO models (id, record, tenant) VALUES (?, ?, ?) "
                   "ON CONFLICT(id) DO UPDATE SET record=excluded.record");
-      s.Bind(1, m.id).Bind(2, ToJson(m));
+      s.Bind(1, m.id).Bind(2, ToJson(m)).Bind(3, m.tenant);
       if (s.Step() != SQLITE_DONE) return Error("put model");
     }
     {
@@ -324,12 +341,13 @@ absl::StatusOr<ModelRecord> Store::GetModel(const std::string& id) {
   return ModelFromJson(s.Text(0));
 }
 
-absl::StatusOr<std::vector<ModelRecord>> Store::ListModels(const std::string& after_id,
+absl::StatusOr<std::vector<ModelRecord>> Store::ListModels(const std::string& tenant,
+                                                           const std::string& after_id,
                                                            int limit) {
   MutexLock lock(&mu_);
   Stmt s(db_, "SELECT record FROM models WHERE seq > COALESCE((SELECT seq FROM models "
-              "WHERE id = ?), 0) ORDER BY seq LIMIT ?");
-  s.Bind(1, after_id).Bind(2, static_cast<int64_t>(limit));
+              "WHERE id = ?1), 0) AND (?3 = '' OR tenant = ?3) ORDER BY seq LIMIT ?2");
+  s.Bind(1, after_id).Bind(2, static_cast<int64_t>(limit)).Bind(3, tenant);
   std::vector<ModelRecord> out;
   int rc;
   while ((rc = s.Step()) == SQLITE_ROW) out.push_back(ModelFromJson(s.Text(0)));
@@ -355,11 +373,11 @@ absl::Status Store::PutJob(const Job& job, const std::vector<Event>& events) {
     {
       Stmt s(db_,
              "INSERT INTO jobs (id, state, request_id, training_dataset, validation_dataset, "
-             "labels, record) VALUES (?, ?, NULLIF(?, ''), ?, ?, ?, ?) ON CONFLICT(id) DO "
+             "labels, record, tenant) VALUES (?, ?, NULLIF(?, ''), ?, ?, ?, ?, ?) ON CONFLICT(id) DO "
              "UPDATE SET state=excluded.state, record=excluded.record");
       s.Bind(1, job.id).Bind(2, static_cast<int64_t>(job.state)).Bind(3, job.spec.request_id);
       s.Bind(4, job.spec.training_dataset).Bind(5, job.spec.validation_dataset);
-      s.Bind(6, nlohmann::json(job.spec.labels).dump()).Bind(7, ToJson(job));
+      s.Bind(6, nlohmann::json(job.spec.labels).dump()).Bind(7, ToJson(job)).Bind(8, job.tenant);
       if (s.Step() != SQLITE_DONE) return Error("put job");
     }
     RETURN_IF_ERROR(PutJobFiles(job));
@@ -370,6 +388,21 @@ absl::Status Store::PutJob(const Job& job, const std::vector<Event>& events) {
     }
     return absl::OkStatus();
   });
+}
+
+absl::StatusOr<TenantUsage> Store::Usage(const std::string& tenant) {
+  MutexLock lock(&mu_);
+  Stmt s(db_,
+         "SELECT (SELECT COUNT(*) FROM datasets WHERE tenant = ?1), "
+         "(SELECT COALESCE(SUM(size_bytes), 0) FROM datasets WHERE tenant = ?1), "
+         "(SELECT COALESCE(SUM(json_extract(record, '$.size_bytes')), 0) FROM models "
+         "WHERE tenant = ?1)");
+  s.Bind(1, tenant);
+  if (s.Step() != SQLITE_ROW) return Error("tenant usage");
+  TenantUsage usage;
+  usage.datasets = s.Int(0);
+  usage.stored_bytes = s.Int(1) + s.Int(2);
+  return usage;
 }
 
 absl::StatusOr<std::string> Store::IntegrityCheck() {
@@ -425,10 +458,12 @@ absl::StatusOr<Job> Store::GetJob(const std::string& id) {
   return std::move(jobs[0]);
 }
 
-absl::StatusOr<std::optional<Job>> Store::FindJobByRequestId(const std::string& request_id) {
+absl::StatusOr<std::optional<Job>> Store::FindJobByRequestId(const std::string& tenant,
+                                                             const std::string& request_id) {
   MutexLock lock(&mu_);
   ASSIGN_OR_RETURN(std::vector<Job> jobs,
-                   QueryJobs("SELECT record FROM jobs WHERE request_id = ?", {request_id}));
+                   QueryJobs("SELECT record FROM jobs WHERE tenant = ? AND request_id = ?",
+                             {tenant, request_id}));
   if (jobs.empty()) return std::optional<Job>();
   return std::optional<Job>(std::move(jobs[0]));
 }
@@ -443,10 +478,14 @@ absl::StatusOr<std::vector<Job>> Store::ListJobs(const JobFilter& filter,
   if (filter.state) {
     absl::StrAppend(&sql, " AND state = ", static_cast<int>(*filter.state));
   }
+  if (!filter.tenant.empty()) {
+    args.push_back(filter.tenant);
+    absl::StrAppend(&sql, " AND tenant = ?", args.size());
+  }
   if (!filter.label_key.empty()) {
     args.push_back(absl::StrCat("$.\"", filter.label_key, "\""));
     args.push_back(filter.label_value);
-    absl::StrAppend(&sql, " AND json_extract(labels, ?2) = ?3");
+    absl::StrAppend(&sql, " AND json_extract(labels, ?", args.size() - 1, ") = ?", args.size());
   }
   if (filter.created_after_ms > 0) {
     absl::StrAppend(&sql, " AND json_extract(record, '$.create_time_ms') >= ",

@@ -26,6 +26,7 @@ struct sqlite3;
 namespace tuneforge {
 
 struct JobFilter {
+  std::string tenant;       // "": every tenant's
   std::optional<JobState> state;
   std::string label_key;    // with label_value: only jobs carrying this label
   std::string label_value;
@@ -33,9 +34,15 @@ struct JobFilter {
   int64_t created_before_ms = 0;  // 0: no bound; else create_time_ms < this
 };
 
+// What a tenant holds on the server.
+struct TenantUsage {
+  int64_t datasets = 0;
+  int64_t stored_bytes = 0;  // its datasets and models (imported and trained)
+};
+
 class Store {
  public:
-  static constexpr int kSchemaVersion = 3;
+  static constexpr int kSchemaVersion = 4;
 
   // Opens or creates the database at `path`.
   static absl::StatusOr<std::unique_ptr<Store>> Open(const std::string& path);
@@ -43,8 +50,10 @@ class Store {
 
   absl::Status PutDataset(const DatasetRecord& d);
   absl::StatusOr<DatasetRecord> GetDataset(const std::string& id);
-  // Datasets in creation order after the one with id `after_id` ("" = first).
-  absl::StatusOr<std::vector<DatasetRecord>> ListDatasets(const std::string& after_id,
+  // A tenant's datasets ("": everyone's) in creation order after the one
+  // with id `after_id` ("" = first).
+  absl::StatusOr<std::vector<DatasetRecord>> ListDatasets(const std::string& tenant,
+                                                          const std::string& after_id,
                                                           int limit);
   absl::Status DeleteDataset(const std::string& id);
   // How many datasets, model files and job files (artifacts, checkpoints) are this blob.
@@ -59,8 +68,10 @@ class Store {
   // Inserts or replaces a model and its file list in one transaction.
   absl::Status PutModel(const ModelRecord& m);
   absl::StatusOr<ModelRecord> GetModel(const std::string& id);
-  // Models in creation order after the one with id `after_id` ("" = first).
-  absl::StatusOr<std::vector<ModelRecord>> ListModels(const std::string& after_id, int limit);
+  // A tenant's models ("": everyone's) in creation order after the one with
+  // id `after_id` ("" = first).
+  absl::StatusOr<std::vector<ModelRecord>> ListModels(const std::string& tenant,
+                                                      const std::string& after_id, int limit);
   absl::Status DeleteModel(const std::string& id);
   // True when a queued, running or paused job fine-tunes the model.
   absl::StatusOr<bool> ModelInUse(const std::string& id);
@@ -68,7 +79,8 @@ class Store {
   // Inserts or replaces the job and appends `events` in one transaction.
   absl::Status PutJob(const Job& job, const std::vector<Event>& events = {});
   absl::StatusOr<Job> GetJob(const std::string& id);
-  absl::StatusOr<std::optional<Job>> FindJobByRequestId(const std::string& request_id);
+  absl::StatusOr<std::optional<Job>> FindJobByRequestId(const std::string& tenant,
+                                                        const std::string& request_id);
   // Jobs, newest first, starting after `after_id` ("" = newest).
   absl::StatusOr<std::vector<Job>> ListJobs(const JobFilter& filter, const std::string& after_id,
                                             int limit);
@@ -77,6 +89,8 @@ class Store {
 
   absl::StatusOr<std::vector<Event>> ListEvents(const std::string& job_id,
                                                 int64_t after_sequence, int limit);
+
+  absl::StatusOr<TenantUsage> Usage(const std::string& tenant);
 
   // SQLite's PRAGMA integrity_check: "ok", or the problems it found.
   absl::StatusOr<std::string> IntegrityCheck();

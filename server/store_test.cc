@@ -122,7 +122,7 @@ TEST(StoreTest, ModelsAndTheirBlobReferences) {
   ASSERT_TRUE((*store)->DeleteModel("m1").ok());
   EXPECT_EQ(*(*store)->CountBlobReferences("w1"), 1);  // the file rows went with it
   EXPECT_EQ(*(*store)->CountBlobReferences("c1"), 0);
-  auto listed = (*store)->ListModels("", 10);
+  auto listed = (*store)->ListModels("", "", 10);
   ASSERT_TRUE(listed.ok());
   ASSERT_EQ(listed->size(), 1u);
   EXPECT_EQ((*listed)[0].id, "m2");
@@ -140,13 +140,19 @@ TEST(StoreTest, MigratesSchemaOne) {
     d.sha256 = "abc";
     ASSERT_TRUE((*store)->PutDataset(d).ok());
   }
+  // Back to schema 1: no models tables, no tenants.
   ASSERT_EQ(std::system(("sqlite3 " + path +
-                         " 'DROP TABLE model_files; DROP TABLE models; PRAGMA user_version=1'")
+                         " 'DROP TABLE model_files; DROP TABLE models; DROP TABLE job_files; "
+                         "DROP INDEX datasets_tenant; DROP INDEX jobs_tenant; "
+                         "DROP INDEX jobs_request_id; ALTER TABLE datasets DROP COLUMN tenant; "
+                         "ALTER TABLE jobs DROP COLUMN tenant; CREATE UNIQUE INDEX "
+                         "jobs_request_id ON jobs(request_id) WHERE request_id IS NOT NULL; "
+                         "PRAGMA user_version=1'")
                             .c_str()),
             0);
   auto store = Store::Open(path);
   ASSERT_TRUE(store.ok()) << store.status();
-  EXPECT_TRUE((*store)->GetDataset("d1").ok());
+  EXPECT_EQ((*store)->GetDataset("d1")->tenant, kDefaultTenant);  // stored before tenants
   ModelRecord m;
   m.id = "m1";
   EXPECT_TRUE((*store)->PutModel(m).ok());

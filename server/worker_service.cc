@@ -264,8 +264,12 @@ class ArtifactReactor : public grpc::ServerReadReactor<v1::UploadArtifactRequest
 grpc::ServerUnaryReactor* WorkerServiceImpl::RegisterWorker(
     grpc::CallbackServerContext* ctx, const v1::RegisterWorkerRequest* request,
     v1::RegisterWorkerResponse* response) {
+  Guard guard(guards_, ctx, Api::kWorker, "RegisterWorker");
+  if (!guard.ok()) return FinishNow(ctx, guard.Done(""));
+
   if (request->display_name().size() > 256) {
-    return FinishNow(ctx, absl::InvalidArgumentError("display_name: at most 256 bytes"));
+    return FinishNow(ctx, guard.Done(request->display_name(), absl::InvalidArgumentError(
+                                                                  "display_name: at most 256 bytes")));
   }
   std::string id = scheduler_->RegisterWorker(WorkerInfo{
       request->display_name(), request->device(), request->memory_bytes(),
@@ -273,18 +277,24 @@ grpc::ServerUnaryReactor* WorkerServiceImpl::RegisterWorker(
   response->set_worker(absl::StrCat("workers/", id));
   response->set_heartbeat_interval_ms(
       static_cast<int32_t>(absl::ToInt64Milliseconds(options_.heartbeat_interval)));
-  return FinishNow(ctx, absl::OkStatus());
+  return FinishNow(ctx, guard.Done(response->worker()));
 }
 
 grpc::ServerUnaryReactor* WorkerServiceImpl::AcquireJob(grpc::CallbackServerContext* ctx,
                                                         const v1::AcquireJobRequest* request,
                                                         v1::AcquireJobResponse* response) {
+  Guard guard(guards_, ctx, Api::kWorker);
+  if (!guard.ok()) return FinishNow(ctx, guard.Done(""));
+
   return new AcquireReactor(scheduler_, request, response);
 }
 
 grpc::ServerUnaryReactor* WorkerServiceImpl::Heartbeat(grpc::CallbackServerContext* ctx,
                                                        const v1::HeartbeatRequest* request,
                                                        v1::HeartbeatResponse* response) {
+  Guard guard(guards_, ctx, Api::kWorker);
+  if (!guard.ok()) return FinishNow(ctx, guard.Done(""));
+
   absl::StatusOr<std::string> worker = IdFromName(request->worker(), "workers", "worker");
   if (!worker.ok()) return FinishNow(ctx, worker.status());
   absl::StatusOr<std::string> job = IdFromName(request->job(), "jobs", "job");
@@ -302,12 +312,18 @@ grpc::ServerUnaryReactor* WorkerServiceImpl::Heartbeat(grpc::CallbackServerConte
 
 grpc::ServerReadReactor<v1::ReportEventsRequest>* WorkerServiceImpl::ReportEvents(
     grpc::CallbackServerContext* ctx, v1::ReportEventsResponse* response) {
+  Guard guard(guards_, ctx, Api::kWorker);
+  if (!guard.ok()) return new FailedReader<v1::ReportEventsRequest>(guard.Done(""));
+
   return new ReportReactor(scheduler_, response);
 }
 
 grpc::ServerUnaryReactor* WorkerServiceImpl::FinishJob(grpc::CallbackServerContext* ctx,
                                                        const v1::FinishJobRequest* request,
                                                        v1::FinishJobResponse* response) {
+  Guard guard(guards_, ctx, Api::kWorker);
+  if (!guard.ok()) return FinishNow(ctx, guard.Done(""));
+
   absl::StatusOr<std::string> job = IdFromName(request->job(), "jobs", "job");
   if (!job.ok()) return FinishNow(ctx, job.status());
   if (request->error().size() > 4096) {
@@ -339,6 +355,9 @@ grpc::ServerUnaryReactor* WorkerServiceImpl::FinishJob(grpc::CallbackServerConte
 grpc::ServerUnaryReactor* WorkerServiceImpl::ReleaseJob(grpc::CallbackServerContext* ctx,
                                                         const v1::ReleaseJobRequest* request,
                                                         v1::ReleaseJobResponse* response) {
+  Guard guard(guards_, ctx, Api::kWorker);
+  if (!guard.ok()) return FinishNow(ctx, guard.Done(""));
+
   absl::StatusOr<std::string> job = IdFromName(request->job(), "jobs", "job");
   if (!job.ok()) return FinishNow(ctx, job.status());
   if (request->reason().size() > 1024) {
@@ -349,11 +368,17 @@ grpc::ServerUnaryReactor* WorkerServiceImpl::ReleaseJob(grpc::CallbackServerCont
 
 grpc::ServerReadReactor<v1::UploadArtifactRequest>* WorkerServiceImpl::UploadArtifact(
     grpc::CallbackServerContext* ctx, v1::UploadArtifactResponse* response) {
+  Guard guard(guards_, ctx, Api::kWorker);
+  if (!guard.ok()) return new FailedReader<v1::UploadArtifactRequest>(guard.Done(""));
+
   return new ArtifactReactor(scheduler_, store_, blobs_, max_artifact_bytes_);
 }
 
 grpc::ServerWriteReactor<v1::BlobChunk>* WorkerServiceImpl::FetchBlob(
     grpc::CallbackServerContext* ctx, const v1::FetchBlobRequest* request) {
+  Guard guard(guards_, ctx, Api::kWorker);
+  if (!guard.ok()) return new FailedStream<v1::BlobChunk>(guard.Done(""));
+
   return new BlobStreamReactor<v1::BlobChunk>(blobs_, request->sha256());
 }
 

@@ -201,6 +201,10 @@ void ServerProcess::Kill() {
   pid_ = -1;
 }
 
+void ServerProcess::Signal(int sig) {
+  if (pid_ > 0) kill(pid_, sig);
+}
+
 std::string ServerProcess::Log() const { return ReadAll(data_dir_ + "/server.log"); }
 
 RunResult ServerProcess::Cli(const std::vector<std::string>& args) const {

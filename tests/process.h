@@ -73,6 +73,7 @@ class ServerProcess {
   int Stop();
   // SIGKILL: the process dies on the spot, as in a crash.
   void Kill();
+  void Signal(int sig);
   std::string Log() const;
 
  private:

@@ -1,0 +1,496 @@
+// Security end to end: real tuneforge-server processes with a tokens file,
+// TLS certificates made by openssl here, real workers and the real CLI.
+// Every RPC of every tuneforge.v1 service is called raw (with the generic
+// stub, an empty request) to prove each one checks its caller.
+#include <signal.h>
+
+#include <chrono>
+#include <filesystem>
+#include <fstream>
+#include <future>
+#include <sstream>
+#include <thread>
+
+#include <google/protobuf/descriptor.h>
+#include <grpcpp/generic/generic_stub.h>
+#include <grpcpp/grpcpp.h>
+#include <gtest/gtest.h>
+#include <nlohmann/json.hpp>
+
+#include "tuneforge/v1/dataset.grpc.pb.h"
+#include "tuneforge/v1/job.grpc.pb.h"
+#include "tuneforge/v1/model.grpc.pb.h"
+#include "tuneforge/v1/worker.grpc.pb.h"
+
+#include "tests/process.h"
+
+namespace tuneforge::testing {
+namespace {
+
+using json = nlohmann::json;
+namespace fs = std::filesystem;
+
+std::string ReadAll(const std::string& path) {
+  std::ifstream in(path);
+  std::stringstream ss;
+  ss << in.rdbuf();
+  return ss.str();
+}
+
+struct NewToken {
+  std::string token;
+  std::string line;  // for the tokens file
+};
+
+// A token made by the server binary itself.
+NewToken MakeToken(const std::string& role, const std::string& name, const std::string& tenant) {
+  RunResult r = testing::Run("tuneforge-server",
+                    {"token", "--role=" + role, "--name=" + name, "--tenant=" + tenant});
+  EXPECT_EQ(r.exit_code, 0) << r.err;
+  std::istringstream lines(r.out);
+  NewToken t;
+  std::getline(lines, t.token);
+  std::getline(lines, t.line);
+  EXPECT_EQ(t.token.rfind("tf_", 0), 0u) << r.out;
+  EXPECT_EQ(r.out.find(t.token, t.token.size()), std::string::npos)
+      << "the tokens-file line must not hold the token itself";
+  return t;
+}
+
+// Calls `method` ("/tuneforge.v1.JobService/GetJob") with one empty message
+// as a bidirectional stream, which any method accepts on the wire; the
+// status it ends with.
+grpc::Status RawCall(const std::shared_ptr<grpc::Channel>& channel, const std::string& method,
+                     const std::string& token) {
+  class Call : public grpc::ClientBidiReactor<grpc::ByteBuffer, grpc::ByteBuffer> {
+   public:
+    void Start() {
+      grpc::Slice empty("");
+      request_ = grpc::ByteBuffer(&empty, 1);
+      StartWrite(&request_);
+      StartWritesDone();
+      StartRead(&response_);
+      StartCall();
+    }
+    void OnReadDone(bool ok) override {
+      if (ok) StartRead(&response_);
+    }
+    void OnDone(const grpc::Status& s) override { done_.set_value(s); }
+    std::future<grpc::Status> Result() { return done_.get_future(); }
+
+   private:
+    grpc::ByteBuffer request_, response_;
+    std::promise<grpc::Status> done_;
+  };
+  grpc::GenericStub stub(channel);
+  grpc::ClientContext ctx;
+  ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(10));
+  if (!token.empty()) ctx.AddMetadata("authorization", "Bearer " + token);
+  Call call;
+  std::future<grpc::Status> result = call.Result();
+  stub.PrepareBidiStreamingCall(&ctx, method, grpc::StubOptions(), &call);
+  call.Start();
+  return result.get();
+}
+
+// Every method of the tuneforge.v1 services: {"/pkg.Service/Method", public?}.
+std::vector<std::pair<std::string, bool>> AllMethods() {
+  // A message of each file brings its descriptors into the pool.
+  (void)v1::Dataset::descriptor();
+  (void)v1::Model::descriptor();
+  (void)v1::Job::descriptor();
+  (void)v1::RegisterWorkerRequest::descriptor();
+  std::vector<std::pair<std::string, bool>> methods;
+  for (const char* name : {"tuneforge.v1.DatasetService", "tuneforge.v1.ModelService",
+                           "tuneforge.v1.JobService", "tuneforge.v1.WorkerService"}) {
+    const google::protobuf::ServiceDescriptor* service =
+        google::protobuf::DescriptorPool::generated_pool()->FindServiceByName(name);
+    EXPECT_NE(service, nullptr) << name;
+    if (service == nullptr) continue;
+    for (int i = 0; i < service->method_count(); ++i) {
+      methods.emplace_back("/" + std::string(name) + "/" + service->method(i)->name(),
+                           std::string(name) != "tuneforge.v1.WorkerService");
+    }
+  }
+  return methods;
+}
+
+class SecurityTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    dir_ = FreshDir(::testing::UnitTest::GetInstance()->current_test_info()->name());
+    alice_ = MakeToken("user", "alice", "team-a");
+    bob_ = MakeToken("user", "bob", "team-b");
+    ops_ = MakeToken("admin", "ops", "ops");
+    pool_ = MakeToken("worker", "pool", "-");
+    WriteTokens("");
+    WriteFile(dir_ + "/data.json", LeaveDataset(16));
+  }
+
+  void WriteTokens(const std::string& extra) {
+    // Written aside and renamed, as a Kubernetes Secret is updated.
+    WriteFile(dir_ + "/tokens.tmp", "# role name tenant digest\n" + alice_.line + "\n" +
+                                        bob_.line + "\n" + ops_.line + "\n" + pool_.line + "\n" +
+                                        extra);
+    fs::rename(dir_ + "/tokens.tmp", dir_ + "/tokens");
+  }
+
+  void StartServer(int workers, std::vector<std::string> extra = {}) {
+    extra.push_back("--tokens-file=" + dir_ + "/tokens");
+    server_ = std::make_unique<ServerProcess>(dir_, workers, extra);
+  }
+
+  // The CLI as `token`'s holder.
+  RunResult As(const NewToken& who, std::vector<std::string> args) const {
+    args.insert(args.begin(), "--token=" + who.token);
+    return server_->Cli(args);
+  }
+
+  std::string Upload(const NewToken& who, const std::string& tls_flag = "--tls=false") {
+    RunResult r = As(who, {tls_flag, "-o", "name", "datasets", "upload", dir_ + "/data.json"});
+    EXPECT_EQ(r.exit_code, 0) << r.out << r.err;
+    return r.out.substr(0, r.out.find('\n'));
+  }
+
+  std::string CreateJob(const NewToken& who, const std::string& dataset, int epochs = 1) {
+    RunResult r = As(who, {"-o", "name", "jobs", "create", "--model", "tiny-gpt2",
+                           "--training-dataset", dataset, "--epochs", std::to_string(epochs),
+                           "--max-seq-len", "64", "--batch-size", "8"});
+    EXPECT_EQ(r.exit_code, 0) << r.out << r.err;
+    return r.out.substr(0, r.out.find('\n'));
+  }
+
+  std::vector<json> AuditLines() const {
+    std::vector<json> lines;
+    std::istringstream in(ReadAll(dir_ + "/data/audit.log"));
+    for (std::string line; std::getline(in, line);) lines.push_back(json::parse(line));
+    return lines;
+  }
+
+  std::string dir_;
+  NewToken alice_, bob_, ops_, pool_;
+  std::unique_ptr<ServerProcess> server_;
+};
+
+TEST_F(SecurityTest, EveryRpcChecksItsCaller) {
+  StartServer(0);
+  auto channel = grpc::CreateChannel(server_->addr(), grpc::InsecureChannelCredentials());
+  const auto methods = AllMethods();
+  ASSERT_GE(methods.size(), 25u);
+  for (const auto& [method, is_public] : methods) {
+    SCOPED_TRACE(method);
+    EXPECT_EQ(RawCall(channel, method, "").error_code(), grpc::StatusCode::UNAUTHENTICATED);
+    EXPECT_EQ(RawCall(channel, method, "tf_not-a-token").error_code(),
+              grpc::StatusCode::UNAUTHENTICATED);
+    // Each role only where it belongs.
+    for (const NewToken* t : {&alice_, &ops_}) {
+      grpc::Status s = RawCall(channel, method, t->token);
+      if (is_public) {
+        EXPECT_NE(s.error_code(), grpc::StatusCode::UNAUTHENTICATED) << s.error_message();
+        EXPECT_NE(s.error_code(), grpc::StatusCode::PERMISSION_DENIED) << s.error_message();
+      } else {
+        EXPECT_EQ(s.error_code(), grpc::StatusCode::PERMISSION_DENIED) << s.error_message();
+      }
+    }
+    grpc::Status worker = RawCall(channel, method, pool_.token);
+    if (is_public) {
+      EXPECT_EQ(worker.error_code(), grpc::StatusCode::PERMISSION_DENIED) << worker.error_message();
+    } else {
+      EXPECT_NE(worker.error_code(), grpc::StatusCode::UNAUTHENTICATED);
+      EXPECT_NE(worker.error_code(), grpc::StatusCode::PERMISSION_DENIED);
+    }
+  }
+  // The CLI says so with exit code 4.
+  RunResult none = server_->Cli({"datasets", "list"});
+  EXPECT_EQ(none.exit_code, 4) << none.err;
+  EXPECT_NE(none.err.find("no token"), std::string::npos) << none.err;
+  RunResult worker = As(pool_, {"jobs", "list"});
+  EXPECT_EQ(worker.exit_code, 4);
+  EXPECT_NE(worker.err.find("worker tokens call only the worker API"), std::string::npos);
+}
+
+TEST_F(SecurityTest, ATenantSeesNothingOfAnother) {
+  StartServer(1);
+  const std::string dataset = Upload(alice_);
+  const std::string job = CreateJob(alice_, dataset);
+  RunResult watched = As(alice_, {"jobs", "watch", job});
+  ASSERT_EQ(watched.exit_code, 0) << watched.out << watched.err;  // trained by the local worker
+  json done = json::parse(As(alice_, {"-o", "json", "jobs", "get", job}).out);
+  ASSERT_EQ(done["state"], "JOB_STATE_SUCCEEDED") << done.dump();
+  const std::string model = done["resultModel"];
+  const std::string id = job.substr(job.find('/') + 1);
+
+  // Bob's view of Alice's things is that of things that do not exist: the
+  // same exit code and the same words as for a made-up id.
+  auto same_as_missing = [&](std::vector<std::string> args, const std::string& real,
+                             const std::string& fake) {
+    SCOPED_TRACE(::testing::PrintToString(args));
+    RunResult theirs = As(bob_, args);
+    for (std::string& a : args) {
+      if (a == real) a = fake;
+    }
+    RunResult missing = As(bob_, args);
+    EXPECT_EQ(theirs.exit_code, 4) << theirs.err;
+    EXPECT_EQ(missing.exit_code, 4) << missing.err;
+    std::string message = theirs.err;
+    size_t at;
+    while ((at = message.find(real.substr(real.find('/') + 1))) != std::string::npos) {
+      message.replace(at, real.size() - real.find('/') - 1, fake.substr(fake.find('/') + 1));
+    }
+    EXPECT_EQ(message, missing.err);
+  };
+  const std::string fake_dataset = "datasets/d000000000000";
+  const std::string fake_job = "jobs/j000000000000";
+  same_as_missing({"datasets", "get", dataset}, dataset, fake_dataset);
+  same_as_missing({"datasets", "delete", dataset}, dataset, fake_dataset);
+  for (const char* verb : {"get", "cancel", "pause", "resume", "watch", "checkpoints"}) {
+    same_as_missing({"jobs", verb, job}, job, fake_job);
+  }
+  {
+    auto stub = v1::JobService::NewStub(
+        grpc::CreateChannel(server_->addr(), grpc::InsecureChannelCredentials()));
+    grpc::ClientContext ctx;
+    ctx.AddMetadata("authorization", "Bearer " + bob_.token);
+    v1::ListJobEventsRequest request;
+    request.set_name(job);
+    v1::ListJobEventsResponse events;
+    grpc::Status s = stub->ListJobEvents(&ctx, request, &events);
+    EXPECT_EQ(s.error_code(), grpc::StatusCode::NOT_FOUND);
+    EXPECT_EQ(s.error_message(), "job " + id + " not found");
+    EXPECT_EQ(events.events_size(), 0);
+  }
+  same_as_missing({"jobs", "download", job, "--artifact", "metrics", "--dir", dir_ + "/dl"}, job,
+                  fake_job);
+  same_as_missing({"models", "get", model}, model, "models/ft-j000000000000");
+  same_as_missing({"models", "delete", model}, model, "models/ft-j000000000000");
+  EXPECT_FALSE(fs::exists(dir_ + "/dl/metrics.csv"));
+
+  // Nor does it list, or build on, any of them.
+  EXPECT_EQ(As(bob_, {"-o", "name", "datasets", "list"}).out, "");
+  EXPECT_EQ(As(bob_, {"-o", "name", "jobs", "list"}).out, "");
+  EXPECT_EQ(As(bob_, {"-o", "name", "models", "list"}).out.find(model), std::string::npos);
+  RunResult on_theirs = As(bob_, {"jobs", "create", "--model", "tiny-gpt2",
+                                  "--training-dataset", dataset});
+  EXPECT_EQ(on_theirs.exit_code, 2);
+  EXPECT_NE(on_theirs.err.find("does not exist"), std::string::npos) << on_theirs.err;
+  const std::string bobs = Upload(bob_);
+  for (const auto& [base, words] : {std::pair{model, "no model"}, {job, "does not exist"}}) {
+    RunResult continued = As(bob_, {"jobs", "create", "--model", base, "--training-dataset", bobs});
+    EXPECT_EQ(continued.exit_code, 2) << base;
+    EXPECT_NE(continued.err.find(words), std::string::npos) << continued.err;
+  }
+  // Request ids are per tenant: Bob's retry key does not find Alice's job.
+  // Alice and the admin still see hers; the admin sees Bob's too.
+  EXPECT_EQ(As(alice_, {"datasets", "get", dataset}).exit_code, 0);
+  std::string listed = As(ops_, {"-o", "name", "datasets", "list"}).out;
+  EXPECT_NE(listed.find(dataset), std::string::npos);
+  EXPECT_NE(listed.find(bobs), std::string::npos);
+  EXPECT_NE(As(ops_, {"-o", "name", "jobs", "list"}).out.find(job), std::string::npos);
+
+  // Every change was audited, the refused ones too.
+  bool created = false, refused = false;
+  for (const json& line : AuditLines()) {
+    created = created || (line["method"] == "CreateJob" && line["caller"] == "alice" &&
+                          line["tenant"] == "team-a" && line["code"] == "OK" &&
+                          line["resource"] == job);
+    refused = refused || (line["method"] == "DeleteDataset" && line["caller"] == "bob" &&
+                          line["code"] == "NOT_FOUND" && line["resource"] == dataset);
+    EXPECT_TRUE(line.contains("time") && line.contains("peer")) << line.dump();
+  }
+  EXPECT_TRUE(created);
+  EXPECT_TRUE(refused);
+}
+
+TEST_F(SecurityTest, QuotasAndSizeLimitsRefuseMidStreamAndLeaveNothing) {
+  WriteTokens("quota team-b stored_bytes=3000 datasets=1 queued_jobs=1\n");
+  StartServer(0, {"--max-upload-bytes=20000"});
+  auto count_blobs = [&] {
+    int n = 0;
+    for (const char* sub : {"/data/blobs", "/data/tmp"}) {
+      for (const auto& e : fs::recursive_directory_iterator(dir_ + sub)) n += e.is_regular_file();
+    }
+    return n;
+  };
+  // A stream that claims 1,000 bytes and keeps sending: refused once it
+  // passes the limit, not at its end.
+  auto upload_raw = [&](const NewToken& who, int chunks) {
+    auto channel = grpc::CreateChannel(server_->addr(), grpc::InsecureChannelCredentials());
+    auto stub = v1::DatasetService::NewStub(channel);
+    grpc::ClientContext ctx;
+    ctx.AddMetadata("authorization", "Bearer " + who.token);
+    v1::Dataset response;
+    auto stream = stub->UploadDataset(&ctx, &response);
+    v1::UploadDatasetRequest first;
+    first.mutable_metadata()->set_display_name("big.jsonl");
+    first.mutable_metadata()->set_size_bytes(1000);
+    stream->Write(first);
+    int sent = 0;
+    v1::UploadDatasetRequest chunk;
+    chunk.set_chunk(std::string(1000, ' '));
+    while (sent < chunks && stream->Write(chunk)) ++sent;
+    stream->WritesDone();
+    return std::make_pair(stream->Finish(), sent);
+  };
+  const int before = count_blobs();
+  constexpr int kChunks = 20000;  // 20 MB, if the server read it all
+  auto [over_quota, sent_b] = upload_raw(bob_, kChunks);
+  EXPECT_EQ(over_quota.error_code(), grpc::StatusCode::RESOURCE_EXHAUSTED);
+  EXPECT_NE(over_quota.error_message().find("tenant team-b's storage quota of 3000 bytes"),
+            std::string::npos)
+      << over_quota.error_message();
+  EXPECT_LT(sent_b, kChunks) << "the server should stop the stream, not read it to the end";
+  auto [over_limit, sent_a] = upload_raw(alice_, kChunks);
+  EXPECT_LT(sent_a, kChunks);
+  EXPECT_EQ(over_limit.error_code(), grpc::StatusCode::RESOURCE_EXHAUSTED);
+  EXPECT_NE(over_limit.error_message().find("the server's limit of 20000 bytes"),
+            std::string::npos)
+      << over_limit.error_message();
+  EXPECT_EQ(count_blobs(), before);
+  // The CLI's announced size is refused before any byte is sent.
+  WriteFile(dir_ + "/big.json", LeaveDataset(200));
+  RunResult big = As(bob_, {"datasets", "upload", dir_ + "/big.json"});
+  EXPECT_EQ(big.exit_code, 1);
+  EXPECT_NE(big.err.find("storage quota"), std::string::npos) << big.err;
+  EXPECT_EQ(count_blobs(), before);
+
+  // One dataset, then no more; one queued job, then no more.
+  WriteFile(dir_ + "/small.json", LeaveDataset(8));
+  RunResult small = As(bob_, {"-o", "name", "datasets", "upload", dir_ + "/small.json"});
+  ASSERT_EQ(small.exit_code, 0) << small.err;
+  const std::string dataset = small.out.substr(0, small.out.find('\n'));
+  RunResult second = As(bob_, {"datasets", "upload", dir_ + "/small.json"});
+  EXPECT_EQ(second.exit_code, 1);
+  EXPECT_NE(second.err.find("holds 1 datasets, its quota is 1"), std::string::npos) << second.err;
+  CreateJob(bob_, dataset);
+  RunResult queued = As(bob_, {"jobs", "create", "--model", "tiny-gpt2", "--training-dataset",
+                               dataset});
+  EXPECT_EQ(queued.exit_code, 1);
+  EXPECT_NE(queued.err.find("1 queued or paused jobs, its quota is 1"), std::string::npos)
+      << queued.err;
+  // Other tenants are not held by team-b's quota.
+  EXPECT_EQ(As(alice_, {"datasets", "upload", dir_ + "/small.json"}).exit_code, 0);
+}
+
+TEST_F(SecurityTest, TokensFileIsReloadedOnChangeAndOnHangup) {
+  StartServer(0);
+  const NewToken carol = MakeToken("user", "carol", "team-c");
+  EXPECT_EQ(As(carol, {"datasets", "list"}).exit_code, 4);
+  WriteTokens(carol.line + "\n");
+  bool admitted = false;
+  for (int i = 0; i < 100 && !admitted; ++i) {
+    admitted = As(carol, {"datasets", "list"}).exit_code == 0;
+    if (!admitted) std::this_thread::sleep_for(std::chrono::milliseconds(100));
+  }
+  EXPECT_TRUE(admitted) << "a changed tokens file is read within seconds";
+  // A broken file keeps the one in force, and says why.
+  WriteTokens(carol.line + "\nuser dave team-d the-token-itself\n");
+  std::this_thread::sleep_for(std::chrono::seconds(3));
+  EXPECT_EQ(As(carol, {"datasets", "list"}).exit_code, 0);
+  const std::string log = ReadAll(dir_ + "/server.out");
+  EXPECT_NE(log.find("tokens file not reloaded"), std::string::npos) << log;
+  EXPECT_NE(log.find("never the token itself"), std::string::npos) << log;
+  // SIGHUP reads it at once: carol is gone.
+  WriteTokens("");
+  server_->Signal(SIGHUP);
+  bool refused = false;
+  for (int i = 0; i < 20 && !refused; ++i) {
+    refused = As(carol, {"datasets", "list"}).exit_code == 4;
+    if (!refused) std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  }
+  EXPECT_TRUE(refused);
+  EXPECT_EQ(As(alice_, {"datasets", "list"}).exit_code, 0);
+}
+
+// Certificates made here with openssl: a CA, the server's (for 127.0.0.1)
+// and a worker's client certificate.
+class TlsTest : public SecurityTest {
+ protected:
+  void SetUp() override {
+    SecurityTest::SetUp();
+    const std::string d = dir_;
+    const std::string script =
+        "set -e; cd " + d + "; "
+        "openssl req -x509 -newkey rsa:2048 -nodes -days 2 -subj /CN=tuneforge-test-ca "
+        "  -keyout ca.key -out ca.pem 2>/dev/null; "
+        "openssl req -x509 -newkey rsa:2048 -nodes -days 2 -subj /CN=other-ca "
+        "  -keyout other.key -out other.pem 2>/dev/null; "
+        "for who in server worker; do "
+        "  openssl req -newkey rsa:2048 -nodes -subj /CN=$who -keyout $who.key -out $who.csr "
+        "    2>/dev/null; done; "
+        "printf 'subjectAltName=IP:127.0.0.1,DNS:localhost\\n' > server.ext; "
+        "openssl x509 -req -in server.csr -CA ca.pem -CAkey ca.key -CAcreateserial -days 2 "
+        "  -extfile server.ext -out server.pem 2>/dev/null; "
+        "openssl x509 -req -in worker.csr -CA ca.pem -CAkey ca.key -CAcreateserial -days 2 "
+        "  -out worker.pem 2>/dev/null";
+    WriteFile(d + "/certs.sh", script);
+    ASSERT_EQ(std::system(("bash " + d + "/certs.sh").c_str()), 0);
+    StartServer(0, {"--tls-cert=" + d + "/server.pem", "--tls-key=" + d + "/server.key",
+                    "--tls-client-ca=" + d + "/ca.pem"});
+  }
+};
+
+TEST_F(TlsTest, ClientsNeedTheCaAndWorkersACertificate) {
+  const std::string ca = "--ca-file=" + dir_ + "/ca.pem";
+  // Plaintext, or TLS trusting the wrong CA: no connection.
+  EXPECT_EQ(As(alice_, {"datasets", "list"}).exit_code, 3);
+  RunResult wrong = As(alice_, {"--ca-file=" + dir_ + "/other.pem", "datasets", "list"});
+  EXPECT_EQ(wrong.exit_code, 3) << wrong.err;
+  RunResult right = As(alice_, {ca, "datasets", "list"});
+  EXPECT_EQ(right.exit_code, 0) << right.err;
+  RunResult from_env = testing::Run("tuneforge", {"--addr=" + server_->addr(), "datasets", "list"},
+                           {"TUNEFORGE_CA=" + dir_ + "/ca.pem", "TUNEFORGE_TOKEN=" + alice_.token});
+  EXPECT_EQ(from_env.exit_code, 0) << from_env.err;
+
+  // The worker API over TLS: a worker token is not enough without a client
+  // certificate the CA signed.
+  auto channel_with = [&](bool certificate) {
+    grpc::SslCredentialsOptions ssl;
+    ssl.pem_root_certs = ReadAll(dir_ + "/ca.pem");
+    if (certificate) {
+      ssl.pem_cert_chain = ReadAll(dir_ + "/worker.pem");
+      ssl.pem_private_key = ReadAll(dir_ + "/worker.key");
+    }
+    return grpc::CreateChannel(server_->addr(), grpc::SslCredentials(ssl));
+  };
+  grpc::Status bare = RawCall(channel_with(false), "/tuneforge.v1.WorkerService/RegisterWorker",
+                              pool_.token);
+  EXPECT_EQ(bare.error_code(), grpc::StatusCode::UNAUTHENTICATED) << bare.error_message();
+  EXPECT_NE(bare.error_message().find("client certificate"), std::string::npos);
+  grpc::Status with_certificate = RawCall(
+      channel_with(true), "/tuneforge.v1.WorkerService/RegisterWorker", pool_.token);
+  EXPECT_TRUE(with_certificate.ok()) << with_certificate.error_message();
+
+  // A real worker with its certificate trains a job to the end.
+  const std::string dataset = Upload(alice_, ca);
+  RunResult created = As(alice_, {ca, "-o", "name", "jobs", "create", "--model", "tiny-gpt2",
+                                  "--training-dataset", dataset, "--epochs", "1",
+                                  "--max-seq-len", "64"});
+  ASSERT_EQ(created.exit_code, 0) << created.err;
+  const std::string job = created.out.substr(0, created.out.find('\n'));
+  BackgroundProcess worker("tuneforge-worker",
+                           {"--server=" + server_->addr(), ca, "--cert-file=" + dir_ + "/worker.pem",
+                            "--key-file=" + dir_ + "/worker.key", "--token=" + pool_.token,
+                            "--threads=1", "--cache-dir=" + dir_ + "/cache", "--name=tls-worker"},
+                           dir_ + "/worker");
+  RunResult watched = As(alice_, {ca, "jobs", "watch", job});
+  EXPECT_EQ(watched.exit_code, 0) << watched.out << watched.err << worker.Err();
+  worker.Signal(SIGTERM);
+  EXPECT_EQ(worker.Wait(30), 0);
+}
+
+TEST_F(SecurityTest, NonLoopbackAddressesNeedTlsAndTokensOrInsecure) {
+  RunResult refused = testing::Run("tuneforge-server", {"--listen=0.0.0.0:0", "--data-dir=" + dir_ + "/d"});
+  EXPECT_EQ(refused.exit_code, 2);
+  EXPECT_NE((refused.out + refused.err).find("--insecure"), std::string::npos) << refused.out;
+  RunResult no_tokens = testing::Run("tuneforge-server",
+                            {"--listen=0.0.0.0:0", "--data-dir=" + dir_ + "/d",
+                             "--tls-cert=x.pem", "--tls-key=x.key"});
+  EXPECT_EQ(no_tokens.exit_code, 2);
+  EXPECT_NE((no_tokens.out + no_tokens.err).find("without authentication"), std::string::npos)
+      << no_tokens.out;
+  ServerProcess insecure(dir_, 0, {"--listen=0.0.0.0:0", "--insecure"});
+  EXPECT_EQ(insecure.Cli({"datasets", "list"}).exit_code, 0);
+}
+
+}  // namespace
+}  // namespace tuneforge::testing
