@@ -51,11 +51,12 @@ tsan: setup
 	TSAN_OPTIONS=halt_on_error=1 $(BUILD_DIR)-tsan/bin/server_core_test
 
 # Fuzz targets (libFuzzer with AddressSanitizer and UBSan) for the parsers
-# that read what clients send: dataset records and safetensors headers.
+# that read what clients send: dataset records, safetensors headers,
+# config.json and tokenizer.json.
 # `make fuzz` runs each for FUZZ_SECONDS; `make test` runs a short smoke.
 FUZZ_SECONDS ?= 300
 FUZZ_DIR = $(BUILD_DIR)-fuzz
-FUZZ_TARGETS = dataset safetensors
+FUZZ_TARGETS = dataset safetensors model_config tokenizer
 FUZZ_FLAGS = -std=c++17 -O1 -g -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=all -I.
 $(FUZZ_DIR)/dataset_fuzzer: common/dataset.cc common/dataset_validator.cc \
     tests/fuzz/dataset_fuzzer.cc common/dataset.h common/dataset_validator.h common/json_view.h \
@@ -66,6 +67,15 @@ $(FUZZ_DIR)/safetensors_fuzzer: common/safetensors.cc common/file_util.cc \
     tests/fuzz/safetensors_fuzzer.cc common/safetensors.h
 	mkdir -p $(FUZZ_DIR)
 	clang++-14 $(FUZZ_FLAGS) $(filter %.cc,$^) -o $@
+
+$(FUZZ_DIR)/model_config_fuzzer: common/model_config.cc tests/fuzz/model_config_fuzzer.cc \
+    common/model_config.h
+	mkdir -p $(FUZZ_DIR)
+	clang++-14 $(FUZZ_FLAGS) $(filter %.cc,$^) -o $@
+$(FUZZ_DIR)/tokenizer_fuzzer: worker/engine/bpe_tokenizer.cc common/file_util.cc \
+    tests/fuzz/tokenizer_fuzzer.cc worker/engine/bpe_tokenizer.h
+	mkdir -p $(FUZZ_DIR)
+	clang++-14 $(FUZZ_FLAGS) $(filter %.cc,$^) -lpcre2-8 -o $@
 
 fuzz: setup $(FUZZ_TARGETS:%=$(FUZZ_DIR)/%_fuzzer)
 	for t in $(FUZZ_TARGETS); do mkdir -p $(FUZZ_DIR)/corpus-$$t; \

@@ -504,6 +504,14 @@ class Client {
     int64_t done = 0;
     std::vector<std::string> written;
     for (const v1::Artifact* a : files) {
+      // Names come from the server: never let one leave `dir`.
+      const std::filesystem::path relative(a->path());
+      if (relative.empty() || relative.is_absolute() ||
+          std::any_of(relative.begin(), relative.end(), [](const auto& p) { return p == ".."; })) {
+        std::fprintf(stderr, "tuneforge: the server named an artifact '%s'; not written\n",
+                     a->path().c_str());
+        return 1;
+      }
       // A group's files land in `dir` itself; "all" keeps their folders.
       const std::string local =
           dir + "/" + (which == "all" || prefix->second.back() != '/'

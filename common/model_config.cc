@@ -375,6 +375,15 @@ bool IsModelFileName(const std::string& name) {
          name.compare(20, 12, ".safetensors") == 0;
 }
 
+int64_t MaxModelFileBytes(const std::string& name) {
+  if (name.size() > 12 && name.compare(name.size() - 12, 12, ".safetensors") == 0) return 0;
+  if (name == "tokenizer.json" || name == "vocab.json" || name == "merges.txt" ||
+      name == "model.safetensors.index.json") {
+    return int64_t{32} << 20;
+  }
+  return int64_t{1} << 20;
+}
+
 int64_t MaxSequenceLength(const ModelConfig& c) {
   return c.sliding_window > 0 ? std::min(c.context_length, c.sliding_window) : c.context_length;
 }

@@ -81,6 +81,11 @@ const char* ArchitectureName(Architecture a);
 // Whether `name` is a file a model folder may hold (config, weights, shards,
 // index, tokenizer and generation files): a plain name, never a path.
 bool IsModelFileName(const std::string& name);
+// The largest a model file of this name may be: its parser reads it whole
+// into memory, so configs and tokenizers have bounds of their own (1 MiB;
+// 32 MiB for tokenizers and the shard index, several times the largest
+// real ones). 0 for weights, bounded only by the model's size limit.
+int64_t MaxModelFileBytes(const std::string& name);
 
 // LoRA targets are projection names matched as suffixes on a "." boundary
 // (as PEFT matches them): whether `target` names a projection of the family

@@ -5,7 +5,10 @@
 #include <google/protobuf/util/time_util.h>
 
 #include "absl/strings/match.h"
+#include "absl/strings/ascii.h"
+#include "absl/strings/escaping.h"
 #include "absl/strings/str_cat.h"
+#include "common/status_macros.h"
 
 namespace tuneforge {
 namespace {
@@ -34,11 +37,27 @@ absl::StatusOr<std::string> IdFromName(const std::string& name, const std::strin
   const std::string prefix = collection + "/";
   std::string id = absl::StartsWith(name, prefix) ? name.substr(prefix.size()) : name;
   if (!ValidId(id)) {
-    return absl::InvalidArgumentError(absl::StrCat(field, ": '", name, "' is not a valid ",
-                                                   collection, " name; expected '", collection,
+    // Quoted back only in part: a name may be megabytes of anything.
+    const std::string shown = name.size() > 80 ? name.substr(0, 80) + "..." : name;
+    return absl::InvalidArgumentError(absl::StrCat(field, ": '", absl::CHexEscape(shown),
+                                                   "' is not a valid ", collection,
+                                                   " name; expected '", collection,
                                                    "/{id}' with id of [a-z0-9-]"));
   }
   return id;
+}
+
+absl::Status CheckText(const std::string& text, const char* field, size_t max_bytes) {
+  if (text.size() > max_bytes) {
+    return absl::InvalidArgumentError(absl::StrCat(field, ": at most ", max_bytes, " bytes"));
+  }
+  for (char c : text) {
+    if (static_cast<unsigned char>(c) < 0x20 || c == 0x7f) {
+      return absl::InvalidArgumentError(
+          absl::StrCat(field, ": control characters (tabs, newlines, escapes) are not allowed"));
+    }
+  }
+  return absl::OkStatus();
 }
 
 v1::Dataset ToProto(const DatasetRecord& d) {
@@ -217,14 +236,18 @@ absl::StatusOr<JobSpec> JobSpecFromProto(const v1::Job& job) {
   if (h.has_sample_count()) out.sample_count = h.sample_count();
   if (out.sample_count < 0 || out.sample_count > 16) return OutOfRange("sample_count", "in [0, 16]");
 
-  if (job.suffix().size() > 64) return absl::InvalidArgumentError("job.suffix: at most 64 bytes");
+  RETURN_IF_ERROR(CheckText(job.suffix(), "job.suffix", 64));
   spec.suffix = job.suffix();
   spec.priority = job.priority();
   if (job.labels_size() > 64) return absl::InvalidArgumentError("job.labels: at most 64 labels");
   for (const auto& [k, v] : job.labels()) {
-    if (!ValidId(k) || v.size() > 63) {
+    const bool value_ok = v.size() <= 63 && std::all_of(v.begin(), v.end(), [](char c) {
+      return absl::ascii_isalnum(c) || c == '-' || c == '_' || c == '.';
+    });
+    if (!ValidId(k) || !value_ok) {
       return absl::InvalidArgumentError(absl::StrCat(
-          "job.labels: key '", k, "' must be 1-63 characters of [a-z0-9-], values at most 63"));
+          "job.labels: key '", absl::CHexEscape(k.substr(0, 80)), "' must be 1-63 characters of "
+          "[a-z0-9-], its value at most 63 of [A-Za-z0-9._-]"));
     }
     spec.labels[k] = v;
   }

@@ -19,6 +19,10 @@ namespace tuneforge {
 
 // "jobs/abc" -> "abc" when `name` has the collection's prefix and a valid id;
 // else INVALID_ARGUMENT naming `field`.
+// INVALID_ARGUMENT naming `field` when `text` (a display name, a suffix)
+// is longer than `max_bytes` or holds control characters.
+absl::Status CheckText(const std::string& text, const char* field, size_t max_bytes);
+
 absl::StatusOr<std::string> IdFromName(const std::string& name, const std::string& collection,
                                        const std::string& field);
 

@@ -119,6 +119,26 @@ TEST(ConvertTest, BoundsNameTheField) {
   job = MinimalJob();
   (*job.mutable_labels())["Bad Key"] = "x";
   EXPECT_NE(JobSpecFromProto(job).status().message().find("job.labels"), std::string::npos);
+  job = MinimalJob();
+  (*job.mutable_labels())["team"] = "hr; rm -rf /";
+  EXPECT_NE(JobSpecFromProto(job).status().message().find("[A-Za-z0-9._-]"), std::string::npos);
+  job = MinimalJob();
+  job.set_suffix("hr\x1b[31mred");
+  EXPECT_NE(JobSpecFromProto(job).status().message().find("job.suffix: control characters"),
+            std::string::npos);
+}
+
+TEST(ConvertTest, NamesAreBoundedAndQuotedSafely) {
+  const std::string huge(1 << 20, 'X');
+  absl::StatusOr<std::string> id = IdFromName("jobs/" + huge, "jobs", "name");
+  ASSERT_FALSE(id.ok());
+  EXPECT_LT(id.status().message().size(), 300u);
+  EXPECT_NE(IdFromName("jobs/a\nb", "jobs", "name").status().message().find("a\\nb"),
+            std::string::npos);
+  EXPECT_TRUE(CheckText("hr.json", "f", 256).ok());
+  EXPECT_TRUE(CheckText("Ünïcode ok", "f", 256).ok());
+  EXPECT_FALSE(CheckText(std::string(257, 'a'), "f", 256).ok());
+  EXPECT_FALSE(CheckText("tab\there", "f", 256).ok());
 }
 
 TEST(ConvertTest, JobRoundTrip) {

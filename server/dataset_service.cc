@@ -69,9 +69,7 @@ class UploadReactor : public grpc::ServerReadReactor<v1::UploadDatasetRequest> {
         return absl::InvalidArgumentError(
             "metadata.size_bytes: required, so that a stream cut short is never stored");
       }
-      if (m.display_name().size() > 256) {
-        return absl::InvalidArgumentError("metadata.display_name: at most 256 bytes");
-      }
+      RETURN_IF_ERROR(CheckText(m.display_name(), "metadata.display_name", 256));
       if (m.separator().size() > 256) {
         return absl::InvalidArgumentError("metadata.separator: at most 256 bytes");
       }

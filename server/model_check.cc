@@ -1,5 +1,7 @@
 #include "server/model_check.h"
 
+#include <filesystem>
+
 #include <memory>
 #include <set>
 
@@ -25,6 +27,12 @@ absl::StatusOr<ModelRecord> CheckModelFolder(const std::map<std::string, std::st
     if (!IsModelFileName(name)) {
       return absl::InvalidArgumentError(absl::StrCat(
           name, ": not a model file (config.json, *.safetensors, tokenizer files)"));
+    }
+    std::error_code ec;
+    const int64_t size = static_cast<int64_t>(std::filesystem::file_size(path, ec));
+    if (!ec && MaxModelFileBytes(name) > 0 && size > MaxModelFileBytes(name)) {
+      return absl::InvalidArgumentError(absl::StrCat(name, ": ", size, " bytes; a ", name,
+                                                     " may be at most ", MaxModelFileBytes(name)));
     }
   }
   auto path_of = [&](const std::string& name) -> const std::string* {

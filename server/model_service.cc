@@ -38,7 +38,7 @@ class ImportReactor : public grpc::ServerReadReactor<v1::ImportModelRequest> {
         return absl::InvalidArgumentError("the first message of an import must carry metadata");
       }
       name_ = request_.metadata().display_name();
-      if (name_.size() > 256) return absl::InvalidArgumentError("metadata.display_name: at most 256 bytes");
+      RETURN_IF_ERROR(CheckText(name_, "metadata.display_name", 256));
       ASSIGN_OR_RETURN(import_, catalog_->StartImport(name_, guard_.scope().tenant));
       return absl::OkStatus();
     }

@@ -47,6 +47,10 @@ absl::Status ModelImport::BeginFile(const std::string& path, int64_t size_bytes,
     return absl::InvalidArgumentError(absl::StrCat("a model has at most ", kMaxFiles, " files"));
   }
   if (size_bytes < 0) return absl::InvalidArgumentError("file.size_bytes: negative");
+  if (MaxModelFileBytes(path) > 0 && size_bytes > MaxModelFileBytes(path)) {
+    return absl::InvalidArgumentError(absl::StrCat("file.size_bytes: a ", path, " may be at most ",
+                                                   MaxModelFileBytes(path), " bytes"));
+  }
   ASSIGN_OR_RETURN(std::unique_ptr<BlobWriter> writer, catalog_->blobs_->NewWriter());
   files_.push_back({{path, sha256, size_bytes}, std::move(writer)});
   return absl::OkStatus();
@@ -56,12 +60,18 @@ absl::Status ModelImport::Append(std::string_view chunk) {
   if (files_.empty() || files_.back().writer->sealed()) {
     return absl::InvalidArgumentError("a chunk came before any file header");
   }
+  File& file = files_.back();
+  const int64_t limit = MaxModelFileBytes(file.record.path);
+  if (limit > 0 && file.writer->size() + static_cast<int64_t>(chunk.size()) > limit) {
+    return absl::InvalidArgumentError(absl::StrCat(file.record.path, ": a ", file.record.path,
+                                                   " may be at most ", limit, " bytes"));
+  }
   total_bytes_ += static_cast<int64_t>(chunk.size());
   if (total_bytes_ > room_.bytes) {
     return absl::ResourceExhaustedError(
         absl::StrCat("the model is larger than ", room_.why, "; nothing was stored"));
   }
-  return files_.back().writer->Append(chunk);
+  return file.writer->Append(chunk);
 }
 
 absl::Status ModelImport::EndFile() {

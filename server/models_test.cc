@@ -157,6 +157,18 @@ TEST_F(ModelCatalogTest, BrokenImportsLeaveNothing) {
   auto big = folder;
   big["model.safetensors"] += std::string(1 << 20, 'x');
   EXPECT_EQ(Import(big).status().code(), absl::StatusCode::kResourceExhausted);
+  // A config.json its parser would have to hold whole: refused as it comes,
+  // whatever its header announced.
+  {
+    auto import = catalog_->StartImport("x");
+    EXPECT_EQ((*import)->BeginFile("config.json", 2 << 20, "").code(),
+              absl::StatusCode::kInvalidArgument);
+    ASSERT_TRUE((*import)->BeginFile("config.json", 0, "").ok());
+    absl::Status s;
+    for (int i = 0; i < 64 && s.ok(); ++i) s = (*import)->Append(std::string(64 << 10, ' '));
+    EXPECT_EQ(s.code(), absl::StatusCode::kInvalidArgument);
+    EXPECT_NE(s.message().find("config.json may be at most 1048576 bytes"), std::string::npos) << s;
+  }
   EXPECT_EQ(Blobs(), 0u);
   auto listed = store_->ListModels("", "", 10);
   ASSERT_TRUE(listed.ok());

@@ -267,9 +267,8 @@ grpc::ServerUnaryReactor* WorkerServiceImpl::RegisterWorker(
   Guard guard(guards_, ctx, Api::kWorker, "RegisterWorker");
   if (!guard.ok()) return FinishNow(ctx, guard.Done(""));
 
-  if (request->display_name().size() > 256) {
-    return FinishNow(ctx, guard.Done(request->display_name(), absl::InvalidArgumentError(
-                                                                  "display_name: at most 256 bytes")));
+  if (absl::Status s = CheckText(request->display_name(), "display_name", 256); !s.ok()) {
+    return FinishNow(ctx, guard.Done("", s));
   }
   std::string id = scheduler_->RegisterWorker(WorkerInfo{
       request->display_name(), request->device(), request->memory_bytes(),

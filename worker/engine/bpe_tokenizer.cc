@@ -16,6 +16,16 @@ namespace {
 
 using json = nlohmann::json;
 
+// A token id as the file gives it: an integer, or a json::type_error (a
+// float such as 2e30 would not convert to one).
+int64_t TokenIdOf(const json& v) {
+  if (!v.is_number_integer()) {
+    throw json::type_error::create(302, "a token id must be an integer, not " + v.dump(),
+                                   nullptr);
+  }
+  return v.get<int64_t>();
+}
+
 std::string Utf8(uint32_t cp) {
   std::string s;
   if (cp < 0x80) {
@@ -62,6 +72,12 @@ std::string BpeTokenizer::Init(std::unordered_map<std::string, int64_t> vocab,
   for (const auto& [token, id] : vocab) {
     if (id < 0 || id > (1 << 24)) return "vocab: id " + std::to_string(id) + " out of range";
     max_id = std::max(max_id, id);
+  }
+  // Ids are dense in every real vocabulary; a sparse one would only make
+  // this table huge (one token with id 16,000,000: half a gigabyte).
+  if (max_id >= static_cast<int64_t>(vocab.size()) + 65536) {
+    return "vocab: id " + std::to_string(max_id) + " for " + std::to_string(vocab.size()) +
+           " tokens; token ids must be 0 to the vocabulary's size";
   }
   id_to_token_.assign(static_cast<size_t>(max_id + 1), "");
   for (const auto& [token, id] : vocab) {
@@ -110,7 +126,7 @@ std::unique_ptr<BpeTokenizer> BpeTokenizer::FromVocabMerges(const std::string& v
   std::unordered_map<std::string, int64_t> vocab;
   try {
     const json parsed = json::parse(vocab_text);
-    for (const auto& [token, id] : parsed.items()) vocab[token] = id.get<int64_t>();
+    for (const auto& [token, id] : parsed.items()) vocab[token] = TokenIdOf(id);
   } catch (const json::exception& e) {
     *error = vocab_json + ": " + e.what();
     return nullptr;
@@ -182,7 +198,7 @@ std::unique_ptr<BpeTokenizer> BpeTokenizer::FromTokenizerJsonText(const std::str
     }
     ignore_merges = model.contains("ignore_merges") && model["ignore_merges"].is_boolean() &&
                     model["ignore_merges"].get<bool>();
-    for (const auto& [token, id] : model.at("vocab").items()) vocab[token] = id.get<int64_t>();
+    for (const auto& [token, id] : model.at("vocab").items()) vocab[token] = TokenIdOf(id);
     for (const json& m : model.at("merges")) {
       if (m.is_string()) {  // "left right"
         const std::string s = m.get<std::string>();
@@ -198,7 +214,7 @@ std::unique_ptr<BpeTokenizer> BpeTokenizer::FromTokenizerJsonText(const std::str
     }
     if (j.contains("added_tokens") && j["added_tokens"].is_array()) {
       for (const json& t : j["added_tokens"]) {
-        AddedToken a{t.at("content").get<std::string>(), t.at("id").get<int64_t>(),
+        AddedToken a{t.at("content").get<std::string>(), TokenIdOf(t.at("id")),
                      t.value("special", false)};
         if (a.content.empty()) continue;
         vocab[a.content] = a.id;
@@ -228,7 +244,7 @@ std::unique_ptr<BpeTokenizer> BpeTokenizer::FromTokenizerJsonText(const std::str
         if (!piece.contains("SpecialToken")) break;  // the sequence itself: the prefix ends
         const std::string id = piece["SpecialToken"].at("id").get<std::string>();
         for (const json& n : p.at("special_tokens").at(id).at("ids")) {
-          prefix_ids.push_back(n.get<int64_t>());
+          prefix_ids.push_back(TokenIdOf(n));
         }
       }
     }
