@@ -4,7 +4,7 @@ BUILD_DIR ?= build
 BUILD_TYPE ?= Release
 JOBS ?= $(shell nproc)
 
-.PHONY: all setup configure build test demo bench engine tsan fuzz fuzz-smoke clean
+.PHONY: all setup configure build test demo bench engine tsan asan asan-core fuzz fuzz-smoke clean
 
 all: build
 
@@ -24,6 +24,7 @@ test: build
 	./scripts/test-oracles.sh $(BUILD_DIR)/npm
 	cd $(BUILD_DIR) && ctest --output-on-failure -j $(JOBS) --timeout 600
 	$(MAKE) tsan
+	$(MAKE) asan-core
 	$(MAKE) fuzz-smoke
 
 demo: build
@@ -49,6 +50,24 @@ tsan: setup
 	cmake -S . -B $(BUILD_DIR)-tsan -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo -DTUNEFORGE_TSAN=ON
 	cmake --build $(BUILD_DIR)-tsan -j $(JOBS) --target server_core_test
 	TSAN_OPTIONS=halt_on_error=1 $(BUILD_DIR)-tsan/bin/server_core_test
+
+# The whole suite (every binary, the end-to-end tests included) under
+# AddressSanitizer and UndefinedBehaviorSanitizer; about half an hour here.
+ASAN_ENV = ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1
+asan: setup
+	cmake -S . -B $(BUILD_DIR)-asan -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo -DTUNEFORGE_ASAN=ON
+	cmake --build $(BUILD_DIR)-asan -j $(JOBS)
+	./scripts/test-oracles.sh $(BUILD_DIR)-asan/npm
+	cd $(BUILD_DIR)-asan && $(ASAN_ENV) ctest --output-on-failure -j $(JOBS) --timeout 1200
+
+# What `make test` runs of it: the scheduler core, the stores and the
+# parsers' unit tests, which need no libtorch build.
+asan-core: setup
+	cmake -S . -B $(BUILD_DIR)-asan -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo -DTUNEFORGE_ASAN=ON
+	cmake --build $(BUILD_DIR)-asan -j $(JOBS) --target server_core_test dataset_test \
+	  safetensors_test model_config_test blob_store_test
+	for t in server_core_test dataset_test safetensors_test model_config_test blob_store_test; do \
+	  $(ASAN_ENV) $(BUILD_DIR)-asan/bin/$$t --gtest_brief=1 || exit 1; done
 
 # Fuzz targets (libFuzzer with AddressSanitizer and UBSan) for the parsers
 # that read what clients send: dataset records, safetensors headers,
@@ -91,4 +110,4 @@ fuzz-smoke: setup $(FUZZ_TARGETS:%=$(FUZZ_DIR)/%_fuzzer)
 	    $(FUZZ_DIR)/smoke-$$t.log), no crash"; done
 
 clean:
-	rm -rf $(BUILD_DIR) $(BUILD_DIR)-engine $(BUILD_DIR)-tsan $(BUILD_DIR)-fuzz .demo
+	rm -rf $(BUILD_DIR) $(BUILD_DIR)-engine $(BUILD_DIR)-tsan $(BUILD_DIR)-asan $(BUILD_DIR)-fuzz .demo

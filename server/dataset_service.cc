@@ -112,6 +112,8 @@ class UploadReactor : public grpc::ServerReadReactor<v1::UploadDatasetRequest> {
     if (request_.data_case() != v1::UploadDatasetRequest::kChunk) {
       return absl::InvalidArgumentError("after the metadata, every message must be a chunk");
     }
+    // So a stream's length is bounded by its bytes.
+    if (request_.chunk().empty()) return absl::InvalidArgumentError("chunk: empty");
     return upload_->Append(request_.chunk());
   }
 

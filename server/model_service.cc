@@ -47,6 +47,8 @@ class ImportReactor : public grpc::ServerReadReactor<v1::ImportModelRequest> {
         return import_->BeginFile(request_.file().path(), request_.file().size_bytes(),
                                   request_.file().sha256());
       case v1::ImportModelRequest::kChunk:
+        // So a stream's length is bounded by its bytes.
+        if (request_.chunk().empty()) return absl::InvalidArgumentError("chunk: empty");
         return import_->Append(request_.chunk());
       default:
         return absl::InvalidArgumentError("metadata may come only once, first");
