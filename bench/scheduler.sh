@@ -2,7 +2,7 @@
 # The scheduler under load, with a real server on loopback (no workers), in
 # one run: GetJob calls/s and p50/p99 latency with 1 and 64 concurrent
 # callers beside the standard health Check of the same server (an empty
-# call: the ceiling here); CreateJob per second (each commits to disk before
+# call: the ceiling here), without and with a tokens file; CreateJob per second (each commits to disk before
 # it returns); the delay of one event to 1,000 concurrent watchers; and the
 # server's memory with 100,000 jobs stored. Usage: bench/scheduler.sh BIN_DIR
 set -euo pipefail
@@ -19,7 +19,7 @@ trap cleanup EXIT
 start_server() {
   rm -f "$WORK/port"
   "$BIN/tuneforge-server" --listen=127.0.0.1:0 --port-file="$WORK/port" --data-dir="$WORK/data" \
-    --local-workers=0 >"$WORK/server.log" 2>&1 &
+    --local-workers=0 "$@" >"$WORK/server.log" 2>&1 &
   SERVER=$!
   for _ in $(seq 100); do [ -s "$WORK/port" ] && break; sleep 0.1; done
   ADDR=127.0.0.1:$(cat "$WORK/port")
@@ -31,6 +31,20 @@ echo "cores: $(nproc)"
 start_server
 "$BIN/tuneforge-bench-scheduler" --addr "$ADDR" --seconds "$SECONDS_PER_MEASURE" --watchers 1000
 echo "server memory after the load: $(rss_mb) MB"
+stop_server
+
+# The same reads with authentication: a tokens file of 1,000 users (each
+# call hashes its token and compares it with every digest), and an audit log.
+echo "with a tokens file of 1000 tokens:"
+TOKEN_LINES=$("$BIN/tuneforge-server" token --role=user --name=bench --tenant=bench 2>/dev/null)
+TOKEN=$(echo "$TOKEN_LINES" | head -1)
+{ echo "$TOKEN_LINES" | tail -1
+  for i in $(seq 999); do
+    echo "user u$i team-$((i % 50)) sha256:$(head -c 32 /dev/urandom | sha256sum | cut -c1-64)"
+  done; } >"$WORK/tokens"
+start_server --tokens-file="$WORK/tokens"
+"$BIN/tuneforge-bench-scheduler" --addr "$ADDR" --seconds "$SECONDS_PER_MEASURE" \
+  --token "$TOKEN" --reads-only
 stop_server
 
 # 100,000 finished jobs (copies of one real record), inserted offline, then

@@ -1,7 +1,7 @@
 #include "common/channel.h"
 
-#include <fstream>
-#include <sstream>
+#include <cerrno>
+#include <cstring>
 
 #include <grpcpp/create_channel.h>
 #include <grpcpp/security/credentials.h>
@@ -9,6 +9,7 @@
 
 #include "absl/strings/ascii.h"
 #include "absl/strings/str_cat.h"
+#include "common/file_util.h"
 #include "common/status_macros.h"
 
 namespace tuneforge {
@@ -44,11 +45,11 @@ class TokenInterceptorFactory : public grpc::experimental::ClientInterceptorFact
 };
 
 absl::StatusOr<std::string> ReadPem(const std::string& path, const char* flag) {
-  std::ifstream in(path, std::ios::binary);
-  if (!in) return absl::NotFoundError(absl::StrCat(flag, ": cannot read ", path));
-  std::ostringstream bytes;
-  bytes << in.rdbuf();
-  return bytes.str();
+  std::string text;
+  if (!ReadWholeFile(path, &text)) {
+    return absl::NotFoundError(absl::StrCat(flag, ": cannot read ", path, ": ", std::strerror(errno)));
+  }
+  return text;
 }
 
 }  // namespace
@@ -58,10 +59,11 @@ void AddChannelOptions(CLI::App& app, ChannelOptions* options) {
   app.add_option_function<std::string>(
       "--token-file",
       [options](const std::string& path) {
-        std::ifstream in(path);
-        if (!in) throw CLI::ValidationError("--token-file", "cannot read " + path);
-        std::getline(in, options->token);
-        options->token = std::string(absl::StripAsciiWhitespace(options->token));
+        std::string text;
+        if (!ReadWholeFile(path, &text)) {
+          throw CLI::ValidationError("--token-file", "cannot read " + path);
+        }
+        options->token = std::string(absl::StripAsciiWhitespace(text));
       },
       "read the bearer token from this file");
   app.add_flag("--tls", options->tls, "use TLS with the system's root certificates");
@@ -73,13 +75,13 @@ void AddChannelOptions(CLI::App& app, ChannelOptions* options) {
                  "the name the server's certificate must carry, if not the address's host");
 }
 
-absl::StatusOr<std::shared_ptr<grpc::Channel>> MakeChannel(const ChannelOptions& options) {
+absl::StatusOr<std::shared_ptr<grpc::Channel>> MakeChannel(const ChannelOptions& options,
+                                                           grpc::ChannelArguments args) {
   if (options.cert_file.empty() != options.key_file.empty()) {
     return absl::InvalidArgumentError("--cert-file and --key-file go together");
   }
   const bool tls = options.tls || !options.ca_file.empty() || !options.cert_file.empty();
   std::shared_ptr<grpc::ChannelCredentials> credentials = grpc::InsecureChannelCredentials();
-  grpc::ChannelArguments args;
   if (tls) {
     grpc::SslCredentialsOptions ssl;
     if (!options.ca_file.empty()) {

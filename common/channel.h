@@ -13,6 +13,7 @@
 
 #include <CLI/CLI.hpp>
 #include <grpcpp/channel.h>
+#include <grpcpp/support/channel_arguments.h>
 
 #include "absl/status/statusor.h"
 
@@ -35,7 +36,9 @@ void AddChannelOptions(CLI::App& app, ChannelOptions* options);
 
 // INVALID_ARGUMENT / NOT_FOUND for options that do not fit or files that
 // cannot be read.
-absl::StatusOr<std::shared_ptr<grpc::Channel>> MakeChannel(const ChannelOptions& options);
+// `args` for the channel itself (e.g. one connection per channel).
+absl::StatusOr<std::shared_ptr<grpc::Channel>> MakeChannel(
+    const ChannelOptions& options, grpc::ChannelArguments args = grpc::ChannelArguments());
 
 }  // namespace tuneforge
 

@@ -3,10 +3,9 @@
 #include <openssl/rand.h>
 
 #include <cctype>
+#include <cerrno>
 #include <cstring>
 #include <optional>
-#include <fstream>
-#include <sstream>
 
 #include <nlohmann/json.hpp>
 #include <spdlog/spdlog.h>
@@ -15,6 +14,7 @@
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_split.h"
 #include "absl/time/clock.h"
+#include "common/file_util.h"
 #include "common/sha256.h"
 #include "common/status_macros.h"
 
@@ -185,14 +185,11 @@ absl::StatusOr<std::unique_ptr<AccessControl>> AccessControl::Create(Options opt
 
 absl::Status AccessControl::Load(bool only_if_changed, bool* changed) {
   *changed = false;
-  std::ifstream in(options_.tokens_file, std::ios::binary);
-  if (!in) {
-    return absl::NotFoundError(
-        absl::StrCat("cannot read the tokens file ", options_.tokens_file));
+  std::string text;
+  if (!ReadWholeFile(options_.tokens_file, &text)) {
+    return absl::NotFoundError(absl::StrCat("cannot read the tokens file ", options_.tokens_file,
+                                            ": ", std::strerror(errno)));
   }
-  std::ostringstream bytes;
-  bytes << in.rdbuf();
-  const std::string text = bytes.str();
   {
     MutexLock lock(&mu_);
     if (only_if_changed && text == file_bytes_) return absl::OkStatus();

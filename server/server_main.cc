@@ -12,8 +12,9 @@
 #include <atomic>
 #include <cstdio>
 #include <filesystem>
+#include <cerrno>
+#include <cstring>
 #include <fstream>
-#include <sstream>
 #include <thread>
 
 #include <CLI/CLI.hpp>
@@ -24,6 +25,7 @@
 
 #include "common/blob_store.h"
 #include "common/signals.h"
+#include "common/file_util.h"
 #include "common/status_macros.h"
 #include "server/auth.h"
 #include "server/datasets.h"
@@ -49,11 +51,11 @@ bool IsLoopback(const std::string& listen) {
 }
 
 absl::StatusOr<std::string> ReadFile(const std::string& path, const char* flag) {
-  std::ifstream in(path, std::ios::binary);
-  if (!in) return absl::NotFoundError(absl::StrCat(flag, ": cannot read ", path));
-  std::ostringstream bytes;
-  bytes << in.rdbuf();
-  return bytes.str();
+  std::string text;
+  if (!tuneforge::ReadWholeFile(path, &text)) {
+    return absl::NotFoundError(absl::StrCat(flag, ": cannot read ", path, ": ", std::strerror(errno)));
+  }
+  return text;
 }
 
 // Server credentials: TLS when a certificate is given (asking clients for a

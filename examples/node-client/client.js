@@ -7,7 +7,10 @@
 //
 //   npm install @grpc/grpc-js @grpc/proto-loader
 //   node examples/node-client/client.js --addr 127.0.0.1:50051 --data examples/hr.json \
-//       [--epochs 2] [--model tiny-gpt2]
+//       [--epochs 2] [--model tiny-gpt2] [--token T] [--ca-file CA.pem]
+//
+// The token (also TUNEFORGE_TOKEN) goes with every call as
+// "authorization: Bearer T"; a CA file (also TUNEFORGE_CA) turns TLS on.
 //
 // Output: one JSON object per line: {"dataset": ...}, {"job": ...}, every
 // event as {"event": ...}, {"poll": ...} for each GetJob poll, and {"final": ...}.
@@ -29,6 +32,8 @@ const dataPath = flag('data', null);
 const epochs = Number(flag('epochs', '2'));
 const model = flag('model', 'tiny-gpt2');
 const protoDir = flag('proto-dir', path.join(__dirname, '..', '..', 'proto'));
+const token = flag('token', process.env.TUNEFORGE_TOKEN || '');
+const caFile = flag('ca-file', process.env.TUNEFORGE_CA || '');
 if (!dataPath) {
   console.error('usage: client.js --addr HOST:PORT --data FILE [--epochs N] [--model M]');
   process.exit(2);
@@ -39,7 +44,15 @@ const definition = protoLoader.loadSync(
     {includeDirs: [protoDir], keepCase: false, longs: String, enums: String, defaults: true,
      oneofs: true});
 const v1 = grpc.loadPackageDefinition(definition).tuneforge.v1;
-const credentials = grpc.credentials.createInsecure();
+const credentials = caFile ? grpc.credentials.createSsl(fs.readFileSync(caFile))
+                           : grpc.credentials.createInsecure();
+// Per call, not as call credentials: those are refused on plaintext
+// channels, and a loopback server may be plaintext.
+function metadata() {
+  const m = new grpc.Metadata();
+  if (token) m.set('authorization', 'Bearer ' + token);
+  return m;
+}
 const datasets = new v1.DatasetService(addr, credentials);
 const jobs = new v1.JobService(addr, credentials);
 const print = (o) => console.log(JSON.stringify(o));
@@ -47,7 +60,8 @@ const deadline = (seconds) => ({deadline: Date.now() + seconds * 1000});
 
 function unary(client, method, request) {
   return new Promise((resolve, reject) => {
-    client[method](request, deadline(30), (err, response) => (err ? reject(err) : resolve(response)));
+    client[method](request, metadata(), deadline(30),
+                   (err, response) => (err ? reject(err) : resolve(response)));
   });
 }
 
@@ -55,7 +69,7 @@ function unary(client, method, request) {
 function upload(file) {
   const bytes = fs.readFileSync(file);
   return new Promise((resolve, reject) => {
-    const call = datasets.UploadDataset(deadline(120), (err, dataset) =>
+    const call = datasets.UploadDataset(metadata(), deadline(120), (err, dataset) =>
       err ? reject(err) : resolve(dataset));
     call.write({metadata: {displayName: path.basename(file), sizeBytes: String(bytes.length),
                            sha256: crypto.createHash('sha256').update(bytes).digest('hex')}});
@@ -69,7 +83,7 @@ function upload(file) {
 // WatchJob: a server stream of every event, ending when the job ends.
 function watch(name) {
   return new Promise((resolve, reject) => {
-    const call = jobs.WatchJob({name, afterSequence: '0'}, deadline(600));
+    const call = jobs.WatchJob({name, afterSequence: '0'}, metadata(), deadline(600));
     call.on('data', (event) => print({event}));
     call.on('error', reject);
     call.on('end', resolve);
