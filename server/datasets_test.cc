@@ -133,6 +133,11 @@ TEST_F(DatasetCatalogTest, ResumableUploadContinuesWhereItBroke) {
   EXPECT_EQ(catalog_->Query(kDefaultTenant, "up-1")->first, 30);
   EXPECT_EQ(catalog_->Query(kDefaultTenant, "up-1")->second, static_cast<int64_t>(bytes.size()));
   EXPECT_EQ(Files("tmp"), 1u);
+  // Upload ids are per tenant: another's "up-1" is not this one.
+  UploadMetadata theirs = m;
+  theirs.tenant = "team-b";
+  EXPECT_EQ(catalog_->Query("team-b", "up-1").status().code(), absl::StatusCode::kNotFound);
+  EXPECT_EQ(catalog_->Resume("up-1", theirs, 30).status().code(), absl::StatusCode::kNotFound);
 
   EXPECT_EQ(catalog_->Resume("up-1", m, 10).status().code(),
             absl::StatusCode::kFailedPrecondition);

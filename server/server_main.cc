@@ -305,6 +305,8 @@ int main(int argc, char** argv) {
       spdlog::error("cannot serve health on {}", health_listen);
       return 1;
     }
+    spdlog::info("health service alone, in plaintext, on {}:{}",
+                 health_listen.substr(0, health_listen.rfind(':')), health_port);
   }
   const std::string host = listen.substr(0, listen.rfind(':'));
   const std::string address = host + ":" + std::to_string(port);

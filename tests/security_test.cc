@@ -8,6 +8,7 @@
 #include <filesystem>
 #include <fstream>
 #include <future>
+#include <regex>
 #include <sstream>
 #include <thread>
 
@@ -425,7 +426,7 @@ class TlsTest : public SecurityTest {
     WriteFile(d + "/certs.sh", script);
     ASSERT_EQ(std::system(("bash " + d + "/certs.sh").c_str()), 0);
     StartServer(0, {"--tls-cert=" + d + "/server.pem", "--tls-key=" + d + "/server.key",
-                    "--tls-client-ca=" + d + "/ca.pem"});
+                    "--tls-client-ca=" + d + "/ca.pem", "--health-listen=127.0.0.1:0"});
   }
 };
 
@@ -440,6 +441,18 @@ TEST_F(TlsTest, ClientsNeedTheCaAndWorkersACertificate) {
   RunResult from_env = testing::Run("tuneforge", {"--addr=" + server_->addr(), "datasets", "list"},
                            {"TUNEFORGE_CA=" + dir_ + "/ca.pem", "TUNEFORGE_TOKEN=" + alice_.token});
   EXPECT_EQ(from_env.exit_code, 0) << from_env.err;
+
+  // Probes that speak neither TLS nor tokens get the health service alone,
+  // on a plaintext port of its own.
+  std::smatch port;
+  const std::string log = ReadAll(dir_ + "/server.out");
+  ASSERT_TRUE(std::regex_search(log, port, std::regex("in plaintext, on 127.0.0.1:([0-9]+)")))
+      << log;
+  auto probe = grpc::CreateChannel("127.0.0.1:" + port[1].str(), grpc::InsecureChannelCredentials());
+  EXPECT_EQ(RawCall(probe, "/grpc.health.v1.Health/Check", "").error_code(),
+            grpc::StatusCode::OK);
+  EXPECT_EQ(RawCall(probe, "/tuneforge.v1.JobService/ListJobs", alice_.token).error_code(),
+            grpc::StatusCode::UNIMPLEMENTED);
 
   // The worker API over TLS: a worker token is not enough without a client
   // certificate the CA signed.
