@@ -225,6 +225,15 @@ std::string AccessControl::AddEphemeralWorkerToken(const std::string& name) {
 
 absl::StatusOr<Caller> AccessControl::Authenticate(const grpc::ServerContextBase& ctx,
                                                    Api api) const {
+  // Mutual TLS for workers holds with or without tokens.
+  if (api == Api::kWorker && options_.workers_need_client_certificate &&
+      !absl::StartsWith(ctx.peer(), "unix:")) {
+    std::shared_ptr<const grpc::AuthContext> auth = ctx.auth_context();
+    if (!auth || !auth->IsPeerAuthenticated()) {
+      return absl::UnauthenticatedError(
+          "workers must present a client certificate signed by the server's --tls-client-ca");
+    }
+  }
   if (!enabled()) return Caller{"anonymous", Role::kAdmin, Scope{kDefaultTenant, true}};
   const auto& metadata = ctx.client_metadata();
   auto it = metadata.find("authorization");
@@ -258,14 +267,6 @@ absl::StatusOr<Caller> AccessControl::Authenticate(const grpc::ServerContextBase
   if (api == Api::kPublic && worker) {
     return absl::PermissionDeniedError(
         absl::StrCat("'", found->name, "' is a worker; worker tokens call only the worker API"));
-  }
-  if (api == Api::kWorker && options_.workers_need_client_certificate &&
-      !absl::StartsWith(ctx.peer(), "unix:")) {
-    std::shared_ptr<const grpc::AuthContext> auth = ctx.auth_context();
-    if (!auth || !auth->IsPeerAuthenticated()) {
-      return absl::UnauthenticatedError(
-          "workers must present a client certificate signed by the server's --tls-client-ca");
-    }
   }
   return *found;
 }
