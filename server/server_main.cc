@@ -174,6 +174,7 @@ int main(int argc, char** argv) {
                  "training threads per local worker; 0: the cores divided among them")
       ->capture_default_str();
   app.add_option("--port-file", port_file, "write the port served on to this file");
+  app.set_config("--config", "", "read these flags from a file (TOML: name = value)");
   std::string token_role = "user", token_name, token_tenant = tuneforge::kDefaultTenant;
   CLI::App* token = app.add_subcommand("token", "print a new token and its tokens-file line");
   token->add_option("--role", token_role, "user | admin | worker")->capture_default_str();

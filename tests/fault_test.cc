@@ -18,9 +18,11 @@
 #include <sstream>
 #include <thread>
 
+#include <grpcpp/grpcpp.h>
 #include <gtest/gtest.h>
 #include <nlohmann/json.hpp>
 
+#include "grpc/health/v1/health.grpc.pb.h"
 #include "tests/process.h"
 
 namespace tuneforge::testing {
@@ -351,6 +353,79 @@ TEST_F(FaultTest, StalledWorkerFailsTheAttemptAndTheJobListsEveryReason) {
   EXPECT_EQ(error.rfind("2 of 2 attempts failed: attempt 1: STALLED: worker ", 0), 0u) << error;
   EXPECT_NE(error.find("; attempt 2: STALLED: worker "), std::string::npos) << error;
   EXPECT_EQ(failed["attemptErrors"].size(), 2u);
+}
+
+}  // namespace
+}  // namespace tuneforge::testing
+
+namespace tuneforge::testing {
+namespace {
+
+grpc::health::v1::HealthCheckResponse::ServingStatus Health(const std::string& addr,
+                                                             const std::string& service) {
+  auto stub = grpc::health::v1::Health::NewStub(
+      grpc::CreateChannel(addr, grpc::InsecureChannelCredentials()));
+  grpc::ClientContext ctx;
+  ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(5));
+  grpc::health::v1::HealthCheckRequest request;
+  request.set_service(service);
+  grpc::health::v1::HealthCheckResponse response;
+  if (!stub->Check(&ctx, request, &response).ok()) return grpc::health::v1::HealthCheckResponse::UNKNOWN;
+  return response.status();
+}
+
+// What Kubernetes relies on: a worker is alive while it runs and ready
+// while it is registered; and one that cannot finish stopping (its
+// scheduler frozen mid-upload) exits by itself after --stop-timeout-seconds,
+// inside the pod's grace period. Its flags come from a --config file.
+TEST_F(FaultTest, WorkerProbesAndStopTimeout) {
+  using Status = grpc::health::v1::HealthCheckResponse;
+  const int port = FreePort();
+  WriteFile(dir_ + "/worker.toml",
+            "server = \"127.0.0.1:" + std::to_string(port) + "\"\n"
+            "health-listen = \"127.0.0.1:0\"\n"
+            "stop-timeout-seconds = 2\n"
+            "cache-dir = \"" + dir_ + "/cache\"\n"
+            "threads = 1\n"
+            "wait-ms = 500\n");
+  BackgroundProcess worker("tuneforge-worker", {"--config=" + dir_ + "/worker.toml"},
+                           dir_ + "/worker");
+  std::string health;
+  for (int i = 0; i < 100 && health.empty(); ++i) {
+    const std::string out = worker.Out();
+    const size_t at = out.find("health on port ");
+    if (at != std::string::npos) {
+      health = "127.0.0.1:" + out.substr(at + 15, out.find('\n', at) - at - 15);
+    } else {
+      std::this_thread::sleep_for(std::chrono::milliseconds(50));
+    }
+  }
+  ASSERT_FALSE(health.empty()) << worker.Out() << worker.Err();
+  // No scheduler yet: alive, not ready.
+  EXPECT_EQ(Health(health, "liveness"), Status::SERVING);
+  EXPECT_EQ(Health(health, ""), Status::NOT_SERVING);
+
+  StartServer({"--listen=127.0.0.1:" + std::to_string(port), "--heartbeat-ms=200"});
+  bool ready = false;
+  for (int i = 0; i < 200 && !ready; ++i) {
+    ready = Health(health, "") == Status::SERVING;
+    if (!ready) std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  }
+  EXPECT_TRUE(ready) << worker.Out();
+
+  const std::string job = CreateJob();
+  WaitForJob(job, [](const json& j) { return Int(j["progress"], "step") >= 3; });
+  server_->Signal(SIGSTOP);  // the checkpoint upload after SIGTERM cannot finish
+  const auto stopped = std::chrono::steady_clock::now();
+  worker.Signal(SIGTERM);
+  const int code = worker.Wait(30);
+  const double seconds =
+      std::chrono::duration<double>(std::chrono::steady_clock::now() - stopped).count();
+  server_->Signal(SIGCONT);
+  EXPECT_EQ(code, 3) << worker.Out();
+  EXPECT_GE(seconds, 1.9);
+  EXPECT_LT(seconds, 15);
+  EXPECT_NE(worker.Out().find("did not stop within 2 s"), std::string::npos) << worker.Out();
 }
 
 }  // namespace

@@ -249,6 +249,7 @@ int Agent::Run() {
   while (!stop_) {
     if (worker_.empty()) {
       absl::Status s = Register();
+      if (options_.on_registered) options_.on_registered(s.ok());
       if (!s.ok()) {
         spdlog::warn("cannot register with the scheduler ({}); retrying in {} ms", s.ToString(),
                      backoff_ms);
@@ -277,6 +278,7 @@ int Agent::Run() {
     if (stop_) break;
     if (s.error_code() == grpc::StatusCode::NOT_FOUND) {
       worker_.clear();  // the scheduler forgot us (restarted): register again
+      if (options_.on_registered) options_.on_registered(false);
       continue;
     }
     if (!s.ok()) {

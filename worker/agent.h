@@ -12,6 +12,7 @@
 #define TUNEFORGE_WORKER_AGENT_H_
 
 #include <atomic>
+#include <functional>
 #include <memory>
 #include <mutex>
 #include <string>
@@ -29,6 +30,8 @@ struct AgentOptions {
   // Blobs by sha256, model folders by model id, jobs' outputs while uploading.
   std::string cache_dir = "./tuneforge-worker-cache";
   int wait_ms = 10'000;            // long-poll length
+  // Told whether the worker is registered with the scheduler (readiness).
+  std::function<void(bool)> on_registered;
 };
 
 class Agent {

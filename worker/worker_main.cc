@@ -3,9 +3,12 @@
 //   tuneforge-worker --server=127.0.0.1:50051 --name=$(hostname)
 #include <signal.h>
 
+#include <chrono>
+#include <cstdlib>
 #include <thread>
 
 #include <CLI/CLI.hpp>
+#include <grpcpp/ext/proto_server_reflection_plugin.h>
 #include <grpcpp/grpcpp.h>
 #include <spdlog/spdlog.h>
 
@@ -31,6 +34,16 @@ int main(int argc, char** argv) {
   app.add_option("--cache-dir", options.cache_dir, "datasets cached by digest")
       ->capture_default_str();
   app.add_option("--wait-ms", options.wait_ms, "long-poll length")->capture_default_str();
+  std::string health_listen;
+  app.add_option("--health-listen", health_listen,
+                 "serve grpc.health.v1 here in plaintext: \"\" is SERVING while registered with "
+                 "the scheduler (readiness), \"liveness\" while the process runs");
+  int stop_timeout_s = 300;
+  app.add_option("--stop-timeout-seconds", stop_timeout_s,
+                 "after SIGTERM, exit anyway this long later (the job then resumes from its "
+                 "last uploaded checkpoint); keep it below the pod's grace period")
+      ->capture_default_str();
+  app.set_config("--config", "", "read these flags from a file (TOML: name = value)");
   CLI11_PARSE(app, argc, argv);
 
   tuneforge::CatchTerminationSignals();
@@ -41,12 +54,40 @@ int main(int argc, char** argv) {
     spdlog::error("{}", connection.status().ToString());
     return 2;
   }
+  std::unique_ptr<grpc::Server> health;
+  if (!health_listen.empty()) {
+    grpc::EnableDefaultHealthCheckService(true);
+    // Reflection too (grpcurl); and a server needs one synchronous service.
+    grpc::reflection::InitProtoReflectionServerBuilderPlugin();
+    grpc::ServerBuilder builder;
+    int port = 0;
+    builder.AddListeningPort(health_listen, grpc::InsecureServerCredentials(), &port);
+    health = builder.BuildAndStart();
+    if (!health || port == 0) {
+      spdlog::error("cannot serve health on {}", health_listen);
+      return 2;
+    }
+    health->GetHealthCheckService()->SetServingStatus("liveness", true);
+    health->GetHealthCheckService()->SetServingStatus("", false);
+    options.on_registered = [service = health->GetHealthCheckService()](bool registered) {
+      service->SetServingStatus("", registered);
+    };
+    spdlog::info("health on port {}", port);
+  }
   tuneforge::Agent agent(*connection, options);
   std::thread waiter([&] {
     const int sig = tuneforge::WaitForTerminationSignal();
-    spdlog::info("received {}; stopping", strsignal(sig));
+    spdlog::info("received {}; stopping (at most {} s)", strsignal(sig), stop_timeout_s);
     agent.RequestStop();
+    // A checkpoint upload that cannot finish (the scheduler unreachable)
+    // must not outlive the pod's grace period and end in SIGKILL unlogged.
+    std::this_thread::sleep_for(std::chrono::seconds(stop_timeout_s));
+    spdlog::error("did not stop within {} s; exiting without handing the job back (it resumes "
+                  "from its last uploaded checkpoint once its lease expires)", stop_timeout_s);
+    std::_Exit(3);
   });
   waiter.detach();
-  return agent.Run();
+  const int code = agent.Run();
+  if (health) health->Shutdown();
+  return code;
 }
