@@ -56,7 +56,7 @@ COPY --from=cpu-build /src/build/bin/tuneforge-server /src/build/bin/tuneforge-w
 ENV TMPDIR=/tmp
 USER 10001:10001
 WORKDIR /data
-EXPOSE 50051 8081
+EXPOSE 50051 8081 9090
 ENTRYPOINT ["/usr/local/bin/tuneforge-server"]
 CMD ["--config=/etc/tuneforge/server.toml"]
 
@@ -110,6 +110,6 @@ COPY --from=cuda-build /src/build/bin/tuneforge-worker /src/build/bin/tuneforge-
 ENV LD_LIBRARY_PATH=/opt/tuneforge/lib TMPDIR=/tmp
 USER 10001:10001
 WORKDIR /cache
-EXPOSE 8081
+EXPOSE 8081 9090
 ENTRYPOINT ["/usr/local/bin/tuneforge-worker"]
 CMD ["--config=/etc/tuneforge/worker.toml"]

@@ -158,4 +158,13 @@ absl::StatusOr<std::string> ReadFileToString(const std::string& path) {
   return bytes;
 }
 
+int64_t BlobStore::TotalBytes() const {
+  int64_t total = 0;
+  std::error_code ec;
+  for (const auto& entry : fs::recursive_directory_iterator(root_ + "/blobs", ec)) {
+    if (entry.is_regular_file(ec)) total += static_cast<int64_t>(entry.file_size(ec));
+  }
+  return total;
+}
+
 }  // namespace tuneforge

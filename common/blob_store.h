@@ -76,6 +76,8 @@ class BlobStore {
   // Path of the blob with this digest; it may not exist.
   std::string PathOf(std::string_view sha256) const;
   bool Contains(std::string_view sha256) const;
+  // The bytes of every published blob (a walk of the directory).
+  int64_t TotalBytes() const;
   absl::StatusOr<int64_t> SizeOf(std::string_view sha256) const;
   absl::StatusOr<std::string> ReadAll(std::string_view sha256) const;
   absl::Status Remove(std::string_view sha256);

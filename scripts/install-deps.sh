@@ -11,14 +11,16 @@ PACKAGES=(
   # core libraries
   libabsl-dev libspdlog-dev libfmt-dev nlohmann-json3-dev libsqlite3-dev libcli11-dev
   libsimdjson-dev
+  # operations: the /metrics HTTP endpoint
+  libcpp-httplib-dev
   # training engine: libtorch (CPU) and a fast BLAS for its matrix products
   libtorch-dev libopenblas0-pthread
   # Unicode-aware regular expressions for BPE pre-tokenization
   libpcre2-dev
   # tests: GoogleTest, and clang's libFuzzer with its sanitizers for the fuzz targets
   libgtest-dev libgmock-dev python3 sqlite3 procps clang-14 libclang-rt-14-dev
-  # tests: certificates for TLS (openssl)
-  openssl
+  # tests: certificates for TLS (openssl); promtool checks /metrics (prometheus)
+  openssl prometheus
   # an independent PyTorch reference for the engine's numerics (same libtorch)
   python3-torch
 )

@@ -608,6 +608,37 @@ bool Scheduler::AtRunningLimit(const Job& job,
   return limit > 0 && it != running.end() && it->second >= limit;
 }
 
+SchedulerStats Scheduler::Stats() {
+  SchedulerStats stats;
+  if (absl::StatusOr<std::map<JobState, int64_t>> counts = store_->CountJobsByState(); counts.ok()) {
+    stats.jobs = *std::move(counts);
+  }
+  MutexLock lock(&mu_);
+  stats.queued = static_cast<int64_t>(queue_.size());
+  int64_t oldest_ms = 0;
+  std::map<std::string, double> running;  // worker -> tokens/s
+  for (const auto& [id, job] : active_) {
+    if (job.state == JobState::kQueued && (oldest_ms == 0 || job.create_time_ms < oldest_ms)) {
+      oldest_ms = job.create_time_ms;
+    }
+    if (job.state == JobState::kRunning) running[job.worker] = job.progress.tokens_per_second;
+  }
+  if (oldest_ms > 0) stats.oldest_queued_seconds = (NowMs() - oldest_ms) / 1000.0;
+  std::set<std::string> waiting;
+  for (const auto& [ticket, waiter] : waiters_) waiting.insert(waiter.worker_id);
+  for (const auto& [id, info] : workers_) {
+    SchedulerStats::Worker w{id, info.display_name, info.device, "away", 0};
+    if (auto it = running.find(id); it != running.end()) {
+      w.state = "busy";
+      w.tokens_per_second = it->second;
+    } else if (waiting.count(id)) {
+      w.state = "waiting";
+    }
+    stats.workers.push_back(std::move(w));
+  }
+  return stats;
+}
+
 absl::StatusOr<Assignment> Scheduler::AssignLocked(const std::string& job_id,
                                                    const std::string& worker_id,
                                                    Deferred& deferred) {

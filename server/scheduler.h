@@ -74,6 +74,21 @@ struct WorkerInfo {
   std::string engine_version;
 };
 
+// What the scheduler holds now, for monitoring (server/metrics.h).
+struct SchedulerStats {
+  std::map<JobState, int64_t> jobs;  // every stored job by state
+  int64_t queued = 0;                // QUEUED, waiting for a worker
+  double oldest_queued_seconds = 0;  // 0 when none waits
+  struct Worker {
+    std::string id;
+    std::string name;
+    std::string device;
+    std::string state;  // "busy" (running a job), "waiting" (polling for one), "away"
+    double tokens_per_second = 0;  // of its running job, as last reported
+  };
+  std::vector<Worker> workers;
+};
+
 // A job handed to a worker.
 struct Assignment {
   Job job;
@@ -151,6 +166,8 @@ class Scheduler {
   // several that come together), on the notifier thread, without locks held.
   uint64_t Subscribe(const std::string& job_id, Listener listener);
   void Unsubscribe(uint64_t id);
+
+  SchedulerStats Stats();
 
   // Expires leases and long-polls now (the reaper thread calls it too).
   void ReapExpired();

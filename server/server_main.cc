@@ -29,7 +29,9 @@
 #include "common/status_macros.h"
 #include "server/auth.h"
 #include "server/datasets.h"
+#include "common/metrics_http.h"
 #include "server/local_workers.h"
+#include "server/metrics.h"
 #include "server/scheduler.h"
 #include "server/services.h"
 #include "server/store.h"
@@ -119,7 +121,7 @@ int main(int argc, char** argv) {
   int worker_threads = 0;
   std::string port_file;
   std::string tokens_file, audit_log = "<data-dir>/audit.log";
-  std::string tls_cert, tls_key, tls_client_ca, health_listen;
+  std::string tls_cert, tls_key, tls_client_ca, health_listen, metrics_listen;
   bool insecure = false;
   std::string quota_bytes = "0";
   tuneforge::Quota quota;
@@ -136,6 +138,8 @@ int main(int argc, char** argv) {
                  "PEM CA: workers must present a client certificate it signed (mutual TLS)");
   app.add_option("--health-listen", health_listen,
                  "also serve only grpc.health.v1 here, in plaintext (Kubernetes probes)");
+  app.add_option("--metrics-listen", metrics_listen,
+                 "serve Prometheus metrics at http://ADDRESS/metrics (e.g. 0.0.0.0:9090)");
   app.add_flag("--insecure", insecure,
                "serve a non-loopback address without TLS or without --tokens-file");
   app.add_option("--quota-stored-bytes", quota_bytes,
@@ -268,6 +272,12 @@ int main(int argc, char** argv) {
   grpc::EnableDefaultHealthCheckService(true);
   grpc::reflection::InitProtoReflectionServerBuilderPlugin();
   grpc::ServerBuilder builder;
+  tuneforge::RpcMetrics rpc_metrics;
+  {
+    std::vector<std::unique_ptr<grpc::experimental::ServerInterceptorFactoryInterface>> creators;
+    creators.push_back(rpc_metrics.InterceptorFactory());
+    builder.experimental().SetInterceptorCreators(std::move(creators));
+  }
   int port = 0;
   builder.AddListeningPort(listen, *credentials, &port);
   // Local workers reach the server through a Unix socket in the data
@@ -311,6 +321,19 @@ int main(int argc, char** argv) {
   }
   const std::string host = listen.substr(0, listen.rfind(':'));
   const std::string address = host + ":" + std::to_string(port);
+  tuneforge::MetricsHttpServer metrics_http;
+  if (!metrics_listen.empty()) {
+    absl::StatusOr<int> metrics_port = metrics_http.Start(metrics_listen, [&] {
+      return tuneforge::RenderServerMetrics((*scheduler)->Stats(), (*blobs)->TotalBytes(),
+                                            rpc_metrics);
+    });
+    if (!metrics_port.ok()) {
+      spdlog::error("{}", metrics_port.status().ToString());
+      return 1;
+    }
+    spdlog::info("metrics on http://{}:{}/metrics",
+                 metrics_listen.substr(0, metrics_listen.rfind(':')), *metrics_port);
+  }
   spdlog::info("tuneforge-server listening on {} ({}, {}; data in {})", address,
                tls_cert.empty() ? "plaintext" : tls_client_ca.empty() ? "TLS" : "TLS, workers mTLS",
                tokens_file.empty() ? "no authentication" : "tokens from " + tokens_file, data_dir);
@@ -378,6 +401,7 @@ int main(int argc, char** argv) {
   workers.Stop(absl::Seconds(10));
   server->Shutdown(std::chrono::system_clock::now() + std::chrono::seconds(2));
   if (health_server) health_server->Shutdown();
+  metrics_http.Stop();
   spdlog::info("stopped");
   return 0;
 }

@@ -405,6 +405,16 @@ absl::StatusOr<TenantUsage> Store::Usage(const std::string& tenant) {
   return usage;
 }
 
+absl::StatusOr<std::map<JobState, int64_t>> Store::CountJobsByState() {
+  MutexLock lock(&mu_);
+  Stmt s(db_, "SELECT state, COUNT(*) FROM jobs GROUP BY state");
+  std::map<JobState, int64_t> counts;
+  int rc;
+  while ((rc = s.Step()) == SQLITE_ROW) counts[static_cast<JobState>(s.Int(0))] = s.Int(1);
+  if (rc != SQLITE_DONE) return Error("count jobs");
+  return counts;
+}
+
 absl::StatusOr<std::string> Store::IntegrityCheck() {
   MutexLock lock(&mu_);
   Stmt s(db_, "PRAGMA integrity_check");

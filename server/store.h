@@ -10,6 +10,7 @@
 #define TUNEFORGE_SERVER_STORE_H_
 
 #include <functional>
+#include <map>
 #include <memory>
 #include <optional>
 #include <string>
@@ -91,6 +92,7 @@ class Store {
                                                 int64_t after_sequence, int limit);
 
   absl::StatusOr<TenantUsage> Usage(const std::string& tenant);
+  absl::StatusOr<std::map<JobState, int64_t>> CountJobsByState();
 
   // SQLite's PRAGMA integrity_check: "ok", or the problems it found.
   absl::StatusOr<std::string> IntegrityCheck();

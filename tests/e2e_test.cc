@@ -1,10 +1,12 @@
 // The walking skeleton end to end: a real scheduler with a real local worker
 // on a free loopback port, driven only through the real `tuneforge` CLI.
+#include <signal.h>
 #include <sys/wait.h>
 
 #include <chrono>
 #include <filesystem>
 #include <fstream>
+#include <functional>
 #include <map>
 #include <regex>
 #include <set>
@@ -13,6 +15,7 @@
 
 #include <grpcpp/grpcpp.h>
 #include <gtest/gtest.h>
+#include <httplib.h>
 #include <nlohmann/json.hpp>
 
 #include "grpc/health/v1/health.grpc.pb.h"
@@ -662,6 +665,110 @@ TEST_F(EndToEndTest, StandardHealthAndReflectionServices) {
                            "grpc.health.v1.Health"}) {
     EXPECT_EQ(services.count(name), 1u) << name;
   }
+}
+
+}  // namespace
+}  // namespace tuneforge::testing
+
+namespace tuneforge::testing {
+namespace {
+
+// GET http://127.0.0.1:PORT/metrics, checked by promtool.
+std::string Scrape(int port) {
+  httplib::Client client("127.0.0.1", port);
+  auto res = client.Get("/metrics");
+  EXPECT_TRUE(res && res->status == 200);
+  if (!res) return "";
+  EXPECT_NE(res->get_header_value("Content-Type").find("text/plain; version=0.0.4"),
+            std::string::npos);
+  const std::string file = ::testing::TempDir() + "/scrape-" + std::to_string(port);
+  WriteFile(file, res->body);
+  const int rc = std::system(("promtool check metrics < " + file + " > " + file + ".check 2>&1").c_str());
+  std::ifstream check(file + ".check");
+  std::stringstream why;
+  why << check.rdbuf();
+  EXPECT_EQ(rc, 0) << "promtool check metrics: " << why.str() << "\n" << res->body;
+  return res->body;
+}
+
+// The value of the sample `line_start` ("name{labels}"), or -1.
+double Sample(const std::string& metrics, const std::string& line_start) {
+  std::istringstream in(metrics);
+  for (std::string line; std::getline(in, line);) {
+    if (line.rfind(line_start + " ", 0) == 0) return std::stod(line.substr(line_start.size() + 1));
+  }
+  return -1;
+}
+
+int PortFromLog(const std::function<std::string()>& log, const std::string& marker) {
+  for (int i = 0; i < 200; ++i) {
+    const std::string text = log();
+    const size_t at = text.find(marker);
+    if (at != std::string::npos) return std::stoi(text.substr(at + marker.size()));
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  }
+  return 0;
+}
+
+// /metrics of the server and of a worker: valid for promtool, and counting
+// what happened.
+TEST(MetricsTest, ServerAndWorkerExposeWhatHappened) {
+  const std::string dir = FreshDir("metrics");
+  ServerProcess server(dir, 0, {"--metrics-listen=127.0.0.1:0"});
+  const int server_port = PortFromLog([&] { return ReadAll(dir + "/server.out"); },
+                                      "metrics on http://127.0.0.1:");
+  ASSERT_GT(server_port, 0) << ReadAll(dir + "/server.out");
+  WriteFile(dir + "/data.json", LeaveDataset(16));
+  RunResult up = server.Cli({"-o", "name", "datasets", "upload", dir + "/data.json"});
+  ASSERT_EQ(up.exit_code, 0) << up.err;
+  const std::string dataset = up.out.substr(0, up.out.find('\n'));
+  std::vector<std::string> jobs;
+  for (int i = 0; i < 3; ++i) {
+    RunResult r = server.Cli({"-o", "name", "jobs", "create", "--training-dataset", dataset,
+                              "--epochs", "1", "--max-seq-len", "64", "--log-every", "1"});
+    ASSERT_EQ(r.exit_code, 0) << r.err;
+    jobs.push_back(r.out.substr(0, r.out.find('\n')));
+  }
+  EXPECT_EQ(server.Cli({"jobs", "cancel", jobs[1]}).exit_code, 0);
+  EXPECT_EQ(server.Cli({"jobs", "cancel", jobs[2]}).exit_code, 0);
+  EXPECT_EQ(server.Cli({"jobs", "get", "jobs/j000000000000"}).exit_code, 4);
+  std::string m = Scrape(server_port);
+  EXPECT_EQ(Sample(m, "tuneforge_jobs{state=\"QUEUED\"}"), 1) << m;
+  EXPECT_EQ(Sample(m, "tuneforge_jobs{state=\"CANCELLED\"}"), 2);
+  EXPECT_EQ(Sample(m, "tuneforge_queue_depth"), 1);
+  EXPECT_GT(Sample(m, "tuneforge_queue_oldest_age_seconds"), 0);
+  EXPECT_EQ(Sample(m, "tuneforge_rpc_requests_total{method=\"tuneforge.v1.JobService/CreateJob\","
+                      "code=\"OK\"}"), 3);
+  EXPECT_EQ(Sample(m, "tuneforge_rpc_requests_total{method=\"tuneforge.v1.JobService/GetJob\","
+                      "code=\"NOT_FOUND\"}"), 1);
+  EXPECT_EQ(Sample(m, "tuneforge_rpc_duration_seconds_count{method=\"tuneforge.v1.JobService/"
+                      "CreateJob\"}"), 3);
+  EXPECT_GT(Sample(m, "tuneforge_stored_bytes"), 0);
+
+  // A worker with metrics of its own trains the queued job.
+  BackgroundProcess worker("tuneforge-worker",
+                           {"--server=" + server.addr(), "--metrics-listen=127.0.0.1:0",
+                            "--threads=1", "--cache-dir=" + dir + "/cache", "--name=w1",
+                            "--wait-ms=500"},
+                           dir + "/worker");
+  const int worker_port = PortFromLog([&] { return worker.Out(); }, "metrics on port ");
+  ASSERT_GT(worker_port, 0) << worker.Out();
+  RunResult watched = server.Cli({"jobs", "watch", jobs[0]});
+  ASSERT_EQ(watched.exit_code, 0) << watched.err;
+  const std::string w = Scrape(worker_port);
+  EXPECT_EQ(Sample(w, "tuneforge_worker_jobs_total{worker=\"w1\"}"), 1) << w;
+  EXPECT_EQ(Sample(w, "tuneforge_worker_busy{worker=\"w1\"}"), 0);
+  EXPECT_GT(Sample(w, "tuneforge_worker_steps_total{worker=\"w1\"}"), 0);
+  EXPECT_GT(Sample(w, "tuneforge_worker_tokens_total{worker=\"w1\"}"), 0);
+  EXPECT_GT(Sample(w, "tuneforge_worker_step_seconds{worker=\"w1\"}"), 0);
+  EXPECT_GT(Sample(w, "tuneforge_worker_resident_memory_bytes{worker=\"w1\"}"), 1e6);
+  m = Scrape(server_port);
+  EXPECT_EQ(Sample(m, "tuneforge_jobs{state=\"SUCCEEDED\"}"), 1);
+  EXPECT_EQ(Sample(m, "tuneforge_queue_depth"), 0);
+  EXPECT_EQ(Sample(m, "tuneforge_workers{state=\"waiting\"}") +
+                Sample(m, "tuneforge_workers{state=\"away\"}"), 1);
+  worker.Signal(SIGTERM);
+  EXPECT_EQ(worker.Wait(30), 0);
 }
 
 }  // namespace

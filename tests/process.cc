@@ -17,14 +17,14 @@
 #include <nlohmann/json.hpp>
 
 namespace tuneforge::testing {
-namespace {
-
 std::string ReadAll(const std::string& path) {
   std::ifstream in(path);
   std::stringstream ss;
   ss << in.rdbuf();
   return ss.str();
 }
+
+namespace {
 
 pid_t Spawn(const std::string& path, const std::vector<std::string>& args,
             const std::vector<std::string>& env, const std::string& out, const std::string& err) {

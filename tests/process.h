@@ -90,6 +90,7 @@ std::string LeaveDataset(int n);
 // A fresh empty directory under the test temp dir.
 std::string FreshDir(const std::string& name);
 void WriteFile(const std::string& path, const std::string& content);
+std::string ReadAll(const std::string& path);  // "" when it cannot be read
 
 }  // namespace tuneforge::testing
 

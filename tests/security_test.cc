@@ -31,13 +31,6 @@ namespace {
 using json = nlohmann::json;
 namespace fs = std::filesystem;
 
-std::string ReadAll(const std::string& path) {
-  std::ifstream in(path);
-  std::stringstream ss;
-  ss << in.rdbuf();
-  return ss.str();
-}
-
 struct NewToken {
   std::string token;
   std::string line;  // for the tokens file

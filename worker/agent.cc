@@ -86,8 +86,10 @@ class JobObserver : public engine::TrainObserver {
                                                       const std::string& prefix)>;
 
   JobObserver(grpc::ClientWriter<v1::ReportEventsRequest>* stream, const v1::Assignment& a,
-              const std::atomic<bool>* stop, std::string metrics_path, UploadCheckpoint upload)
-      : stream_(stream),
+              const std::atomic<bool>* stop, std::string metrics_path, UploadCheckpoint upload,
+              WorkerGauges* gauges)
+      : gauges_(gauges),
+        stream_(stream),
         job_(a.job().name()),
         lease_(a.lease()),
         agent_stop_(stop),
@@ -115,6 +117,17 @@ class JobObserver : public engine::TrainObserver {
   }
   void OnMetrics(const engine::StepMetrics& m) override {
     metrics_.Row(m);
+    const auto now = std::chrono::steady_clock::now();
+    if (last_report_step_ > 0 && m.step > last_report_step_) {
+      gauges_->step_seconds = std::chrono::duration<double>(now - last_report_).count() /
+                              double(m.step - last_report_step_);
+      gauges_->steps += m.step - last_report_step_;
+      gauges_->tokens += m.tokens_seen - last_report_tokens_;
+    }
+    last_report_ = now;
+    last_report_step_ = m.step;
+    last_report_tokens_ = m.tokens_seen;
+    gauges_->tokens_per_second = m.tokens_per_second;
     step_ = m.step;
     v1::JobEvent e;
     v1::TrainingMetrics* p = e.mutable_metrics();
@@ -195,6 +208,10 @@ class JobObserver : public engine::TrainObserver {
     }
   }
 
+  WorkerGauges* gauges_;
+  std::chrono::steady_clock::time_point last_report_;
+  int64_t last_report_step_ = 0;
+  int64_t last_report_tokens_ = 0;
   grpc::ClientWriter<v1::ReportEventsRequest>* stream_;
   std::string job_;
   std::string lease_;
@@ -499,6 +516,16 @@ absl::Status Agent::FetchCheckpoint(const v1::Assignment& a, const std::string& 
 void Agent::RunJob(const v1::Assignment& a) {
   const std::string& job = a.job().name();
   spdlog::info("{}: acquired (attempt {})", job, a.job().attempt());
+  ++gauges_.jobs;
+  gauges_.busy = true;
+  // However the job ends, the worker is idle again.
+  struct Idle {
+    WorkerGauges& g;
+    ~Idle() {
+      g.busy = false;
+      g.tokens_per_second = 0;
+    }
+  } idle{gauges_};
 
   grpc::ClientContext stream_ctx;
   SetDeadline(stream_ctx, std::chrono::hours(24 * 30));
@@ -524,7 +551,8 @@ void Agent::RunJob(const v1::Assignment& a) {
         }
         last_checkpoint_uploaded = s.ok();
         return s;
-      });
+      },
+      &gauges_);
 
   // Heartbeats: renew the lease, learn of cancellation.
   std::mutex hb_mu;

@@ -34,6 +34,16 @@ struct AgentOptions {
   std::function<void(bool)> on_registered;
 };
 
+// The worker's own gauges, for its /metrics; updated as jobs train.
+struct WorkerGauges {
+  std::atomic<bool> busy{false};
+  std::atomic<int64_t> steps{0};            // optimizer steps reported, all jobs
+  std::atomic<int64_t> tokens{0};           // training tokens, all jobs
+  std::atomic<double> tokens_per_second{0};  // of the running job, as last reported
+  std::atomic<double> step_seconds{0};       // wall time per step between the last reports
+  std::atomic<int64_t> jobs{0};             // jobs taken
+};
+
 class Agent {
  public:
   Agent(std::shared_ptr<grpc::Channel> channel, AgentOptions options);
@@ -44,6 +54,7 @@ class Agent {
   // checkpoint and hands the job back (ReleaseJob), so another worker
   // resumes it without losing steps. Run() then returns.
   void RequestStop();
+  const WorkerGauges& gauges() const { return gauges_; }
 
  private:
   absl::Status Register();
@@ -70,6 +81,7 @@ class Agent {
   std::string worker_;  // "workers/{id}"
   int heartbeat_interval_ms_ = 2000;
   std::atomic<bool> stop_{false};
+  WorkerGauges gauges_;
   std::mutex poll_mu_;
   grpc::ClientContext* poll_ctx_ = nullptr;  // the pending AcquireJob, guarded by poll_mu_
 };

@@ -3,7 +3,10 @@
 //   tuneforge-worker --server=127.0.0.1:50051 --name=$(hostname)
 #include <signal.h>
 
+#include <unistd.h>
+
 #include <chrono>
+#include <cstdio>
 #include <cstdlib>
 #include <thread>
 
@@ -13,9 +16,49 @@
 #include <spdlog/spdlog.h>
 
 #include "common/channel.h"
+#include "common/metrics_http.h"
 #include "common/signals.h"
 #include "worker/agent.h"
 #include "worker/engine/openmp_env.h"
+
+namespace {
+
+// Resident memory of this process, from /proc/self/statm.
+double ResidentBytes() {
+  long pages_total = 0, pages_resident = 0;
+  if (std::FILE* f = std::fopen("/proc/self/statm", "r")) {
+    if (std::fscanf(f, "%ld %ld", &pages_total, &pages_resident) != 2) pages_resident = 0;
+    std::fclose(f);
+  }
+  return double(pages_resident) * double(sysconf(_SC_PAGESIZE));
+}
+
+std::string RenderWorkerMetrics(const tuneforge::WorkerGauges& g, const std::string& name) {
+  using tuneforge::AppendHeader;
+  using tuneforge::AppendSample;
+  std::string out;
+  const std::vector<std::pair<std::string, std::string>> worker = {{"worker", name}};
+  AppendHeader(&out, "tuneforge_worker_busy", "gauge", "1 while training a job.");
+  AppendSample(&out, "tuneforge_worker_busy", worker, g.busy ? 1 : 0);
+  AppendHeader(&out, "tuneforge_worker_jobs_total", "counter", "Jobs this worker took.");
+  AppendSample(&out, "tuneforge_worker_jobs_total", worker, double(g.jobs));
+  AppendHeader(&out, "tuneforge_worker_steps_total", "counter", "Optimizer steps reported.");
+  AppendSample(&out, "tuneforge_worker_steps_total", worker, double(g.steps));
+  AppendHeader(&out, "tuneforge_worker_tokens_total", "counter", "Training tokens processed.");
+  AppendSample(&out, "tuneforge_worker_tokens_total", worker, double(g.tokens));
+  AppendHeader(&out, "tuneforge_worker_step_seconds", "gauge",
+               "Wall time per optimizer step between the last two reports.");
+  AppendSample(&out, "tuneforge_worker_step_seconds", worker, g.step_seconds);
+  AppendHeader(&out, "tuneforge_worker_tokens_per_second", "gauge",
+               "Training throughput of the running job; 0 when idle.");
+  AppendSample(&out, "tuneforge_worker_tokens_per_second", worker, g.tokens_per_second);
+  AppendHeader(&out, "tuneforge_worker_resident_memory_bytes", "gauge",
+               "Resident memory of the worker process.");
+  AppendSample(&out, "tuneforge_worker_resident_memory_bytes", worker, ResidentBytes());
+  return out;
+}
+
+}  // namespace
 
 int main(int argc, char** argv) {
   tuneforge::engine::UsePassiveOpenMpWait(argv);
@@ -43,6 +86,9 @@ int main(int argc, char** argv) {
                  "after SIGTERM, exit anyway this long later (the job then resumes from its "
                  "last uploaded checkpoint); keep it below the pod's grace period")
       ->capture_default_str();
+  std::string metrics_listen;
+  app.add_option("--metrics-listen", metrics_listen,
+                 "serve Prometheus metrics at http://ADDRESS/metrics (e.g. 0.0.0.0:9091)");
   app.set_config("--config", "", "read these flags from a file (TOML: name = value)");
   CLI11_PARSE(app, argc, argv);
 
@@ -75,6 +121,17 @@ int main(int argc, char** argv) {
     spdlog::info("health on port {}", port);
   }
   tuneforge::Agent agent(*connection, options);
+  tuneforge::MetricsHttpServer metrics_http;
+  if (!metrics_listen.empty()) {
+    absl::StatusOr<int> port = metrics_http.Start(metrics_listen, [&agent, &options] {
+      return RenderWorkerMetrics(agent.gauges(), options.name);
+    });
+    if (!port.ok()) {
+      spdlog::error("{}", port.status().ToString());
+      return 2;
+    }
+    spdlog::info("metrics on port {}", *port);
+  }
   std::thread waiter([&] {
     const int sig = tuneforge::WaitForTerminationSignal();
     spdlog::info("received {}; stopping (at most {} s)", strsignal(sig), stop_timeout_s);
@@ -89,5 +146,6 @@ int main(int argc, char** argv) {
   waiter.detach();
   const int code = agent.Run();
   if (health) health->Shutdown();
+  metrics_http.Stop();
   return code;
 }

@@ -7,8 +7,8 @@
 //  3. the invariants a reviewer checks: every container has requests,
 //     limits, probes and a restricted security context; the flags in the
 //     ConfigMap and the container args are real flags of the binaries
-//     (their --help); ports agree between flags, containers, probes and the
-//     Service; images are the Dockerfile's targets at the engine's version;
+//     (their --help); ports agree between flags, containers, probes, scrape
+//     annotations and the Service; images are the Dockerfile's targets at the engine's version;
 //     the workers' grace period exceeds their stop timeout.
 //
 //   node validate.js --bin BIN_DIR --dockerfile Dockerfile --version 0.1.0 \
@@ -183,6 +183,15 @@ for (const [overlay, file] of overlays) {
         if (probe.grpc.port !== portOf(toml['health-listen'])) {
           problem(cw, `probe port ${probe.grpc.port}, --health-listen ${toml['health-listen']}`);
         }
+      }
+      // Metrics: the flag, the container port and the scrape annotation agree.
+      const annotations = workload.spec.template.metadata.annotations || {};
+      if (toml['metrics-listen'] === undefined) problem(cw, 'no --metrics-listen');
+      if (ports.metrics !== portOf(toml['metrics-listen']) ||
+          Number(annotations['prometheus.io/port']) !== ports.metrics ||
+          annotations['prometheus.io/scrape'] !== 'true') {
+        problem(cw, `metrics: --metrics-listen ${toml['metrics-listen']}, port ${ports.metrics}, ` +
+                    `annotation ${annotations['prometheus.io/port']}`);
       }
       if (binary === 'tuneforge-server') {
         if (ports.grpc !== portOf(toml.listen)) problem(cw, `port grpc ${ports.grpc}, --listen ${toml.listen}`);
