@@ -16,9 +16,10 @@ cleanup() {
 }
 trap cleanup EXIT
 
+DATA="$WORK/data"
 start_server() {
   rm -f "$WORK/port"
-  "$BIN/tuneforge-server" --listen=127.0.0.1:0 --port-file="$WORK/port" --data-dir="$WORK/data" \
+  "$BIN/tuneforge-server" --listen=127.0.0.1:0 --port-file="$WORK/port" --data-dir="$DATA" \
     --local-workers=0 "$@" >"$WORK/server.log" 2>&1 &
   SERVER=$!
   for _ in $(seq 100); do [ -s "$WORK/port" ] && break; sleep 0.1; done
@@ -42,10 +43,13 @@ TOKEN=$(echo "$TOKEN_LINES" | head -1)
   for i in $(seq 999); do
     echo "user u$i team-$((i % 50)) sha256:$(head -c 32 /dev/urandom | sha256sum | cut -c1-64)"
   done; } >"$WORK/tokens"
+# A data directory of its own, as the first measure had: a job or two.
+DATA="$WORK/data-tokens"
 start_server --tokens-file="$WORK/tokens"
 "$BIN/tuneforge-bench-scheduler" --addr "$ADDR" --seconds "$SECONDS_PER_MEASURE" \
   --token "$TOKEN" --reads-only
 stop_server
+DATA="$WORK/data"
 
 # 100,000 finished jobs (copies of one real record), inserted offline, then
 # the server started on them: memory at rest, and after paging through every

@@ -254,12 +254,16 @@ void Scheduler::ExplainWaitLocked(Job& job) const {
   }
   job.queue_position = position;
   size_t running = 0;
-  for (const auto& [id, j] : active_) running += j.state == JobState::kRunning;
-  const std::map<std::string, int64_t> by_tenant = RunningByTenantLocked();
-  if (AtRunningLimit(job, by_tenant)) {
+  int64_t tenant_running = 0;
+  for (const auto& [id, j] : active_) {
+    if (j.state != JobState::kRunning) continue;
+    ++running;
+    tenant_running += j.tenant == job.tenant;
+  }
+  const int64_t limit = options_.quota ? options_.quota(job.tenant).running_jobs : 0;
+  if (limit > 0 && tenant_running >= limit) {
     job.wait_reason = absl::StrCat("position ", position, " in the queue; tenant ", job.tenant,
-                                   " runs ", by_tenant.at(job.tenant),
-                                   " jobs, its quota of running jobs");
+                                   " runs ", tenant_running, " jobs, its quota of running jobs");
     return;
   }
   int64_t largest = 0;
