@@ -42,14 +42,8 @@ RUN make test && touch /tests-passed
 
 FROM ${DEBIAN_BASE} AS cpu
 COPY --from=cpu-build /runtime-packages.txt /tmp/runtime-packages.txt
-RUN apt-get update -qq \
- && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
-      $(cat /tmp/runtime-packages.txt) ca-certificates \
- && rm -rf /var/lib/apt/lists/* /tmp/runtime-packages.txt \
- && groupadd --gid 10001 tuneforge \
- && useradd --uid 10001 --gid 10001 --no-create-home --home-dir /nonexistent \
-      --shell /usr/sbin/nologin tuneforge \
- && mkdir -p /data /cache && chown 10001:10001 /data /cache
+COPY scripts/image-runtime.sh /tmp/image-runtime.sh
+RUN /tmp/image-runtime.sh /tmp/runtime-packages.txt /data /cache && rm /tmp/image-runtime.sh
 COPY --from=cpu-test /tests-passed /usr/share/tuneforge/tests-passed
 COPY --from=cpu-build /src/build/bin/tuneforge-server /src/build/bin/tuneforge-worker \
      /src/build/bin/tuneforge /src/build/bin/tuneforge-train /usr/local/bin/
@@ -95,14 +89,8 @@ RUN PATH=/opt/torch/bin:$PATH build/bin/engine_test && build/bin/bpe_tokenizer_t
 
 FROM ${CUDA_RUNTIME_BASE} AS cuda
 COPY --from=cuda-build /runtime-packages.txt /tmp/runtime-packages.txt
-RUN apt-get update -qq \
- && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
-      $(cat /tmp/runtime-packages.txt) ca-certificates \
- && rm -rf /var/lib/apt/lists/* /tmp/runtime-packages.txt \
- && groupadd --gid 10001 tuneforge \
- && useradd --uid 10001 --gid 10001 --no-create-home --home-dir /nonexistent \
-      --shell /usr/sbin/nologin tuneforge \
- && mkdir -p /cache && chown 10001:10001 /cache
+COPY scripts/image-runtime.sh /tmp/image-runtime.sh
+RUN /tmp/image-runtime.sh /tmp/runtime-packages.txt /cache && rm /tmp/image-runtime.sh
 COPY --from=cuda-test /tests-passed /usr/share/tuneforge/tests-passed
 COPY --from=cuda-build /out/lib/ /opt/tuneforge/lib/
 COPY --from=cuda-build /src/build/bin/tuneforge-worker /src/build/bin/tuneforge-train \
