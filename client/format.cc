@@ -1,9 +1,11 @@
 #include "client/format.h"
 
-#include <google/protobuf/util/json_util.h>
-
+#include <algorithm>
 #include <cctype>
 #include <map>
+
+#include <google/protobuf/util/json_util.h>
+#include <nlohmann/json.hpp>
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
@@ -201,6 +203,58 @@ std::string ReportProblems(const v1::ValidationReport& r) {
   const int64_t unlisted = r.error_count() + r.warning_count() - r.problems_size();
   if (unlisted > 0) absl::StrAppend(&out, "  ... and ", unlisted, " more\n");
   return out;
+}
+
+namespace {
+
+// A key as a plain YAML scalar when it is one, else quoted.
+std::string YamlKey(const std::string& key) {
+  const bool plain = !key.empty() && std::all_of(key.begin(), key.end(), [](char c) {
+    return std::isalnum(static_cast<unsigned char>(c)) || c == '_' || c == '-' || c == '.';
+  });
+  return plain ? key : nlohmann::json(key).dump();
+}
+
+void AppendYaml(const nlohmann::json& v, int indent, std::string* out) {
+  const std::string pad(indent, ' ');
+  if (v.is_object()) {
+    for (const auto& [key, value] : v.items()) {
+      absl::StrAppend(out, pad, YamlKey(key), ":");
+      if ((value.is_object() || value.is_array()) && !value.empty()) {
+        absl::StrAppend(out, "\n");
+        AppendYaml(value, indent + 2, out);
+      } else {
+        absl::StrAppend(out, " ", value.dump(), "\n");  // scalars, {} and [] as JSON: valid YAML
+      }
+    }
+  } else if (v.is_array()) {
+    for (const nlohmann::json& item : v) {
+      if ((item.is_object() || item.is_array()) && !item.empty()) {
+        // The item's first line goes after the dash, the rest under it.
+        std::string nested;
+        AppendYaml(item, indent + 2, &nested);
+        absl::StrAppend(out, pad, "- ", nested.substr(indent + 2));
+      } else {
+        absl::StrAppend(out, pad, "- ", item.dump(), "\n");
+      }
+    }
+  } else {
+    absl::StrAppend(out, pad, v.dump(), "\n");
+  }
+}
+
+}  // namespace
+
+std::string ToYaml(const google::protobuf::Message& m) {
+  const nlohmann::json doc = nlohmann::json::parse(ToJson(m));
+  if (doc.empty()) return "{}\n";
+  std::string out;
+  AppendYaml(doc, 0, &out);
+  return out;
+}
+
+std::string Structured(const google::protobuf::Message& m, const std::string& format) {
+  return format == "yaml" ? ToYaml(m) : ToJson(m) + "\n";
 }
 
 std::string ToJson(const google::protobuf::Message& m) {

@@ -28,6 +28,11 @@ std::string ReportSummary(const v1::ValidationReport& r);
 std::string ReportProblems(const v1::ValidationReport& r);
 // Protobuf's canonical JSON mapping, stable for scripts.
 std::string ToJson(const google::protobuf::Message& m);
+// The same document as YAML (block style; strings double-quoted, so any
+// value reads back exactly).
+std::string ToYaml(const google::protobuf::Message& m);
+// `m` as `format` says: "json" or "yaml".
+std::string Structured(const google::protobuf::Message& m, const std::string& format);
 
 }  // namespace tuneforge::cli
 

@@ -5,6 +5,24 @@
 namespace tuneforge::cli {
 namespace {
 
+TEST(FormatTest, YamlOfAJob) {
+  v1::Job job;
+  job.set_name("jobs/abc");
+  job.set_state(v1::JOB_STATE_RUNNING);
+  (*job.mutable_labels())["team"] = "hr: \"quoted\"";
+  job.mutable_hyperparameters()->set_epochs(3);
+  job.add_attempt_errors("lease expired\non worker w1");
+  job.add_attempt_errors("stalled");
+  const std::string yaml = ToYaml(job);
+  EXPECT_NE(yaml.find("name: \"jobs/abc\"\n"), std::string::npos) << yaml;
+  EXPECT_NE(yaml.find("state: \"JOB_STATE_RUNNING\"\n"), std::string::npos) << yaml;
+  EXPECT_NE(yaml.find("labels:\n  team: \"hr: \\\"quoted\\\"\"\n"), std::string::npos) << yaml;
+  EXPECT_NE(yaml.find("attemptErrors:\n  - \"lease expired\\non worker w1\"\n  - \"stalled\"\n"),
+            std::string::npos)
+      << yaml;
+  EXPECT_EQ(ToYaml(v1::Job()), "{}\n");
+}
+
 TEST(FormatTest, Durations) {
   EXPECT_EQ(Duration(4.4), "4s");
   EXPECT_EQ(Duration(65), "1m05s");

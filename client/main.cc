@@ -129,8 +129,8 @@ int ValidateLocally(const std::string& path, const UploadOptions& o, const std::
     validator.Feed(std::string_view(buffer.data(), static_cast<size_t>(in.gcount())));
   }
   v1::ValidationReport report = ToProto(validator.Finish().report);
-  if (output == "json") {
-    std::cout << ToJson(report) << "\n";
+  if (output == "json" || output == "yaml") {
+    std::cout << Structured(report, output);
   } else {
     std::cout << path << (report.error_count() > 0 ? "  INVALID\n" : "  OK\n")
               << ReportSummary(report) << ReportProblems(report);
@@ -153,7 +153,7 @@ v1::UploadDatasetMetadata MetadataFor(const std::string& path, const std::string
 
 struct Globals {
   ChannelOptions channel;       // address, token, TLS
-  std::string output = "text";  // text | json | name
+  std::string output = "text";  // text | json | yaml | name
 };
 
 int ExitCode(const grpc::Status& s) {
@@ -199,8 +199,8 @@ class Client {
   // Prints `m` as text, JSON, or (-o name) just its resource name, for scripts.
   template <typename M>
   void Print(const M& m, const std::string& text, const std::string& name = "") {
-    if (g_.output == "json") {
-      std::cout << ToJson(m) << "\n";
+    if (g_.output == "json" || g_.output == "yaml") {
+      std::cout << Structured(m, g_.output);
     } else if (g_.output == "name") {
       if (!name.empty()) std::cout << name << "\n";
     } else {
@@ -453,8 +453,8 @@ class Client {
     v1::ListCheckpointsResponse resp;
     grpc::Status s = jobs_->ListCheckpoints(Context().get(), req, &resp);
     if (!s.ok()) return Fail(s);
-    if (g_.output == "json") {
-      std::cout << ToJson(resp) << "\n";
+    if (g_.output == "json" || g_.output == "yaml") {
+      std::cout << Structured(resp, g_.output);
       return 0;
     }
     for (const v1::Checkpoint& c : resp.checkpoints()) {
@@ -548,6 +548,8 @@ class Client {
     progress.Done();
     if (g_.output == "json") {
       std::cout << nlohmann::json(written).dump(2) << "\n";
+    } else if (g_.output == "yaml") {
+      for (const std::string& w : written) std::cout << "- " << nlohmann::json(w).dump() << "\n";
     } else {
       for (const std::string& w : written) std::cout << w << "\n";
     }
@@ -616,6 +618,8 @@ class Client {
         after = event.sequence();
         if (g_.output == "json") {
           std::cout << ToJson(event) << "\n" << std::flush;
+        } else if (g_.output == "yaml") {  // a stream of YAML documents
+          std::cout << "---\n" << ToYaml(event) << std::flush;
         } else {
           std::cout << EventLine(event) << "\n" << std::flush;
         }
@@ -654,8 +658,8 @@ int Main(int argc, char** argv) {
       ->envname("TUNEFORGE_ADDR")
       ->capture_default_str();
   AddChannelOptions(app, &g.channel);
-  app.add_option("-o,--output", g.output, "text, json, or name (resource names only)")
-      ->check(CLI::IsMember({"text", "json", "name"}))
+  app.add_option("-o,--output", g.output, "text, json, yaml, or name (resource names only)")
+      ->check(CLI::IsMember({"text", "json", "yaml", "name"}))
       ->capture_default_str();
   int code = 0;
   // Runs `fn` with a client of the server; options that make no channel

@@ -29,6 +29,7 @@
 #include "common/status_macros.h"
 #include "server/auth.h"
 #include "server/datasets.h"
+#include "common/logging.h"
 #include "common/metrics_http.h"
 #include "server/local_workers.h"
 #include "server/metrics.h"
@@ -140,6 +141,9 @@ int main(int argc, char** argv) {
                  "also serve only grpc.health.v1 here, in plaintext (Kubernetes probes)");
   app.add_option("--metrics-listen", metrics_listen,
                  "serve Prometheus metrics at http://ADDRESS/metrics (e.g. 0.0.0.0:9090)");
+  std::string log_format = "text";
+  app.add_option("--log-format", log_format, "text, or json: one JSON object per line")
+      ->capture_default_str();
   app.add_flag("--insecure", insecure,
                "serve a non-loopback address without TLS or without --tokens-file");
   app.add_option("--quota-stored-bytes", quota_bytes,
@@ -188,6 +192,11 @@ int main(int argc, char** argv) {
   if (token->parsed()) return PrintToken(token_role, token_name, token_tenant);
 
   tuneforge::CatchTerminationSignals(/*hangup=*/true);  // taken by WaitForTerminationSignal()
+  if (absl::Status s = tuneforge::SetLogFormat(log_format, "", {{"component", "scheduler"}});
+      !s.ok()) {
+    std::fprintf(stderr, "%s\n", std::string(s.message()).c_str());
+    return 2;
+  }
 
   absl::StatusOr<int64_t> stored_bytes = tuneforge::ParseByteSize(quota_bytes);
   if (!stored_bytes.ok()) {
@@ -354,7 +363,7 @@ int main(int argc, char** argv) {
     absl::Status s = workers.Start(
         worker_binary,
         {"--server=unix:" + worker_socket, "--threads=" + std::to_string(threads),
-         "--cache-dir=" + data_dir + "/worker-cache"},
+         "--cache-dir=" + data_dir + "/worker-cache", "--log-format=" + log_format},
         local_workers, env);
     if (!s.ok()) {
       spdlog::error("{}", s.ToString());

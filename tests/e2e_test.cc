@@ -618,6 +618,41 @@ TEST_F(EndToEndTest, BrokenDatasetIsReportedAndRefusedForJobs) {
   EXPECT_EQ(server_->Cli({"datasets", "get", dataset}).exit_code, 4);
 }
 
+// -o yaml is the JSON document in YAML: read back by an independent parser
+// (js-yaml, npm), it equals -o json, for a job, a dataset with problems (a
+// list of objects) and a stream of events (one YAML document each).
+TEST_F(EndToEndTest, YamlReadsBackAsTheJson) {
+  WriteFile(dir_ + "/broken.jsonl", "{\"prompt\": \"a\", \"completion\": \"b\"}\n{\"prompt\": 1}\n"
+                                    "{\"prompt\": \"c: d\", \"completion\": \"\\\"quoted\\\" #x\"}\n");
+  const std::string broken = server_->Cli({"-o", "name", "datasets", "upload",
+                                           dir_ + "/broken.jsonl"}).out;
+  const std::string job = CreateJob(Upload(dir_ + "/data.json"), 1);
+  ASSERT_EQ(server_->Cli({"jobs", "watch", job}).exit_code, 0);
+  const std::string node = std::string("NODE_PATH=") + TUNEFORGE_NPM_DIR + "/node_modules node -e '"
+      "const fs = require(\"fs\"), yaml = require(\"js-yaml\");"
+      "const docs = yaml.loadAll(fs.readFileSync(process.argv[1], \"utf8\")).filter((d) => d !== null);"
+      "const json = fs.readFileSync(process.argv[2], \"utf8\").trim().split(/\\n(?=\\{)/).map((t) => JSON.parse(t));"
+      "const canon = (v) => Array.isArray(v) ? v.map(canon) : v && typeof v === \"object\" ?"
+      "  Object.fromEntries(Object.keys(v).sort().map((k) => [k, canon(v[k])])) : v;"
+      "const same = JSON.stringify(canon(docs)) === JSON.stringify(canon(json));"
+      "console.log(docs.length, same); process.exit(same && docs.length > 0 ? 0 : 1);' ";
+  for (const std::vector<std::string>& args :
+       {std::vector<std::string>{"jobs", "get", job},
+        std::vector<std::string>{"datasets", "get", broken.substr(0, broken.find('\n'))},
+        std::vector<std::string>{"jobs", "watch", job}}) {
+    std::vector<std::string> yaml_args = {"-o", "yaml"}, json_args = {"-o", "json"};
+    yaml_args.insert(yaml_args.end(), args.begin(), args.end());
+    json_args.insert(json_args.end(), args.begin(), args.end());
+    RunResult yaml = server_->Cli(yaml_args);
+    RunResult json = server_->Cli(json_args);
+    ASSERT_EQ(yaml.exit_code, 0) << yaml.err;
+    WriteFile(dir_ + "/out.yaml", yaml.out);
+    WriteFile(dir_ + "/out.json", json.out);
+    EXPECT_EQ(std::system((node + dir_ + "/out.yaml " + dir_ + "/out.json").c_str()), 0)
+        << args[0] << " " << args[1] << "\n" << yaml.out;
+  }
+}
+
 TEST_F(EndToEndTest, ErrorsHaveExitCodes) {
   EXPECT_EQ(server_->Cli({"jobs", "get", "jobs/doesnotexist"}).exit_code, 4);
   RunResult bad = server_->Cli({"jobs", "create", "--training-dataset", "datasets/nope"});
@@ -769,6 +804,56 @@ TEST(MetricsTest, ServerAndWorkerExposeWhatHappened) {
                 Sample(m, "tuneforge_workers{state=\"away\"}"), 1);
   worker.Signal(SIGTERM);
   EXPECT_EQ(worker.Wait(30), 0);
+}
+
+// --log-format=json: every line the server and its local worker write is one
+// JSON object with time, level and message, the worker's lines name it and
+// the job they are about; a name with quotes and a backslash comes back
+// exactly (spdlog's own patterns would not escape it).
+TEST(LoggingTest, JsonLogsAreOneObjectPerLine) {
+  const std::string dir = FreshDir("json-logs");
+  std::string job_id;
+  {
+    ServerProcess server(dir, 1, {"--log-format=json"});
+    WriteFile(dir + "/data.json", LeaveDataset(16));
+    RunResult up = server.Cli({"-o", "name", "datasets", "upload", dir + "/data.json"});
+    ASSERT_EQ(up.exit_code, 0) << up.err;
+    RunResult created = server.Cli({"-o", "name", "jobs", "create", "--training-dataset",
+                                    up.out.substr(0, up.out.find('\n')), "--epochs", "1",
+                                    "--max-seq-len", "64", "--follow"});
+    ASSERT_EQ(created.exit_code, 0) << created.err;
+    job_id = created.out.substr(5, created.out.find('\n') - 5);
+    // A worker with no scheduler to reach logs a warning at once.
+    BackgroundProcess odd("tuneforge-worker",
+                          {"--server=127.0.0.1:1", "--log-format=json", "--name=w\"1\\x",
+                           "--cache-dir=" + dir + "/odd"},
+                          dir + "/odd");
+    for (int i = 0; i < 600 && odd.Out().find('\n') == std::string::npos; ++i) {
+      std::this_thread::sleep_for(std::chrono::milliseconds(50));
+    }
+    odd.Signal(SIGTERM);
+    ASSERT_EQ(odd.Wait(30), 0);
+    bool named = false;
+    std::istringstream lines(odd.Out());
+    for (std::string line; std::getline(lines, line);) {
+      json j = json::parse(line);  // throws, failing the test, on anything else
+      named = named || (j["worker"] == "w\"1\\x" && j["message"] == "worker w\"1\\x stopped");
+    }
+    EXPECT_TRUE(named) << odd.Out();
+  }
+  int lines_seen = 0;
+  bool worker_line = false, job_line = false;
+  std::istringstream lines(ReadAll(dir + "/server.out"));
+  for (std::string line; std::getline(lines, line);) {
+    json j = json::parse(line);
+    ++lines_seen;
+    EXPECT_TRUE(j.contains("time") && j.contains("level") && j.contains("message")) << line;
+    worker_line = worker_line || (j["component"] == "worker" && j["worker"] == "local-0");
+    job_line = job_line || (j.contains("job") && j["job"] == job_id);
+  }
+  EXPECT_GT(lines_seen, 3);
+  EXPECT_TRUE(worker_line);
+  EXPECT_TRUE(job_line) << job_id;
 }
 
 }  // namespace

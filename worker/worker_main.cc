@@ -16,6 +16,7 @@
 #include <spdlog/spdlog.h>
 
 #include "common/channel.h"
+#include "common/logging.h"
 #include "common/metrics_http.h"
 #include "common/signals.h"
 #include "worker/agent.h"
@@ -86,6 +87,9 @@ int main(int argc, char** argv) {
                  "after SIGTERM, exit anyway this long later (the job then resumes from its "
                  "last uploaded checkpoint); keep it below the pod's grace period")
       ->capture_default_str();
+  std::string log_format = "text";
+  app.add_option("--log-format", log_format, "text, or json: one JSON object per line")
+      ->capture_default_str();
   std::string metrics_listen;
   app.add_option("--metrics-listen", metrics_listen,
                  "serve Prometheus metrics at http://ADDRESS/metrics (e.g. 0.0.0.0:9091)");
@@ -94,7 +98,13 @@ int main(int argc, char** argv) {
 
   tuneforge::CatchTerminationSignals();
 
-  spdlog::set_pattern("[%Y-%m-%d %H:%M:%S.%e] [worker " + options.name + "] [%l] %v");
+  if (absl::Status s = tuneforge::SetLogFormat(
+          log_format, "[%Y-%m-%d %H:%M:%S.%e] [worker " + options.name + "] [%l] %v",
+          {{"component", "worker"}, {"worker", options.name}});
+      !s.ok()) {
+    std::fprintf(stderr, "%s\n", std::string(s.message()).c_str());
+    return 2;
+  }
   absl::StatusOr<std::shared_ptr<grpc::Channel>> connection = tuneforge::MakeChannel(channel);
   if (!connection.ok()) {
     spdlog::error("{}", connection.status().ToString());
