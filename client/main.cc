@@ -25,6 +25,7 @@
 #include <nlohmann/json.hpp>
 
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
 #include "client/format.h"
 #include "common/channel.h"
 #include "common/dataset_validator.h"
@@ -333,6 +334,24 @@ class Client {
     grpc::Status s = datasets_->ListDatasets(Context().get(), req, &resp);
     if (!s.ok()) return Fail(s);
     PrintList(resp, resp.datasets(), DatasetSummary);
+    return 0;
+  }
+
+  int ListWorkers() {
+    v1::ListWorkersResponse resp;
+    grpc::Status s = jobs_->ListWorkers(Context().get(), v1::ListWorkersRequest(), &resp);
+    if (!s.ok()) return Fail(s);
+    std::string table = absl::StrFormat("%-22s %-20s %-6s %-8s %-20s %s\n", "WORKER", "NAME",
+                                        "DEVICE", "STATE", "JOB", "TOKENS/S");
+    for (const v1::Worker& w : resp.workers()) {
+      table += absl::StrFormat("%-22s %-20s %-6s %-8s %-20s %s\n", w.name(), w.display_name(),
+                               w.device(), w.state(), w.job().empty() ? "-" : w.job(),
+                               w.job().empty() ? "-" : absl::StrFormat("%.0f", w.tokens_per_second()));
+    }
+    if (resp.workers().empty()) table = "no workers have registered\n";
+    std::string names;
+    for (const v1::Worker& w : resp.workers()) names += (names.empty() ? "" : "\n") + w.name();
+    Print(resp, table, names);
     return 0;
   }
 
@@ -716,6 +735,11 @@ int Main(int argc, char** argv) {
   ddelete->callback(run([&](Client c) { return c.DeleteDataset(id); }));
   datasets->add_subcommand("list", "list datasets")
       ->callback(run([&](Client c) { return c.ListDatasets(); }));
+
+  CLI::App* workers = app.add_subcommand("workers", "the workers that run jobs");
+  workers->require_subcommand(1);
+  workers->add_subcommand("list", "each worker's device, state, job and tokens/s")
+      ->callback(run([&](Client c) { return c.ListWorkers(); }));
 
   CLI::App* models = app.add_subcommand("models", "import, list and delete base models");
   models->require_subcommand(1);

@@ -305,6 +305,28 @@ grpc::ServerWriteReactor<v1::ArtifactChunk>* JobServiceImpl::DownloadArtifact(
       "'; its artifacts are listed in the job (GetJob)")));
 }
 
+grpc::ServerUnaryReactor* JobServiceImpl::ListWorkers(grpc::CallbackServerContext* ctx,
+                                                      const v1::ListWorkersRequest* request,
+                                                      v1::ListWorkersResponse* response) {
+  Guard guard(guards_, ctx, Api::kPublic);
+  if (!guard.ok()) return FinishNow(ctx, guard.Done(""));
+  for (const SchedulerStats::Worker& w : scheduler_->Stats().workers) {
+    v1::Worker* out = response->add_workers();
+    out->set_name(absl::StrCat("workers/", w.id));
+    out->set_display_name(w.name);
+    out->set_device(w.device);
+    out->set_memory_bytes(w.memory_bytes);
+    out->set_engine_version(w.engine_version);
+    out->set_state(w.state);
+    // Another tenant's job is not named, as everywhere else.
+    if (!w.job.empty() && guard.scope().Sees(w.job_tenant)) {
+      out->set_job(absl::StrCat("jobs/", w.job));
+      out->set_tokens_per_second(w.tokens_per_second);
+    }
+  }
+  return FinishNow(ctx, absl::OkStatus());
+}
+
 void JobServiceImpl::Shutdown() {
   std::vector<std::weak_ptr<void>> watchers;
   {

@@ -620,21 +620,29 @@ SchedulerStats Scheduler::Stats() {
   MutexLock lock(&mu_);
   stats.queued = static_cast<int64_t>(queue_.size());
   int64_t oldest_ms = 0;
-  std::map<std::string, double> running;  // worker -> tokens/s
+  std::map<std::string, const Job*> running;  // by worker
   for (const auto& [id, job] : active_) {
     if (job.state == JobState::kQueued && (oldest_ms == 0 || job.create_time_ms < oldest_ms)) {
       oldest_ms = job.create_time_ms;
     }
-    if (job.state == JobState::kRunning) running[job.worker] = job.progress.tokens_per_second;
+    if (job.state == JobState::kRunning) running[job.worker] = &job;
   }
   if (oldest_ms > 0) stats.oldest_queued_seconds = (NowMs() - oldest_ms) / 1000.0;
   std::set<std::string> waiting;
   for (const auto& [ticket, waiter] : waiters_) waiting.insert(waiter.worker_id);
   for (const auto& [id, info] : workers_) {
-    SchedulerStats::Worker w{id, info.display_name, info.device, "away", 0};
+    SchedulerStats::Worker w;
+    w.id = id;
+    w.name = info.display_name;
+    w.device = info.device;
+    w.state = "away";
+    w.memory_bytes = info.memory_bytes;
+    w.engine_version = info.engine_version;
     if (auto it = running.find(id); it != running.end()) {
       w.state = "busy";
-      w.tokens_per_second = it->second;
+      w.job = it->second->id;
+      w.job_tenant = it->second->tenant;
+      w.tokens_per_second = it->second->progress.tokens_per_second;
     } else if (waiting.count(id)) {
       w.state = "waiting";
     }

@@ -84,6 +84,10 @@ struct SchedulerStats {
     std::string name;
     std::string device;
     std::string state;  // "busy" (running a job), "waiting" (polling for one), "away"
+    int64_t memory_bytes = 0;
+    std::string engine_version;
+    std::string job;          // its running job's id, while busy
+    std::string job_tenant;   // and whose job that is
     double tokens_per_second = 0;  // of its running job, as last reported
   };
   std::vector<Worker> workers;

@@ -108,6 +108,9 @@ class JobServiceImpl final : public v1::JobService::CallbackService {
                                             v1::ListCheckpointsResponse* response) override;
   grpc::ServerWriteReactor<v1::ArtifactChunk>* DownloadArtifact(
       grpc::CallbackServerContext* ctx, const v1::DownloadArtifactRequest* request) override;
+  grpc::ServerUnaryReactor* ListWorkers(grpc::CallbackServerContext* ctx,
+                                        const v1::ListWorkersRequest* request,
+                                        v1::ListWorkersResponse* response) override;
 
   // Ends every WatchJob stream with UNAVAILABLE, saying where to continue,
   // and refuses new ones: the server is shutting down.

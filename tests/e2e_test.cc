@@ -376,6 +376,16 @@ TEST_F(EndToEndTest, RunningJobShowsProgressAndCancels) {
   RunResult text = server_->Cli({"jobs", "get", job});
   EXPECT_NE(text.out.find("RUNNING"), std::string::npos);
   EXPECT_NE(text.out.find("train_loss"), std::string::npos) << text.out;
+  // The worker list shows the local worker training it.
+  json workers = ParseJson(server_->Cli({"-o", "json", "workers", "list"}));
+  ASSERT_EQ(workers["workers"].size(), 1u) << workers.dump();
+  EXPECT_EQ(workers["workers"][0]["state"], "busy");
+  EXPECT_EQ(workers["workers"][0]["job"], job);
+  EXPECT_EQ(workers["workers"][0]["device"], "cpu");
+  EXPECT_EQ(workers["workers"][0]["displayName"], "local-0");
+  RunResult table = server_->Cli({"workers", "list"});
+  EXPECT_NE(table.out.find("busy"), std::string::npos) << table.out;
+  EXPECT_NE(table.out.find(job), std::string::npos) << table.out;
 
   RunResult cancel = server_->Cli({"jobs", "cancel", job});
   ASSERT_EQ(cancel.exit_code, 0) << cancel.err;
@@ -391,6 +401,14 @@ TEST_F(EndToEndTest, RunningJobShowsProgressAndCancels) {
             std::stoll(j["progress"]["totalSteps"].get<std::string>()));
   // A finished job cannot be cancelled again.
   EXPECT_EQ(server_->Cli({"jobs", "cancel", job}).exit_code, 1);
+  json idle;
+  for (int i = 0; i < 100; ++i) {  // it polls for the next job again
+    idle = ParseJson(server_->Cli({"-o", "json", "workers", "list"}));
+    if (idle["workers"][0]["state"] == "waiting") break;
+    std::this_thread::sleep_for(std::chrono::milliseconds(100));
+  }
+  EXPECT_EQ(idle["workers"][0]["state"], "waiting") << idle.dump();
+  EXPECT_FALSE(idle["workers"][0].contains("job"));
 
   // The worker is free again: a second job runs to the end.
   const std::string next = CreateJob(dataset, 1);

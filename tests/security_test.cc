@@ -281,6 +281,19 @@ TEST_F(SecurityTest, ATenantSeesNothingOfAnother) {
   EXPECT_NE(listed.find(bobs), std::string::npos);
   EXPECT_NE(As(ops_, {"-o", "name", "jobs", "list"}).out.find(job), std::string::npos);
 
+  // The worker list names the job a worker trains only to its tenant.
+  const std::string running = CreateJob(alice_, dataset, 200);
+  bool busy = false;
+  for (int i = 0; i < 200 && !busy; ++i) {
+    busy = As(alice_, {"-o", "json", "workers", "list"}).out.find(running) != std::string::npos;
+    if (!busy) std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  }
+  EXPECT_TRUE(busy);
+  RunResult bobs_view = As(bob_, {"-o", "json", "workers", "list"});
+  EXPECT_NE(bobs_view.out.find("\"busy\""), std::string::npos) << bobs_view.out;
+  EXPECT_EQ(bobs_view.out.find(running), std::string::npos) << bobs_view.out;
+  EXPECT_EQ(As(alice_, {"jobs", "cancel", running}).exit_code, 0);
+
   // Every change was audited, the refused ones too.
   bool created = false, refused = false;
   for (const json& line : AuditLines()) {
