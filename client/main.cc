@@ -27,6 +27,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "client/format.h"
+#include "client/plot.h"
 #include "common/channel.h"
 #include "common/dataset_validator.h"
 #include "common/report_proto.h"
@@ -334,6 +335,81 @@ class Client {
     grpc::Status s = datasets_->ListDatasets(Context().get(), req, &resp);
     if (!s.ok()) return Fail(s);
     PrintList(resp, resp.datasets(), DatasetSummary);
+    return 0;
+  }
+
+  // Every event of a job so far, a page at a time.
+  grpc::Status AllEvents(const std::string& name, std::vector<v1::JobEvent>* events) {
+    v1::ListJobEventsRequest req;
+    req.set_name(name);
+    req.set_page_size(1000);
+    while (true) {
+      v1::ListJobEventsResponse resp;
+      grpc::Status s = jobs_->ListJobEvents(Context().get(), req, &resp);
+      if (!s.ok()) return s;
+      events->insert(events->end(), resp.events().begin(), resp.events().end());
+      if (resp.next_page_token().empty()) return grpc::Status::OK;
+      req.set_page_token(resp.next_page_token());
+    }
+  }
+
+  // `jobs metrics`: the metrics CSV's rows, from the events (so also while
+  // the job runs); a table for people, CSV with --csv, rows with -o json.
+  int Metrics(const std::string& id, bool csv) {
+    std::vector<v1::JobEvent> events;
+    grpc::Status s = AllEvents(Name("jobs", id), &events);
+    if (!s.ok()) return Fail(s);
+    const std::vector<MetricRow> rows = MetricRows(events);
+    if (csv) {
+      std::cout << MetricsCsv(rows);
+    } else if (g_.output == "json" || g_.output == "yaml") {
+      nlohmann::json list = nlohmann::json::array();
+      for (const MetricRow& r : rows) {
+        nlohmann::json j = {{"step", r.step}, {"epoch", r.epoch}};
+        if (r.evaluation) {
+          j.update({{"validation_loss", r.validation_loss}, {"perplexity", r.perplexity},
+                    {"token_accuracy", r.token_accuracy}});
+        } else {
+          j.update({{"train_loss", r.train_loss}, {"learning_rate", r.learning_rate},
+                    {"grad_norm", r.grad_norm}, {"tokens_per_second", r.tokens_per_second}});
+        }
+        list.push_back(j);
+      }
+      std::cout << list.dump(2) << "\n";
+    } else {
+      std::cout << absl::StrFormat("%6s %5s %10s %10s %10s %10s %9s\n", "STEP", "EPOCH",
+                                   "TRAIN", "VALID", "LR", "TOKENS/S", "ACCURACY");
+      for (const MetricRow& r : rows) {
+        std::cout << (r.evaluation
+                          ? absl::StrFormat("%6d %5d %10s %10.4f %10s %10s %9.3f\n", r.step,
+                                            r.epoch, "", r.validation_loss, "", "",
+                                            r.token_accuracy)
+                          : absl::StrFormat("%6d %5d %10.4f %10s %10.3g %10.0f %9s\n", r.step,
+                                            r.epoch, r.train_loss, "", r.learning_rate,
+                                            r.tokens_per_second, ""));
+      }
+    }
+    return 0;
+  }
+
+  // `jobs plot`: train and validation loss against step, the learning rate
+  // on a second axis, as an SVG file.
+  int Plot(const std::string& id, const std::string& out) {
+    std::vector<v1::JobEvent> events;
+    grpc::Status s = AllEvents(Name("jobs", id), &events);
+    if (!s.ok()) return Fail(s);
+    const std::vector<MetricRow> rows = MetricRows(events);
+    if (rows.empty()) {
+      std::fprintf(stderr, "tuneforge: %s has reported no metrics yet\n", Name("jobs", id).c_str());
+      return 1;
+    }
+    std::ofstream file(out, std::ios::binary);
+    file << LossPlotSvg(Name("jobs", id) + ": loss and learning rate", rows);
+    if (!file.flush()) {
+      std::fprintf(stderr, "tuneforge: cannot write %s\n", out.c_str());
+      return 1;
+    }
+    if (g_.output == "text") std::cout << "wrote " << out << "\n";
     return 0;
   }
 
@@ -896,6 +972,17 @@ int Main(int argc, char** argv) {
                                                     "from its checkpoint");
   resume->add_option("ID", id)->required();
   resume->callback(run([&](Client c) { return c.JobAction(id, &v1::JobService::Stub::ResumeJob); }));
+  bool csv = false;
+  CLI::App* metrics = jobs->add_subcommand("metrics", "a job's training and validation metrics");
+  metrics->add_option("ID", id)->required();
+  metrics->add_flag("--csv", csv, "the metrics CSV's columns, for other tools");
+  metrics->callback(run([&](Client c) { return c.Metrics(id, csv); }));
+  std::string plot_file = "loss.svg";
+  CLI::App* plot = jobs->add_subcommand(
+      "plot", "draw train and validation loss (and the learning rate) as an SVG");
+  plot->add_option("ID", id)->required();
+  plot->add_option("-o,--out", plot_file, "the SVG file to write")->capture_default_str();
+  plot->callback(run([&](Client c) { return c.Plot(id, plot_file); }));
   CLI::App* watch = jobs->add_subcommand("watch", "stream a job's events until it ends");
   watch->add_option("ID", id)->required();
   watch->add_option("--after", after, "start after this event sequence number");

@@ -671,6 +671,28 @@ TEST_F(EndToEndTest, YamlReadsBackAsTheJson) {
   }
 }
 
+// The metrics from the events equal the worker's metrics CSV, byte for
+// byte; the plot of them is well-formed SVG whose points are those values.
+TEST_F(EndToEndTest, MetricsAndPlotMatchTheMetricsCsv) {
+  const std::string job = CreateJob(Upload(dir_ + "/data.json"), 2);
+  ASSERT_EQ(server_->Cli({"jobs", "watch", job}).exit_code, 0);
+  RunResult csv = server_->Cli({"jobs", "metrics", job, "--csv"});
+  ASSERT_EQ(csv.exit_code, 0) << csv.err;
+  RunResult got = server_->Cli({"jobs", "download", job, "--artifact", "metrics", "--dir",
+                                dir_ + "/artifacts"});
+  ASSERT_EQ(got.exit_code, 0) << got.err;
+  EXPECT_EQ(csv.out, ReadAll(dir_ + "/artifacts/metrics.csv"));
+  EXPECT_GT(std::count(csv.out.begin(), csv.out.end(), '\n'), 10);
+  RunResult table = server_->Cli({"jobs", "metrics", job});
+  EXPECT_NE(table.out.find("TRAIN"), std::string::npos) << table.out;
+  RunResult plot = server_->Cli({"jobs", "plot", job, "-o", dir_ + "/loss.svg"});
+  ASSERT_EQ(plot.exit_code, 0) << plot.err;
+  WriteFile(dir_ + "/metrics.csv", csv.out);
+  const std::string cmd = std::string("python3 ") + TUNEFORGE_SOURCE_DIR + "/tests/plot_check.py " +
+                          dir_ + "/loss.svg " + dir_ + "/metrics.csv > " + dir_ + "/check.txt 2>&1";
+  EXPECT_EQ(std::system(cmd.c_str()), 0) << ReadAll(dir_ + "/check.txt");
+}
+
 TEST_F(EndToEndTest, ErrorsHaveExitCodes) {
   EXPECT_EQ(server_->Cli({"jobs", "get", "jobs/doesnotexist"}).exit_code, 4);
   RunResult bad = server_->Cli({"jobs", "create", "--training-dataset", "datasets/nope"});

@@ -1,0 +1,183 @@
+#include "client/plot.h"
+
+#include <algorithm>
+#include <cmath>
+#include <map>
+
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
+
+namespace tuneforge::cli {
+
+std::vector<MetricRow> MetricRows(const std::vector<v1::JobEvent>& events) {
+  std::map<std::pair<int64_t, bool>, MetricRow> rows;
+  for (const v1::JobEvent& e : events) {
+    if (e.has_metrics()) {
+      const v1::TrainingMetrics& m = e.metrics();
+      MetricRow r;
+      r.step = m.step();
+      r.epoch = m.epoch();
+      r.train_loss = m.loss();
+      r.learning_rate = m.learning_rate();
+      r.grad_norm = m.grad_norm();
+      r.tokens_per_second = m.tokens_per_second();
+      rows[{r.step, false}] = r;
+    } else if (e.has_evaluation()) {
+      const v1::Evaluation& v = e.evaluation();
+      MetricRow r;
+      r.step = v.step();
+      r.epoch = v.epoch();
+      r.evaluation = true;
+      r.validation_loss = v.validation_loss();
+      r.perplexity = v.perplexity();
+      r.token_accuracy = v.token_accuracy();
+      rows[{r.step, true}] = r;
+    }
+  }
+  std::vector<MetricRow> out;
+  for (auto& [key, row] : rows) out.push_back(row);
+  return out;
+}
+
+std::string MetricsCsv(const std::vector<MetricRow>& rows) {
+  std::string out =
+      "step,epoch,train_loss,learning_rate,grad_norm,tokens_per_second,validation_loss,"
+      "perplexity,token_accuracy\n";
+  for (const MetricRow& r : rows) {
+    if (r.evaluation) {
+      absl::StrAppendFormat(&out, "%d,%d,,,,,%.9g,%.9g,%.9g\n", r.step, r.epoch,
+                            r.validation_loss, r.perplexity, r.token_accuracy);
+    } else {
+      absl::StrAppendFormat(&out, "%d,%d,%.9g,%.9g,%.9g,%.1f,,,\n", r.step, r.epoch, r.train_loss,
+                            r.learning_rate, r.grad_norm, r.tokens_per_second);
+    }
+  }
+  return out;
+}
+
+namespace {
+
+// Five round tick values covering [lo, hi].
+std::vector<double> Ticks(double lo, double hi) {
+  const double span = hi - lo;
+  const double raw = span / 4;
+  const double magnitude = std::pow(10, std::floor(std::log10(raw)));
+  double step = magnitude;
+  for (double m : {1.0, 2.0, 2.5, 5.0, 10.0}) {
+    if (m * magnitude >= raw) {
+      step = m * magnitude;
+      break;
+    }
+  }
+  std::vector<double> ticks;
+  for (double t = std::ceil(lo / step) * step; t <= hi + step * 1e-9; t += step) ticks.push_back(t);
+  return ticks;
+}
+
+std::string Escape(const std::string& text) {
+  std::string out;
+  for (char c : text) {
+    if (c == '&') out += "&amp;";
+    else if (c == '<') out += "&lt;";
+    else if (c == '>') out += "&gt;";
+    else if (c == '"') out += "&quot;";
+    else out += c;
+  }
+  return out;
+}
+
+}  // namespace
+
+std::string LossPlotSvg(const std::string& title, const std::vector<MetricRow>& rows) {
+  constexpr double kWidth = 800, kHeight = 450, kLeft = 70, kRight = 730, kTop = 50,
+                   kBottom = 390;
+  double step_max = 1, loss_lo = 1e300, loss_hi = -1e300, lr_hi = 0;
+  for (const MetricRow& r : rows) {
+    step_max = std::max(step_max, double(r.step));
+    const double loss = r.evaluation ? r.validation_loss : r.train_loss;
+    loss_lo = std::min(loss_lo, loss);
+    loss_hi = std::max(loss_hi, loss);
+    if (!r.evaluation) lr_hi = std::max(lr_hi, r.learning_rate);
+  }
+  if (loss_lo > loss_hi) loss_lo = 0, loss_hi = 1;
+  if (loss_hi - loss_lo < 1e-9) loss_lo -= 0.5, loss_hi += 0.5;
+  const double pad = (loss_hi - loss_lo) * 0.05;
+  loss_lo -= pad;
+  loss_hi += pad;
+  if (lr_hi <= 0) lr_hi = 1;
+  auto x = [&](double step) { return kLeft + (kRight - kLeft) * step / step_max; };
+  auto y_loss = [&](double v) { return kBottom - (kBottom - kTop) * (v - loss_lo) / (loss_hi - loss_lo); };
+  auto y_lr = [&](double v) { return kBottom - (kBottom - kTop) * v / lr_hi; };
+
+  std::string svg = absl::StrFormat(
+      "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n"
+      "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"%g\" height=\"%g\" "
+      "viewBox=\"0 0 %g %g\" font-family=\"sans-serif\" font-size=\"12\">\n"
+      "<rect width=\"100%%\" height=\"100%%\" fill=\"white\"/>\n"
+      "<text x=\"%g\" y=\"28\" text-anchor=\"middle\" font-size=\"15\">%s</text>\n",
+      kWidth, kHeight, kWidth, kHeight, kWidth / 2, Escape(title));
+  absl::StrAppendFormat(
+      &svg,
+      "<g id=\"plot\" data-step-max=\"%.17g\" data-loss-min=\"%.17g\" data-loss-max=\"%.17g\" "
+      "data-lr-max=\"%.17g\" data-left=\"%g\" data-right=\"%g\" data-top=\"%g\" "
+      "data-bottom=\"%g\">\n"
+      "<rect x=\"%g\" y=\"%g\" width=\"%g\" height=\"%g\" fill=\"none\" stroke=\"#444\"/>\n",
+      step_max, loss_lo, loss_hi, lr_hi, kLeft, kRight, kTop, kBottom, kLeft, kTop,
+      kRight - kLeft, kBottom - kTop);
+  for (double t : Ticks(0, step_max)) {
+    absl::StrAppendFormat(&svg,
+                          "<line x1=\"%.2f\" y1=\"%g\" x2=\"%.2f\" y2=\"%g\" stroke=\"#ddd\"/>"
+                          "<text x=\"%.2f\" y=\"%g\" text-anchor=\"middle\">%g</text>\n",
+                          x(t), kTop, x(t), kBottom, x(t), kBottom + 16, t);
+  }
+  for (double t : Ticks(loss_lo, loss_hi)) {
+    absl::StrAppendFormat(&svg,
+                          "<line x1=\"%g\" y1=\"%.2f\" x2=\"%g\" y2=\"%.2f\" stroke=\"#ddd\"/>"
+                          "<text x=\"%g\" y=\"%.2f\" text-anchor=\"end\">%g</text>\n",
+                          kLeft, y_loss(t), kRight, y_loss(t), kLeft - 6, y_loss(t) + 4, t);
+  }
+  for (double t : Ticks(0, lr_hi)) {
+    absl::StrAppendFormat(&svg, "<text x=\"%g\" y=\"%.2f\" fill=\"#888\">%.2g</text>\n",
+                          kRight + 6, y_lr(t) + 4, t);
+  }
+  absl::StrAppendFormat(
+      &svg,
+      "<text x=\"%g\" y=\"%g\" text-anchor=\"middle\">step</text>\n"
+      "<text transform=\"translate(18 %g) rotate(-90)\" text-anchor=\"middle\">loss</text>\n"
+      "<text transform=\"translate(%g %g) rotate(90)\" text-anchor=\"middle\" "
+      "fill=\"#888\">learning rate</text>\n",
+      (kLeft + kRight) / 2, kBottom + 36, (kTop + kBottom) / 2, kWidth - 12, (kTop + kBottom) / 2);
+  struct Series {
+    const char* name;
+    const char* style;
+    bool evaluation;
+  };
+  for (const Series& s : {Series{"learning_rate", "stroke=\"#999\" stroke-dasharray=\"4 3\"", false},
+                          Series{"train_loss", "stroke=\"#1f77b4\" stroke-width=\"1.5\"", false},
+                          Series{"validation_loss", "stroke=\"#ff7f0e\" stroke-width=\"2\"", true}}) {
+    std::string points;
+    for (const MetricRow& r : rows) {
+      if (r.evaluation != s.evaluation) continue;
+      const double value = std::string(s.name) == "learning_rate" ? y_lr(r.learning_rate)
+                           : s.evaluation                         ? y_loss(r.validation_loss)
+                                                                  : y_loss(r.train_loss);
+      absl::StrAppendFormat(&points, "%s%.3f,%.3f", points.empty() ? "" : " ", x(r.step), value);
+    }
+    absl::StrAppendFormat(&svg, "<polyline data-series=\"%s\" fill=\"none\" %s points=\"%s\"/>\n",
+                          s.name, s.style, points);
+  }
+  absl::StrAppendFormat(
+      &svg,
+      "<g transform=\"translate(%g %g)\">"
+      "<line x1=\"0\" y1=\"0\" x2=\"24\" y2=\"0\" stroke=\"#1f77b4\" stroke-width=\"1.5\"/>"
+      "<text x=\"30\" y=\"4\">train loss</text>"
+      "<line x1=\"110\" y1=\"0\" x2=\"134\" y2=\"0\" stroke=\"#ff7f0e\" stroke-width=\"2\"/>"
+      "<text x=\"140\" y=\"4\">validation loss</text>"
+      "<line x1=\"250\" y1=\"0\" x2=\"274\" y2=\"0\" stroke=\"#999\" stroke-dasharray=\"4 3\"/>"
+      "<text x=\"280\" y=\"4\">learning rate</text></g>\n"
+      "</g>\n</svg>\n",
+      kLeft + 10, kTop + 14);
+  return svg;
+}
+
+}  // namespace tuneforge::cli

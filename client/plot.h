@@ -1,0 +1,37 @@
+// A job's metrics for people and plotting tools, from its events: the rows
+// of the worker's metrics CSV (the same columns and precision), and an SVG
+// chart of training and validation loss against step, with the learning
+// rate on a second axis. Pure functions.
+#ifndef TUNEFORGE_CLIENT_PLOT_H_
+#define TUNEFORGE_CLIENT_PLOT_H_
+
+#include <string>
+#include <vector>
+
+#include "tuneforge/v1/job.pb.h"
+
+namespace tuneforge::cli {
+
+struct MetricRow {
+  int64_t step = 0;
+  int epoch = 0;
+  bool evaluation = false;  // false: a training report
+  double train_loss = 0, learning_rate = 0, grad_norm = 0, tokens_per_second = 0;
+  double validation_loss = 0, perplexity = 0, token_accuracy = 0;
+};
+
+// One row per step and kind, in step order (a training report before an
+// evaluation of the same step); a step an attempt repeated after a resume
+// keeps its latest values, so the rows read as one run.
+std::vector<MetricRow> MetricRows(const std::vector<v1::JobEvent>& events);
+// "step,epoch,train_loss,learning_rate,grad_norm,tokens_per_second,
+// validation_loss,perplexity,token_accuracy" and a line per row.
+std::string MetricsCsv(const std::vector<MetricRow>& rows);
+// A self-contained SVG document (800x450). Its plot area carries the axes'
+// ranges as data-* attributes, and each series is one <polyline> with
+// data-series="train_loss", "validation_loss" or "learning_rate".
+std::string LossPlotSvg(const std::string& title, const std::vector<MetricRow>& rows);
+
+}  // namespace tuneforge::cli
+
+#endif  // TUNEFORGE_CLIENT_PLOT_H_
