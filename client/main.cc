@@ -577,7 +577,7 @@ class Client {
     if (!s.ok()) return Fail(s);
     const std::map<std::string, std::string> prefixes = {
         {"model", "model/"}, {"adapter", "adapter/"}, {"metrics", "metrics.csv"},
-        {"manifest", "manifest.json"}, {"all", ""}};
+        {"manifest", "manifest.json"}, {"tensorboard", "tensorboard/"}, {"all", ""}};
     auto prefix = prefixes.find(which);
     if (prefix == prefixes.end()) {
       std::fprintf(stderr, "tuneforge: --artifact is model, adapter, metrics, manifest or all\n");
@@ -960,7 +960,7 @@ int Main(int argc, char** argv) {
       "download", "download what a job produced, each file checked against its digest");
   download->add_option("ID", id)->required();
   download->add_option("--artifact", artifact, "model (the trained folder), adapter, metrics, "
-                                               "manifest or all")
+                                               "manifest, tensorboard or all")
       ->capture_default_str();
   download->add_option("--dir", download_dir, "where to put the files")->capture_default_str();
   download->callback(run([&](Client c) { return c.Download(id, artifact, download_dir); }));

@@ -4,7 +4,10 @@
 
 #include <google/protobuf/util/time_util.h>
 
+#include <algorithm>
+#include <cctype>
 #include <mutex>
+#include <string_view>
 
 #include "absl/strings/str_cat.h"
 #include "server/convert.h"
@@ -47,6 +50,17 @@ void FillAssignment(const Assignment& a, const std::string& lease, v1::Assignmen
 // Whether `path` names a file of checkpoint folder "step-NNNNNNNN" (the
 // engine's names: a model or adapter folder, optimizer and trainer state),
 // or the job's metrics so far, which travel with it.
+// "tensorboard/events.out.tfevents.{seconds}.{host}", a plain name.
+bool IsTensorBoardFile(const std::string& path) {
+  constexpr std::string_view kPrefix = "tensorboard/events.out.tfevents.";
+  if (path.size() <= kPrefix.size() || path.size() > 200 || path.compare(0, kPrefix.size(), kPrefix) != 0) {
+    return false;
+  }
+  return std::all_of(path.begin() + kPrefix.size(), path.end(), [](char c) {
+    return std::isalnum(static_cast<unsigned char>(c)) || c == '.' || c == '-' || c == '_';
+  });
+}
+
 bool IsCheckpointFile(const std::string& path) {
   if (path.rfind("checkpoint/step-", 0) != 0) return false;
   const size_t slash = path.find('/', 11);
@@ -202,12 +216,14 @@ class ArtifactReactor : public grpc::ServerReadReactor<v1::UploadArtifactRequest
       const bool model_file = path.rfind("model/", 0) == 0 && IsModelFileName(path.substr(6));
       const bool other = path == "adapter/adapter_config.json" ||
                          path == "adapter/adapter_model.safetensors" || path == "metrics.csv" ||
-                         path == "manifest.json" || IsCheckpointFile(path);
+                         path == "manifest.json" || IsCheckpointFile(path) ||
+                         IsTensorBoardFile(path);
       if (!model_file && !other) {
         return absl::InvalidArgumentError(absl::StrCat(
             "header.artifact: '", path, "' is none of model/{a model file name}, "
             "adapter/adapter_config.json, adapter/adapter_model.safetensors, metrics.csv, "
-            "manifest.json, checkpoint/step-NNNNNNNN/{a checkpoint file}"));
+            "manifest.json, checkpoint/step-NNNNNNNN/{a checkpoint file}, "
+            "tensorboard/events.out.tfevents.{seconds}.{host}"));
       }
       RETURN_IF_ERROR(scheduler_->LeasedJob(job_, header_.lease()).status());
       // Bytes the server holds already (a tokenizer unchanged since the

@@ -20,6 +20,7 @@
 #include "common/report_proto.h"
 #include "common/sha256.h"
 #include "common/status_macros.h"
+#include "worker/tensorboard.h"
 #include "worker/engine/metrics_csv.h"
 #include "worker/engine/trainer.h"
 
@@ -633,11 +634,15 @@ void Agent::RunJob(const v1::Assignment& a) {
       // The merged model, a LoRA run's adapter in PEFT's format, the
       // metrics and a manifest to reproduce the run.
       WriteManifest(a, observer.plan, r, job_dir + "/manifest.json");
+      absl::StatusOr<std::string> events =
+          WriteTensorBoardEvents(metrics_path, job_dir + "/tensorboard", options_.name);
+      if (!events.ok()) throw std::runtime_error(std::string(events.status().message()));
       absl::Status uploaded = UploadFolder(a, output_dir, "model/");
       if (uploaded.ok() && std::filesystem::exists(output_dir + "/adapter")) {
         uploaded = UploadFolder(a, output_dir + "/adapter", "adapter/");
       }
       if (uploaded.ok()) uploaded = UploadFolder(a, job_dir, "");
+      if (uploaded.ok()) uploaded = UploadFolder(a, job_dir + "/tensorboard", "tensorboard/");
       if (!uploaded.ok()) {
         throw std::runtime_error("cannot upload the trained model: " +
                                  std::string(uploaded.message()));
