@@ -19,8 +19,9 @@ PACKAGES=(
   libpcre2-dev
   # tests: GoogleTest, and clang's libFuzzer with its sanitizers for the fuzz targets
   libgtest-dev libgmock-dev python3 sqlite3 procps clang-14 libclang-rt-14-dev
-  # tests: certificates for TLS (openssl); promtool checks /metrics (prometheus)
-  openssl prometheus
+  # tests: certificates for TLS (openssl); promtool checks /metrics (prometheus);
+  # the completion scripts run in zsh as well as bash
+  openssl prometheus zsh
   # an independent PyTorch reference for the engine's numerics (same libtorch)
   python3-torch
 )

@@ -706,6 +706,27 @@ TEST_F(EndToEndTest, MetricsAndPlotMatchTheMetricsCsv) {
   EXPECT_EQ(std::system(read.c_str()), 0) << ReadAll(dir_ + "/tb.txt");
 }
 
+// Where the CLI's settings come from: flags, then TUNEFORGE_* variables,
+// then ~/.config/tuneforge/config.toml.
+TEST_F(EndToEndTest, CliSettingsComeFromFlagsThenEnvironmentThenConfigFile) {
+  std::filesystem::create_directories(dir_ + "/home/.config/tuneforge");
+  WriteFile(dir_ + "/home/.config/tuneforge/config.toml",
+            "# defaults\naddr = \"" + server_->addr() + "\"\noutput = \"json\"\n");
+  const std::string home = "HOME=" + dir_ + "/home";
+  RunResult from_file = testing::Run("tuneforge", {"jobs", "list"}, {home});
+  EXPECT_EQ(from_file.exit_code, 0) << from_file.err;
+  EXPECT_NO_THROW(json::parse(from_file.out)) << from_file.out;  // output = "json"
+  RunResult env = testing::Run("tuneforge", {"jobs", "list"}, {home, "TUNEFORGE_ADDR=127.0.0.1:1"});
+  EXPECT_EQ(env.exit_code, 3) << "the environment beats the file";
+  RunResult flag = testing::Run("tuneforge", {"--addr=" + server_->addr(), "-o", "name", "jobs", "list"},
+                                {home, "TUNEFORGE_ADDR=127.0.0.1:1"});
+  EXPECT_EQ(flag.exit_code, 0) << "a flag beats both: " << flag.err;
+  WriteFile(dir_ + "/home/.config/tuneforge/config.toml", "adress = \"x\"\n");
+  RunResult typo = testing::Run("tuneforge", {"jobs", "list"}, {home});
+  EXPECT_EQ(typo.exit_code, 2);
+  EXPECT_NE(typo.err.find("line 1: no option --adress"), std::string::npos) << typo.err;
+}
+
 TEST_F(EndToEndTest, ErrorsHaveExitCodes) {
   EXPECT_EQ(server_->Cli({"jobs", "get", "jobs/doesnotexist"}).exit_code, 4);
   RunResult bad = server_->Cli({"jobs", "create", "--training-dataset", "datasets/nope"});
@@ -907,6 +928,45 @@ TEST(LoggingTest, JsonLogsAreOneObjectPerLine) {
   EXPECT_GT(lines_seen, 3);
   EXPECT_TRUE(worker_line);
   EXPECT_TRUE(job_line) << job_id;
+}
+
+// `tuneforge completion bash|zsh`: generated from the CLI's definition,
+// loaded by the real shells, completing subcommands and flags at each level.
+TEST(CompletionTest, BashAndZshCompleteSubcommandsAndFlags) {
+  const std::string dir = FreshDir("completion");
+  for (const char* shell : {"bash", "zsh"}) {
+    SCOPED_TRACE(shell);
+    RunResult script = testing::Run("tuneforge", {"completion", shell});
+    ASSERT_EQ(script.exit_code, 0) << script.err;
+    WriteFile(dir + "/tf." + shell, script.out);
+    // Each case: the words typed (the last is being completed), then what
+    // must be offered.
+    const std::string probe =
+        std::string("source ") + dir + "/tf." + shell + "; " +
+        (std::string(shell) == "zsh" ? "setopt ksharrays; " : "") +
+        "complete_words() { COMP_WORDS=(\"$@\"); COMP_CWORD=$(($# - 1)); _tuneforge; "
+        "echo \"${COMPREPLY[*]}\"; }; "
+        "complete_words tuneforge ''; complete_words tuneforge jobs ''; "
+        "complete_words tuneforge --addr x jobs plot --o; complete_words tuneforge workers ''";
+    WriteFile(dir + "/probe." + shell, probe + "\n");
+    const std::string cmd = std::string("HOME=") + dir + " " + shell + " " + dir + "/probe." + shell +
+                            " > " + dir + "/out.txt 2>&1";
+    ASSERT_EQ(std::system(cmd.c_str()), 0) << ReadAll(dir + "/out.txt");
+    std::istringstream lines(ReadAll(dir + "/out.txt"));
+    std::vector<std::string> got;
+    for (std::string line; std::getline(lines, line);) got.push_back(line);
+    ASSERT_EQ(got.size(), 4u) << ReadAll(dir + "/out.txt");
+    for (const char* word : {"datasets", "models", "jobs", "workers", "--addr", "--token", "-o"}) {
+      EXPECT_NE((" " + got[0] + " ").find(std::string(" ") + word + " "), std::string::npos)
+          << word << " in " << got[0];
+    }
+    for (const char* word : {"create", "watch", "plot", "metrics", "download", "--help"}) {
+      EXPECT_NE((" " + got[1] + " ").find(std::string(" ") + word + " "), std::string::npos)
+          << word << " in " << got[1];
+    }
+    EXPECT_NE(got[2].find("--out"), std::string::npos) << got[2];
+    EXPECT_NE(got[3].find("list"), std::string::npos) << got[3];
+  }
 }
 
 }  // namespace
