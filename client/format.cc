@@ -5,6 +5,7 @@
 #include <map>
 
 #include <google/protobuf/util/json_util.h>
+#include <google/protobuf/util/time_util.h>
 #include <nlohmann/json.hpp>
 
 #include "absl/strings/str_cat.h"
@@ -203,6 +204,173 @@ std::string ReportProblems(const v1::ValidationReport& r) {
   const int64_t unlisted = r.error_count() + r.warning_count() - r.problems_size();
   if (unlisted > 0) absl::StrAppend(&out, "  ... and ", unlisted, " more\n");
   return out;
+}
+
+std::string Table(const std::vector<std::string>& header,
+                  const std::vector<std::vector<std::string>>& rows, int width) {
+  auto columns = [](const std::string& s) {
+    size_t n = 0;
+    for (unsigned char c : s) n += (c & 0xC0) != 0x80;
+    return n;
+  };
+  std::vector<size_t> widths(header.size());
+  for (size_t i = 0; i < header.size(); ++i) widths[i] = columns(header[i]);
+  for (const auto& row : rows) {
+    for (size_t i = 0; i < row.size() && i < widths.size(); ++i) {
+      widths[i] = std::max(widths[i], columns(row[i]));
+    }
+  }
+  if (width > 0) {
+    auto total = [&] {
+      size_t t = 0;
+      for (size_t w : widths) t += w + 2;
+      return t - 2;
+    };
+    while (total() > static_cast<size_t>(width)) {
+      auto widest = std::max_element(widths.begin(), widths.end());
+      if (*widest <= 6) break;  // no narrower than this; the terminal wraps
+      --*widest;
+    }
+  }
+  auto line = [&](const std::vector<std::string>& cells) {
+    std::string out;
+    for (size_t i = 0; i < widths.size(); ++i) {
+      std::string cell = i < cells.size() ? cells[i] : "";
+      if (columns(cell) > widths[i]) {  // cut on a code point boundary
+        size_t cols = 0, at = 0;
+        for (; at < cell.size(); ++at) {
+          if ((static_cast<unsigned char>(cell[at]) & 0xC0) == 0x80) continue;
+          if (cols == widths[i] - 1) break;
+          ++cols;
+        }
+        cell = cell.substr(0, at) + "…";
+      }
+      absl::StrAppend(&out, cell);
+      if (i + 1 < widths.size()) out += std::string(widths[i] - columns(cell) + 2, ' ');
+    }
+    while (!out.empty() && out.back() == ' ') out.pop_back();
+    return out + "\n";
+  };
+  std::string out = line(header);
+  for (const auto& row : rows) out += line(row);
+  return out;
+}
+
+std::vector<std::string> JobRow(const v1::Job& job) {
+  const v1::JobProgress& p = job.progress();
+  const std::string created = google::protobuf::util::TimeUtil::ToString(job.create_time());
+  return {job.name(),
+          StateName(job.state()),
+          job.base_model(),
+          absl::StrCat(p.step(), "/", p.total_steps()),
+          p.train_loss() > 0 ? absl::StrFormat("%.4f", p.train_loss()) : "-",
+          p.has_validation_loss() ? absl::StrFormat("%.4f", p.validation_loss()) : "-",
+          created.substr(0, 19)};
+}
+
+std::vector<std::string> DatasetRow(const v1::Dataset& d) {
+  std::string state = v1::DatasetState_Name(d.state());
+  return {d.name(), state.substr(std::string("DATASET_STATE_").size()),
+          absl::StrCat(d.report().example_count()), absl::StrCat(d.size_bytes()), d.display_name()};
+}
+
+std::vector<std::string> ModelRow(const v1::Model& m) {
+  std::string source = v1::ModelSource_Name(m.source());
+  source = source.substr(source.rfind('_') + 1);
+  return {m.name(), m.model_type(), absl::StrFormat("%.2fM", double(m.parameter_count()) / 1e6),
+          absl::StrCat(m.context_length()), source, m.display_name()};
+}
+
+void LiveState::Apply(const v1::JobEvent& e) {
+  last_sequence = e.sequence();
+  if (e.has_state_change()) {
+    state = StateName(e.state_change().to());
+    last_line = EventLine(e);
+  } else if (e.has_metrics()) {
+    metrics = e.metrics();
+    has_metrics = true;
+    losses.push_back(e.metrics().loss());
+  } else if (e.has_evaluation()) {
+    validation_loss = e.evaluation().validation_loss();
+    has_validation = true;
+  } else if (e.has_sample()) {
+    sample = e.sample().prompt() + " -> " + e.sample().completion();
+  } else {
+    last_line = EventLine(e);
+  }
+}
+
+namespace {
+
+// Columns of a UTF-8 string, counting each code point as one.
+size_t Columns(const std::string& s) {
+  size_t n = 0;
+  for (unsigned char c : s) n += (c & 0xC0) != 0x80;
+  return n;
+}
+
+// Cut to `width` columns, on a code point boundary.
+std::string Fit(const std::string& s, int width) {
+  if (static_cast<int>(Columns(s)) <= width) return s;
+  size_t cols = 0, i = 0;
+  for (; i < s.size(); ++i) {
+    if ((static_cast<unsigned char>(s[i]) & 0xC0) != 0x80) {
+      if (static_cast<int>(cols) == width - 1) break;
+      ++cols;
+    }
+  }
+  return s.substr(0, i) + "…";
+}
+
+std::string Bar(double fraction, int width) {
+  fraction = std::clamp(fraction, 0.0, 1.0);
+  const int filled = static_cast<int>(fraction * width + 0.5);
+  std::string out = "[";
+  for (int i = 0; i < width; ++i) out += i < filled ? "█" : "░";
+  return out + "]";
+}
+
+std::string Sparkline(const std::vector<double>& values, int width) {
+  static const char* const kBlocks[] = {"▁", "▂", "▃", "▄", "▅", "▆", "▇", "█"};
+  const size_t n = std::min(values.size(), static_cast<size_t>(std::max(width, 1)));
+  if (n == 0) return "";
+  const auto first = values.end() - static_cast<std::ptrdiff_t>(n);
+  const auto [lo, hi] = std::minmax_element(first, values.end());
+  std::string out;
+  for (auto it = first; it != values.end(); ++it) {
+    const double t = *hi > *lo ? (*it - *lo) / (*hi - *lo) : 0.5;
+    out += kBlocks[std::clamp(static_cast<int>(t * 7 + 0.5), 0, 7)];
+  }
+  return out;
+}
+
+}  // namespace
+
+std::vector<std::string> LiveFrame(const LiveState& s, int width) {
+  const int bar = std::clamp(width - 40, 10, 40);
+  std::vector<std::string> lines;
+  lines.push_back(absl::StrCat(s.job, "  ", s.state, "  (event #", s.last_sequence, ")"));
+  if (s.has_metrics) {
+    const v1::TrainingMetrics& m = s.metrics;
+    lines.push_back(absl::StrFormat("epoch %d  %s %3.0f%%", m.epoch(), Bar(m.epoch_progress(), bar),
+                                    100 * m.epoch_progress()));
+    const double done = m.total_steps() > 0 ? double(m.step()) / double(m.total_steps()) : 0;
+    lines.push_back(absl::StrFormat("step  %d/%d  %s %3.0f%%  ETA %s", m.step(), m.total_steps(),
+                                    Bar(done, bar), 100 * done, Duration(m.eta_seconds())));
+    lines.push_back(absl::StrFormat(
+        "tokens/s %.0f  train loss %.4f  validation loss %s", m.tokens_per_second(), m.loss(),
+        s.has_validation ? absl::StrFormat("%.4f", s.validation_loss) : std::string("-")));
+    lines.push_back("loss " + Sparkline(s.losses, width - 6));
+  } else {
+    lines.push_back("waiting for the first training report");
+  }
+  if (!s.sample.empty()) lines.push_back("sample: " + s.sample);
+  if (!s.last_line.empty()) lines.push_back(s.last_line);
+  for (std::string& line : lines) {
+    absl::StrReplaceAll({{"\n", " "}, {"\r", " "}, {"\x1b", " "}}, &line);
+    line = Fit(line, width);
+  }
+  return lines;
 }
 
 namespace {

@@ -2,6 +2,8 @@
 
 #include <gtest/gtest.h>
 
+#include <sstream>
+
 namespace tuneforge::cli {
 namespace {
 
@@ -21,6 +23,52 @@ TEST(FormatTest, YamlOfAJob) {
             std::string::npos)
       << yaml;
   EXPECT_EQ(ToYaml(v1::Job()), "{}\n");
+}
+
+TEST(FormatTest, LiveFrameFitsItsWidth) {
+  LiveState state;
+  state.job = "jobs/abc";
+  v1::JobEvent e;
+  e.set_sequence(4);
+  for (int step = 1; step <= 50; ++step) {
+    e.mutable_metrics()->set_step(step);
+    e.mutable_metrics()->set_total_steps(100);
+    e.mutable_metrics()->set_epoch_progress(step / 50.0);
+    e.mutable_metrics()->set_loss(3.0 - step * 0.01);
+    state.Apply(e);
+  }
+  e.Clear();
+  e.mutable_sample()->set_prompt("a very long prompt\nwith a newline and ünïcode");
+  e.mutable_sample()->set_completion(std::string(300, 'x'));
+  state.Apply(e);
+  for (int width : {40, 80, 200}) {
+    for (const std::string& line : LiveFrame(state, width)) {
+      size_t columns = 0;
+      for (unsigned char c : line) columns += (c & 0xC0) != 0x80;
+      EXPECT_LE(columns, static_cast<size_t>(width)) << line;
+      EXPECT_EQ(line.find('\n'), std::string::npos);
+    }
+  }
+  const std::vector<std::string> frame = LiveFrame(state, 100);
+  EXPECT_NE(frame[2].find("step  50/100"), std::string::npos) << frame[2];
+  EXPECT_NE(frame[2].find(" 50%"), std::string::npos) << frame[2];
+  EXPECT_EQ(frame[4].rfind("loss █", 0), 0u) << frame[4];  // falling: highest first
+}
+
+TEST(FormatTest, TablesAlignAndFitTheTerminal) {
+  const std::vector<std::vector<std::string>> rows = {
+      {"jobs/a", "RUNNING", std::string(60, 'x')}, {"jobs/bbbb", "QUEUED", "short ünï"}};
+  const std::string wide = Table({"NAME", "STATE", "MODEL"}, rows, 0);
+  EXPECT_EQ(wide.substr(0, wide.find('\n')), "NAME       STATE    MODEL");
+  EXPECT_NE(wide.find("jobs/bbbb  QUEUED   short ünï\n"), std::string::npos) << wide;
+  const std::string narrow = Table({"NAME", "STATE", "MODEL"}, rows, 40);
+  std::istringstream lines(narrow);
+  for (std::string line; std::getline(lines, line);) {
+    size_t columns = 0;
+    for (unsigned char c : line) columns += (c & 0xC0) != 0x80;
+    EXPECT_LE(columns, 40u) << line;
+  }
+  EXPECT_NE(narrow.find("…"), std::string::npos) << narrow;
 }
 
 TEST(FormatTest, Durations) {

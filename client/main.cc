@@ -7,6 +7,7 @@
 // Exit codes: 0 success; 1 the job failed or was cancelled (watch, create
 // --follow), the dataset is invalid, or another error; 2 usage error or an
 // invalid argument; 3 server unavailable; 4 not found.
+#include <sys/ioctl.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -159,6 +160,12 @@ struct Globals {
   std::string output = "text";  // text | json | yaml | name
 };
 
+// Columns of the terminal standard output is, or 0 (no limit) when piped.
+int TerminalWidth() {
+  winsize ws{};
+  return isatty(1) && ioctl(1, TIOCGWINSZ, &ws) == 0 && ws.ws_col > 0 ? ws.ws_col : 0;
+}
+
 int ExitCode(const grpc::Status& s) {
   switch (s.error_code()) {
     case grpc::StatusCode::OK: return 0;
@@ -257,13 +264,15 @@ class Client {
 
   // Prints a page of resources: their summaries, or (-o name) their names.
   template <typename Response, typename Items, typename Summary>
-  void PrintList(const Response& resp, const Items& items, Summary summary) {
-    std::string text, names;
+  void PrintList(const Response& resp, const Items& items, Summary row,
+                 const std::vector<std::string>& columns) {
+    std::vector<std::vector<std::string>> rows;
+    std::string names;
     for (const auto& item : items) {
-      text += summary(item);
+      rows.push_back(row(item));
       names += (names.empty() ? "" : "\n") + item.name();
     }
-    Print(resp, text, names);
+    Print(resp, Table(columns, rows, TerminalWidth()), names);
   }
 
   // `datasets validate --remote`: the server's ValidateDataset, storing nothing.
@@ -335,7 +344,7 @@ class Client {
     v1::ListDatasetsResponse resp;
     grpc::Status s = datasets_->ListDatasets(Context().get(), req, &resp);
     if (!s.ok()) return Fail(s);
-    PrintList(resp, resp.datasets(), DatasetSummary);
+    PrintList(resp, resp.datasets(), DatasetRow, kDatasetColumns);
     return 0;
   }
 
@@ -352,6 +361,24 @@ class Client {
       if (resp.next_page_token().empty()) return grpc::Status::OK;
       req.set_page_token(resp.next_page_token());
     }
+  }
+
+  // `jobs events`: the job's events so far, a page at a time (for pollers;
+  // `watch` follows them live).
+  int Events(const std::string& id, int64_t after) {
+    std::vector<v1::JobEvent> events;
+    grpc::Status s = AllEvents(Name("jobs", id), &events);
+    if (!s.ok()) return Fail(s);
+    v1::ListJobEventsResponse all;
+    for (const v1::JobEvent& e : events) {
+      if (e.sequence() > after) *all.add_events() = e;
+    }
+    if (g_.output == "json" || g_.output == "yaml") {
+      std::cout << Structured(all, g_.output);
+    } else if (g_.output == "text") {
+      for (const v1::JobEvent& e : all.events()) std::cout << EventLine(e) << "\n";
+    }
+    return 0;
   }
 
   // `jobs metrics`: the metrics CSV's rows, from the events (so also while
@@ -418,14 +445,16 @@ class Client {
     v1::ListWorkersResponse resp;
     grpc::Status s = jobs_->ListWorkers(Context().get(), v1::ListWorkersRequest(), &resp);
     if (!s.ok()) return Fail(s);
-    std::string table = absl::StrFormat("%-22s %-20s %-6s %-8s %-20s %s\n", "WORKER", "NAME",
-                                        "DEVICE", "STATE", "JOB", "TOKENS/S");
+    std::vector<std::vector<std::string>> rows;
     for (const v1::Worker& w : resp.workers()) {
-      table += absl::StrFormat("%-22s %-20s %-6s %-8s %-20s %s\n", w.name(), w.display_name(),
-                               w.device(), w.state(), w.job().empty() ? "-" : w.job(),
-                               w.job().empty() ? "-" : absl::StrFormat("%.0f", w.tokens_per_second()));
+      rows.push_back({w.name(), w.display_name(), w.device(), w.state(),
+                      w.job().empty() ? "-" : w.job(),
+                      w.job().empty() ? "-" : absl::StrFormat("%.0f", w.tokens_per_second())});
     }
-    if (resp.workers().empty()) table = "no workers have registered\n";
+    std::string table =
+        rows.empty() ? "no workers have registered\n"
+                     : Table({"WORKER", "NAME", "DEVICE", "STATE", "JOB", "TOKENS/S"}, rows,
+                             TerminalWidth());
     std::string names;
     for (const v1::Worker& w : resp.workers()) names += (names.empty() ? "" : "\n") + w.name();
     Print(resp, table, names);
@@ -448,7 +477,7 @@ class Client {
     v1::ListModelsResponse resp;
     grpc::Status s = models_->ListModels(Context().get(), req, &resp);
     if (!s.ok()) return Fail(s);
-    PrintList(resp, resp.models(), ModelSummary);
+    PrintList(resp, resp.models(), ModelRow, kModelColumns);
     return 0;
   }
 
@@ -679,7 +708,7 @@ class Client {
     v1::ListJobsResponse resp;
     grpc::Status s = jobs_->ListJobs(Context().get(), req, &resp);
     if (!s.ok()) return Fail(s);
-    PrintList(resp, resp.jobs(), JobSummary);
+    PrintList(resp, resp.jobs(), JobRow, kJobColumns);
     return 0;
   }
 
@@ -701,6 +730,23 @@ class Client {
   // from the last sequence seen, so nothing is lost or repeated.
   int Watch(const std::string& id, int64_t after) {
     const std::string name = Name("jobs", id);
+    // On a terminal (and without NO_COLOR) a view redrawn in place; piped,
+    // one line per event.
+    const bool live = g_.output == "text" && isatty(1) && std::getenv("NO_COLOR") == nullptr;
+    LiveState view;
+    view.job = name;
+    size_t drawn = 0;  // lines of the last frame, to move back over
+    auto redraw = [&] {
+      winsize ws{};
+      const int width = ioctl(1, TIOCGWINSZ, &ws) == 0 && ws.ws_col > 20 ? ws.ws_col : 80;
+      std::string out;
+      if (drawn > 0) out += absl::StrCat("\x1b[", drawn, "F");  // to the frame's first line
+      const std::vector<std::string> frame = LiveFrame(view, width);
+      for (const std::string& line : frame) out += "\x1b[2K" + line + "\n";
+      for (size_t i = frame.size(); i < drawn; ++i) out += "\x1b[2K\n";  // a shorter frame
+      drawn = std::max(drawn, frame.size());
+      std::cout << out << std::flush;
+    };
     int retries = 0;
     while (true) {
       auto ctx = Context(std::chrono::hours(24 * 7));
@@ -716,6 +762,9 @@ class Client {
           std::cout << ToJson(event) << "\n" << std::flush;
         } else if (g_.output == "yaml") {  // a stream of YAML documents
           std::cout << "---\n" << ToYaml(event) << std::flush;
+        } else if (live) {
+          view.Apply(event);
+          redraw();
         } else {
           std::cout << EventLine(event) << "\n" << std::flush;
         }
@@ -840,7 +889,9 @@ int Main(int argc, char** argv) {
       opt->run_callback();
     }
   });
-  app.add_option("-o,--output", g.output, "text, json, yaml, or name (resource names only)")
+  app.add_option("-o,--output", g.output,
+                 "text (or table), json, yaml, or name (resource names only)")
+      ->transform(CLI::Transformer({{"table", "text"}}))
       ->check(CLI::IsMember({"text", "json", "yaml", "name"}))
       ->capture_default_str();
   int code = 0;
@@ -1059,6 +1110,10 @@ int Main(int argc, char** argv) {
                                                     "from its checkpoint");
   resume->add_option("ID", id)->required();
   resume->callback(run([&](Client c) { return c.JobAction(id, &v1::JobService::Stub::ResumeJob); }));
+  CLI::App* events = jobs->add_subcommand("events", "a job's events so far (watch follows them)");
+  events->add_option("ID", id)->required();
+  events->add_option("--after", after, "only events after this sequence number");
+  events->callback(run([&](Client c) { return c.Events(id, after); }));
   bool csv = false;
   CLI::App* metrics = jobs->add_subcommand("metrics", "a job's training and validation metrics");
   metrics->add_option("ID", id)->required();

@@ -686,6 +686,19 @@ TEST_F(EndToEndTest, MetricsAndPlotMatchTheMetricsCsv) {
   EXPECT_GT(std::count(csv.out.begin(), csv.out.end(), '\n'), 10);
   RunResult table = server_->Cli({"jobs", "metrics", job});
   EXPECT_NE(table.out.find("TRAIN"), std::string::npos) << table.out;
+  // `jobs events`: the same events `watch` gave, for pollers; --after pages.
+  json all = ParseJson(server_->Cli({"-o", "json", "jobs", "events", job}));
+  RunResult lines = server_->Cli({"jobs", "events", job});
+  ASSERT_GT(all["events"].size(), 5u);
+  EXPECT_EQ(static_cast<size_t>(std::count(lines.out.begin(), lines.out.end(), '\n')),
+            all["events"].size());
+  json later = ParseJson(server_->Cli({"-o", "json", "jobs", "events", job, "--after", "3"}));
+  EXPECT_EQ(later["events"].size(), all["events"].size() - 3);
+  EXPECT_EQ(later["events"][0]["sequence"], "4");
+  // Lists are tables; `-o table` is the same as text.
+  RunResult jobs_table = server_->Cli({"-o", "table", "jobs", "list"});
+  EXPECT_EQ(jobs_table.out.rfind("NAME", 0), 0u) << jobs_table.out;
+  EXPECT_NE(jobs_table.out.find(job + "  SUCCEEDED"), std::string::npos) << jobs_table.out;
   RunResult plot = server_->Cli({"jobs", "plot", job, "-o", dir_ + "/loss.svg"});
   ASSERT_EQ(plot.exit_code, 0) << plot.err;
   WriteFile(dir_ + "/metrics.csv", csv.out);
@@ -725,6 +738,32 @@ TEST_F(EndToEndTest, CliSettingsComeFromFlagsThenEnvironmentThenConfigFile) {
   RunResult typo = testing::Run("tuneforge", {"jobs", "list"}, {home});
   EXPECT_EQ(typo.exit_code, 2);
   EXPECT_NE(typo.err.find("line 1: no option --adress"), std::string::npos) << typo.err;
+}
+
+// `jobs watch` on a terminal (a pty) redraws one view in place: progress
+// bars, the ETA, losses, a sparkline; piped, or with NO_COLOR, it prints
+// one plain line per event and no escape codes.
+TEST_F(EndToEndTest, WatchRedrawsALiveViewOnATerminalAndPlainLinesOtherwise) {
+  const std::string job = CreateJob(Upload(dir_ + "/data.json"), 2);
+  const std::string run = std::string("python3 ") + TUNEFORGE_SOURCE_DIR + "/tests/pty_run.py ";
+  const std::string cli = BinDir() + "/tuneforge --addr=" + server_->addr() + " jobs watch " + job;
+  ASSERT_EQ(std::system((run + dir_ + "/tty.out " + cli).c_str()), 0) << ReadAll(dir_ + "/tty.out");
+  const std::string tty = ReadAll(dir_ + "/tty.out");
+  EXPECT_NE(tty.find("\x1b[2K"), std::string::npos) << "lines are cleared and redrawn";
+  EXPECT_NE(tty.find("F\x1b[2K" + job), std::string::npos) << "the cursor goes back up";
+  for (const char* part : {"█", "ETA", "tokens/s", "train loss", "validation loss",
+                           "\x1b[2Kloss ", "▁", "SUCCEEDED"}) {
+    EXPECT_NE(tty.find(part), std::string::npos) << part << "\n" << tty;
+  }
+  EXPECT_NE(tty.find("step  10/10"), std::string::npos) << tty;  // 2 epochs of 5 steps
+  // Plain when told so, or piped.
+  ASSERT_EQ(std::system((run + dir_ + "/plain.out env NO_COLOR=1 " + cli).c_str()), 0);
+  const std::string plain = ReadAll(dir_ + "/plain.out");
+  EXPECT_EQ(plain.find("\x1b["), std::string::npos) << plain;
+  EXPECT_NE(plain.find("state RUNNING -> SUCCEEDED"), std::string::npos) << plain;
+  RunResult piped = server_->Cli({"jobs", "watch", job});
+  EXPECT_EQ(piped.out.find("\x1b["), std::string::npos);
+  EXPECT_NE(piped.out.find("#1 "), std::string::npos) << piped.out;
 }
 
 TEST_F(EndToEndTest, ErrorsHaveExitCodes) {
