@@ -1097,10 +1097,11 @@ int Main(int argc, char** argv) {
   CLI::App* download = jobs->add_subcommand(
       "download", "download what a job produced, each file checked against its digest");
   download->add_option("ID", id)->required();
-  download->add_option("--artifact", artifact, "model (the trained folder), adapter, metrics, "
-                                               "manifest, tensorboard or all")
+  download->add_option("--artifact", artifact, "model (the trained folder; also: merged), "
+                                               "adapter, metrics, manifest, tensorboard or all")
+      ->transform(CLI::Transformer({{"merged", "model"}}))
       ->capture_default_str();
-  download->add_option("--dir", download_dir, "where to put the files")->capture_default_str();
+  download->add_option("-o,--dir", download_dir, "where to put the files")->capture_default_str();
   download->callback(run([&](Client c) { return c.Download(id, artifact, download_dir); }));
   CLI::App* pause = jobs->add_subcommand(
       "pause", "checkpoint a running job and free its worker; it waits PAUSED");

@@ -681,6 +681,10 @@ TEST_F(EndToEndTest, MetricsAndPlotMatchTheMetricsCsv) {
   ASSERT_EQ(csv.exit_code, 0) << csv.err;
   RunResult got = server_->Cli({"jobs", "download", job, "--artifact", "metrics", "--dir",
                                 dir_ + "/artifacts"});
+  RunResult merged = server_->Cli({"jobs", "download", job, "--artifact", "merged", "-o",
+                                   dir_ + "/merged"});
+  EXPECT_EQ(merged.exit_code, 0) << merged.err;
+  EXPECT_TRUE(std::filesystem::exists(dir_ + "/merged/model.safetensors")) << merged.out;
   ASSERT_EQ(got.exit_code, 0) << got.err;
   EXPECT_EQ(csv.out, ReadAll(dir_ + "/artifacts/metrics.csv"));
   EXPECT_GT(std::count(csv.out.begin(), csv.out.end(), '\n'), 10);
@@ -708,7 +712,7 @@ TEST_F(EndToEndTest, MetricsAndPlotMatchTheMetricsCsv) {
 
   // The TensorBoard event file, read by a reader written from the format's
   // description: framing and CRCs hold, every event is a CSV row.
-  RunResult tb = server_->Cli({"jobs", "download", job, "--artifact", "tensorboard", "--dir",
+  RunResult tb = server_->Cli({"jobs", "download", job, "--artifact", "tensorboard", "-o",
                                dir_ + "/tb"});
   ASSERT_EQ(tb.exit_code, 0) << tb.err;
   const std::string events = tb.out.substr(0, tb.out.find('\n'));
