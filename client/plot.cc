@@ -57,13 +57,15 @@ std::string MetricsCsv(const std::vector<MetricRow>& rows) {
 
 namespace {
 
-// Five round tick values covering [lo, hi].
-std::vector<double> Ticks(double lo, double hi) {
+// About five round tick values covering [lo, hi]; no finer than
+// `min_step` (1 for steps, which are whole).
+std::vector<double> Ticks(double lo, double hi, double min_step = 0) {
   const double span = hi - lo;
-  const double raw = span / 4;
+  const double raw = std::max(span / 4, min_step);
   const double magnitude = std::pow(10, std::floor(std::log10(raw)));
   double step = magnitude;
   for (double m : {1.0, 2.0, 2.5, 5.0, 10.0}) {
+    if (min_step >= 1 && std::fmod(m * magnitude, 1.0) != 0) continue;  // whole steps only
     if (m * magnitude >= raw) {
       step = m * magnitude;
       break;
@@ -114,7 +116,7 @@ std::string LossPlotSvg(const std::string& title, const std::vector<MetricRow>& 
       "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"%g\" height=\"%g\" "
       "viewBox=\"0 0 %g %g\" font-family=\"sans-serif\" font-size=\"12\">\n"
       "<rect width=\"100%%\" height=\"100%%\" fill=\"white\"/>\n"
-      "<text x=\"%g\" y=\"28\" text-anchor=\"middle\" font-size=\"15\">%s</text>\n",
+      "<text x=\"%g\" y=\"20\" text-anchor=\"middle\" font-size=\"15\">%s</text>\n",
       kWidth, kHeight, kWidth, kHeight, kWidth / 2, Escape(title));
   absl::StrAppendFormat(
       &svg,
@@ -124,7 +126,7 @@ std::string LossPlotSvg(const std::string& title, const std::vector<MetricRow>& 
       "<rect x=\"%g\" y=\"%g\" width=\"%g\" height=\"%g\" fill=\"none\" stroke=\"#444\"/>\n",
       step_max, loss_lo, loss_hi, lr_hi, kLeft, kRight, kTop, kBottom, kLeft, kTop,
       kRight - kLeft, kBottom - kTop);
-  for (double t : Ticks(0, step_max)) {
+  for (double t : Ticks(0, step_max, 1)) {
     absl::StrAppendFormat(&svg,
                           "<line x1=\"%.2f\" y1=\"%g\" x2=\"%.2f\" y2=\"%g\" stroke=\"#ddd\"/>"
                           "<text x=\"%.2f\" y=\"%g\" text-anchor=\"middle\">%g</text>\n",
@@ -166,6 +168,12 @@ std::string LossPlotSvg(const std::string& title, const std::vector<MetricRow>& 
     absl::StrAppendFormat(&svg, "<polyline data-series=\"%s\" fill=\"none\" %s points=\"%s\"/>\n",
                           s.name, s.style, points);
   }
+  // Evaluations are few: a marker on each.
+  for (const MetricRow& r : rows) {
+    if (!r.evaluation) continue;
+    absl::StrAppendFormat(&svg, "<circle cx=\"%.3f\" cy=\"%.3f\" r=\"3.5\" fill=\"#ff7f0e\"/>\n",
+                          x(r.step), y_loss(r.validation_loss));
+  }
   absl::StrAppendFormat(
       &svg,
       "<g transform=\"translate(%g %g)\">"
@@ -176,7 +184,7 @@ std::string LossPlotSvg(const std::string& title, const std::vector<MetricRow>& 
       "<line x1=\"250\" y1=\"0\" x2=\"274\" y2=\"0\" stroke=\"#999\" stroke-dasharray=\"4 3\"/>"
       "<text x=\"280\" y=\"4\">learning rate</text></g>\n"
       "</g>\n</svg>\n",
-      kLeft + 10, kTop + 14);
+      kLeft, kTop - 14);
   return svg;
 }
 
