@@ -206,18 +206,37 @@ std::string ReportProblems(const v1::ValidationReport& r) {
   return out;
 }
 
+namespace {
+
+// Columns of a UTF-8 string, counting each code point as one.
+size_t Columns(const std::string& s) {
+  size_t n = 0;
+  for (unsigned char c : s) n += (c & 0xC0) != 0x80;
+  return n;
+}
+
+// Cut to `width` columns, on a code point boundary.
+std::string Fit(const std::string& s, int width) {
+  if (static_cast<int>(Columns(s)) <= width) return s;
+  size_t cols = 0, i = 0;
+  for (; i < s.size(); ++i) {
+    if ((static_cast<unsigned char>(s[i]) & 0xC0) != 0x80) {
+      if (static_cast<int>(cols) == width - 1) break;
+      ++cols;
+    }
+  }
+  return s.substr(0, i) + "…";
+}
+
+}  // namespace
+
 std::string Table(const std::vector<std::string>& header,
                   const std::vector<std::vector<std::string>>& rows, int width) {
-  auto columns = [](const std::string& s) {
-    size_t n = 0;
-    for (unsigned char c : s) n += (c & 0xC0) != 0x80;
-    return n;
-  };
   std::vector<size_t> widths(header.size());
-  for (size_t i = 0; i < header.size(); ++i) widths[i] = columns(header[i]);
+  for (size_t i = 0; i < header.size(); ++i) widths[i] = Columns(header[i]);
   for (const auto& row : rows) {
     for (size_t i = 0; i < row.size() && i < widths.size(); ++i) {
-      widths[i] = std::max(widths[i], columns(row[i]));
+      widths[i] = std::max(widths[i], Columns(row[i]));
     }
   }
   if (width > 0) {
@@ -235,18 +254,9 @@ std::string Table(const std::vector<std::string>& header,
   auto line = [&](const std::vector<std::string>& cells) {
     std::string out;
     for (size_t i = 0; i < widths.size(); ++i) {
-      std::string cell = i < cells.size() ? cells[i] : "";
-      if (columns(cell) > widths[i]) {  // cut on a code point boundary
-        size_t cols = 0, at = 0;
-        for (; at < cell.size(); ++at) {
-          if ((static_cast<unsigned char>(cell[at]) & 0xC0) == 0x80) continue;
-          if (cols == widths[i] - 1) break;
-          ++cols;
-        }
-        cell = cell.substr(0, at) + "…";
-      }
+      const std::string cell = Fit(i < cells.size() ? cells[i] : "", static_cast<int>(widths[i]));
       absl::StrAppend(&out, cell);
-      if (i + 1 < widths.size()) out += std::string(widths[i] - columns(cell) + 2, ' ');
+      if (i + 1 < widths.size()) out += std::string(widths[i] - Columns(cell) + 2, ' ');
     }
     while (!out.empty() && out.back() == ' ') out.pop_back();
     return out + "\n";
@@ -301,26 +311,6 @@ void LiveState::Apply(const v1::JobEvent& e) {
 }
 
 namespace {
-
-// Columns of a UTF-8 string, counting each code point as one.
-size_t Columns(const std::string& s) {
-  size_t n = 0;
-  for (unsigned char c : s) n += (c & 0xC0) != 0x80;
-  return n;
-}
-
-// Cut to `width` columns, on a code point boundary.
-std::string Fit(const std::string& s, int width) {
-  if (static_cast<int>(Columns(s)) <= width) return s;
-  size_t cols = 0, i = 0;
-  for (; i < s.size(); ++i) {
-    if ((static_cast<unsigned char>(s[i]) & 0xC0) != 0x80) {
-      if (static_cast<int>(cols) == width - 1) break;
-      ++cols;
-    }
-  }
-  return s.substr(0, i) + "…";
-}
 
 std::string Bar(double fraction, int width) {
   fraction = std::clamp(fraction, 0.0, 1.0);

@@ -737,8 +737,8 @@ class Client {
     view.job = name;
     size_t drawn = 0;  // lines of the last frame, to move back over
     auto redraw = [&] {
-      winsize ws{};
-      const int width = ioctl(1, TIOCGWINSZ, &ws) == 0 && ws.ws_col > 20 ? ws.ws_col : 80;
+      const int columns = TerminalWidth();
+      const int width = columns > 20 ? columns : 80;
       std::string out;
       if (drawn > 0) out += absl::StrCat("\x1b[", drawn, "F");  // to the frame's first line
       const std::vector<std::string> frame = LiveFrame(view, width);

@@ -1,15 +1,12 @@
 #include "common/channel.h"
 
-#include <cerrno>
-#include <cstring>
-
 #include <grpcpp/create_channel.h>
 #include <grpcpp/security/credentials.h>
 #include <grpcpp/support/client_interceptor.h>
 
 #include "absl/strings/ascii.h"
 #include "absl/strings/str_cat.h"
-#include "common/file_util.h"
+#include "common/read_file.h"
 #include "common/status_macros.h"
 
 namespace tuneforge {
@@ -44,14 +41,6 @@ class TokenInterceptorFactory : public grpc::experimental::ClientInterceptorFact
   const std::string value_;  // lives as long as the channel, which owns the factory
 };
 
-absl::StatusOr<std::string> ReadPem(const std::string& path, const char* flag) {
-  std::string text;
-  if (!ReadWholeFile(path, &text)) {
-    return absl::NotFoundError(absl::StrCat(flag, ": cannot read ", path, ": ", std::strerror(errno)));
-  }
-  return text;
-}
-
 }  // namespace
 
 void AddChannelOptions(CLI::App& app, ChannelOptions* options) {
@@ -59,11 +48,9 @@ void AddChannelOptions(CLI::App& app, ChannelOptions* options) {
   app.add_option_function<std::string>(
       "--token-file",
       [options](const std::string& path) {
-        std::string text;
-        if (!ReadWholeFile(path, &text)) {
-          throw CLI::ValidationError("--token-file", "cannot read " + path);
-        }
-        options->token = std::string(absl::StripAsciiWhitespace(text));
+        absl::StatusOr<std::string> text = ReadFileOr(path, "--token-file");
+        if (!text.ok()) throw CLI::ValidationError(std::string(text.status().message()));
+        options->token = std::string(absl::StripAsciiWhitespace(*text));
       },
       "read the bearer token from this file");
   app.add_flag("--tls", options->tls, "use TLS with the system's root certificates");
@@ -85,11 +72,11 @@ absl::StatusOr<std::shared_ptr<grpc::Channel>> MakeChannel(const ChannelOptions&
   if (tls) {
     grpc::SslCredentialsOptions ssl;
     if (!options.ca_file.empty()) {
-      ASSIGN_OR_RETURN(ssl.pem_root_certs, ReadPem(options.ca_file, "--ca-file"));
+      ASSIGN_OR_RETURN(ssl.pem_root_certs, ReadFileOr(options.ca_file, "--ca-file"));
     }
     if (!options.cert_file.empty()) {
-      ASSIGN_OR_RETURN(ssl.pem_cert_chain, ReadPem(options.cert_file, "--cert-file"));
-      ASSIGN_OR_RETURN(ssl.pem_private_key, ReadPem(options.key_file, "--key-file"));
+      ASSIGN_OR_RETURN(ssl.pem_cert_chain, ReadFileOr(options.cert_file, "--cert-file"));
+      ASSIGN_OR_RETURN(ssl.pem_private_key, ReadFileOr(options.key_file, "--key-file"));
     }
     credentials = grpc::SslCredentials(ssl);
     if (!options.server_name.empty()) {

@@ -14,7 +14,7 @@
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_split.h"
 #include "absl/time/clock.h"
-#include "common/file_util.h"
+#include "common/read_file.h"
 #include "common/sha256.h"
 #include "common/status_macros.h"
 
@@ -185,11 +185,7 @@ absl::StatusOr<std::unique_ptr<AccessControl>> AccessControl::Create(Options opt
 
 absl::Status AccessControl::Load(bool only_if_changed, bool* changed) {
   *changed = false;
-  std::string text;
-  if (!ReadWholeFile(options_.tokens_file, &text)) {
-    return absl::NotFoundError(absl::StrCat("cannot read the tokens file ", options_.tokens_file,
-                                            ": ", std::strerror(errno)));
-  }
+  ASSIGN_OR_RETURN(const std::string text, ReadFileOr(options_.tokens_file, "--tokens-file"));
   {
     MutexLock lock(&mu_);
     if (only_if_changed && text == file_bytes_) return absl::OkStatus();

@@ -253,17 +253,13 @@ void Scheduler::ExplainWaitLocked(Job& job) const {
     ++position;
   }
   job.queue_position = position;
-  size_t running = 0;
-  int64_t tenant_running = 0;
-  for (const auto& [id, j] : active_) {
-    if (j.state != JobState::kRunning) continue;
-    ++running;
-    tenant_running += j.tenant == job.tenant;
-  }
-  const int64_t limit = options_.quota ? options_.quota(job.tenant).running_jobs : 0;
-  if (limit > 0 && tenant_running >= limit) {
+  const std::map<std::string, int64_t> by_tenant = RunningByTenantLocked();
+  int64_t running = 0;
+  for (const auto& [tenant, n] : by_tenant) running += n;
+  if (AtRunningLimit(job, by_tenant)) {
     job.wait_reason = absl::StrCat("position ", position, " in the queue; tenant ", job.tenant,
-                                   " runs ", tenant_running, " jobs, its quota of running jobs");
+                                   " runs ", by_tenant.at(job.tenant),
+                                   " jobs, its quota of running jobs");
     return;
   }
   int64_t largest = 0;
@@ -599,8 +595,9 @@ void Scheduler::MatchLocked(Deferred& deferred) {
 
 std::map<std::string, int64_t> Scheduler::RunningByTenantLocked() const {
   std::map<std::string, int64_t> running;
-  if (!options_.quota) return running;
-  for (const auto& [id, j] : active_) running[j.tenant] += j.state == JobState::kRunning;
+  for (const auto& [id, j] : active_) {
+    if (j.state == JobState::kRunning) ++running[j.tenant];
+  }
   return running;
 }
 

@@ -33,6 +33,12 @@ class SchedulerTest : public ::testing::Test {
     options_.lease_duration = absl::Milliseconds(300);
     options_.max_attempts = 2;
     options_.reaper_period = absl::Milliseconds(20);
+    Restart();
+  }
+
+  // A new scheduler over the same store, with options_ as they are now.
+  void Restart() {
+    scheduler_.reset();
     scheduler_ = *Scheduler::Create(store_.get(), options_);
   }
 
@@ -167,8 +173,7 @@ TEST_F(SchedulerTest, UploadedCheckpointIsWhereTheNextAttemptResumes) {
     std::lock_guard<std::mutex> lock(released_mu);
     released.insert(released.end(), d.begin(), d.end());
   };
-  scheduler_.reset();
-  scheduler_ = *Scheduler::Create(store_.get(), options_);
+  Restart();
   auto job = scheduler_->CreateJob(Spec());
   std::string w = scheduler_->RegisterWorker({"w", "cpu", 0, ""});
   auto a = Acquire(w, absl::ZeroDuration());
@@ -314,8 +319,7 @@ TEST_F(SchedulerTest, PauseAndResume) {
 TEST_F(SchedulerTest, NoStepProgressIsStalled) {
   options_.stall_timeout = absl::Milliseconds(200);
   options_.lease_duration = absl::Seconds(30);
-  scheduler_.reset();
-  scheduler_ = *Scheduler::Create(store_.get(), options_);
+  Restart();
   auto job = scheduler_->CreateJob(Spec());
   std::string w = scheduler_->RegisterWorker({"w", "cpu", 0, ""});
   auto a = Acquire(w, absl::ZeroDuration());
@@ -428,8 +432,7 @@ TEST_F(SchedulerTest, RestartKeepsQueuedAndRunningJobs) {
   std::string w = scheduler_->RegisterWorker({"w", "cpu", 0, ""});
   auto a = Acquire(w, absl::ZeroDuration());
   EXPECT_EQ((*a)->job.id, running->id);
-  scheduler_.reset();
-  scheduler_ = *Scheduler::Create(store_.get(), options_);
+  Restart();
   EXPECT_EQ(scheduler_->GetJob(queued->id)->state, JobState::kQueued);
   EXPECT_EQ(scheduler_->GetJob(running->id)->state, JobState::kRunning);
   // The running job keeps its lease, so its worker carries on ...
@@ -448,13 +451,12 @@ namespace {
 // A tenant at its limit of running jobs waits; others' jobs pass it in the
 // queue, and its next job starts when one of its own ends.
 TEST_F(SchedulerTest, TenantsRunningJobLimitLetsOthersPass) {
-  scheduler_.reset();
   options_.quota = [](const std::string& tenant) {
     Quota q;
     if (tenant == "busy") q.running_jobs = 1;
     return q;
   };
-  scheduler_ = *Scheduler::Create(store_.get(), options_);
+  Restart();
   DatasetRecord d;
   d.id = "other-ds";
   d.tenant = "other";

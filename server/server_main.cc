@@ -12,7 +12,6 @@
 #include <atomic>
 #include <cstdio>
 #include <filesystem>
-#include <cerrno>
 #include <cstring>
 #include <fstream>
 #include <thread>
@@ -25,7 +24,7 @@
 
 #include "common/blob_store.h"
 #include "common/signals.h"
-#include "common/file_util.h"
+#include "common/read_file.h"
 #include "common/status_macros.h"
 #include "server/auth.h"
 #include "server/datasets.h"
@@ -53,14 +52,6 @@ bool IsLoopback(const std::string& listen) {
   return host == "localhost" || host == "[::1]" || host.rfind("127.", 0) == 0;
 }
 
-absl::StatusOr<std::string> ReadFile(const std::string& path, const char* flag) {
-  std::string text;
-  if (!tuneforge::ReadWholeFile(path, &text)) {
-    return absl::NotFoundError(absl::StrCat(flag, ": cannot read ", path, ": ", std::strerror(errno)));
-  }
-  return text;
-}
-
 // Server credentials: TLS when a certificate is given (asking clients for a
 // certificate, verified against `client_ca`, when that is given), else none.
 absl::StatusOr<std::shared_ptr<grpc::ServerCredentials>> Credentials(
@@ -78,11 +69,12 @@ absl::StatusOr<std::shared_ptr<grpc::ServerCredentials>> Credentials(
       client_ca.empty() ? GRPC_SSL_DONT_REQUEST_CLIENT_CERTIFICATE
                         : GRPC_SSL_REQUEST_CLIENT_CERTIFICATE_AND_VERIFY);
   grpc::SslServerCredentialsOptions::PemKeyCertPair pair;
-  ASSIGN_OR_RETURN(pair.private_key, ReadFile(key, "--tls-key"));
-  ASSIGN_OR_RETURN(pair.cert_chain, ReadFile(cert, "--tls-cert"));
+  ASSIGN_OR_RETURN(pair.private_key, tuneforge::ReadFileOr(key, "--tls-key"));
+  ASSIGN_OR_RETURN(pair.cert_chain, tuneforge::ReadFileOr(cert, "--tls-cert"));
   options.pem_key_cert_pairs.push_back(std::move(pair));
   if (!client_ca.empty()) {
-    ASSIGN_OR_RETURN(options.pem_root_certs, ReadFile(client_ca, "--tls-client-ca"));
+    ASSIGN_OR_RETURN(options.pem_root_certs,
+                     tuneforge::ReadFileOr(client_ca, "--tls-client-ca"));
   }
   return grpc::SslServerCredentials(options);
 }
