@@ -247,6 +247,9 @@ int main(int argc, char** argv) {
       ->capture_default_str();
   app.add_flag("--recompute-activations", config.recompute_activations,
                "recompute each block in backward: less memory, more compute");
+  app.add_flag("!--no-fused-kernels", config.fused_kernels,
+               "run norms, activations, rotary embeddings, softmax and AdamW as libtorch "
+               "operations instead of the fused CPU kernels (for comparison)");
   app.add_option("--lora-rank", config.lora.rank, "LoRA adapters of this rank; 0: full fine-tuning")
       ->capture_default_str();
   app.add_option("--lora-alpha", config.lora.alpha)->capture_default_str();

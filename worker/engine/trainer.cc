@@ -16,6 +16,7 @@
 #include "common/utf8.h"
 #include "worker/engine/adamw.h"
 #include "worker/engine/checkpoint.h"
+#include "worker/engine/fused_ops.h"
 #include "worker/engine/lora.h"
 #include "worker/engine/model_folder.h"
 
@@ -234,10 +235,14 @@ LossSums ComputeLoss(Transformer& model, const Batch& batch, bool count_correct)
   torch::Tensor flat_logits = logits.view({-1, V});  // (B*T, V)
   torch::Tensor flat_targets = batch.targets.view({-1});  // (B*T)
   LossSums sums;
-  sums.loss_sum = torch::nn::functional::cross_entropy(
-      flat_logits, flat_targets,
-      torch::nn::functional::CrossEntropyFuncOptions().ignore_index(kIgnore).reduction(
-          torch::kSum));
+  if (model->compute().fused_kernels && FusedApplies(flat_logits)) {
+    sums.loss_sum = FusedCrossEntropySum(flat_logits, flat_targets, kIgnore);
+  } else {
+    sums.loss_sum = torch::nn::functional::cross_entropy(
+        flat_logits, flat_targets,
+        torch::nn::functional::CrossEntropyFuncOptions().ignore_index(kIgnore).reduction(
+            torch::kSum));
+  }
   if (count_correct) {
     torch::Tensor hits = (flat_logits.argmax(-1) == flat_targets) & (flat_targets != kIgnore);
     sums.correct = hits.sum().item<int64_t>();
@@ -311,14 +316,6 @@ int64_t MaxLength(const TrainConfig& config, const ModelConfig& model) {
   return config.max_seq_len > 0 ? std::min<int64_t>(config.max_seq_len, limit) : limit;
 }
 
-std::vector<torch::Tensor> TrainableParameters(Transformer& model) {
-  std::vector<torch::Tensor> out;
-  for (const torch::Tensor& p : model->parameters()) {
-    if (p.requires_grad()) out.push_back(p);
-  }
-  return out;
-}
-
 torch::Device ResolveDevice(const std::string& name) {
   const bool cuda = torch::cuda::is_available();
   if (name == "cuda" && !cuda) {
@@ -335,6 +332,7 @@ torch::Device SetUpCompute(const TrainConfig& c, Transformer& model, TrainPlan* 
   const bool bf16 = c.precision == "bf16" || (c.precision == "auto" && device.is_cuda());
   compute.matmul_dtype = bf16 ? torch::kBFloat16 : torch::kFloat32;
   compute.recompute_activations = c.recompute_activations;
+  compute.fused_kernels = c.fused_kernels;
   model->SetCompute(compute);
   if (plan) {
     plan->device = device.is_cuda() ? "cuda" : "cpu";
@@ -536,6 +534,7 @@ TrainResult Train(const TrainConfig& config, const std::vector<Example>& train,
   }
   AdamW::Options adam;
   adam.weight_decay = config.weight_decay;
+  adam.fused = config.fused_kernels;
   AdamW optimizer(std::move(params), adam);
   if (!resume_from.empty()) {
     if (std::string error = LoadOptimizerState(resume_from, optimizer); !error.empty()) {
@@ -648,10 +647,15 @@ TrainResult Train(const TrainConfig& config, const std::vector<Example>& train,
                                    "; lower the learning rate or check the data");
         }
         CheckDivergence(step_loss, config.divergence_factor, state);
-        grad_norm = torch::nn::utils::clip_grad_norm_(
-            TrainableParameters(model),
-            config.grad_clip > 0 ? config.grad_clip : std::numeric_limits<double>::infinity());
-        optimizer.Step(lr);
+        grad_norm = optimizer.GradNorm();
+        if (!std::isfinite(grad_norm)) {
+          throw std::runtime_error("the gradient norm became non-finite at step " +
+                                   std::to_string(state.step + 1) +
+                                   "; lower the learning rate or check the data");
+        }
+        // Clipping as torch.nn.utils.clip_grad_norm_ does it, folded into the update.
+        const double clip = config.grad_clip / (grad_norm + 1e-6);
+        optimizer.Step(lr, config.grad_clip > 0 && clip < 1 ? clip : 1.0);
       }
       ++state.step;
       state.tokens_seen += step_tokens;

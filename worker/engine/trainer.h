@@ -61,6 +61,9 @@ struct TrainConfig {
   // "auto": bf16 matrix products on CUDA, fp32 on the CPU; "fp32"; "bf16".
   std::string precision = "auto";
   bool recompute_activations = false;  // recompute each block in backward (less memory)
+  // Fused CPU kernels (fused_ops.h) for float32 on the CPU; off: the same
+  // formulas as libtorch operations (for comparison; CUDA always uses those).
+  bool fused_kernels = true;
   int threads = 0;                 // intra-op threads; 0: the cores we may use
   int sample_count = 2;            // greedy sample completions per evaluation
   int sample_max_tokens = 64;      // length limit of each sample

@@ -5,6 +5,8 @@
 
 #include <torch/version.h>
 
+#include "worker/engine/fused_ops.h"
+
 namespace tuneforge::engine {
 
 namespace F = torch::nn::functional;
@@ -49,12 +51,22 @@ torch::Tensor BlockedMask(int64_t past, int64_t T, int64_t S, int64_t window,
   return blocked;
 }
 
+// Each key/value head repeated for the `groups` query heads that share it:
+// (B, K, S, D) -> (B, K * groups, S, D).
+torch::Tensor RepeatKv(const torch::Tensor& t, int64_t groups) {
+  return groups == 1 ? t : t.repeat_interleave(groups, /*dim=*/1);
+}
+
 // Causal attention of queries at positions past..past+T over keys 0..S,
 // within a sliding window if there is one. q (B, H, T, D), k and v
-// (B, H, S, D) -> (B, H, T, D); scores and softmax in float32.
-torch::Tensor Attend(const torch::Tensor& q, const torch::Tensor& k, const torch::Tensor& v,
-                     int64_t past, int64_t window, double p) {
+// (B, K, S, D), K dividing H -> (B, H, T, D); scores and softmax in
+// float32. `fused`: the fused CPU kernels where they apply.
+torch::Tensor Attend(const torch::Tensor& q, torch::Tensor k, torch::Tensor v, int64_t past,
+                     int64_t window, double p, bool fused) {
+  if (fused && FusedApplies(q)) return FusedCausalAttention(q, k, v, past, window, p);
   const int64_t T = q.size(2), S = k.size(2), D = q.size(-1);
+  k = RepeatKv(k, q.size(1) / k.size(1));  // (B, H, S, D)
+  v = RepeatKv(v, q.size(1) / v.size(1));  // (B, H, S, D)
 #if TORCH_VERSION_MAJOR >= 2
   if (past == 0 && (window == 0 || S <= window)) {  // fused kernels (flash attention on CUDA)
     return at::scaled_dot_product_attention(q, k, v, {}, p, /*is_causal=*/true);
@@ -71,9 +83,9 @@ torch::Tensor Attend(const torch::Tensor& q, const torch::Tensor& k, const torch
 // Attention of packed rows: each sequence ({row, start, length} in `spans`)
 // attends causally within itself, so the cost is that of the sequences, not
 // of the whole row; positions after a row's last sequence (padding) get
-// zeros. q, k, v (B, H, T, D) -> (B, H, T, D).
+// zeros. q (B, H, T, D), k and v (B, K, T, D) -> (B, H, T, D).
 torch::Tensor SpanAttention(const torch::Tensor& q, const torch::Tensor& k, const torch::Tensor& v,
-                            const torch::Tensor& spans, int64_t window, double p) {
+                            const torch::Tensor& spans, int64_t window, double p, bool fused) {
   const int64_t B = q.size(0), H = q.size(1), T = q.size(2), D = q.size(3);
   auto s = spans.accessor<int64_t, 2>();
   std::vector<std::vector<torch::Tensor>> rows(B);
@@ -84,7 +96,7 @@ torch::Tensor SpanAttention(const torch::Tensor& q, const torch::Tensor& k, cons
     auto part = [&](const torch::Tensor& t) {
       return t.index({Slice(b, b + 1), Slice(), Slice(start, start + len)});  // (1, H, len, D)
     };
-    rows[b].push_back(Attend(part(q), part(k), part(v), 0, window, p));
+    rows[b].push_back(Attend(part(q), part(k), part(v), 0, window, p, fused));
     filled[b] = start + len;
   }
   std::vector<torch::Tensor> out;
@@ -142,6 +154,7 @@ NormImpl::NormImpl(int64_t dim, double eps, bool rms) : eps_(eps), rms_(rms) {
 
 torch::Tensor NormImpl::forward(const torch::Tensor& x) {
   if (!rms_) return F::layer_norm(x, F::LayerNormFuncOptions({x.size(-1)}).weight(weight_).bias(bias_).eps(eps_));
+  if (fused_ && FusedApplies(x)) return FusedRmsNorm(x, weight_, eps_);
   // RMSNorm in float32, as HF's LlamaRMSNorm computes it.
   torch::Tensor h = x.to(torch::kFloat32);
   h = h * torch::rsqrt(h.pow(2).mean(-1, /*keepdim=*/true) + eps_);  // (B, T, C)
@@ -171,6 +184,10 @@ torch::Tensor AttentionImpl::forward(const torch::Tensor& x, const Rope* rope, K
     q = qkv[0].view({B, T, H, D}).transpose(1, 2);  // (B, H, T, D)
     k = qkv[1].view({B, T, H, D}).transpose(1, 2);  // (B, H, T, D)
     v = qkv[2].view({B, T, H, D}).transpose(1, 2);  // (B, H, T, D)
+  } else if (fused_ && FusedApplies(x) && rope->cos_half.defined()) {
+    q = FusedRope(q_proj_->forward(x), H, rope->cos_half, rope->sin_half);  // (B, H, T, D)
+    k = FusedRope(k_proj_->forward(x), K, rope->cos_half, rope->sin_half);  // (B, K, T, D)
+    v = v_proj_->forward(x).view({B, T, K, D}).transpose(1, 2);             // (B, K, T, D)
   } else {
     q = q_proj_->forward(x).view({B, T, H, D}).transpose(1, 2);  // (B, H, T, D)
     k = k_proj_->forward(x).view({B, T, K, D}).transpose(1, 2);  // (B, K, T, D)
@@ -191,10 +208,6 @@ torch::Tensor AttentionImpl::forward(const torch::Tensor& x, const Rope* rope, K
     cache->keys[layer] = k;
     cache->values[layer] = v;
   }
-  if (K != H) {  // each group of H/K query heads shares one key/value head
-    k = k.repeat_interleave(H / K, /*dim=*/1);  // (B, H, S, D)
-    v = v.repeat_interleave(H / K, /*dim=*/1);  // (B, H, S, D)
-  }
   const double p = is_training() ? c.dropout : 0.0;
   const torch::ScalarType dtype = matmul_dtype_;
   if (dtype != q.scalar_type()) {
@@ -202,8 +215,9 @@ torch::Tensor AttentionImpl::forward(const torch::Tensor& x, const Rope* rope, K
     k = k.to(dtype);
     v = v.to(dtype);
   }
-  torch::Tensor y = spans.defined() ? SpanAttention(q, k, v, spans, c.sliding_window, p)
-                                    : Attend(q, k, v, past, c.sliding_window, p);  // (B, H, T, D)
+  // Each group of H/K query heads shares one key/value head.
+  torch::Tensor y = spans.defined() ? SpanAttention(q, k, v, spans, c.sliding_window, p, fused_)
+                                    : Attend(q, k, v, past, c.sliding_window, p, fused_);  // (B, H, T, D)
   y = y.to(x.scalar_type());
   y = y.transpose(1, 2).contiguous().view({B, T, H * D});  // (B, T, H*D)
   return IsGpt2(c) ? c_proj_->forward(y) : o_proj_->forward(y);  // (B, T, C)
@@ -221,9 +235,14 @@ MlpImpl::MlpImpl(const ModelConfig& c) {
 }
 
 torch::Tensor MlpImpl::forward(const torch::Tensor& x) {
-  if (c_fc_) return c_proj_->forward(torch::gelu(c_fc_->forward(x), "tanh"));  // via (B, T, F)
-  torch::Tensor h = torch::silu(gate_proj_->forward(x)) * up_proj_->forward(x);  // (B, T, F)
-  return down_proj_->forward(h);                                                // (B, T, C)
+  if (c_fc_) {
+    torch::Tensor h = c_fc_->forward(x);  // (B, T, F)
+    h = fused_ && FusedApplies(h) ? FusedGeluTanh(h) : torch::gelu(h, "tanh");
+    return c_proj_->forward(h);  // (B, T, C)
+  }
+  torch::Tensor gate = gate_proj_->forward(x), up = up_proj_->forward(x);  // (B, T, F) each
+  torch::Tensor h = fused_ && FusedApplies(gate) ? FusedSwiGlu(gate, up) : torch::silu(gate) * up;
+  return down_proj_->forward(h);  // (B, T, C)
 }
 
 BlockImpl::BlockImpl(const ModelConfig& c) {
@@ -305,7 +324,15 @@ Rope TransformerImpl::RopeFor(int64_t past, int64_t T, const torch::Tensor& posi
     freqs = torch::outer(pos, inv_freq);  // (T, D/2)
   }
   torch::Tensor angles = torch::cat({freqs, freqs}, -1);  // (T, D) or (B, 1, T, D)
-  return Rope{angles.cos(), angles.sin()};
+  Rope rope;
+  rope.cos = angles.cos();
+  rope.sin = angles.sin();
+  if (compute_.fused_kernels) {
+    torch::Tensor half = positions.defined() ? freqs.squeeze(1) : freqs;  // (B, T, D/2) or (T, D/2)
+    rope.cos_half = half.cos();
+    rope.sin_half = half.sin();
+  }
+  return rope;
 }
 
 namespace {
@@ -347,14 +374,17 @@ class RecomputedBlock : public torch::autograd::Function<RecomputedBlock> {
   using Optional = c10::optional<torch::Tensor>;
   static torch::Tensor forward(torch::autograd::AutogradContext* ctx, torch::Tensor x,
                                BlockImpl* block, const Optional& cos, const Optional& sin,
+                               const Optional& cos_half, const Optional& sin_half,
                                const Optional& spans) {
     ctx->save_for_backward({x});
     ctx->saved_data["block"] = reinterpret_cast<int64_t>(block);  // owned by the model
     ctx->saved_data["cos"] = *cos;
     ctx->saved_data["sin"] = *sin;
+    ctx->saved_data["cos_half"] = *cos_half;
+    ctx->saved_data["sin_half"] = *sin_half;
     ctx->saved_data["spans"] = *spans;
     ctx->saved_data["random"] = ReplayRandom::State(x.device());
-    return Run(block, x, *cos, *sin, *spans);  // grad mode is off here
+    return Run(block, x, Rope{*cos, *sin, *cos_half, *sin_half}, *spans);  // grad mode is off here
   }
 
   static torch::autograd::variable_list backward(torch::autograd::AutogradContext* ctx,
@@ -365,18 +395,20 @@ class RecomputedBlock : public torch::autograd::Function<RecomputedBlock> {
     {
       ReplayRandom replay(x.device(), ctx->saved_data["random"].toTensor());
       torch::AutoGradMode enable(true);
-      y = Run(block, x, ctx->saved_data["cos"].toTensor(), ctx->saved_data["sin"].toTensor(),
-              ctx->saved_data["spans"].toTensor());
+      auto& saved = ctx->saved_data;
+      y = Run(block, x,
+              Rope{saved["cos"].toTensor(), saved["sin"].toTensor(), saved["cos_half"].toTensor(),
+                   saved["sin_half"].toTensor()},
+              saved["spans"].toTensor());
     }
     torch::autograd::backward({y}, {grad[0]});
-    return {x.grad(), {}, {}, {}, {}};
+    return {x.grad(), {}, {}, {}, {}, {}, {}};
   }
 
  private:
-  static torch::Tensor Run(BlockImpl* block, const torch::Tensor& x, const torch::Tensor& cos,
-                           const torch::Tensor& sin, const torch::Tensor& spans) {
-    Rope rope{cos, sin};
-    return block->forward(x, cos.defined() ? &rope : nullptr, nullptr, 0, spans);
+  static torch::Tensor Run(BlockImpl* block, const torch::Tensor& x, const Rope& rope,
+                           const torch::Tensor& spans) {
+    return block->forward(x, rope.cos.defined() ? &rope : nullptr, nullptr, 0, spans);
   }
 };
 
@@ -386,7 +418,12 @@ void TransformerImpl::SetCompute(const ComputeOptions& options) {
   compute_ = options;
   for (const auto& module : modules()) {
     if (auto* p = module->as<ProjectionImpl>()) p->set_matmul_dtype(options.matmul_dtype);
-    if (auto* a = module->as<AttentionImpl>()) a->set_matmul_dtype(options.matmul_dtype);
+    if (auto* a = module->as<AttentionImpl>()) {
+      a->set_matmul_dtype(options.matmul_dtype);
+      a->set_fused(options.fused_kernels);
+    }
+    if (auto* n = module->as<NormImpl>()) n->set_fused(options.fused_kernels);
+    if (auto* m = module->as<MlpImpl>()) m->set_fused(options.fused_kernels);
   }
 }
 
@@ -415,6 +452,7 @@ torch::Tensor TransformerImpl::forward(const torch::Tensor& ids, KvCache* cache,
     if (recompute) {
       using Optional = RecomputedBlock::Optional;
       x = RecomputedBlock::apply(x, block, Optional(rope.cos), Optional(rope.sin),
+                                 Optional(rope.cos_half), Optional(rope.sin_half),
                                  Optional(spans));  // (B, T, C)
     } else {
       x = block->forward(x, wpe_ ? nullptr : &rope, cache, layer++, spans);  // (B, T, C)

@@ -46,6 +46,10 @@ struct KvCache {
 struct Rope {
   torch::Tensor cos;  // (T, D), or (B, 1, T, D) for packed rows
   torch::Tensor sin;  // (T, D), or (B, 1, T, D) for packed rows
+  // The first halves, (T, D/2) or (B, T, D/2), for the fused kernel; the
+  // second halves repeat them. Undefined when the kernels are off.
+  torch::Tensor cos_half;
+  torch::Tensor sin_half;
 };
 
 // Several sequences packed into one row: each token attends only to earlier
@@ -65,9 +69,13 @@ struct Packing {
 // else (norms, softmax, residuals, loss) in float32, which is what autocast
 // does on CUDA. Recomputation keeps only each block's input for backward and
 // recomputes the block then (less memory, about a third more compute).
+// Fused kernels (fused_ops.h) compute norms, rotary embeddings, activations
+// and the attention softmax of float32 CPU tensors in one pass each; off,
+// the same formulas run as libtorch operations (as on CUDA).
 struct ComputeOptions {
   torch::ScalarType matmul_dtype = torch::kFloat32;  // or torch::kBFloat16
   bool recompute_activations = false;
+  bool fused_kernels = true;
 };
 
 // A linear projection (weight (out, in), optional bias, as torch::nn::Linear
@@ -104,10 +112,12 @@ class NormImpl : public torch::nn::Module {
  public:
   NormImpl(int64_t dim, double eps, bool rms);
   torch::Tensor forward(const torch::Tensor& x);  // (B, T, C) -> (B, T, C)
+  void set_fused(bool fused) { fused_ = fused; }
 
  private:
   double eps_;
   bool rms_;
+  bool fused_ = true;
   torch::Tensor weight_;  // (C)
   torch::Tensor bias_;    // (C), LayerNorm only
 };
@@ -123,10 +133,12 @@ class AttentionImpl : public torch::nn::Module {
   torch::Tensor forward(const torch::Tensor& x, const Rope* rope, KvCache* cache, size_t layer,
                         const torch::Tensor& spans);
   void set_matmul_dtype(torch::ScalarType dtype) { matmul_dtype_ = dtype; }
+  void set_fused(bool fused) { fused_ = fused; }
 
  private:
   ModelConfig config_;
   torch::ScalarType matmul_dtype_ = torch::kFloat32;
+  bool fused_ = true;
   Projection c_attn_{nullptr}, c_proj_{nullptr};  // GPT-2: C -> 3C, C -> C
   Projection q_proj_{nullptr}, k_proj_{nullptr}, v_proj_{nullptr},
       o_proj_{nullptr};  // Llama: C -> H*D, C -> K*D, C -> K*D, H*D -> C
@@ -137,8 +149,10 @@ class MlpImpl : public torch::nn::Module {
  public:
   explicit MlpImpl(const ModelConfig& config);
   torch::Tensor forward(const torch::Tensor& x);  // (B, T, C) -> (B, T, C)
+  void set_fused(bool fused) { fused_ = fused; }
 
  private:
+  bool fused_ = true;
   Projection c_fc_{nullptr}, c_proj_{nullptr};  // GPT-2: C -> F, F -> C
   Projection gate_proj_{nullptr}, up_proj_{nullptr},
       down_proj_{nullptr};  // Llama: C -> F, C -> F, F -> C

@@ -1,0 +1,349 @@
+// The fused kernels against the formulas they replace, written with
+// libtorch's operations (what the engine runs on CUDA and what the Python
+// loop runs): values and gradients, odd sizes that leave vector tails, the
+// attention's windows, offsets and grouped heads, the same bits for any
+// number of threads, and whole models that train alike either way.
+#include "worker/engine/fused_ops.h"
+
+#include <gtest/gtest.h>
+
+#include "worker/engine/adamw.h"
+#include "worker/engine/test_examples.h"
+#include "worker/engine/trainer.h"
+#include "worker/engine/transformer.h"
+
+namespace tuneforge::engine {
+namespace {
+
+using torch::indexing::Slice;
+
+// Fails with the largest difference when a and b differ by more than
+// atol + rtol * |b| anywhere.
+void ExpectClose(const torch::Tensor& a, const torch::Tensor& b, const std::string& what,
+                 double rtol = 1e-5, double atol = 1e-6) {
+  ASSERT_TRUE(a.defined() && b.defined()) << what;
+  ASSERT_EQ(a.sizes(), b.sizes()) << what;
+  const torch::Tensor diff = (a - b).abs();
+  EXPECT_TRUE(torch::allclose(a, b, rtol, atol))
+      << what << ": largest difference " << diff.max().item<double>() << " at "
+      << diff.argmax().item<int64_t>();
+}
+
+// A leaf copy of t that collects a gradient.
+torch::Tensor Leaf(const torch::Tensor& t) { return t.detach().clone().requires_grad_(true); }
+
+// Runs f on fresh leaves of `inputs`, backpropagates `dy`; returns the
+// output followed by each input's gradient.
+template <typename F>
+std::vector<torch::Tensor> ValueAndGrads(const F& f, const std::vector<torch::Tensor>& inputs,
+                                         const torch::Tensor& dy) {
+  std::vector<torch::Tensor> leaves;
+  for (const torch::Tensor& t : inputs) leaves.push_back(Leaf(t));
+  torch::Tensor y = f(leaves);
+  y.backward(dy);
+  std::vector<torch::Tensor> out{y.detach()};
+  for (const torch::Tensor& l : leaves) out.push_back(l.grad());
+  return out;
+}
+
+template <typename Fused, typename Reference>
+void ExpectSameValueAndGrads(const Fused& fused, const Reference& reference,
+                             const std::vector<torch::Tensor>& inputs, const std::string& what,
+                             double rtol = 1e-5, double atol = 1e-6) {
+  torch::Tensor probe;
+  {
+    torch::NoGradGuard no_grad;
+    probe = reference(inputs);
+  }
+  const torch::Tensor dy = torch::randn_like(probe);
+  const auto a = ValueAndGrads(fused, inputs, dy);
+  const auto b = ValueAndGrads(reference, inputs, dy);
+  ExpectClose(a[0], b[0], what + " value", rtol, atol);
+  for (size_t i = 1; i < a.size(); ++i) {
+    ExpectClose(a[i], b[i], what + " gradient " + std::to_string(i - 1), rtol * 10, atol * 10);
+  }
+}
+
+using Inputs = std::vector<torch::Tensor>;
+
+TEST(FusedOpsTest, GeluMatchesLibtorch) {
+  torch::manual_seed(1);
+  // Odd sizes (vector tails), large magnitudes (exp clamps), zero.
+  torch::Tensor x = torch::cat({torch::randn({37 * 129}) * 3,
+                                torch::tensor({-100.f, -20.f, -1e-8f, 0.f, 1e-8f, 20.f, 100.f})});
+  ExpectSameValueAndGrads([](const Inputs& in) { return FusedGeluTanh(in[0]); },
+                          [](const Inputs& in) { return torch::gelu(in[0], "tanh"); }, {x}, "gelu");
+}
+
+TEST(FusedOpsTest, SwiGluMatchesLibtorch) {
+  torch::manual_seed(2);
+  torch::Tensor g = torch::randn({5, 7, 43}) * 4, u = torch::randn({5, 7, 43});
+  ExpectSameValueAndGrads([](const Inputs& in) { return FusedSwiGlu(in[0], in[1]); },
+                          [](const Inputs& in) { return torch::silu(in[0]) * in[1]; }, {g, u},
+                          "swiglu");
+}
+
+TEST(FusedOpsTest, RmsNormMatchesLibtorch) {
+  torch::manual_seed(3);
+  // 210 rows: more than one block of the weight gradient's sums, and a tail.
+  torch::Tensor x = torch::randn({3, 70, 33}) * 2, w = torch::randn({33});
+  const double eps = 1e-5;
+  ExpectSameValueAndGrads(
+      [&](const Inputs& in) { return FusedRmsNorm(in[0], in[1], eps); },
+      [&](const Inputs& in) {
+        return in[1] * (in[0] * torch::rsqrt(in[0].pow(2).mean(-1, true) + eps));
+      },
+      {x, w}, "rmsnorm");
+}
+
+// HF's rotate_half rotation of x (B, T, N*D) as heads (B, N, T, D), with
+// full-width angles (T, D) or (B, 1, T, D).
+torch::Tensor ReferenceRope(const torch::Tensor& x, int64_t N, const torch::Tensor& cos,
+                            const torch::Tensor& sin) {
+  const int64_t B = x.size(0), T = x.size(1), D = x.size(2) / N;
+  torch::Tensor h = x.view({B, T, N, D}).transpose(1, 2);
+  torch::Tensor rotated = torch::cat({-h.index({"...", Slice(D / 2)}), h.index({"...", Slice(0, D / 2)})}, -1);
+  return h * cos + rotated * sin;
+}
+
+TEST(FusedOpsTest, RopeMatchesLibtorch) {
+  torch::manual_seed(4);
+  const int64_t B = 2, T = 7, N = 3, D = 10;
+  torch::Tensor x = torch::randn({B, T, N * D});
+  torch::Tensor angles = torch::randn({T, D / 2}) * 3;  // any angles: the rotation is the same
+  ExpectSameValueAndGrads(
+      [&](const Inputs& in) { return FusedRope(in[0], N, angles.cos(), angles.sin()); },
+      [&](const Inputs& in) {
+        torch::Tensor full = torch::cat({angles, angles}, -1);
+        return ReferenceRope(in[0], N, full.cos(), full.sin());
+      },
+      {x}, "rope");
+  // Positions per row, as packed rows have them.
+  torch::Tensor rows = torch::randn({B, T, D / 2}) * 3;
+  ExpectSameValueAndGrads(
+      [&](const Inputs& in) { return FusedRope(in[0], N, rows.cos(), rows.sin()); },
+      [&](const Inputs& in) {
+        torch::Tensor full = torch::cat({rows, rows}, -1).unsqueeze(1);
+        return ReferenceRope(in[0], N, full.cos(), full.sin());
+      },
+      {x}, "rope per row");
+}
+
+// Masked attention as the composed path computes it.
+torch::Tensor ReferenceAttention(const torch::Tensor& q, torch::Tensor k, torch::Tensor v,
+                                 int64_t past, int64_t window) {
+  const int64_t T = q.size(2), S = k.size(2), G = q.size(1) / k.size(1);
+  k = k.repeat_interleave(G, 1);
+  v = v.repeat_interleave(G, 1);
+  torch::Tensor i = torch::arange(past, past + T).unsqueeze(1), j = torch::arange(S).unsqueeze(0);
+  torch::Tensor blocked = j > i;
+  if (window > 0) blocked = blocked | ((i - j) >= window);
+  torch::Tensor att = torch::matmul(q, k.transpose(-2, -1)) / std::sqrt(double(q.size(-1)));
+  att = torch::softmax(att.masked_fill(blocked, -std::numeric_limits<float>::infinity()), -1);
+  return torch::matmul(att, v);
+}
+
+struct AttentionCase {
+  const char* name;
+  int64_t H, K, T, past, window;
+};
+
+TEST(FusedOpsTest, CausalAttentionMatchesLibtorch) {
+  const AttentionCase cases[] = {
+      {"causal", 4, 4, 19, 0, 0},          {"grouped heads", 6, 2, 11, 0, 0},
+      {"one key head", 4, 1, 9, 0, 0},     {"sliding window", 2, 2, 17, 0, 5},
+      {"after a cache", 4, 2, 3, 8, 0},    {"cache and window", 4, 2, 4, 9, 6},
+  };
+  const int64_t B = 2, D = 12;
+  for (const AttentionCase& c : cases) {
+    torch::manual_seed(5);
+    const int64_t S = c.past + c.T;
+    torch::Tensor q = torch::randn({B, c.H, c.T, D}), k = torch::randn({B, c.K, S, D});
+    torch::Tensor v = torch::randn({B, c.K, S, D});
+    ExpectSameValueAndGrads(
+        [&](const Inputs& in) { return FusedCausalAttention(in[0], in[1], in[2], c.past, c.window, 0); },
+        [&](const Inputs& in) { return ReferenceAttention(in[0], in[1], in[2], c.past, c.window); },
+        {q, k, v}, c.name);
+  }
+}
+
+TEST(FusedOpsTest, CrossEntropyMatchesLibtorch) {
+  torch::manual_seed(6);
+  for (int64_t V : {258, 300, 1000}) {  // 300 and 1000: rows longer than one scratch block
+    torch::Tensor logits = torch::randn({53, V}) * 4;
+    torch::Tensor targets = torch::randint(0, V, {53});
+    targets.index_put_({Slice(0, 53, 5)}, -100);  // every fifth row carries no loss
+    ExpectSameValueAndGrads(
+        [&](const Inputs& in) { return FusedCrossEntropySum(in[0], targets, -100); },
+        [&](const Inputs& in) {
+          return torch::nn::functional::cross_entropy(
+              in[0], targets,
+              torch::nn::functional::CrossEntropyFuncOptions().ignore_index(-100).reduction(torch::kSum));
+        },
+        {logits}, "cross-entropy V=" + std::to_string(V));
+  }
+}
+
+TEST(FusedOpsTest, CrossEntropyRefusesATargetOutsideTheVocabulary) {
+  torch::Tensor logits = torch::zeros({2, 10});
+  try {
+    FusedCrossEntropySum(logits, torch::tensor({3, 10}, torch::kInt64), -100);
+    FAIL() << "no error";
+  } catch (const c10::Error& e) {
+    EXPECT_NE(std::string(e.what()).find("target 10 of row 1 is outside the vocabulary of 10"),
+              std::string::npos)
+        << e.what();
+  }
+}
+
+// Two identical parameter sets updated by the fused and the composed AdamW.
+TEST(FusedOpsTest, AdamWMatchesTheComposedUpdate) {
+  torch::manual_seed(7);
+  std::vector<torch::Tensor> a, b;
+  for (auto shape : {std::vector<int64_t>{70, 33}, std::vector<int64_t>{33}, std::vector<int64_t>{40001}}) {
+    torch::Tensor t = torch::randn(shape);
+    a.push_back(Leaf(t));
+    b.push_back(Leaf(t));
+  }
+  auto make = [](std::vector<torch::Tensor>& ps, bool fused) {
+    AdamW::Options o;
+    o.fused = fused;
+    return AdamW({{"w", ps[0], true}, {"b", ps[1], false}, {"big", ps[2], true}}, o);
+  };
+  AdamW fused = make(a, true), composed = make(b, false);
+  for (int step = 0; step < 6; ++step) {
+    for (size_t i = 0; i < a.size(); ++i) {
+      torch::Tensor g = torch::randn_like(a[i]) * (step + 1);
+      a[i].mutable_grad() = g.clone();
+      b[i].mutable_grad() = g.clone();
+    }
+    const double norm = fused.GradNorm();
+    EXPECT_NEAR(norm, composed.GradNorm(), 1e-5 * norm) << "step " << step;
+    fused.Step(1e-2, 0.5);
+    composed.Step(1e-2, 0.5);
+    fused.ZeroGrad();
+    composed.ZeroGrad();
+  }
+  for (size_t i = 0; i < a.size(); ++i) ExpectClose(a[i], b[i], "parameter " + std::to_string(i));
+  const auto sa = fused.State(), sb = composed.State();
+  for (const auto& [key, value] : sa) ExpectClose(value, sb.at(key), key);
+}
+
+// Every kernel's output and gradients, with 1 and with 3 threads: the same
+// bits, which exact resumption needs.
+TEST(FusedOpsTest, SameBitsWhateverTheThreads) {
+  const int threads = at::get_num_threads();
+  auto run = [](int n) {
+    at::set_num_threads(n);
+    torch::manual_seed(8);
+    std::vector<torch::Tensor> out;
+    auto collect = [&](const std::vector<torch::Tensor>& v) { out.insert(out.end(), v.begin(), v.end()); };
+    torch::Tensor x = torch::randn({300, 301});
+    collect(ValueAndGrads([](const Inputs& in) { return FusedGeluTanh(in[0]); }, {x}, x));
+    collect(ValueAndGrads([](const Inputs& in) { return FusedSwiGlu(in[0], in[1]); }, {x, x * 2}, x));
+    collect(ValueAndGrads([](const Inputs& in) { return FusedRmsNorm(in[0], in[1], 1e-5); },
+                          {x, torch::randn({301})}, x));
+    torch::Tensor angles = torch::randn({64, 8});
+    torch::Tensor r = torch::randn({4, 64, 6 * 16});
+    collect(ValueAndGrads([&](const Inputs& in) { return FusedRope(in[0], 6, angles.cos(), angles.sin()); },
+                          {r}, torch::randn({4, 6, 64, 16})));
+    torch::Tensor q = torch::randn({4, 6, 64, 16}), kv = torch::randn({4, 2, 64, 16});
+    collect(ValueAndGrads([](const Inputs& in) { return FusedCausalAttention(in[0], in[1], in[2], 0, 0, 0); },
+                          {q, kv, kv * 3}, q));
+    torch::Tensor targets = torch::randint(0, 301, {300});
+    collect(ValueAndGrads([&](const Inputs& in) { return FusedCrossEntropySum(in[0], targets, -100); },
+                          {x}, torch::tensor(0.5f)));
+    return out;
+  };
+  const auto one = run(1), three = run(3);
+  at::set_num_threads(threads);
+  ASSERT_EQ(one.size(), three.size());
+  for (size_t i = 0; i < one.size(); ++i) EXPECT_TRUE(torch::equal(one[i], three[i])) << "tensor " << i;
+}
+
+ModelConfig Small(Architecture arch, int64_t window = 0) {
+  ModelConfig c;
+  c.context_length = 32;
+  c.n_layer = 2;
+  c.d_model = 32;
+  c.d_ff = 72;
+  if (arch == Architecture::kGpt2) {
+    c.n_head = c.n_kv_head = 2;
+    c.head_dim = 16;
+  } else {
+    c.architecture = arch;
+    c.model_type = window > 0 ? "mistral" : "llama";
+    c.n_head = 4;
+    c.n_kv_head = 2;
+    c.head_dim = 8;
+    c.qkv_bias = c.o_bias = false;
+    c.tie_embeddings = false;
+    c.sliding_window = window;
+  }
+  return c;
+}
+
+// The same weights compute the same logits and parameter gradients with
+// and without the kernels, on plain and on packed rows.
+TEST(FusedOpsTest, ModelsComputeTheSameEitherWay) {
+  for (const ModelConfig& config : {Small(Architecture::kGpt2), Small(Architecture::kLlama),
+                                    Small(Architecture::kLlama, /*window=*/5)}) {
+    torch::manual_seed(9);
+    Transformer model(config);
+    torch::Tensor ids = torch::randint(0, config.vocab_size, {3, 20});
+    Packing packing{torch::cat({torch::arange(12), torch::arange(8)}).repeat({3, 1}),
+                    torch::tensor({0, 0, 12, 0, 12, 8, 1, 0, 12, 1, 12, 8, 2, 0, 12, 2, 12, 8})
+                        .view({6, 3})};
+    for (const Packing* pack : std::vector<const Packing*>{nullptr, &packing}) {
+      std::vector<std::vector<torch::Tensor>> runs;
+      for (bool fused : {true, false}) {
+        ComputeOptions options;
+        options.fused_kernels = fused;
+        model->SetCompute(options);
+        model->zero_grad();
+        torch::Tensor logits = model->forward(ids, nullptr, pack);
+        logits.pow(2).mean().backward();
+        std::vector<torch::Tensor> run{logits.detach()};
+        for (const torch::Tensor& p : model->parameters()) run.push_back(p.grad().clone());
+        runs.push_back(run);
+      }
+      const std::string what = config.model_type + (pack ? " packed" : "");
+      ExpectClose(runs[0][0], runs[1][0], what + " logits", 1e-5, 1e-5);
+      for (size_t i = 1; i < runs[0].size(); ++i) {
+        ExpectClose(runs[0][i], runs[1][i], what + " gradient " + std::to_string(i), 1e-4, 1e-6);
+      }
+    }
+  }
+}
+
+// A training run's losses with and without the kernels, step by step.
+TEST(FusedOpsTest, TrainingFollowsTheSameLosses) {
+  class Losses : public TrainObserver {
+   public:
+    void OnMetrics(const StepMetrics& m) override { loss.push_back(m.loss); }
+    std::vector<double> loss;
+  };
+  for (const char* model : {"tiny-gpt2", "tiny-llama"}) {
+    std::vector<Losses> runs(2);
+    for (int fused = 0; fused < 2; ++fused) {
+      TrainConfig c;
+      c.model = model;
+      c.epochs = 6;
+      c.batch_size = 2;
+      c.learning_rate = 3e-3;
+      c.log_every_steps = 1;
+      c.threads = 1;
+      c.fused_kernels = fused == 1;
+      Train(c, Memorisable(), {}, runs[fused]);
+    }
+    ASSERT_EQ(runs[0].loss.size(), 12u);
+    ASSERT_EQ(runs[1].loss.size(), 12u);
+    for (size_t i = 0; i < 12; ++i) {
+      EXPECT_NEAR(runs[1].loss[i], runs[0].loss[i], 1e-4 * runs[0].loss[i]) << model << " step " << i + 1;
+    }
+    EXPECT_LT(runs[1].loss.back(), runs[1].loss.front()) << model;
+  }
+}
+
+}  // namespace
+}  // namespace tuneforge::engine
