@@ -2,7 +2,8 @@
 
 #include <algorithm>
 #include <cmath>
-#include <cstring>
+
+#include "worker/engine/simd.h"
 
 // Each kernel is compiled for AVX-512, AVX2 and the x86-64 baseline, chosen
 // at load time (GCC function multi-versioning). Not under the sanitizers,
@@ -13,107 +14,12 @@
 #else
 #define TF_KERNEL
 #endif
-#define TF_INLINE inline __attribute__((always_inline))
 
 namespace tuneforge::engine::kernels {
 namespace {
 
-// Independent partial sums, so that loops over them vectorise without
-// reordering any one sum.
-constexpr int kLanes = 16;
-
-// e^x, Cephes' expf: x = n ln2 + r with |r| <= ln2 / 2, a degree-7
-// polynomial for e^r, 2^n from the exponent bits. Clamped to the normal
-// range of float; NaN stays NaN.
-TF_INLINE float Exp(float x) {
-  x = x < -87.33f ? -87.33f : x;
-  x = x > 88.37f ? 88.37f : x;
-  constexpr float kMagic = 12582912.0f;  // 1.5 * 2^23: adding it rounds to an integer
-  const float t = x * 1.44269504088896341f + kMagic;
-  const float n = t - kMagic;
-  float r = x - n * 0.693359375f;
-  r = r - n * -2.12194440e-4f;
-  float p = 1.9875691500e-4f;
-  p = p * r + 1.3981999507e-3f;
-  p = p * r + 8.3334519073e-3f;
-  p = p * r + 4.1665795894e-2f;
-  p = p * r + 1.6666665459e-1f;
-  p = p * r + 5.0000001201e-1f;
-  p = p * (r * r) + r + 1.0f;
-  int32_t bits;
-  std::memcpy(&bits, &t, sizeof(bits));
-  const int32_t exponent = (bits - 0x4B400000 + 127) << 23;  // 2^n
-  float scale;
-  std::memcpy(&scale, &exponent, sizeof(scale));
-  return p * scale;
-}
-
-TF_INLINE float Sigmoid(float x) { return 1.0f / (1.0f + Exp(-x)); }
-
 constexpr float kGeluK = 0.7978845608028654f;  // sqrt(2 / pi)
 constexpr float kGeluC = 0.044715f;
-
-// Sum of x[i] * y[i] over [0, n), in kLanes partial sums.
-TF_INLINE float Dot(const float* x, const float* y, int64_t n) {
-  float acc[kLanes] = {};
-  int64_t i = 0;
-  for (; i + kLanes <= n; i += kLanes) {
-    for (int k = 0; k < kLanes; ++k) acc[k] += x[i + k] * y[i + k];
-  }
-  float sum = 0;
-  for (int k = 0; k < kLanes; ++k) sum += acc[k];
-  for (; i < n; ++i) sum += x[i] * y[i];
-  return sum;
-}
-
-// The largest of x[0..n) and init. Written with a vector type (8 lanes,
-// which AVX2 holds natively): GCC does not turn a scalar max into a vector
-// one, as its NaN rules depend on the order.
-typedef float Vec8 __attribute__((vector_size(8 * sizeof(float))));
-TF_INLINE float Max(const float* x, int64_t n, float init) {
-  Vec8 a = Vec8{} + init, b = a;
-  int64_t i = 0;
-  for (; i + 16 <= n; i += 16) {
-    Vec8 u, v;
-    std::memcpy(&u, x + i, sizeof(u));
-    std::memcpy(&v, x + i + 8, sizeof(v));
-    a = u > a ? u : a;
-    b = v > b ? v : b;
-  }
-  float m = init;
-  for (int k = 0; k < 8; ++k) {
-    m = a[k] > m ? a[k] : m;
-    m = b[k] > m ? b[k] : m;
-  }
-  for (; i < n; ++i) m = x[i] > m ? x[i] : m;
-  return m;
-}
-
-// y[i] = e^(x[i] - shift); returns their sum. y may be x.
-TF_INLINE float ExpShifted(const float* x, float shift, int64_t n, float* y) {
-  float acc[kLanes] = {};
-  int64_t i = 0;
-  for (; i + kLanes <= n; i += kLanes) {
-    for (int k = 0; k < kLanes; ++k) {
-      y[i + k] = Exp(x[i + k] - shift);
-      acc[k] += y[i + k];
-    }
-  }
-  float sum = 0;
-  for (int k = 0; k < kLanes; ++k) sum += acc[k];
-  for (; i < n; ++i) {
-    y[i] = Exp(x[i] - shift);
-    sum += y[i];
-  }
-  return sum;
-}
-
-// The keys [lo, hi) that row r of an attention may see.
-TF_INLINE void VisibleKeys(const CausalShape& s, int64_t r, int64_t* lo, int64_t* hi) {
-  const int64_t q = s.past + r % s.T;
-  *hi = std::min(s.S, q + 1);
-  *lo = s.window > 0 ? std::max<int64_t>(0, q - s.window + 1) : 0;
-}
 
 }  // namespace
 
@@ -191,70 +97,22 @@ TF_KERNEL void RmsNormBackward(const float* __restrict x, const float* __restric
 }
 
 TF_KERNEL void Rope(const float* __restrict x, const float* __restrict cos,
-                    const float* __restrict sin, const RopeShape& s, int64_t b, int64_t h0,
-                    int64_t h1, float* __restrict out) {
+                    const float* __restrict sin, const RopeShape& s, int64_t r0, int64_t r1,
+                    bool inverse, float* __restrict out) {
   const int64_t half = s.D / 2;
-  for (int64_t h = h0; h < h1; ++h) {
-    for (int64_t t = 0; t < s.T; ++t) {
-      const float* src = x + ((b * s.T + t) * s.N + h) * s.D;
-      float* dst = out + ((b * s.N + h) * s.T + t) * s.D;
-      const int64_t angle = (s.per_row ? b * s.T + t : t) * half;
-      const float* c = cos + angle;
-      const float* sn = sin + angle;
-      for (int64_t d = 0; d < half; ++d) {
-        dst[d] = src[d] * c[d] - src[d + half] * sn[d];
-        dst[d + half] = src[d + half] * c[d] + src[d] * sn[d];
-      }
-    }
-  }
-}
-
-TF_KERNEL void RopeInverse(const float* __restrict dy, const float* __restrict cos,
-                           const float* __restrict sin, const RopeShape& s, int64_t b, int64_t h0,
-                           int64_t h1, float* __restrict dx) {
-  const int64_t half = s.D / 2;
-  for (int64_t h = h0; h < h1; ++h) {
-    for (int64_t t = 0; t < s.T; ++t) {
-      const float* src = dy + ((b * s.N + h) * s.T + t) * s.D;
-      float* dst = dx + ((b * s.T + t) * s.N + h) * s.D;
-      const int64_t angle = (s.per_row ? b * s.T + t : t) * half;
-      const float* c = cos + angle;
-      const float* sn = sin + angle;
-      for (int64_t d = 0; d < half; ++d) {
-        dst[d] = src[d] * c[d] + src[d + half] * sn[d];
-        dst[d + half] = src[d + half] * c[d] - src[d] * sn[d];
-      }
-    }
-  }
-}
-
-TF_KERNEL void CausalSoftmax(float* scores, const CausalShape& s, int64_t r0, int64_t r1) {
+  const float sign = inverse ? -1.0f : 1.0f;  // rotating back: the angle negated
   for (int64_t r = r0; r < r1; ++r) {
-    float* row = scores + r * s.S;
-    int64_t lo, hi;
-    VisibleKeys(s, r, &lo, &hi);
-    for (int64_t j = lo; j < hi; ++j) row[j] *= s.scale;
-    const float m = Max(row + lo, hi - lo, -INFINITY);
-    const float inv = 1.0f / ExpShifted(row + lo, m, hi - lo, row + lo);
-    for (int64_t j = 0; j < lo; ++j) row[j] = 0;
-    for (int64_t j = lo; j < hi; ++j) row[j] *= inv;
-    for (int64_t j = hi; j < s.S; ++j) row[j] = 0;
-  }
-}
-
-TF_KERNEL void CausalSoftmaxBackward(const float* __restrict probs, const float* __restrict dprobs,
-                                     const CausalShape& s, int64_t r0, int64_t r1,
-                                     float* __restrict dscores) {
-  for (int64_t r = r0; r < r1; ++r) {
-    const float* p = probs + r * s.S;
-    const float* dp = dprobs + r * s.S;
-    float* ds = dscores + r * s.S;
-    int64_t lo, hi;
-    VisibleKeys(s, r, &lo, &hi);
-    const float dot = Dot(p + lo, dp + lo, hi - lo);
-    for (int64_t j = 0; j < lo; ++j) ds[j] = 0;
-    for (int64_t j = lo; j < hi; ++j) ds[j] = s.scale * (p[j] * (dp[j] - dot));
-    for (int64_t j = hi; j < s.S; ++j) ds[j] = 0;
+    const int64_t bt = r / s.N;  // b * T + t
+    const float* src = x + r * s.D;
+    float* dst = out + r * s.D;
+    const int64_t angle = (s.per_row ? bt : bt % s.T) * half;
+    const float* c = cos + angle;
+    const float* sn = sin + angle;
+    for (int64_t d = 0; d < half; ++d) {
+      const float sd = sign * sn[d];
+      dst[d] = src[d] * c[d] - src[d + half] * sd;
+      dst[d + half] = src[d + half] * c[d] + src[d] * sd;
+    }
   }
 }
 

@@ -6,10 +6,7 @@
 //                      (= 0.5 x (1 + tanh u), GPT-2's activation)
 //   SwiGLU             h = silu(g) * u                     (Llama's MLP)
 //   RMSNorm            y = w * x / sqrt(mean(x^2) + eps)   (per row of C)
-//   rotary embedding   HF's half rotation, read as (B, T, N, D), written as
-//                      (B, N, T, D): the head transpose comes free
-//   causal softmax     softmax(scale * s) over the keys a query may see,
-//                      zeros beyond
+//   rotary embedding   HF's half rotation of each head, (B, T, N, D)
 //   cross-entropy      log-sum-exp per row, and its gradient
 //   AdamW              the whole update in one pass per parameter
 //
@@ -22,8 +19,9 @@
 // same arithmetic in each (no fused multiply-add), so every build computes
 // the same bits.
 //
-// exp() here is Cephes' single-precision polynomial (about 1 ulp), the same
-// in every lane, so the activations match libtorch's to about 1e-7.
+// exp() here is Cephes' single-precision polynomial (about 1 ulp, simd.h),
+// so the activations match libtorch's to about 1e-7. Attention has kernels
+// of its own (attention_kernels.h).
 #ifndef TUNEFORGE_WORKER_ENGINE_CPU_KERNELS_H_
 #define TUNEFORGE_WORKER_ENGINE_CPU_KERNELS_H_
 
@@ -46,31 +44,17 @@ void RmsNorm(const float* x, const float* w, float eps, int64_t rows, int64_t C,
 void RmsNormBackward(const float* x, const float* w, const float* rstd, const float* dy,
                      int64_t rows, int64_t C, float* dx, float* dw_partial);
 
-// Rotary embedding of one batch row b and heads [h0, h1): x is (B, T, N, D)
-// (the projection's output), out is (B, N, T, D). cos and sin hold the
-// first half of each position's angles, (T, D/2), or per row, (B, T, D/2),
-// when `per_row` (packed rows restart positions). inverse: rotate back
-// (the backward pass: dy (B, N, T, D) in `x`'s place, dx (B, T, N, D) out).
+// Rotary embedding of rows [r0, r1) of x (B, T, N, D), row r = (b T + t) N
+// + n, into out of the same shape. cos and sin hold the first half of each
+// position's angles, (T, D/2), or per batch row, (B, T, D/2), when
+// `per_row` (packed rows restart positions). `inverse` rotates back: the
+// backward pass.
 struct RopeShape {
-  int64_t B, T, N, D;
+  int64_t T, N, D;
   bool per_row = false;
 };
-void Rope(const float* x, const float* cos, const float* sin, const RopeShape& s, int64_t b,
-          int64_t h0, int64_t h1, float* out);
-void RopeInverse(const float* dy, const float* cos, const float* sin, const RopeShape& s,
-                 int64_t b, int64_t h0, int64_t h1, float* dx);
-
-// Attention rows [r0, r1) of S keys each; row r is the query at position
-// past + r % T, which sees keys j <= past + r % T and, with a window,
-// j > past + r % T - window. In place: scores become probabilities.
-struct CausalShape {
-  int64_t T, S, past, window;  // window 0: none
-  float scale;
-};
-void CausalSoftmax(float* scores, const CausalShape& s, int64_t r0, int64_t r1);
-// dscores = scale * p * (dp - sum(p * dp)) where visible, else 0.
-void CausalSoftmaxBackward(const float* probs, const float* dprobs, const CausalShape& s,
-                           int64_t r0, int64_t r1, float* dscores);
+void Rope(const float* x, const float* cos, const float* sin, const RopeShape& s, int64_t r0,
+          int64_t r1, bool inverse, float* out);
 
 // Cross-entropy of rows [r0, r1) of V logits against targets (ignore_index
 // rows carry none): loss[r] = lse[r] - logits[r][target], 0 when ignored.

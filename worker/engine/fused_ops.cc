@@ -4,6 +4,7 @@
 
 #include <ATen/Parallel.h>
 
+#include "worker/engine/attention_kernels.h"
 #include "worker/engine/cpu_kernels.h"
 
 namespace tuneforge::engine {
@@ -123,10 +124,6 @@ class RmsNormFunction : public torch::autograd::Function<RmsNormFunction> {
   }
 };
 
-kernels::RopeShape RopeShapeOf(int64_t B, int64_t T, int64_t N, int64_t D, const torch::Tensor& cos) {
-  return kernels::RopeShape{B, T, N, D, cos.dim() == 3};
-}
-
 class RopeFunction : public torch::autograd::Function<RopeFunction> {
  public:
   static torch::Tensor forward(AutogradContext* ctx, torch::Tensor x, int64_t heads,
@@ -135,65 +132,85 @@ class RopeFunction : public torch::autograd::Function<RopeFunction> {
     cos_half = cos_half.contiguous();
     sin_half = sin_half.contiguous();
     const int64_t B = x.size(0), T = x.size(1), D = x.size(2) / heads;
-    const kernels::RopeShape shape = RopeShapeOf(B, T, heads, D, cos_half);
-    torch::Tensor out = torch::empty({B, heads, T, D}, x.options());
-    ParallelFor(B * heads, std::max<int64_t>(1, RowGrain(T * D)), [&](int64_t b, int64_t e) {
-      for (int64_t i = b; i < e; ++i) {
-        kernels::Rope(In(x), In(cos_half), In(sin_half), shape, i / heads, i % heads,
-                      i % heads + 1, Out(out));
-      }
-    });
+    torch::Tensor out = torch::empty({B, T, heads, D}, x.options());
+    Rotate(x, cos_half, sin_half, /*inverse=*/false, out);
     ctx->save_for_backward({cos_half, sin_half});
     return out;
   }
   static variable_list backward(AutogradContext* ctx, variable_list grad) {
     const variable_list saved = ctx->get_saved_variables();
-    const torch::Tensor &cos_half = saved[0], &sin_half = saved[1];
-    const torch::Tensor dy = grad[0].contiguous();  // (B, N, T, D)
-    const int64_t B = dy.size(0), N = dy.size(1), T = dy.size(2), D = dy.size(3);
-    const kernels::RopeShape shape = RopeShapeOf(B, T, N, D, cos_half);
-    torch::Tensor dx = torch::empty({B, T, N * D}, dy.options());
-    ParallelFor(B * N, std::max<int64_t>(1, RowGrain(T * D)), [&](int64_t b, int64_t e) {
-      for (int64_t i = b; i < e; ++i) {
-        kernels::RopeInverse(In(dy), In(cos_half), In(sin_half), shape, i / N, i % N, i % N + 1,
-                             Out(dx));
-      }
+    const torch::Tensor dy = grad[0].contiguous();  // (B, T, N, D)
+    torch::Tensor dx = torch::empty_like(dy);
+    Rotate(dy, saved[0], saved[1], /*inverse=*/true, dx);
+    return {dx.view({dy.size(0), dy.size(1), -1}), torch::Tensor(), torch::Tensor(), torch::Tensor()};
+  }
+
+ private:
+  // x and out: (B, T, N, D) in memory, whatever their shapes.
+  static void Rotate(const torch::Tensor& x, const torch::Tensor& cos_half,
+                     const torch::Tensor& sin_half, bool inverse, torch::Tensor& out) {
+    const int64_t half = cos_half.size(-1), T = cos_half.size(-2);
+    const int64_t rows = x.numel() / (2 * half);
+    const kernels::RopeShape shape{T, rows / (x.size(0) * T), 2 * half, cos_half.dim() == 3};
+    ParallelFor(rows, RowGrain(2 * half), [&](int64_t b, int64_t e) {
+      kernels::Rope(In(x), In(cos_half), In(sin_half), shape, b, e, inverse, Out(out));
     });
-    return {dx, torch::Tensor(), torch::Tensor(), torch::Tensor()};
   }
 };
 
-// Softmax over each row's visible keys, in place on the scores (which the
-// products around it do not keep): the probabilities take their memory.
-class CausalSoftmaxFunction : public torch::autograd::Function<CausalSoftmaxFunction> {
+// Attention a block of queries at a time (attention_kernels.h): saves the
+// output and each row's log-sum-exp, not the probabilities.
+class AttentionFunction : public torch::autograd::Function<AttentionFunction> {
  public:
-  static torch::Tensor forward(AutogradContext* ctx, torch::Tensor scores, int64_t T, int64_t past,
-                               int64_t window, double scale) {
-    TORCH_CHECK(scores.is_contiguous(), "causal softmax works in place on contiguous scores");
-    const kernels::CausalShape shape{T, scores.size(-1), past, window, float(scale)};
-    ParallelFor(scores.numel() / shape.S, RowGrain(shape.S), [&](int64_t b, int64_t e) {
-      kernels::CausalSoftmax(Out(scores), shape, b, e);
+  static torch::Tensor forward(AutogradContext* ctx, torch::Tensor q, torch::Tensor k,
+                               torch::Tensor v, int64_t past, int64_t window) {
+    if (q.stride(3) != 1) q = q.contiguous();
+    if (k.stride(3) != 1) k = k.contiguous();
+    if (v.stride(3) != 1) v = v.contiguous();
+    const kernels::AttentionShape shape = Shape(q, k, v, past, window);
+    torch::Tensor o = torch::empty({shape.B, shape.T, shape.H, shape.D}, q.options());
+    torch::Tensor lse = torch::empty({shape.B, shape.H, shape.T}, q.options());
+    ParallelFor(shape.B * shape.H, 1, [&](int64_t b, int64_t e) {
+      kernels::AttentionForward(shape, In(q), In(k), In(v), Out(o), Out(lse), b, e);
     });
-    ctx->mark_dirty({scores});
-    ctx->save_for_backward({scores});
-    ctx->saved_data["T"] = T;
+    ctx->save_for_backward({q, k, v, o, lse});
     ctx->saved_data["past"] = past;
     ctx->saved_data["window"] = window;
-    ctx->saved_data["scale"] = scale;
-    return scores;
+    return o;
   }
   static variable_list backward(AutogradContext* ctx, variable_list grad) {
-    const torch::Tensor probs = ctx->get_saved_variables()[0];
-    const torch::Tensor dprobs = grad[0].contiguous();
-    const kernels::CausalShape shape{ctx->saved_data["T"].toInt(), probs.size(-1),
-                                     ctx->saved_data["past"].toInt(),
-                                     ctx->saved_data["window"].toInt(),
-                                     float(ctx->saved_data["scale"].toDouble())};
-    torch::Tensor dscores = torch::empty_like(probs);
-    ParallelFor(probs.numel() / shape.S, RowGrain(shape.S), [&](int64_t b, int64_t e) {
-      kernels::CausalSoftmaxBackward(In(probs), In(dprobs), shape, b, e, Out(dscores));
+    const variable_list saved = ctx->get_saved_variables();
+    const torch::Tensor &q = saved[0], &k = saved[1], &v = saved[2], &o = saved[3], &lse = saved[4];
+    const kernels::AttentionShape shape = Shape(q, k, v, ctx->saved_data["past"].toInt(),
+                                                ctx->saved_data["window"].toInt());
+    const torch::Tensor dout = grad[0].contiguous();
+    torch::Tensor dq = torch::empty({shape.B, shape.T, shape.H, shape.D}, q.options());
+    torch::Tensor dk = torch::empty({shape.B, shape.S, shape.K, shape.D}, k.options());
+    torch::Tensor dv = torch::empty_like(dk);
+    ParallelFor(shape.B * shape.K, 1, [&](int64_t b, int64_t e) {
+      kernels::AttentionBackward(shape, In(q), In(k), In(v), In(o), In(lse), In(dout), Out(dq),
+                                 Out(dk), Out(dv), b, e);
     });
-    return {dscores, torch::Tensor(), torch::Tensor(), torch::Tensor(), torch::Tensor()};
+    return {dq, dk, dv, torch::Tensor(), torch::Tensor()};
+  }
+
+ private:
+  static kernels::AttentionShape Shape(const torch::Tensor& q, const torch::Tensor& k,
+                                       const torch::Tensor& v, int64_t past, int64_t window) {
+    kernels::AttentionShape s;
+    s.B = q.size(0);
+    s.T = q.size(1);
+    s.H = q.size(2);
+    s.D = q.size(3);
+    s.S = k.size(1);
+    s.K = k.size(2);
+    s.past = past;
+    s.window = window;
+    s.scale = float(1.0 / std::sqrt(double(s.D)));
+    s.q_b = q.stride(0), s.q_t = q.stride(1), s.q_h = q.stride(2);
+    s.k_b = k.stride(0), s.k_s = k.stride(1), s.k_h = k.stride(2);
+    s.v_b = v.stride(0), s.v_s = v.stride(1), s.v_h = v.stride(2);
+    return s;
   }
 };
 
@@ -265,20 +282,13 @@ torch::Tensor FusedRope(const torch::Tensor& x, int64_t heads, const torch::Tens
   return RopeFunction::apply(x, heads, cos_half, sin_half);
 }
 
-torch::Tensor FusedCausalAttention(const torch::Tensor& q, const torch::Tensor& k,
-                                   const torch::Tensor& v, int64_t past, int64_t window, double p) {
-  const int64_t B = q.size(0), H = q.size(1), T = q.size(2), D = q.size(3);
-  const int64_t K = k.size(1), S = k.size(2);
-  TORCH_CHECK(K > 0 && H % K == 0 && past + T == S, "attention shapes do not fit");
-  // Query heads h = kv * G + g share key head kv: viewed as (B * K, G * T, D),
-  // each key head's G query heads are one batch of the products.
-  const int64_t G = H / K;
-  torch::Tensor scores = torch::bmm(q.contiguous().view({B * K, G * T, D}),
-                                    k.contiguous().view({B * K, S, D}).transpose(1, 2));
-  torch::Tensor probs =
-      CausalSoftmaxFunction::apply(scores, T, past, window, 1.0 / std::sqrt(double(D)));
-  if (p > 0) probs = torch::dropout(probs, p, /*train=*/true);
-  return torch::bmm(probs, v.contiguous().view({B * K, S, D})).view({B, H, T, D});
+torch::Tensor FusedAttention(const torch::Tensor& q, const torch::Tensor& k, const torch::Tensor& v,
+                             int64_t past, int64_t window) {
+  TORCH_CHECK(q.dim() == 4 && k.dim() == 4 && v.sizes() == k.sizes() && q.size(0) == k.size(0) &&
+                  q.size(3) == k.size(3) && k.size(2) > 0 && q.size(2) % k.size(2) == 0 &&
+                  past >= 0 && past + q.size(1) == k.size(1),
+              "attention needs q (B, T, H, D) and k, v (B, past + T, K, D) with K dividing H");
+  return AttentionFunction::apply(q, k, v, past, window);
 }
 
 torch::Tensor FusedCrossEntropySum(const torch::Tensor& logits, const torch::Tensor& targets,

@@ -96,14 +96,15 @@ TEST(FusedOpsTest, RmsNormMatchesLibtorch) {
       {x, w}, "rmsnorm");
 }
 
-// HF's rotate_half rotation of x (B, T, N*D) as heads (B, N, T, D), with
-// full-width angles (T, D) or (B, 1, T, D).
+// HF's rotate_half rotation of x (B, T, N*D) as heads (B, T, N, D), with
+// full-width angles (T, D) or (B, 1, T, D), as the composed path applies
+// them to (B, N, T, D).
 torch::Tensor ReferenceRope(const torch::Tensor& x, int64_t N, const torch::Tensor& cos,
                             const torch::Tensor& sin) {
   const int64_t B = x.size(0), T = x.size(1), D = x.size(2) / N;
   torch::Tensor h = x.view({B, T, N, D}).transpose(1, 2);
   torch::Tensor rotated = torch::cat({-h.index({"...", Slice(D / 2)}), h.index({"...", Slice(0, D / 2)})}, -1);
-  return h * cos + rotated * sin;
+  return (h * cos + rotated * sin).transpose(1, 2);
 }
 
 TEST(FusedOpsTest, RopeMatchesLibtorch) {
@@ -129,9 +130,13 @@ TEST(FusedOpsTest, RopeMatchesLibtorch) {
       {x}, "rope per row");
 }
 
-// Masked attention as the composed path computes it.
-torch::Tensor ReferenceAttention(const torch::Tensor& q, torch::Tensor k, torch::Tensor v,
-                                 int64_t past, int64_t window) {
+// Masked attention as the composed path computes it, on q (B, T, H, D) and
+// k, v (B, S, K, D).
+torch::Tensor ReferenceAttention(torch::Tensor q, torch::Tensor k, torch::Tensor v, int64_t past,
+                                 int64_t window) {
+  q = q.transpose(1, 2);  // (B, H, T, D)
+  k = k.transpose(1, 2);
+  v = v.transpose(1, 2);
   const int64_t T = q.size(2), S = k.size(2), G = q.size(1) / k.size(1);
   k = k.repeat_interleave(G, 1);
   v = v.repeat_interleave(G, 1);
@@ -140,31 +145,59 @@ torch::Tensor ReferenceAttention(const torch::Tensor& q, torch::Tensor k, torch:
   if (window > 0) blocked = blocked | ((i - j) >= window);
   torch::Tensor att = torch::matmul(q, k.transpose(-2, -1)) / std::sqrt(double(q.size(-1)));
   att = torch::softmax(att.masked_fill(blocked, -std::numeric_limits<float>::infinity()), -1);
-  return torch::matmul(att, v);
+  return torch::matmul(att, v).transpose(1, 2);
 }
 
 struct AttentionCase {
   const char* name;
-  int64_t H, K, T, past, window;
+  int64_t H, K, T, past, window, D;
 };
 
-TEST(FusedOpsTest, CausalAttentionMatchesLibtorch) {
+TEST(FusedOpsTest, AttentionMatchesLibtorch) {
   const AttentionCase cases[] = {
-      {"causal", 4, 4, 19, 0, 0},          {"grouped heads", 6, 2, 11, 0, 0},
-      {"one key head", 4, 1, 9, 0, 0},     {"sliding window", 2, 2, 17, 0, 5},
-      {"after a cache", 4, 2, 3, 8, 0},    {"cache and window", 4, 2, 4, 9, 6},
+      {"causal", 4, 4, 19, 0, 0, 12},
+      {"grouped heads", 6, 2, 11, 0, 0, 12},
+      {"one key head", 4, 1, 9, 0, 0, 12},
+      {"sliding window", 2, 2, 17, 0, 5, 12},
+      {"after a cache", 4, 2, 3, 8, 0, 12},
+      {"cache and window", 4, 2, 4, 9, 6, 12},
+      {"several query blocks", 2, 1, 150, 0, 0, 32},  // blocks of 64 rows, keys padded to 32
+      {"window across blocks", 2, 2, 150, 0, 40, 16},
+      {"head size 64", 2, 2, 70, 0, 0, 64},
+      {"head size 80", 1, 1, 33, 0, 0, 80},
   };
-  const int64_t B = 2, D = 12;
+  const int64_t B = 2;
   for (const AttentionCase& c : cases) {
     torch::manual_seed(5);
     const int64_t S = c.past + c.T;
-    torch::Tensor q = torch::randn({B, c.H, c.T, D}), k = torch::randn({B, c.K, S, D});
-    torch::Tensor v = torch::randn({B, c.K, S, D});
+    torch::Tensor q = torch::randn({B, c.T, c.H, c.D}), k = torch::randn({B, S, c.K, c.D});
+    torch::Tensor v = torch::randn({B, S, c.K, c.D});
     ExpectSameValueAndGrads(
-        [&](const Inputs& in) { return FusedCausalAttention(in[0], in[1], in[2], c.past, c.window, 0); },
+        [&](const Inputs& in) { return FusedAttention(in[0], in[1], in[2], c.past, c.window); },
         [&](const Inputs& in) { return ReferenceAttention(in[0], in[1], in[2], c.past, c.window); },
         {q, k, v}, c.name);
   }
+}
+
+// GPT-2's queries, keys and values are slices of one projection: read in
+// place, their gradients land in it.
+TEST(FusedOpsTest, AttentionReadsSlicesOfOneProjection) {
+  torch::manual_seed(10);
+  const int64_t B = 2, T = 21, H = 3, D = 8;
+  torch::Tensor qkv = torch::randn({B, T, 3 * H * D});
+  auto split = [&](const torch::Tensor& t, int i) { return t.split(H * D, 2)[i].view({B, T, H, D}); };
+  ExpectSameValueAndGrads(
+      [&](const Inputs& in) { return FusedAttention(split(in[0], 0), split(in[0], 1), split(in[0], 2), 0, 0); },
+      [&](const Inputs& in) {
+        return ReferenceAttention(split(in[0], 0), split(in[0], 1), split(in[0], 2), 0, 0);
+      },
+      {qkv}, "attention on slices");
+}
+
+TEST(FusedOpsTest, AttentionRefusesShapesThatDoNotFit) {
+  torch::Tensor q = torch::zeros({1, 4, 3, 8}), k = torch::zeros({1, 4, 2, 8});
+  EXPECT_THROW(FusedAttention(q, k, k, 0, 0), c10::Error);  // 2 key heads do not divide 3
+  EXPECT_THROW(FusedAttention(torch::zeros({1, 4, 4, 8}), k, k, 1, 0), c10::Error);  // S != past + T
 }
 
 TEST(FusedOpsTest, CrossEntropyMatchesLibtorch) {
@@ -246,9 +279,9 @@ TEST(FusedOpsTest, SameBitsWhateverTheThreads) {
     torch::Tensor angles = torch::randn({64, 8});
     torch::Tensor r = torch::randn({4, 64, 6 * 16});
     collect(ValueAndGrads([&](const Inputs& in) { return FusedRope(in[0], 6, angles.cos(), angles.sin()); },
-                          {r}, torch::randn({4, 6, 64, 16})));
-    torch::Tensor q = torch::randn({4, 6, 64, 16}), kv = torch::randn({4, 2, 64, 16});
-    collect(ValueAndGrads([](const Inputs& in) { return FusedCausalAttention(in[0], in[1], in[2], 0, 0, 0); },
+                          {r}, torch::randn({4, 64, 6, 16})));
+    torch::Tensor q = torch::randn({4, 100, 6, 16}), kv = torch::randn({4, 100, 2, 16});
+    collect(ValueAndGrads([](const Inputs& in) { return FusedAttention(in[0], in[1], in[2], 0, 0); },
                           {q, kv, kv * 3}, q));
     torch::Tensor targets = torch::randint(0, 301, {300});
     collect(ValueAndGrads([&](const Inputs& in) { return FusedCrossEntropySum(in[0], targets, -100); },

@@ -60,10 +60,9 @@ torch::Tensor RepeatKv(const torch::Tensor& t, int64_t groups) {
 // Causal attention of queries at positions past..past+T over keys 0..S,
 // within a sliding window if there is one. q (B, H, T, D), k and v
 // (B, K, S, D), K dividing H -> (B, H, T, D); scores and softmax in
-// float32. `fused`: the fused CPU kernels where they apply.
+// float32.
 torch::Tensor Attend(const torch::Tensor& q, torch::Tensor k, torch::Tensor v, int64_t past,
-                     int64_t window, double p, bool fused) {
-  if (fused && FusedApplies(q)) return FusedCausalAttention(q, k, v, past, window, p);
+                     int64_t window, double p) {
   const int64_t T = q.size(2), S = k.size(2), D = q.size(-1);
   k = RepeatKv(k, q.size(1) / k.size(1));  // (B, H, S, D)
   v = RepeatKv(v, q.size(1) / v.size(1));  // (B, H, S, D)
@@ -83,26 +82,32 @@ torch::Tensor Attend(const torch::Tensor& q, torch::Tensor k, torch::Tensor v, i
 // Attention of packed rows: each sequence ({row, start, length} in `spans`)
 // attends causally within itself, so the cost is that of the sequences, not
 // of the whole row; positions after a row's last sequence (padding) get
-// zeros. q (B, H, T, D), k and v (B, K, T, D) -> (B, H, T, D).
+// zeros. q, k and v hold positions along dimension `dim` (2 for (B, H, T, D),
+// 1 for (B, T, H, D)); attend(q, k, v) computes one sequence's attention on
+// their slices. Returns q's shape.
+template <typename AttendFn>
 torch::Tensor SpanAttention(const torch::Tensor& q, const torch::Tensor& k, const torch::Tensor& v,
-                            const torch::Tensor& spans, int64_t window, double p, bool fused) {
-  const int64_t B = q.size(0), H = q.size(1), T = q.size(2), D = q.size(3);
+                            const torch::Tensor& spans, int64_t dim, const AttendFn& attend) {
+  const int64_t B = q.size(0), T = q.size(dim);
   auto s = spans.accessor<int64_t, 2>();
   std::vector<std::vector<torch::Tensor>> rows(B);
   std::vector<int64_t> filled(B, 0);
   for (int64_t i = 0; i < spans.size(0); ++i) {
     const int64_t b = s[i][0], start = s[i][1], len = s[i][2];
     TORCH_CHECK(start == filled[b], "packed sequences must tile their row from its start");
-    auto part = [&](const torch::Tensor& t) {
-      return t.index({Slice(b, b + 1), Slice(), Slice(start, start + len)});  // (1, H, len, D)
-    };
-    rows[b].push_back(Attend(part(q), part(k), part(v), 0, window, p, fused));
+    auto part = [&](const torch::Tensor& t) { return t.narrow(0, b, 1).narrow(dim, start, len); };
+    rows[b].push_back(attend(part(q), part(k), part(v)));
     filled[b] = start + len;
   }
   std::vector<torch::Tensor> out;
   for (int64_t b = 0; b < B; ++b) {
-    if (filled[b] < T) rows[b].push_back(torch::zeros({1, H, T - filled[b], D}, q.options()));
-    out.push_back(torch::cat(rows[b], 2));  // (1, H, T, D)
+    if (filled[b] < T) {
+      std::vector<int64_t> padding = q.sizes().vec();
+      padding[0] = 1;
+      padding[dim] = T - filled[b];
+      rows[b].push_back(torch::zeros(padding, q.options()));
+    }
+    out.push_back(torch::cat(rows[b], dim));
   }
   return torch::cat(out, 0);
 }
@@ -178,48 +183,73 @@ torch::Tensor AttentionImpl::forward(const torch::Tensor& x, const Rope* rope, K
                                      size_t layer, const torch::Tensor& spans) {
   const ModelConfig& c = config_;
   const int64_t B = x.size(0), T = x.size(1), H = c.n_head, K = c.n_kv_head, D = c.head_dim;
-  torch::Tensor q, k, v;
+  const double p = is_training() ? c.dropout : 0.0;
+  // The fused kernels take float32 on the CPU without attention dropout, and
+  // keep heads as (B, T, N, D), the projections' own layout: no transposes.
+  const bool fused = fused_ && p == 0 && matmul_dtype_ == torch::kFloat32 && FusedApplies(x) &&
+                     (IsGpt2(c) || rope->cos_half.defined());
+  torch::Tensor q, k, v;  // (B, T, H, D), (B, T, K, D), (B, T, K, D)
   if (IsGpt2(c)) {
     std::vector<torch::Tensor> qkv = c_attn_->forward(x).split(H * D, /*dim=*/2);  // 3 x (B, T, C)
-    q = qkv[0].view({B, T, H, D}).transpose(1, 2);  // (B, H, T, D)
-    k = qkv[1].view({B, T, H, D}).transpose(1, 2);  // (B, H, T, D)
-    v = qkv[2].view({B, T, H, D}).transpose(1, 2);  // (B, H, T, D)
-  } else if (fused_ && FusedApplies(x) && rope->cos_half.defined()) {
-    q = FusedRope(q_proj_->forward(x), H, rope->cos_half, rope->sin_half);  // (B, H, T, D)
-    k = FusedRope(k_proj_->forward(x), K, rope->cos_half, rope->sin_half);  // (B, K, T, D)
-    v = v_proj_->forward(x).view({B, T, K, D}).transpose(1, 2);             // (B, K, T, D)
+    q = qkv[0].view({B, T, H, D});
+    k = qkv[1].view({B, T, H, D});
+    v = qkv[2].view({B, T, H, D});
+  } else if (fused) {
+    q = FusedRope(q_proj_->forward(x), H, rope->cos_half, rope->sin_half);
+    k = FusedRope(k_proj_->forward(x), K, rope->cos_half, rope->sin_half);
+    v = v_proj_->forward(x).view({B, T, K, D});
   } else {
-    q = q_proj_->forward(x).view({B, T, H, D}).transpose(1, 2);  // (B, H, T, D)
-    k = k_proj_->forward(x).view({B, T, K, D}).transpose(1, 2);  // (B, K, T, D)
-    v = v_proj_->forward(x).view({B, T, K, D}).transpose(1, 2);  // (B, K, T, D)
-    q = ApplyRope(q, *rope);
-    k = ApplyRope(k, *rope);
+    q = q_proj_->forward(x).view({B, T, H, D});
+    k = k_proj_->forward(x).view({B, T, K, D});
+    v = v_proj_->forward(x).view({B, T, K, D});
+  }
+  if (!fused) {  // libtorch's attention works on (B, N, T, D)
+    q = q.transpose(1, 2);
+    k = k.transpose(1, 2);
+    v = v.transpose(1, 2);
+    if (!IsGpt2(c)) {
+      q = ApplyRope(q, *rope);
+      k = ApplyRope(k, *rope);
+    }
   }
   const int64_t past = cache ? cache->length : 0;
-  if (cache) {
+  if (cache) {  // (B, K, S, D) either way
     if (cache->keys.size() <= layer) {
       cache->keys.resize(layer + 1);
       cache->values.resize(layer + 1);
     }
+    torch::Tensor new_k = fused ? k.transpose(1, 2) : k, new_v = fused ? v.transpose(1, 2) : v;
     if (past > 0) {
-      k = torch::cat({cache->keys[layer], k}, 2);    // (B, K, past + T, D)
-      v = torch::cat({cache->values[layer], v}, 2);  // (B, K, past + T, D)
+      new_k = torch::cat({cache->keys[layer], new_k}, 2);    // (B, K, past + T, D)
+      new_v = torch::cat({cache->values[layer], new_v}, 2);  // (B, K, past + T, D)
     }
-    cache->keys[layer] = k;
-    cache->values[layer] = v;
-  }
-  const double p = is_training() ? c.dropout : 0.0;
-  const torch::ScalarType dtype = matmul_dtype_;
-  if (dtype != q.scalar_type()) {
-    q = q.to(dtype);
-    k = k.to(dtype);
-    v = v.to(dtype);
+    cache->keys[layer] = new_k;
+    cache->values[layer] = new_v;
+    k = fused ? new_k.transpose(1, 2) : new_k;
+    v = fused ? new_v.transpose(1, 2) : new_v;
   }
   // Each group of H/K query heads shares one key/value head.
-  torch::Tensor y = spans.defined() ? SpanAttention(q, k, v, spans, c.sliding_window, p, fused_)
-                                    : Attend(q, k, v, past, c.sliding_window, p, fused_);  // (B, H, T, D)
-  y = y.to(x.scalar_type());
-  y = y.transpose(1, 2).contiguous().view({B, T, H * D});  // (B, T, H*D)
+  torch::Tensor y;  // (B, T, H, D)
+  if (fused) {
+    auto attend = [&](const torch::Tensor& q, const torch::Tensor& k, const torch::Tensor& v) {
+      return FusedAttention(q, k, v, 0, c.sliding_window);
+    };
+    y = spans.defined() ? SpanAttention(q, k, v, spans, 1, attend)
+                        : FusedAttention(q, k, v, past, c.sliding_window);
+  } else {
+    if (matmul_dtype_ != q.scalar_type()) {
+      q = q.to(matmul_dtype_);
+      k = k.to(matmul_dtype_);
+      v = v.to(matmul_dtype_);
+    }
+    auto attend = [&](const torch::Tensor& q, const torch::Tensor& k, const torch::Tensor& v) {
+      return Attend(q, k, v, 0, c.sliding_window, p);
+    };
+    y = spans.defined() ? SpanAttention(q, k, v, spans, 2, attend)
+                        : Attend(q, k, v, past, c.sliding_window, p);  // (B, H, T, D)
+    y = y.to(x.scalar_type()).transpose(1, 2);
+  }
+  y = y.contiguous().view({B, T, H * D});
   return IsGpt2(c) ? c_proj_->forward(y) : o_proj_->forward(y);  // (B, T, C)
 }
 
