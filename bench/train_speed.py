@@ -1,10 +1,14 @@
 """The training step of tuneforge-train written in Python with PyTorch (the
-same libtorch, 1.13, from Debian's python3-torch): the same GPT-2 or Llama
-block, batch shape, loss, clipping and AdamW, so bench/train_speed.sh can
-compare tokens/s side by side; and the GEMM throughput of this machine
-through the same library.
+same libtorch, 1.13, from Debian's python3-torch) as a practitioner writes
+it: nn.Module blocks, F.gelu, F.cross_entropy, clip_grad_norm_ and
+torch.optim.AdamW; the same GPT-2 or Llama block, batch shape, loss,
+clipping and optimizer, so bench/train_speed.sh can compare tokens/s side by
+side. With LORA_RANK > 0, PEFT-style LoRA: the base frozen, adapters A and B
+on the family's default targets (GPT-2: c_attn; Llama: q_proj, v_proj), only
+they in the optimizer. Also the GEMM throughput of this machine through the
+same library.
 
-  /usr/bin/python3 train_speed.py train ARCH D_MODEL LAYERS HEADS KV_HEADS D_FF B T STEPS THREADS
+  /usr/bin/python3 train_speed.py train ARCH D_MODEL LAYERS HEADS KV_HEADS D_FF B T STEPS THREADS [LORA_RANK]
   /usr/bin/python3 train_speed.py gemm M K N THREADS
 """
 import math
@@ -16,6 +20,31 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 V = 258
+
+
+class LoraLinear(nn.Module):
+    """base(x) + B(A(x)) * alpha / r, as PEFT computes it; base frozen."""
+
+    def __init__(self, base, rank, alpha=16.0):
+        super().__init__()
+        self.base = base
+        self.lora_A = nn.Linear(base.in_features, rank, bias=False)
+        self.lora_B = nn.Linear(rank, base.out_features, bias=False)
+        nn.init.kaiming_uniform_(self.lora_A.weight, a=math.sqrt(5))
+        nn.init.zeros_(self.lora_B.weight)
+        self.scale = alpha / rank
+
+    def forward(self, x):
+        return self.base(x) + self.lora_B(self.lora_A(x)) * self.scale
+
+
+def add_lora(model, rank):
+    for p in model.parameters():
+        p.requires_grad_(False)
+    targets = ("c_attn",) if model.arch == "gpt2" else ("q_proj", "v_proj")
+    for block in model.blocks:
+        for name in targets:
+            setattr(block.attn, name, LoraLinear(getattr(block.attn, name), rank))
 
 
 class Attention(nn.Module):
@@ -108,12 +137,15 @@ class Model(nn.Module):
         return x @ self.wte.weight.T if self.head is None else self.head(x)
 
 
-def train(arch, C, L, H, K, Fd, B, T, steps, threads):
+def train(arch, C, L, H, K, Fd, B, T, steps, threads, lora_rank=0):
     torch.set_num_threads(threads)
     torch.manual_seed(0)
     model = Model(arch, C, L, H, K, Fd, T)
-    decay = [p for p in model.parameters() if p.dim() >= 2]
-    no_decay = [p for p in model.parameters() if p.dim() < 2]
+    if lora_rank > 0:
+        add_lora(model, lora_rank)
+    trained = [p for p in model.parameters() if p.requires_grad]
+    decay = [p for p in trained if p.dim() >= 2]
+    no_decay = [p for p in trained if p.dim() < 2]
     opt = torch.optim.AdamW([{"params": decay, "weight_decay": 0.01},
                              {"params": no_decay, "weight_decay": 0.0}], lr=1e-3)
     ids = torch.randint(0, 256, (B, T + 1))
@@ -124,7 +156,7 @@ def train(arch, C, L, H, K, Fd, B, T, steps, threads):
         logits = model(ids[:, :-1])
         loss = F.cross_entropy(logits.reshape(-1, V), ids[:, 1:].reshape(-1), reduction="sum")
         (loss / (B * T)).backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        torch.nn.utils.clip_grad_norm_(trained, 1.0)
         opt.step()
         loss.item()
         times.append(time.perf_counter() - start)
@@ -149,4 +181,4 @@ if __name__ == "__main__":
         gemm(*(int(x) for x in sys.argv[2:6]))
     else:
         arch = sys.argv[2]
-        train(arch, *(int(x) for x in sys.argv[3:12]))
+        train(arch, *(int(x) for x in sys.argv[3:]))

@@ -16,7 +16,7 @@
 //   AttentionForward(s, q, k, v, o, lse, 0, s.B * s.H);
 //   AttentionBackward(s, q, k, v, o, lse, dout, dq, dk, dv, 0, s.B * s.K);
 //
-// No libtorch here; fused_ops.h wraps these as an autograd function.
+// No libtorch here; ops.h wraps these as an autograd function.
 #ifndef TUNEFORGE_WORKER_ENGINE_ATTENTION_KERNELS_H_
 #define TUNEFORGE_WORKER_ENGINE_ATTENTION_KERNELS_H_
 

@@ -10,7 +10,7 @@
 //   cross-entropy      log-sum-exp per row, and its gradient
 //   AdamW              the whole update in one pass per parameter
 //
-// No libtorch here (fused_ops.h wraps these as autograd functions, on
+// No libtorch here (ops.h wraps these as autograd functions, on
 // ranges it splits between threads). Each function works on the range it
 // is given and writes only there; results depend only on the inputs, never
 // on how a caller splits the work, so runs stay deterministic. Loops are

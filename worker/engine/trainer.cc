@@ -16,7 +16,7 @@
 #include "common/utf8.h"
 #include "worker/engine/adamw.h"
 #include "worker/engine/checkpoint.h"
-#include "worker/engine/fused_ops.h"
+#include "worker/engine/ops.h"
 #include "worker/engine/lora.h"
 #include "worker/engine/model_folder.h"
 
@@ -235,14 +235,7 @@ LossSums ComputeLoss(Transformer& model, const Batch& batch, bool count_correct)
   torch::Tensor flat_logits = logits.view({-1, V});  // (B*T, V)
   torch::Tensor flat_targets = batch.targets.view({-1});  // (B*T)
   LossSums sums;
-  if (model->compute().fused_kernels && FusedApplies(flat_logits)) {
-    sums.loss_sum = FusedCrossEntropySum(flat_logits, flat_targets, kIgnore);
-  } else {
-    sums.loss_sum = torch::nn::functional::cross_entropy(
-        flat_logits, flat_targets,
-        torch::nn::functional::CrossEntropyFuncOptions().ignore_index(kIgnore).reduction(
-            torch::kSum));
-  }
+  sums.loss_sum = CrossEntropySum(flat_logits, flat_targets, kIgnore, model->compute().fused_kernels);
   if (count_correct) {
     torch::Tensor hits = (flat_logits.argmax(-1) == flat_targets) & (flat_targets != kIgnore);
     sums.correct = hits.sum().item<int64_t>();

@@ -61,7 +61,7 @@ struct TrainConfig {
   // "auto": bf16 matrix products on CUDA, fp32 on the CPU; "fp32"; "bf16".
   std::string precision = "auto";
   bool recompute_activations = false;  // recompute each block in backward (less memory)
-  // Fused CPU kernels (fused_ops.h) for float32 on the CPU; off: the same
+  // Fused CPU kernels (ops.h) for float32 on the CPU; off: the same
   // formulas as libtorch operations (for comparison; CUDA always uses those).
   bool fused_kernels = true;
   int threads = 0;                 // intra-op threads; 0: the cores we may use

@@ -5,7 +5,6 @@
 
 #include <torch/version.h>
 
-#include "worker/engine/fused_ops.h"
 
 namespace tuneforge::engine {
 
@@ -29,85 +28,29 @@ torch::Tensor Linear(const torch::Tensor& x, const torch::Tensor& w, const torch
   return F::linear(x.to(dtype), w.to(dtype), b.defined() ? b.to(dtype) : b).to(x.scalar_type());
 }
 
-// HF's rotate_half layout: the first and second halves of each head form
-// the (x, y) pairs that rotate. x, cos, sin: (B, *, T, D) and (T, D).
-torch::Tensor ApplyRope(const torch::Tensor& x, const Rope& rope) {
-  const int64_t half = x.size(-1) / 2;
-  torch::Tensor x1 = x.index({"...", Slice(0, half)});  // (B, *, T, D/2)
-  torch::Tensor x2 = x.index({"...", Slice(half)});     // (B, *, T, D/2)
-  torch::Tensor rotated = torch::cat({-x2, x1}, -1);     // (B, *, T, D)
-  return x * rope.cos + rotated * rope.sin;
-}
-
-// True where query position past+i may not see key position j: the future,
-// and keys a sliding window or more behind. (T, S) bool.
-torch::Tensor BlockedMask(int64_t past, int64_t T, int64_t S, int64_t window,
-                          const torch::Device& device) {
-  auto opts = torch::TensorOptions().dtype(torch::kInt64).device(device);
-  torch::Tensor i = torch::arange(past, past + T, opts).unsqueeze(1);  // (T, 1)
-  torch::Tensor j = torch::arange(0, S, opts).unsqueeze(0);            // (1, S)
-  torch::Tensor blocked = j > i;                                       // (T, S)
-  if (window > 0) blocked = blocked | ((i - j) >= window);
-  return blocked;
-}
-
-// Each key/value head repeated for the `groups` query heads that share it:
-// (B, K, S, D) -> (B, K * groups, S, D).
-torch::Tensor RepeatKv(const torch::Tensor& t, int64_t groups) {
-  return groups == 1 ? t : t.repeat_interleave(groups, /*dim=*/1);
-}
-
-// Causal attention of queries at positions past..past+T over keys 0..S,
-// within a sliding window if there is one. q (B, H, T, D), k and v
-// (B, K, S, D), K dividing H -> (B, H, T, D); scores and softmax in
-// float32.
-torch::Tensor Attend(const torch::Tensor& q, torch::Tensor k, torch::Tensor v, int64_t past,
-                     int64_t window, double p) {
-  const int64_t T = q.size(2), S = k.size(2), D = q.size(-1);
-  k = RepeatKv(k, q.size(1) / k.size(1));  // (B, H, S, D)
-  v = RepeatKv(v, q.size(1) / v.size(1));  // (B, H, S, D)
-#if TORCH_VERSION_MAJOR >= 2
-  if (past == 0 && (window == 0 || S <= window)) {  // fused kernels (flash attention on CUDA)
-    return at::scaled_dot_product_attention(q, k, v, {}, p, /*is_causal=*/true);
-  }
-#endif
-  torch::Tensor att = torch::matmul(q, k.transpose(-2, -1)) / std::sqrt(double(D));  // (B, H, T, S)
-  att = att.to(torch::kFloat32).masked_fill(BlockedMask(past, T, S, window, q.device()),
-                                            -std::numeric_limits<float>::infinity());
-  att = torch::softmax(att, -1);
-  if (p > 0) att = torch::dropout(att, p, /*train=*/true);
-  return torch::matmul(att.to(q.scalar_type()), v);
-}
-
 // Attention of packed rows: each sequence ({row, start, length} in `spans`)
 // attends causally within itself, so the cost is that of the sequences, not
 // of the whole row; positions after a row's last sequence (padding) get
-// zeros. q, k and v hold positions along dimension `dim` (2 for (B, H, T, D),
-// 1 for (B, T, H, D)); attend(q, k, v) computes one sequence's attention on
-// their slices. Returns q's shape.
-template <typename AttendFn>
+// zeros. q (B, T, H, D), k and v (B, T, K, D) -> (B, T, H, D).
 torch::Tensor SpanAttention(const torch::Tensor& q, const torch::Tensor& k, const torch::Tensor& v,
-                            const torch::Tensor& spans, int64_t dim, const AttendFn& attend) {
-  const int64_t B = q.size(0), T = q.size(dim);
+                            const torch::Tensor& spans, const AttentionOptions& options) {
+  const int64_t B = q.size(0), T = q.size(1);
   auto s = spans.accessor<int64_t, 2>();
   std::vector<std::vector<torch::Tensor>> rows(B);
   std::vector<int64_t> filled(B, 0);
   for (int64_t i = 0; i < spans.size(0); ++i) {
     const int64_t b = s[i][0], start = s[i][1], len = s[i][2];
     TORCH_CHECK(start == filled[b], "packed sequences must tile their row from its start");
-    auto part = [&](const torch::Tensor& t) { return t.narrow(0, b, 1).narrow(dim, start, len); };
-    rows[b].push_back(attend(part(q), part(k), part(v)));
+    auto part = [&](const torch::Tensor& t) { return t.narrow(0, b, 1).narrow(1, start, len); };
+    rows[b].push_back(CausalAttention(part(q), part(k), part(v), options));  // (1, len, H, D)
     filled[b] = start + len;
   }
   std::vector<torch::Tensor> out;
   for (int64_t b = 0; b < B; ++b) {
     if (filled[b] < T) {
-      std::vector<int64_t> padding = q.sizes().vec();
-      padding[0] = 1;
-      padding[dim] = T - filled[b];
-      rows[b].push_back(torch::zeros(padding, q.options()));
+      rows[b].push_back(torch::zeros({1, T - filled[b], q.size(2), q.size(3)}, q.options()));
     }
-    out.push_back(torch::cat(rows[b], dim));
+    out.push_back(torch::cat(rows[b], 1));  // (1, T, H, D)
   }
   return torch::cat(out, 0);
 }
@@ -159,11 +102,7 @@ NormImpl::NormImpl(int64_t dim, double eps, bool rms) : eps_(eps), rms_(rms) {
 
 torch::Tensor NormImpl::forward(const torch::Tensor& x) {
   if (!rms_) return F::layer_norm(x, F::LayerNormFuncOptions({x.size(-1)}).weight(weight_).bias(bias_).eps(eps_));
-  if (fused_ && FusedApplies(x)) return FusedRmsNorm(x, weight_, eps_);
-  // RMSNorm in float32, as HF's LlamaRMSNorm computes it.
-  torch::Tensor h = x.to(torch::kFloat32);
-  h = h * torch::rsqrt(h.pow(2).mean(-1, /*keepdim=*/true) + eps_);  // (B, T, C)
-  return weight_ * h.to(x.scalar_type());
+  return RmsNorm(x, weight_, eps_, fused_);
 }
 
 AttentionImpl::AttentionImpl(const ModelConfig& c) : config_(c) {
@@ -183,73 +122,40 @@ torch::Tensor AttentionImpl::forward(const torch::Tensor& x, const Rope* rope, K
                                      size_t layer, const torch::Tensor& spans) {
   const ModelConfig& c = config_;
   const int64_t B = x.size(0), T = x.size(1), H = c.n_head, K = c.n_kv_head, D = c.head_dim;
-  const double p = is_training() ? c.dropout : 0.0;
-  // The fused kernels take float32 on the CPU without attention dropout, and
-  // keep heads as (B, T, N, D), the projections' own layout: no transposes.
-  const bool fused = fused_ && p == 0 && matmul_dtype_ == torch::kFloat32 && FusedApplies(x) &&
-                     (IsGpt2(c) || rope->cos_half.defined());
+  // Heads stay in the projections' layout, (B, T, N, D).
   torch::Tensor q, k, v;  // (B, T, H, D), (B, T, K, D), (B, T, K, D)
   if (IsGpt2(c)) {
     std::vector<torch::Tensor> qkv = c_attn_->forward(x).split(H * D, /*dim=*/2);  // 3 x (B, T, C)
     q = qkv[0].view({B, T, H, D});
     k = qkv[1].view({B, T, H, D});
     v = qkv[2].view({B, T, H, D});
-  } else if (fused) {
-    q = FusedRope(q_proj_->forward(x), H, rope->cos_half, rope->sin_half);
-    k = FusedRope(k_proj_->forward(x), K, rope->cos_half, rope->sin_half);
-    v = v_proj_->forward(x).view({B, T, K, D});
   } else {
-    q = q_proj_->forward(x).view({B, T, H, D});
-    k = k_proj_->forward(x).view({B, T, K, D});
+    q = RotaryEmbedding(q_proj_->forward(x), H, *rope, fused_);
+    k = RotaryEmbedding(k_proj_->forward(x), K, *rope, fused_);
     v = v_proj_->forward(x).view({B, T, K, D});
   }
-  if (!fused) {  // libtorch's attention works on (B, N, T, D)
-    q = q.transpose(1, 2);
-    k = k.transpose(1, 2);
-    v = v.transpose(1, 2);
-    if (!IsGpt2(c)) {
-      q = ApplyRope(q, *rope);
-      k = ApplyRope(k, *rope);
-    }
-  }
-  const int64_t past = cache ? cache->length : 0;
-  if (cache) {  // (B, K, S, D) either way
+  AttentionOptions options;
+  options.past = cache ? cache->length : 0;
+  options.window = c.sliding_window;
+  options.dropout = is_training() ? c.dropout : 0.0;
+  options.matmul_dtype = matmul_dtype_;
+  options.fused = fused_;
+  if (cache) {
     if (cache->keys.size() <= layer) {
       cache->keys.resize(layer + 1);
       cache->values.resize(layer + 1);
     }
-    torch::Tensor new_k = fused ? k.transpose(1, 2) : k, new_v = fused ? v.transpose(1, 2) : v;
-    if (past > 0) {
-      new_k = torch::cat({cache->keys[layer], new_k}, 2);    // (B, K, past + T, D)
-      new_v = torch::cat({cache->values[layer], new_v}, 2);  // (B, K, past + T, D)
+    if (options.past > 0) {
+      k = torch::cat({cache->keys[layer], k}, 1);    // (B, past + T, K, D)
+      v = torch::cat({cache->values[layer], v}, 1);  // (B, past + T, K, D)
     }
-    cache->keys[layer] = new_k;
-    cache->values[layer] = new_v;
-    k = fused ? new_k.transpose(1, 2) : new_k;
-    v = fused ? new_v.transpose(1, 2) : new_v;
+    cache->keys[layer] = k;
+    cache->values[layer] = v;
   }
   // Each group of H/K query heads shares one key/value head.
-  torch::Tensor y;  // (B, T, H, D)
-  if (fused) {
-    auto attend = [&](const torch::Tensor& q, const torch::Tensor& k, const torch::Tensor& v) {
-      return FusedAttention(q, k, v, 0, c.sliding_window);
-    };
-    y = spans.defined() ? SpanAttention(q, k, v, spans, 1, attend)
-                        : FusedAttention(q, k, v, past, c.sliding_window);
-  } else {
-    if (matmul_dtype_ != q.scalar_type()) {
-      q = q.to(matmul_dtype_);
-      k = k.to(matmul_dtype_);
-      v = v.to(matmul_dtype_);
-    }
-    auto attend = [&](const torch::Tensor& q, const torch::Tensor& k, const torch::Tensor& v) {
-      return Attend(q, k, v, 0, c.sliding_window, p);
-    };
-    y = spans.defined() ? SpanAttention(q, k, v, spans, 2, attend)
-                        : Attend(q, k, v, past, c.sliding_window, p);  // (B, H, T, D)
-    y = y.to(x.scalar_type()).transpose(1, 2);
-  }
-  y = y.contiguous().view({B, T, H * D});
+  torch::Tensor y = spans.defined() ? SpanAttention(q, k, v, spans, options)
+                                    : CausalAttention(q, k, v, options);  // (B, T, H, D)
+  y = y.view({B, T, H * D});
   return IsGpt2(c) ? c_proj_->forward(y) : o_proj_->forward(y);  // (B, T, C)
 }
 
@@ -266,13 +172,10 @@ MlpImpl::MlpImpl(const ModelConfig& c) {
 
 torch::Tensor MlpImpl::forward(const torch::Tensor& x) {
   if (c_fc_) {
-    torch::Tensor h = c_fc_->forward(x);  // (B, T, F)
-    h = fused_ && FusedApplies(h) ? FusedGeluTanh(h) : torch::gelu(h, "tanh");
-    return c_proj_->forward(h);  // (B, T, C)
+    return c_proj_->forward(GeluTanh(c_fc_->forward(x), fused_));  // via (B, T, F)
   }
   torch::Tensor gate = gate_proj_->forward(x), up = up_proj_->forward(x);  // (B, T, F) each
-  torch::Tensor h = fused_ && FusedApplies(gate) ? FusedSwiGlu(gate, up) : torch::silu(gate) * up;
-  return down_proj_->forward(h);  // (B, T, C)
+  return down_proj_->forward(SwiGlu(gate, up, fused_));  // (B, T, C)
 }
 
 BlockImpl::BlockImpl(const ModelConfig& c) {
@@ -348,21 +251,12 @@ Rope TransformerImpl::RopeFor(int64_t past, int64_t T, const torch::Tensor& posi
   torch::Tensor freqs;
   if (positions.defined()) {
     freqs = positions.to(torch::kFloat32).unsqueeze(-1) * inv_freq;  // (B, T, D/2)
-    freqs = freqs.unsqueeze(1);                                       // (B, 1, T, D/2)
   } else {
     torch::Tensor pos = torch::arange(past, past + T, torch::TensorOptions().dtype(torch::kFloat32).device(device));
     freqs = torch::outer(pos, inv_freq);  // (T, D/2)
   }
-  torch::Tensor angles = torch::cat({freqs, freqs}, -1);  // (T, D) or (B, 1, T, D)
-  Rope rope;
-  rope.cos = angles.cos();
-  rope.sin = angles.sin();
-  if (compute_.fused_kernels) {
-    torch::Tensor half = positions.defined() ? freqs.squeeze(1) : freqs;  // (B, T, D/2) or (T, D/2)
-    rope.cos_half = half.cos();
-    rope.sin_half = half.sin();
-  }
-  return rope;
+  torch::Tensor angles = torch::cat({freqs, freqs}, -1);  // (T, D) or (B, T, D)
+  return Rope{angles.cos(), angles.sin(), freqs.cos(), freqs.sin()};
 }
 
 namespace {

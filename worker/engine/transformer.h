@@ -31,25 +31,16 @@
 #include <torch/torch.h>
 
 #include "common/model_config.h"
+#include "worker/engine/ops.h"
 
 namespace tuneforge::engine {
 
 // Keys and values of the positions decoded so far, per layer: incremental
 // decoding computes only the new positions.
 struct KvCache {
-  std::vector<torch::Tensor> keys;    // per layer (B, K, T_past, D)
-  std::vector<torch::Tensor> values;  // per layer (B, K, T_past, D)
+  std::vector<torch::Tensor> keys;    // per layer (B, T_past, K, D)
+  std::vector<torch::Tensor> values;  // per layer (B, T_past, K, D)
   int64_t length = 0;                 // T_past
-};
-
-// Rotary embedding angles of the positions in one forward pass.
-struct Rope {
-  torch::Tensor cos;  // (T, D), or (B, 1, T, D) for packed rows
-  torch::Tensor sin;  // (T, D), or (B, 1, T, D) for packed rows
-  // The first halves, (T, D/2) or (B, T, D/2), for the fused kernel; the
-  // second halves repeat them. Undefined when the kernels are off.
-  torch::Tensor cos_half;
-  torch::Tensor sin_half;
 };
 
 // Several sequences packed into one row: each token attends only to earlier
@@ -69,9 +60,9 @@ struct Packing {
 // else (norms, softmax, residuals, loss) in float32, which is what autocast
 // does on CUDA. Recomputation keeps only each block's input for backward and
 // recomputes the block then (less memory, about a third more compute).
-// Fused kernels (fused_ops.h) compute norms, rotary embeddings, activations
-// and the attention softmax of float32 CPU tensors in one pass each; off,
-// the same formulas run as libtorch operations (as on CUDA).
+// Fused kernels (ops.h) compute RMSNorm, rotary embeddings, activations,
+// attention and the loss of float32 CPU tensors in one pass each; off, the
+// same formulas run as libtorch operations (as on CUDA).
 struct ComputeOptions {
   torch::ScalarType matmul_dtype = torch::kFloat32;  // or torch::kBFloat16
   bool recompute_activations = false;

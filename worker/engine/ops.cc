@@ -1,6 +1,8 @@
-#include "worker/engine/fused_ops.h"
+#include "worker/engine/ops.h"
 
 #include <cmath>
+
+#include <torch/version.h>
 
 #include <ATen/Parallel.h>
 
@@ -254,49 +256,108 @@ class CrossEntropyFunction : public torch::autograd::Function<CrossEntropyFuncti
   }
 };
 
+// True where query position past+i may not see key position j: the future,
+// and keys a sliding window or more behind. (T, S) bool.
+torch::Tensor BlockedMask(int64_t past, int64_t T, int64_t S, int64_t window,
+                          const torch::Device& device) {
+  auto opts = torch::TensorOptions().dtype(torch::kInt64).device(device);
+  torch::Tensor i = torch::arange(past, past + T, opts).unsqueeze(1);  // (T, 1)
+  torch::Tensor j = torch::arange(0, S, opts).unsqueeze(0);            // (1, S)
+  torch::Tensor blocked = j > i;                                       // (T, S)
+  if (window > 0) blocked = blocked | ((i - j) >= window);
+  return blocked;
+}
+
+// Causal attention with libtorch's operations, on heads (B, N, T, D).
+torch::Tensor ComposedAttention(torch::Tensor q, torch::Tensor k, torch::Tensor v,
+                                const AttentionOptions& o) {
+  const int64_t T = q.size(2), S = k.size(2), D = q.size(-1), groups = q.size(1) / k.size(1);
+  if (groups > 1) {  // each key/value head repeated for the query heads that share it
+    k = k.repeat_interleave(groups, /*dim=*/1);  // (B, H, S, D)
+    v = v.repeat_interleave(groups, /*dim=*/1);
+  }
+  const double p = o.dropout;
+#if TORCH_VERSION_MAJOR >= 2
+  if (o.past == 0 && (o.window == 0 || S <= o.window)) {  // flash attention on CUDA
+    return at::scaled_dot_product_attention(q, k, v, {}, p, /*is_causal=*/true);
+  }
+#endif
+  torch::Tensor att = torch::matmul(q, k.transpose(-2, -1)) / std::sqrt(double(D));  // (B, H, T, S)
+  att = att.to(torch::kFloat32).masked_fill(BlockedMask(o.past, T, S, o.window, q.device()),
+                                            -std::numeric_limits<float>::infinity());
+  att = torch::softmax(att, -1);
+  if (p > 0) att = torch::dropout(att, p, /*train=*/true);
+  return torch::matmul(att.to(q.scalar_type()), v);
+}
+
 }  // namespace
 
 bool FusedApplies(const torch::Tensor& x) {
   return x.device().is_cpu() && x.scalar_type() == torch::kFloat32;
 }
 
-torch::Tensor FusedGeluTanh(const torch::Tensor& x) { return GeluTanhFunction::apply(x); }
+torch::Tensor GeluTanh(const torch::Tensor& x, bool fused) {
+  if (fused && FusedApplies(x)) return GeluTanhFunction::apply(x);
+  return torch::gelu(x, "tanh");
+}
 
-torch::Tensor FusedSwiGlu(const torch::Tensor& gate, const torch::Tensor& up) {
+torch::Tensor SwiGlu(const torch::Tensor& gate, const torch::Tensor& up, bool fused) {
   TORCH_CHECK(gate.sizes() == up.sizes(), "SwiGLU needs gate and up of one shape");
-  return SwiGluFunction::apply(gate, up);
+  if (fused && FusedApplies(gate) && FusedApplies(up)) return SwiGluFunction::apply(gate, up);
+  return torch::silu(gate) * up;
 }
 
-torch::Tensor FusedRmsNorm(const torch::Tensor& x, const torch::Tensor& weight, double eps) {
+torch::Tensor RmsNorm(const torch::Tensor& x, const torch::Tensor& weight, double eps, bool fused) {
   TORCH_CHECK(weight.dim() == 1 && weight.size(0) == x.size(-1), "RMSNorm weight must be (C)");
-  return RmsNormFunction::apply(x, weight, eps);
+  if (fused && FusedApplies(x) && FusedApplies(weight)) return RmsNormFunction::apply(x, weight, eps);
+  torch::Tensor h = x.to(torch::kFloat32);
+  h = h * torch::rsqrt(h.pow(2).mean(-1, /*keepdim=*/true) + eps);  // (..., C)
+  return weight * h.to(x.scalar_type());
 }
 
-torch::Tensor FusedRope(const torch::Tensor& x, int64_t heads, const torch::Tensor& cos_half,
-                        const torch::Tensor& sin_half) {
-  TORCH_CHECK(x.dim() == 3 && x.size(2) % (2 * heads) == 0, "rope input must be (B, T, N * D), D even");
-  const int64_t half = x.size(2) / heads / 2;
-  TORCH_CHECK(cos_half.size(-1) == half && cos_half.size(-2) == x.size(1) &&
-                  (cos_half.dim() == 2 || (cos_half.dim() == 3 && cos_half.size(0) == x.size(0))),
-              "rope angles must be (T, D/2) or (B, T, D/2)");
-  return RopeFunction::apply(x, heads, cos_half, sin_half);
+torch::Tensor RotaryEmbedding(const torch::Tensor& x, int64_t heads, const Rope& rope, bool fused) {
+  TORCH_CHECK(x.dim() == 3 && x.size(2) % (2 * heads) == 0,
+              "rotary input must be (B, T, N * D) with D even");
+  const int64_t B = x.size(0), T = x.size(1), D = x.size(2) / heads;
+  TORCH_CHECK(rope.cos.size(-1) == D && rope.cos.size(-2) == T &&
+                  (rope.cos.dim() == 2 || (rope.cos.dim() == 3 && rope.cos.size(0) == B)),
+              "rotary angles must be (T, D) or (B, T, D)");
+  if (fused && FusedApplies(x) && rope.cos_half.defined()) {
+    return RopeFunction::apply(x, heads, rope.cos_half, rope.sin_half);
+  }
+  torch::Tensor h = x.view({B, T, heads, D});
+  torch::Tensor rotated = torch::cat({-h.narrow(-1, D / 2, D / 2), h.narrow(-1, 0, D / 2)}, -1);
+  // (T, 1, D) or (B, T, 1, D): the same angles for every head.
+  return h * rope.cos.unsqueeze(-2) + rotated * rope.sin.unsqueeze(-2);
 }
 
-torch::Tensor FusedAttention(const torch::Tensor& q, const torch::Tensor& k, const torch::Tensor& v,
-                             int64_t past, int64_t window) {
+torch::Tensor CausalAttention(const torch::Tensor& q, const torch::Tensor& k, const torch::Tensor& v,
+                              const AttentionOptions& o) {
   TORCH_CHECK(q.dim() == 4 && k.dim() == 4 && v.sizes() == k.sizes() && q.size(0) == k.size(0) &&
                   q.size(3) == k.size(3) && k.size(2) > 0 && q.size(2) % k.size(2) == 0 &&
-                  past >= 0 && past + q.size(1) == k.size(1),
+                  o.past >= 0 && o.past + q.size(1) == k.size(1),
               "attention needs q (B, T, H, D) and k, v (B, past + T, K, D) with K dividing H");
-  return AttentionFunction::apply(q, k, v, past, window);
+  if (o.fused && o.dropout == 0 && o.matmul_dtype == torch::kFloat32 && FusedApplies(q) &&
+      FusedApplies(k) && FusedApplies(v)) {
+    return AttentionFunction::apply(q, k, v, o.past, o.window);
+  }
+  const torch::ScalarType dtype = o.matmul_dtype;
+  torch::Tensor y = ComposedAttention(q.transpose(1, 2).to(dtype), k.transpose(1, 2).to(dtype),
+                                      v.transpose(1, 2).to(dtype), o);  // (B, H, T, D)
+  return y.to(q.scalar_type()).transpose(1, 2).contiguous();
 }
 
-torch::Tensor FusedCrossEntropySum(const torch::Tensor& logits, const torch::Tensor& targets,
-                                   int64_t ignore_index) {
+torch::Tensor CrossEntropySum(const torch::Tensor& logits, const torch::Tensor& targets,
+                              int64_t ignore_index, bool fused) {
   TORCH_CHECK(logits.dim() == 2 && targets.dim() == 1 && targets.size(0) == logits.size(0) &&
                   targets.scalar_type() == torch::kInt64,
               "cross-entropy needs logits (N, V) and int64 targets (N)");
-  return CrossEntropyFunction::apply(logits, targets, ignore_index);
+  if (fused && FusedApplies(logits) && targets.device().is_cpu()) {
+    return CrossEntropyFunction::apply(logits, targets, ignore_index);
+  }
+  namespace F = torch::nn::functional;
+  return F::cross_entropy(
+      logits, targets, F::CrossEntropyFuncOptions().ignore_index(ignore_index).reduction(torch::kSum));
 }
 
 }  // namespace tuneforge::engine

@@ -1,9 +1,10 @@
 // The fused kernels against the formulas they replace, written with
-// libtorch's operations (what the engine runs on CUDA and what the Python
-// loop runs): values and gradients, odd sizes that leave vector tails, the
-// attention's windows, offsets and grouped heads, the same bits for any
-// number of threads, and whole models that train alike either way.
-#include "worker/engine/fused_ops.h"
+// libtorch's operations (ops.h's other path: what the engine runs on CUDA,
+// and what the Python loop runs): values and gradients, odd sizes that leave
+// vector tails, the attention's windows, offsets and grouped heads, the same
+// bits for any number of threads, and whole models that train alike either
+// way.
+#include "worker/engine/ops.h"
 
 #include <gtest/gtest.h>
 
@@ -29,6 +30,8 @@ void ExpectClose(const torch::Tensor& a, const torch::Tensor& b, const std::stri
       << diff.argmax().item<int64_t>();
 }
 
+using Inputs = std::vector<torch::Tensor>;
+
 // A leaf copy of t that collects a gradient.
 torch::Tensor Leaf(const torch::Tensor& t) { return t.detach().clone().requires_grad_(true); }
 
@@ -46,106 +49,65 @@ std::vector<torch::Tensor> ValueAndGrads(const F& f, const std::vector<torch::Te
   return out;
 }
 
-template <typename Fused, typename Reference>
-void ExpectSameValueAndGrads(const Fused& fused, const Reference& reference,
-                             const std::vector<torch::Tensor>& inputs, const std::string& what,
-                             double rtol = 1e-5, double atol = 1e-6) {
+// op(inputs, fused) with the kernel and with libtorch's operations: the same
+// values, and the same gradients for a random output gradient.
+template <typename Op>
+void ExpectBothWaysAlike(const Op& op, const std::vector<torch::Tensor>& inputs,
+                         const std::string& what, double rtol = 1e-5, double atol = 1e-6) {
   torch::Tensor probe;
   {
     torch::NoGradGuard no_grad;
-    probe = reference(inputs);
+    probe = op(inputs, false);
   }
   const torch::Tensor dy = torch::randn_like(probe);
-  const auto a = ValueAndGrads(fused, inputs, dy);
-  const auto b = ValueAndGrads(reference, inputs, dy);
+  const auto a = ValueAndGrads([&](const Inputs& in) { return op(in, true); }, inputs, dy);
+  const auto b = ValueAndGrads([&](const Inputs& in) { return op(in, false); }, inputs, dy);
   ExpectClose(a[0], b[0], what + " value", rtol, atol);
   for (size_t i = 1; i < a.size(); ++i) {
     ExpectClose(a[i], b[i], what + " gradient " + std::to_string(i - 1), rtol * 10, atol * 10);
   }
 }
 
-using Inputs = std::vector<torch::Tensor>;
-
-TEST(FusedOpsTest, GeluMatchesLibtorch) {
+TEST(OpsTest, GeluMatchesLibtorch) {
   torch::manual_seed(1);
   // Odd sizes (vector tails), large magnitudes (exp clamps), zero.
   torch::Tensor x = torch::cat({torch::randn({37 * 129}) * 3,
                                 torch::tensor({-100.f, -20.f, -1e-8f, 0.f, 1e-8f, 20.f, 100.f})});
-  ExpectSameValueAndGrads([](const Inputs& in) { return FusedGeluTanh(in[0]); },
-                          [](const Inputs& in) { return torch::gelu(in[0], "tanh"); }, {x}, "gelu");
+  ExpectBothWaysAlike([](const Inputs& in, bool fused) { return GeluTanh(in[0], fused); }, {x},
+                      "gelu");
 }
 
-TEST(FusedOpsTest, SwiGluMatchesLibtorch) {
+TEST(OpsTest, SwiGluMatchesLibtorch) {
   torch::manual_seed(2);
   torch::Tensor g = torch::randn({5, 7, 43}) * 4, u = torch::randn({5, 7, 43});
-  ExpectSameValueAndGrads([](const Inputs& in) { return FusedSwiGlu(in[0], in[1]); },
-                          [](const Inputs& in) { return torch::silu(in[0]) * in[1]; }, {g, u},
-                          "swiglu");
+  ExpectBothWaysAlike([](const Inputs& in, bool fused) { return SwiGlu(in[0], in[1], fused); },
+                      {g, u}, "swiglu");
 }
 
-TEST(FusedOpsTest, RmsNormMatchesLibtorch) {
+TEST(OpsTest, RmsNormMatchesLibtorch) {
   torch::manual_seed(3);
   // 210 rows: more than one block of the weight gradient's sums, and a tail.
   torch::Tensor x = torch::randn({3, 70, 33}) * 2, w = torch::randn({33});
-  const double eps = 1e-5;
-  ExpectSameValueAndGrads(
-      [&](const Inputs& in) { return FusedRmsNorm(in[0], in[1], eps); },
-      [&](const Inputs& in) {
-        return in[1] * (in[0] * torch::rsqrt(in[0].pow(2).mean(-1, true) + eps));
-      },
-      {x, w}, "rmsnorm");
+  ExpectBothWaysAlike([](const Inputs& in, bool fused) { return RmsNorm(in[0], in[1], 1e-5, fused); },
+                      {x, w}, "rmsnorm");
 }
 
-// HF's rotate_half rotation of x (B, T, N*D) as heads (B, T, N, D), with
-// full-width angles (T, D) or (B, 1, T, D), as the composed path applies
-// them to (B, N, T, D).
-torch::Tensor ReferenceRope(const torch::Tensor& x, int64_t N, const torch::Tensor& cos,
-                            const torch::Tensor& sin) {
-  const int64_t B = x.size(0), T = x.size(1), D = x.size(2) / N;
-  torch::Tensor h = x.view({B, T, N, D}).transpose(1, 2);
-  torch::Tensor rotated = torch::cat({-h.index({"...", Slice(D / 2)}), h.index({"...", Slice(0, D / 2)})}, -1);
-  return (h * cos + rotated * sin).transpose(1, 2);
+// Angles (any: the rotation is the same) for positions shared by every row,
+// or per row (packing).
+Rope AnglesOf(const torch::Tensor& half) {
+  torch::Tensor full = torch::cat({half, half}, -1);
+  return Rope{full.cos(), full.sin(), half.cos(), half.sin()};
 }
 
-TEST(FusedOpsTest, RopeMatchesLibtorch) {
+TEST(OpsTest, RotaryEmbeddingMatchesLibtorch) {
   torch::manual_seed(4);
   const int64_t B = 2, T = 7, N = 3, D = 10;
   torch::Tensor x = torch::randn({B, T, N * D});
-  torch::Tensor angles = torch::randn({T, D / 2}) * 3;  // any angles: the rotation is the same
-  ExpectSameValueAndGrads(
-      [&](const Inputs& in) { return FusedRope(in[0], N, angles.cos(), angles.sin()); },
-      [&](const Inputs& in) {
-        torch::Tensor full = torch::cat({angles, angles}, -1);
-        return ReferenceRope(in[0], N, full.cos(), full.sin());
-      },
-      {x}, "rope");
-  // Positions per row, as packed rows have them.
-  torch::Tensor rows = torch::randn({B, T, D / 2}) * 3;
-  ExpectSameValueAndGrads(
-      [&](const Inputs& in) { return FusedRope(in[0], N, rows.cos(), rows.sin()); },
-      [&](const Inputs& in) {
-        torch::Tensor full = torch::cat({rows, rows}, -1).unsqueeze(1);
-        return ReferenceRope(in[0], N, full.cos(), full.sin());
-      },
-      {x}, "rope per row");
-}
-
-// Masked attention as the composed path computes it, on q (B, T, H, D) and
-// k, v (B, S, K, D).
-torch::Tensor ReferenceAttention(torch::Tensor q, torch::Tensor k, torch::Tensor v, int64_t past,
-                                 int64_t window) {
-  q = q.transpose(1, 2);  // (B, H, T, D)
-  k = k.transpose(1, 2);
-  v = v.transpose(1, 2);
-  const int64_t T = q.size(2), S = k.size(2), G = q.size(1) / k.size(1);
-  k = k.repeat_interleave(G, 1);
-  v = v.repeat_interleave(G, 1);
-  torch::Tensor i = torch::arange(past, past + T).unsqueeze(1), j = torch::arange(S).unsqueeze(0);
-  torch::Tensor blocked = j > i;
-  if (window > 0) blocked = blocked | ((i - j) >= window);
-  torch::Tensor att = torch::matmul(q, k.transpose(-2, -1)) / std::sqrt(double(q.size(-1)));
-  att = torch::softmax(att.masked_fill(blocked, -std::numeric_limits<float>::infinity()), -1);
-  return torch::matmul(att, v).transpose(1, 2);
+  for (const Rope& rope : {AnglesOf(torch::randn({T, D / 2}) * 3), AnglesOf(torch::randn({B, T, D / 2}) * 3)}) {
+    ExpectBothWaysAlike(
+        [&](const Inputs& in, bool fused) { return RotaryEmbedding(in[0], N, rope, fused); }, {x},
+        rope.cos.dim() == 2 ? "rope" : "rope per row");
+  }
 }
 
 struct AttentionCase {
@@ -153,7 +115,7 @@ struct AttentionCase {
   int64_t H, K, T, past, window, D;
 };
 
-TEST(FusedOpsTest, AttentionMatchesLibtorch) {
+TEST(OpsTest, AttentionMatchesLibtorch) {
   const AttentionCase cases[] = {
       {"causal", 4, 4, 19, 0, 0, 12},
       {"grouped heads", 6, 2, 11, 0, 0, 12},
@@ -172,55 +134,59 @@ TEST(FusedOpsTest, AttentionMatchesLibtorch) {
     const int64_t S = c.past + c.T;
     torch::Tensor q = torch::randn({B, c.T, c.H, c.D}), k = torch::randn({B, S, c.K, c.D});
     torch::Tensor v = torch::randn({B, S, c.K, c.D});
-    ExpectSameValueAndGrads(
-        [&](const Inputs& in) { return FusedAttention(in[0], in[1], in[2], c.past, c.window); },
-        [&](const Inputs& in) { return ReferenceAttention(in[0], in[1], in[2], c.past, c.window); },
+    ExpectBothWaysAlike(
+        [&](const Inputs& in, bool fused) {
+          AttentionOptions o;
+          o.past = c.past;
+          o.window = c.window;
+          o.fused = fused;
+          return CausalAttention(in[0], in[1], in[2], o);
+        },
         {q, k, v}, c.name);
   }
 }
 
 // GPT-2's queries, keys and values are slices of one projection: read in
 // place, their gradients land in it.
-TEST(FusedOpsTest, AttentionReadsSlicesOfOneProjection) {
+TEST(OpsTest, AttentionReadsSlicesOfOneProjection) {
   torch::manual_seed(10);
   const int64_t B = 2, T = 21, H = 3, D = 8;
   torch::Tensor qkv = torch::randn({B, T, 3 * H * D});
-  auto split = [&](const torch::Tensor& t, int i) { return t.split(H * D, 2)[i].view({B, T, H, D}); };
-  ExpectSameValueAndGrads(
-      [&](const Inputs& in) { return FusedAttention(split(in[0], 0), split(in[0], 1), split(in[0], 2), 0, 0); },
-      [&](const Inputs& in) {
-        return ReferenceAttention(split(in[0], 0), split(in[0], 1), split(in[0], 2), 0, 0);
+  ExpectBothWaysAlike(
+      [&](const Inputs& in, bool fused) {
+        std::vector<torch::Tensor> parts = in[0].split(H * D, 2);
+        auto head = [&](int i) { return parts[i].view({B, T, H, D}); };
+        AttentionOptions o;
+        o.fused = fused;
+        return CausalAttention(head(0), head(1), head(2), o);
       },
       {qkv}, "attention on slices");
 }
 
-TEST(FusedOpsTest, AttentionRefusesShapesThatDoNotFit) {
+TEST(OpsTest, AttentionRefusesShapesThatDoNotFit) {
   torch::Tensor q = torch::zeros({1, 4, 3, 8}), k = torch::zeros({1, 4, 2, 8});
-  EXPECT_THROW(FusedAttention(q, k, k, 0, 0), c10::Error);  // 2 key heads do not divide 3
-  EXPECT_THROW(FusedAttention(torch::zeros({1, 4, 4, 8}), k, k, 1, 0), c10::Error);  // S != past + T
+  EXPECT_THROW(CausalAttention(q, k, k, {}), c10::Error);  // 2 key heads do not divide 3
+  AttentionOptions after_one;
+  after_one.past = 1;
+  EXPECT_THROW(CausalAttention(torch::zeros({1, 4, 4, 8}), k, k, after_one), c10::Error);  // S != past + T
 }
 
-TEST(FusedOpsTest, CrossEntropyMatchesLibtorch) {
+TEST(OpsTest, CrossEntropyMatchesLibtorch) {
   torch::manual_seed(6);
   for (int64_t V : {258, 300, 1000}) {  // 300 and 1000: rows longer than one scratch block
     torch::Tensor logits = torch::randn({53, V}) * 4;
     torch::Tensor targets = torch::randint(0, V, {53});
     targets.index_put_({Slice(0, 53, 5)}, -100);  // every fifth row carries no loss
-    ExpectSameValueAndGrads(
-        [&](const Inputs& in) { return FusedCrossEntropySum(in[0], targets, -100); },
-        [&](const Inputs& in) {
-          return torch::nn::functional::cross_entropy(
-              in[0], targets,
-              torch::nn::functional::CrossEntropyFuncOptions().ignore_index(-100).reduction(torch::kSum));
-        },
+    ExpectBothWaysAlike(
+        [&](const Inputs& in, bool fused) { return CrossEntropySum(in[0], targets, -100, fused); },
         {logits}, "cross-entropy V=" + std::to_string(V));
   }
 }
 
-TEST(FusedOpsTest, CrossEntropyRefusesATargetOutsideTheVocabulary) {
+TEST(OpsTest, CrossEntropyRefusesATargetOutsideTheVocabulary) {
   torch::Tensor logits = torch::zeros({2, 10});
   try {
-    FusedCrossEntropySum(logits, torch::tensor({3, 10}, torch::kInt64), -100);
+    CrossEntropySum(logits, torch::tensor({3, 10}, torch::kInt64), -100, /*fused=*/true);
     FAIL() << "no error";
   } catch (const c10::Error& e) {
     EXPECT_NE(std::string(e.what()).find("target 10 of row 1 is outside the vocabulary of 10"),
@@ -230,7 +196,7 @@ TEST(FusedOpsTest, CrossEntropyRefusesATargetOutsideTheVocabulary) {
 }
 
 // Two identical parameter sets updated by the fused and the composed AdamW.
-TEST(FusedOpsTest, AdamWMatchesTheComposedUpdate) {
+TEST(OpsTest, AdamWMatchesTheComposedUpdate) {
   torch::manual_seed(7);
   std::vector<torch::Tensor> a, b;
   for (auto shape : {std::vector<int64_t>{70, 33}, std::vector<int64_t>{33}, std::vector<int64_t>{40001}}) {
@@ -264,7 +230,7 @@ TEST(FusedOpsTest, AdamWMatchesTheComposedUpdate) {
 
 // Every kernel's output and gradients, with 1 and with 3 threads: the same
 // bits, which exact resumption needs.
-TEST(FusedOpsTest, SameBitsWhateverTheThreads) {
+TEST(OpsTest, SameBitsWhateverTheThreads) {
   const int threads = at::get_num_threads();
   auto run = [](int n) {
     at::set_num_threads(n);
@@ -272,19 +238,19 @@ TEST(FusedOpsTest, SameBitsWhateverTheThreads) {
     std::vector<torch::Tensor> out;
     auto collect = [&](const std::vector<torch::Tensor>& v) { out.insert(out.end(), v.begin(), v.end()); };
     torch::Tensor x = torch::randn({300, 301});
-    collect(ValueAndGrads([](const Inputs& in) { return FusedGeluTanh(in[0]); }, {x}, x));
-    collect(ValueAndGrads([](const Inputs& in) { return FusedSwiGlu(in[0], in[1]); }, {x, x * 2}, x));
-    collect(ValueAndGrads([](const Inputs& in) { return FusedRmsNorm(in[0], in[1], 1e-5); },
+    collect(ValueAndGrads([](const Inputs& in) { return GeluTanh(in[0], true); }, {x}, x));
+    collect(ValueAndGrads([](const Inputs& in) { return SwiGlu(in[0], in[1], true); }, {x, x * 2}, x));
+    collect(ValueAndGrads([](const Inputs& in) { return RmsNorm(in[0], in[1], 1e-5, true); },
                           {x, torch::randn({301})}, x));
-    torch::Tensor angles = torch::randn({64, 8});
+    const Rope rope = AnglesOf(torch::randn({64, 8}));
     torch::Tensor r = torch::randn({4, 64, 6 * 16});
-    collect(ValueAndGrads([&](const Inputs& in) { return FusedRope(in[0], 6, angles.cos(), angles.sin()); },
+    collect(ValueAndGrads([&](const Inputs& in) { return RotaryEmbedding(in[0], 6, rope, true); },
                           {r}, torch::randn({4, 64, 6, 16})));
     torch::Tensor q = torch::randn({4, 100, 6, 16}), kv = torch::randn({4, 100, 2, 16});
-    collect(ValueAndGrads([](const Inputs& in) { return FusedAttention(in[0], in[1], in[2], 0, 0); },
+    collect(ValueAndGrads([](const Inputs& in) { return CausalAttention(in[0], in[1], in[2], {}); },
                           {q, kv, kv * 3}, q));
     torch::Tensor targets = torch::randint(0, 301, {300});
-    collect(ValueAndGrads([&](const Inputs& in) { return FusedCrossEntropySum(in[0], targets, -100); },
+    collect(ValueAndGrads([&](const Inputs& in) { return CrossEntropySum(in[0], targets, -100, true); },
                           {x}, torch::tensor(0.5f)));
     return out;
   };
@@ -318,7 +284,7 @@ ModelConfig Small(Architecture arch, int64_t window = 0) {
 
 // The same weights compute the same logits and parameter gradients with
 // and without the kernels, on plain and on packed rows.
-TEST(FusedOpsTest, ModelsComputeTheSameEitherWay) {
+TEST(OpsTest, ModelsComputeTheSameEitherWay) {
   for (const ModelConfig& config : {Small(Architecture::kGpt2), Small(Architecture::kLlama),
                                     Small(Architecture::kLlama, /*window=*/5)}) {
     torch::manual_seed(9);
@@ -350,7 +316,7 @@ TEST(FusedOpsTest, ModelsComputeTheSameEitherWay) {
 }
 
 // A training run's losses with and without the kernels, step by step.
-TEST(FusedOpsTest, TrainingFollowsTheSameLosses) {
+TEST(OpsTest, TrainingFollowsTheSameLosses) {
   class Losses : public TrainObserver {
    public:
     void OnMetrics(const StepMetrics& m) override { loss.push_back(m.loss); }
