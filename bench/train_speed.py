@@ -10,7 +10,12 @@ same library.
 
   /usr/bin/python3 train_speed.py train ARCH D_MODEL LAYERS HEADS KV_HEADS D_FF B T STEPS THREADS [LORA_RANK]
   /usr/bin/python3 train_speed.py gemm M K N THREADS
+
+BENCH_DEVICE=cuda runs on the GPU (bench/cuda.sh), and BENCH_BF16=1 there
+under torch.autocast in bfloat16, as the engine's bf16 precision computes.
 """
+import contextlib
+import os
 import math
 import sys
 import time
@@ -130,17 +135,26 @@ class Model(nn.Module):
         T = ids.shape[1]
         x = self.wte(ids)
         if self.wpe is not None:
-            x = x + self.wpe(torch.arange(T))
+            x = x + self.wpe(torch.arange(T, device=ids.device))
         for b in self.blocks:
             x = b(x, self.cos[:T], self.sin[:T], self.mask)
         x = self.norm(x)
         return x @ self.wte.weight.T if self.head is None else self.head(x)
 
 
+DEVICE = os.environ.get("BENCH_DEVICE", "cpu")
+BF16 = os.environ.get("BENCH_BF16") == "1"
+
+
+def sync():
+    if DEVICE == "cuda":
+        torch.cuda.synchronize()
+
+
 def train(arch, C, L, H, K, Fd, B, T, steps, threads, lora_rank=0):
     torch.set_num_threads(threads)
     torch.manual_seed(0)
-    model = Model(arch, C, L, H, K, Fd, T)
+    model = Model(arch, C, L, H, K, Fd, T).to(DEVICE)
     if lora_rank > 0:
         add_lora(model, lora_rank)
     trained = [p for p in model.parameters() if p.requires_grad]
@@ -148,17 +162,20 @@ def train(arch, C, L, H, K, Fd, B, T, steps, threads, lora_rank=0):
     no_decay = [p for p in trained if p.dim() < 2]
     opt = torch.optim.AdamW([{"params": decay, "weight_decay": 0.01},
                              {"params": no_decay, "weight_decay": 0.0}], lr=1e-3)
-    ids = torch.randint(0, 256, (B, T + 1))
+    ids = torch.randint(0, 256, (B, T + 1)).to(DEVICE)
+    autocast = torch.autocast(DEVICE, dtype=torch.bfloat16) if BF16 else contextlib.nullcontext()
     times = []
     for _ in range(steps):
+        sync()
         start = time.perf_counter()
         opt.zero_grad(set_to_none=True)
-        logits = model(ids[:, :-1])
-        loss = F.cross_entropy(logits.reshape(-1, V), ids[:, 1:].reshape(-1), reduction="sum")
+        with autocast:
+            logits = model(ids[:, :-1])
+        loss = F.cross_entropy(logits.float().reshape(-1, V), ids[:, 1:].reshape(-1), reduction="sum")
         (loss / (B * T)).backward()
         torch.nn.utils.clip_grad_norm_(trained, 1.0)
         opt.step()
-        loss.item()
+        loss.item()  # waits for the step, on any device
         times.append(time.perf_counter() - start)
     steady = sorted(times[2:])  # the first steps allocate
     print(f"python tokens/s {B * T / steady[len(steady) // 2]:.0f}")  # at the median step
@@ -166,12 +183,16 @@ def train(arch, C, L, H, K, Fd, B, T, steps, threads, lora_rank=0):
 
 def gemm(M, K, N, threads):
     torch.set_num_threads(threads)
-    a, b = torch.randn(M, K), torch.randn(K, N)
+    dtype = torch.bfloat16 if BF16 else torch.float32
+    a = torch.randn(M, K, device=DEVICE, dtype=dtype)
+    b = torch.randn(K, N, device=DEVICE, dtype=dtype)
     for _ in range(3):
         a @ b
+    sync()
     reps, start = 20, time.perf_counter()
     for _ in range(reps):
         a @ b
+    sync()
     seconds = (time.perf_counter() - start) / reps
     print(f"gemm {M}x{K}x{N} GFLOP/s {2 * M * K * N / seconds / 1e9:.1f}")
 

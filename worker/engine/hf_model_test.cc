@@ -11,6 +11,7 @@
 #include "common/file_util.h"
 #include "common/safetensors.h"
 #include "worker/engine/model_folder.h"
+#include "worker/engine/test_examples.h"
 
 namespace tuneforge::engine {
 namespace {
@@ -95,7 +96,7 @@ TEST_P(HfModelTest, LogitsMatchAnIndependentReference) {
   for (int64_t id : ids) csv += (csv.empty() ? "" : ",") + std::to_string(id);
   const std::string out = dir + "/logits.bin";
   const std::string script = GetParam() == "gpt2" ? "gpt2_reference.py" : "llama_reference.py";
-  const std::string cmd = "/usr/bin/python3 " + std::string(TUNEFORGE_SOURCE_DIR) + "/tests/" +
+  const std::string cmd = ReferencePython() + " " + std::string(TUNEFORGE_SOURCE_DIR) + "/tests/" +
                           script + " " + dir + " " + csv + " " + out;
   ASSERT_EQ(std::system(cmd.c_str()), 0) << cmd;
   std::string bytes;

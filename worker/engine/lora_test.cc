@@ -91,7 +91,7 @@ TEST_P(LoraTest, TrainsAdaptersOnlyAndExportsMergedAndPeft) {
   std::string csv;
   for (int64_t id : ids) csv += (csv.empty() ? "" : ",") + std::to_string(id);
   const std::string out = dir + "/logits.bin";
-  const std::string cmd = "/usr/bin/python3 " + std::string(TUNEFORGE_SOURCE_DIR) +
+  const std::string cmd = ReferencePython() + " " + std::string(TUNEFORGE_SOURCE_DIR) +
                           "/tests/peft_merge_reference.py " + dir + "/base " + c.output_dir +
                           "/adapter " + csv + " " + out;
   ASSERT_EQ(std::system(cmd.c_str()), 0) << cmd;
