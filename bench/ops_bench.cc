@@ -2,7 +2,8 @@
 // backward, as the fused CPU kernel and as the libtorch formula (what the
 // Python loop computes), at the shapes the presets train: milliseconds at
 // the median of --reps runs, and the ratio. AdamW is a whole step over the
-// parameters of small-gpt2 (25M), clipping's norm included.
+// parameters of small-gpt2 (25M), clipping's norm included. Memory is
+// allocated as in training (KeepFreedMemory).
 //
 //   tuneforge-bench-ops --threads 1
 #include <algorithm>
@@ -16,6 +17,7 @@
 #include <torch/torch.h>
 
 #include "worker/engine/adamw.h"
+#include "worker/engine/keep_freed_memory.h"
 #include "worker/engine/ops.h"
 
 namespace tuneforge::engine {
@@ -103,6 +105,7 @@ void CompareAdamW(int reps) {
 }
 
 int Run(int threads, int reps) {
+  KeepFreedMemory keep_freed_memory;
   torch::set_num_threads(threads);
   torch::manual_seed(1);
   std::printf("threads %d; milliseconds, forward and backward, median of %d\n", threads, reps);

@@ -15,7 +15,8 @@
 # side's median run, the ratio of the medians, and the range of the
 # per-round ratios. The table runs with 1 thread (OPENBLAS_NUM_THREADS=1
 # too: the quietest measure of the work) and with all cores (the workers'
-# default); OpenMP's idle policy is PASSIVE on every side.
+# default); OpenMP's idle policy is PASSIVE on every side. THREADS="2" runs
+# one setting, ONLY=REGEX only the rows whose "model method BxT" matches.
 set -euo pipefail
 BIN=$(cd "${1:-build/bin}" && pwd)
 cd "$(dirname "$0")/.."
@@ -63,7 +64,7 @@ flops_per_token() {  # arch C L H K F T lora
     print (r > 0 ? 4 * n + 6 * adapters : 6 * n) + 12 * L * T * C }'
 }
 
-for threads in 1 "$CORES"; do
+for threads in ${THREADS:-1 $CORES}; do
   if [ "$threads" = 1 ]; then export OPENBLAS_NUM_THREADS=1; else unset OPENBLAS_NUM_THREADS; fi
   echo "== $threads thread(s)"
   # GEMM throughput through the same library: the MLP's shape and a square one.
@@ -76,6 +77,8 @@ for threads in 1 "$CORES"; do
   printf "%-12s %-5s %6s %10s %10s %10s %7s %13s %8s %8s\n" model train "B x T" "C++ tok/s" \
     "composed" "Py tok/s" "C++/Py" "(rounds)" "GFLOP/s" "of GEMM"
   while read -r name arch C L H K F steps B T lora; do
+    method=$([ "$lora" -gt 0 ] && echo "lora" || echo "full")
+    [[ "$name $method ${B}x$T" =~ ${ONLY:-.} ]] || continue
     fused="" composed="" py="" rounds=""
     for _ in $(seq "$REPEAT"); do
       read -r f _ <<<"$(cpp_speed "$name" "$threads" "$steps" "$B" "$T" "$lora" 1)"
@@ -91,7 +94,6 @@ for threads in 1 "$CORES"; do
     lo=$(echo "$rounds" | tr ' ' '\n' | grep . | sort -g | head -1)
     hi=$(echo "$rounds" | tr ' ' '\n' | grep . | sort -g | tail -1)
     flops=$(flops_per_token "$arch" "$C" "$L" "$H" "$K" "$F" "$T" "$lora")
-    method=$([ "$lora" -gt 0 ] && echo "lora" || echo "full")
     awk -v n="$name" -v m="$method" -v f="$f" -v c="$c" -v p="$p" -v lo="$lo" -v hi="$hi" \
       -v fl="$flops" -v g="$GEMM" -v B="$B" -v T="$T" 'BEGIN {
       printf "%-12s %-5s %6s %10.0f %10.0f %10.0f %6.2fx %13s %8.1f %7.0f%%\n", n, m, B "x" T, f, c, p,

@@ -106,46 +106,59 @@ struct Attention {
     for (int64_t d = 0; d < D; ++d) std::fill(dst + d * Sp + S, dst + (d + 1) * Sp, 0.0f);
   }
 
+  // One sequence: T queries from row `start` of batch row b, at positions
+  // past..past+T-1 of its S keys (from row `start` too).
+  struct Sequence {
+    int64_t b, start, T, S, past;
+  };
+  static TF_INLINE Sequence SequenceOf(const AttentionShape& s, int64_t i) {
+    if (!s.spans) return Sequence{i, 0, s.T, s.S, s.past};
+    const int64_t* span = s.spans + 3 * i;
+    return Sequence{span[0], span[1], span[2], span[2], 0};
+  }
+
   // The keys a block of queries needs: from `lo` (rounded down to a
   // multiple of kPad, so the products stay aligned to the padding) to `hi`.
   struct Keys {
     int64_t lo, hi, n, np;  // n = hi - lo, np = n padded
   };
-  static TF_INLINE Keys BlockKeys(const AttentionShape& s, int64_t i0, int64_t rows) {
-    const int64_t first = s.past + i0;
-    int64_t lo = s.window > 0 ? std::max<int64_t>(0, first - s.window + 1) : 0;
+  static TF_INLINE Keys BlockKeys(const Sequence& q, int64_t window, int64_t i0, int64_t rows) {
+    const int64_t first = q.past + i0;
+    int64_t lo = window > 0 ? std::max<int64_t>(0, first - window + 1) : 0;
     lo = lo / kPad * kPad;
-    const int64_t hi = std::min(s.S, first + rows);
+    const int64_t hi = std::min(q.S, first + rows);
     return Keys{lo, hi, hi - lo, Padded(hi - lo)};
   }
-  // The keys [a, e) of a block's key range that query row i0 + r sees.
-  static TF_INLINE void RowKeys(const AttentionShape& s, const Keys& keys, int64_t i, int64_t* a,
-                                int64_t* e) {
-    const int64_t pos = s.past + i;
-    *a = (s.window > 0 ? std::max<int64_t>(0, pos - s.window + 1) : 0) - keys.lo;
-    *e = std::min(s.S, pos + 1) - keys.lo;
+  // The keys [a, e) of a block's key range that query i sees.
+  static TF_INLINE void RowKeys(const Sequence& q, int64_t window, const Keys& keys, int64_t i,
+                                int64_t* a, int64_t* e) {
+    const int64_t pos = q.past + i;
+    *a = (window > 0 ? std::max<int64_t>(0, pos - window + 1) : 0) - keys.lo;
+    *e = std::min(q.S, pos + 1) - keys.lo;
   }
 
   static TF_INLINE void Forward(const AttentionShape& s, const float* q, const float* k,
                                 const float* v, float* o, float* lse, int64_t u0, int64_t u1) {
-    const int64_t Sp = Padded(s.S), Dp = Padded(s.D), G = s.H / s.K;
-    float* kt = Buffer(0, s.D * Sp);            // keys transposed, D x Sp
-    float* vp = Buffer(1, s.S * Dp);            // values, S x Dp
-    float* scores = Buffer(2, kQueryBlock * Sp);  // a block's scores, then probabilities
-    float* out = Buffer(3, kQueryBlock * Dp);
+    const int64_t Dp = Padded(s.D), G = s.H / s.K;
     for (int64_t u = u0; u < u1; ++u) {
-      const int64_t b = u / s.H, h = u % s.H, kv = h / G;
-      Transpose(k + b * s.k_b + kv * s.k_h, s.k_s, s.S, s.D, Sp, kt);
-      CopyPadded(v + b * s.v_b + kv * s.v_h, s.v_s, s.S, s.D, Dp, vp);
-      for (int64_t i0 = 0; i0 < s.T; i0 += kQueryBlock) {
-        const int64_t rows = std::min(kQueryBlock, s.T - i0);
-        const Keys keys = BlockKeys(s, i0, rows);
-        const float* qb = q + b * s.q_b + i0 * s.q_t + h * s.q_h;
+      const Sequence seq = SequenceOf(s, u / s.H);
+      const int64_t b = seq.b, h = u % s.H, kv = h / G, Sp = Padded(seq.S);
+      float* kt = Buffer(0, s.D * Sp);              // keys transposed, D x Sp
+      float* vp = Buffer(1, seq.S * Dp);            // values, S x Dp
+      float* scores = Buffer(2, kQueryBlock * Sp);  // a block's scores, then probabilities
+      float* out = Buffer(3, kQueryBlock * Dp);
+      Transpose(k + b * s.k_b + seq.start * s.k_s + kv * s.k_h, s.k_s, seq.S, s.D, Sp, kt);
+      CopyPadded(v + b * s.v_b + seq.start * s.v_s + kv * s.v_h, s.v_s, seq.S, s.D, Dp, vp);
+      for (int64_t i0 = 0; i0 < seq.T; i0 += kQueryBlock) {
+        const int64_t rows = std::min(kQueryBlock, seq.T - i0);
+        const int64_t t0 = seq.start + i0;  // the block's first row in q and o
+        const Keys keys = BlockKeys(seq, s.window, i0, rows);
+        const float* qb = q + b * s.q_b + t0 * s.q_t + h * s.q_h;
         Gemm(rows, keys.np, s.D, qb, s.q_t, 1, kt + keys.lo, Sp, scores, Sp, false);
         for (int64_t r = 0; r < rows; ++r) {
           float* row = scores + r * Sp;
           int64_t a, e;
-          RowKeys(s, keys, i0 + r, &a, &e);
+          RowKeys(seq, s.window, keys, i0 + r, &a, &e);
           for (int64_t j = a; j < e; ++j) row[j] *= s.scale;
           const float m = Max(row + a, e - a, -INFINITY);
           const float sum = ExpShifted(row + a, m, e - a, row + a);
@@ -153,11 +166,11 @@ struct Attention {
           std::fill(row, row + a, 0.0f);
           for (int64_t j = a; j < e; ++j) row[j] *= inv;
           std::fill(row + e, row + keys.n, 0.0f);
-          lse[(b * s.H + h) * s.T + i0 + r] = m + std::log(sum);
+          lse[(b * s.H + h) * s.T + t0 + r] = m + std::log(sum);
         }
         Gemm(rows, Dp, keys.n, scores, Sp, 1, vp + keys.lo * Dp, Dp, out, Dp, false);
         for (int64_t r = 0; r < rows; ++r) {
-          std::memcpy(o + ((b * s.T + i0 + r) * s.H + h) * s.D, out + r * Dp, s.D * sizeof(float));
+          std::memcpy(o + ((b * s.T + t0 + r) * s.H + h) * s.D, out + r * Dp, s.D * sizeof(float));
         }
       }
     }
@@ -167,32 +180,34 @@ struct Attention {
                                  const float* v, const float* o, const float* lse,
                                  const float* dout, float* dq, float* dk, float* dv, int64_t u0,
                                  int64_t u1) {
-    const int64_t Sp = Padded(s.S), Dp = Padded(s.D), G = s.H / s.K;
-    float* kt = Buffer(0, s.D * Sp);   // keys transposed, D x Sp
-    float* vt = Buffer(1, s.D * Sp);   // values transposed
-    float* kp = Buffer(2, s.S * Dp);   // keys, S x Dp
-    float* dka = Buffer(3, s.S * Dp);  // key and value gradients, summed over query heads
-    float* dva = Buffer(4, s.S * Dp);
-    float* probs = Buffer(5, kQueryBlock * Sp);
-    float* dscores = Buffer(6, kQueryBlock * Sp);
+    const int64_t Dp = Padded(s.D), G = s.H / s.K;
     float* rowsbuf = Buffer(7, 3 * kQueryBlock * Dp);  // a block's queries, dout and dq
     float* qb = rowsbuf;
     float* dob = rowsbuf + kQueryBlock * Dp;
     float* dqb = rowsbuf + 2 * kQueryBlock * Dp;
     for (int64_t u = u0; u < u1; ++u) {
-      const int64_t b = u / s.K, kv = u % s.K;
-      const float* kb = k + b * s.k_b + kv * s.k_h;
-      Transpose(kb, s.k_s, s.S, s.D, Sp, kt);
-      Transpose(v + b * s.v_b + kv * s.v_h, s.v_s, s.S, s.D, Sp, vt);
-      CopyPadded(kb, s.k_s, s.S, s.D, Dp, kp);
-      std::fill(dka, dka + s.S * Dp, 0.0f);
-      std::fill(dva, dva + s.S * Dp, 0.0f);
+      const Sequence seq = SequenceOf(s, u / s.K);
+      const int64_t b = seq.b, kv = u % s.K, Sp = Padded(seq.S);
+      float* kt = Buffer(0, s.D * Sp);     // keys transposed, D x Sp
+      float* vt = Buffer(1, s.D * Sp);     // values transposed
+      float* kp = Buffer(2, seq.S * Dp);   // keys, S x Dp
+      float* dka = Buffer(3, seq.S * Dp);  // key and value gradients, summed over query heads
+      float* dva = Buffer(4, seq.S * Dp);
+      float* probs = Buffer(5, kQueryBlock * Sp);
+      float* dscores = Buffer(6, kQueryBlock * Sp);
+      const float* kb = k + b * s.k_b + seq.start * s.k_s + kv * s.k_h;
+      Transpose(kb, s.k_s, seq.S, s.D, Sp, kt);
+      Transpose(v + b * s.v_b + seq.start * s.v_s + kv * s.v_h, s.v_s, seq.S, s.D, Sp, vt);
+      CopyPadded(kb, s.k_s, seq.S, s.D, Dp, kp);
+      std::fill(dka, dka + seq.S * Dp, 0.0f);
+      std::fill(dva, dva + seq.S * Dp, 0.0f);
       for (int64_t h = kv * G; h < (kv + 1) * G; ++h) {
-        for (int64_t i0 = 0; i0 < s.T; i0 += kQueryBlock) {
-          const int64_t rows = std::min(kQueryBlock, s.T - i0);
-          const Keys keys = BlockKeys(s, i0, rows);
-          const int64_t row0 = (b * s.T + i0) * s.H + h;  // of o, dout, dq: stride H * D
-          CopyPadded(q + b * s.q_b + i0 * s.q_t + h * s.q_h, s.q_t, rows, s.D, Dp, qb);
+        for (int64_t i0 = 0; i0 < seq.T; i0 += kQueryBlock) {
+          const int64_t rows = std::min(kQueryBlock, seq.T - i0);
+          const int64_t t0 = seq.start + i0;  // the block's first row in q, o, dout and dq
+          const Keys keys = BlockKeys(seq, s.window, i0, rows);
+          const int64_t row0 = (b * s.T + t0) * s.H + h;  // of o, dout, dq: stride H * D
+          CopyPadded(q + b * s.q_b + t0 * s.q_t + h * s.q_h, s.q_t, rows, s.D, Dp, qb);
           CopyPadded(dout + row0 * s.D, s.H * s.D, rows, s.D, Dp, dob);
           // Probabilities again, from the scores and the saved log-sum-exp.
           Gemm(rows, keys.np, s.D, qb, Dp, 1, kt + keys.lo, Sp, probs, Sp, false);
@@ -201,8 +216,8 @@ struct Attention {
             float* p = probs + r * Sp;
             float* ds = dscores + r * Sp;
             int64_t a, e;
-            RowKeys(s, keys, i0 + r, &a, &e);
-            const float row_lse = lse[(b * s.H + h) * s.T + i0 + r];
+            RowKeys(seq, s.window, keys, i0 + r, &a, &e);
+            const float row_lse = lse[(b * s.H + h) * s.T + t0 + r];
             std::fill(p, p + a, 0.0f);
             for (int64_t j = a; j < e; ++j) p[j] = Exp(p[j] * s.scale - row_lse);
             std::fill(p + e, p + keys.np, 0.0f);
@@ -219,9 +234,10 @@ struct Attention {
           }
         }
       }
-      for (int64_t j = 0; j < s.S; ++j) {
-        std::memcpy(dk + ((b * s.S + j) * s.K + kv) * s.D, dka + j * Dp, s.D * sizeof(float));
-        std::memcpy(dv + ((b * s.S + j) * s.K + kv) * s.D, dva + j * Dp, s.D * sizeof(float));
+      for (int64_t j = 0; j < seq.S; ++j) {
+        const int64_t row = (b * s.S + seq.start + j) * s.K + kv;
+        std::memcpy(dk + row * s.D, dka + j * Dp, s.D * sizeof(float));
+        std::memcpy(dv + row * s.D, dva + j * Dp, s.D * sizeof(float));
       }
     }
   }

@@ -30,6 +30,11 @@ namespace tuneforge::engine::kernels {
 // with a window, fewer than `window` back. Strides are in floats; the last
 // dimension of q, k and v is contiguous. o, dout and dq are (B, T, H, D)
 // contiguous, dk and dv (B, S, K, D) contiguous, lse (B, H, T).
+//
+// Packed rows: `spans` holds n_spans {row, start, length} triples (past 0,
+// S = T), each a sequence of its own that attends only within itself;
+// the sequences of a row must not overlap, and nothing is written outside
+// them. Without spans every row is one sequence.
 struct AttentionShape {
   int64_t B, T, S, H, K, D;
   int64_t past, window;  // window 0: none
@@ -37,13 +42,19 @@ struct AttentionShape {
   int64_t q_b, q_t, q_h;
   int64_t k_b, k_s, k_h;
   int64_t v_b, v_s, v_h;
+  const int64_t* spans = nullptr;
+  int64_t n_spans = 0;
 };
 
-// o and lse of units [u0, u1) of B * H, unit = b * H + h.
+// The sequences: the spans, or the B rows.
+inline int64_t AttentionSequences(const AttentionShape& s) { return s.spans ? s.n_spans : s.B; }
+
+// o and lse of units [u0, u1) of sequences x H, unit = sequence * H + h.
 void AttentionForward(const AttentionShape& s, const float* q, const float* k, const float* v,
                       float* o, float* lse, int64_t u0, int64_t u1);
 
-// dq, dk and dv of units [u0, u1) of B * K, unit = b * K + key head.
+// dq, dk and dv of units [u0, u1) of sequences x K, unit = sequence * K +
+// key head.
 void AttentionBackward(const AttentionShape& s, const float* q, const float* k, const float* v,
                        const float* o, const float* lse, const float* dout, float* dq, float* dk,
                        float* dv, int64_t u0, int64_t u1);

@@ -164,41 +164,55 @@ class RopeFunction : public torch::autograd::Function<RopeFunction> {
 // output and each row's log-sum-exp, not the probabilities.
 class AttentionFunction : public torch::autograd::Function<AttentionFunction> {
  public:
+  // spans: as AttentionOptions::spans (an optional, as autograd takes no
+  // undefined tensor among a function's inputs).
   static torch::Tensor forward(AutogradContext* ctx, torch::Tensor q, torch::Tensor k,
-                               torch::Tensor v, int64_t past, int64_t window) {
+                               torch::Tensor v, int64_t past, int64_t window,
+                               const c10::optional<torch::Tensor>& packed) {
     if (q.stride(3) != 1) q = q.contiguous();
     if (k.stride(3) != 1) k = k.contiguous();
     if (v.stride(3) != 1) v = v.contiguous();
-    const kernels::AttentionShape shape = Shape(q, k, v, past, window);
-    torch::Tensor o = torch::empty({shape.B, shape.T, shape.H, shape.D}, q.options());
+    const torch::Tensor spans = packed ? packed->contiguous() : torch::Tensor();
+    const kernels::AttentionShape shape = Shape(q, k, v, past, window, spans);
+    // Packed rows leave padding untouched: it must read as zeros.
+    auto make = [&](at::IntArrayRef sizes) {
+      return spans.defined() ? torch::zeros(sizes, q.options()) : torch::empty(sizes, q.options());
+    };
+    torch::Tensor o = make({shape.B, shape.T, shape.H, shape.D});
     torch::Tensor lse = torch::empty({shape.B, shape.H, shape.T}, q.options());
-    ParallelFor(shape.B * shape.H, 1, [&](int64_t b, int64_t e) {
+    ParallelFor(kernels::AttentionSequences(shape) * shape.H, 1, [&](int64_t b, int64_t e) {
       kernels::AttentionForward(shape, In(q), In(k), In(v), Out(o), Out(lse), b, e);
     });
     ctx->save_for_backward({q, k, v, o, lse});
     ctx->saved_data["past"] = past;
     ctx->saved_data["window"] = window;
+    ctx->saved_data["spans"] = spans;
     return o;
   }
   static variable_list backward(AutogradContext* ctx, variable_list grad) {
     const variable_list saved = ctx->get_saved_variables();
     const torch::Tensor &q = saved[0], &k = saved[1], &v = saved[2], &o = saved[3], &lse = saved[4];
+    const torch::Tensor spans = ctx->saved_data["spans"].toTensor();
     const kernels::AttentionShape shape = Shape(q, k, v, ctx->saved_data["past"].toInt(),
-                                                ctx->saved_data["window"].toInt());
+                                                ctx->saved_data["window"].toInt(), spans);
     const torch::Tensor dout = grad[0].contiguous();
-    torch::Tensor dq = torch::empty({shape.B, shape.T, shape.H, shape.D}, q.options());
-    torch::Tensor dk = torch::empty({shape.B, shape.S, shape.K, shape.D}, k.options());
-    torch::Tensor dv = torch::empty_like(dk);
-    ParallelFor(shape.B * shape.K, 1, [&](int64_t b, int64_t e) {
+    auto make = [&](at::IntArrayRef sizes) {
+      return spans.defined() ? torch::zeros(sizes, q.options()) : torch::empty(sizes, q.options());
+    };
+    torch::Tensor dq = make({shape.B, shape.T, shape.H, shape.D});
+    torch::Tensor dk = make({shape.B, shape.S, shape.K, shape.D});
+    torch::Tensor dv = make({shape.B, shape.S, shape.K, shape.D});
+    ParallelFor(kernels::AttentionSequences(shape) * shape.K, 1, [&](int64_t b, int64_t e) {
       kernels::AttentionBackward(shape, In(q), In(k), In(v), In(o), In(lse), In(dout), Out(dq),
                                  Out(dk), Out(dv), b, e);
     });
-    return {dq, dk, dv, torch::Tensor(), torch::Tensor()};
+    return {dq, dk, dv, torch::Tensor(), torch::Tensor(), torch::Tensor()};
   }
 
  private:
   static kernels::AttentionShape Shape(const torch::Tensor& q, const torch::Tensor& k,
-                                       const torch::Tensor& v, int64_t past, int64_t window) {
+                                       const torch::Tensor& v, int64_t past, int64_t window,
+                                       const torch::Tensor& spans) {
     kernels::AttentionShape s;
     s.B = q.size(0);
     s.T = q.size(1);
@@ -212,6 +226,10 @@ class AttentionFunction : public torch::autograd::Function<AttentionFunction> {
     s.q_b = q.stride(0), s.q_t = q.stride(1), s.q_h = q.stride(2);
     s.k_b = k.stride(0), s.k_s = k.stride(1), s.k_h = k.stride(2);
     s.v_b = v.stride(0), s.v_s = v.stride(1), s.v_h = v.stride(2);
+    if (spans.defined()) {
+      s.spans = spans.data_ptr<int64_t>();
+      s.n_spans = spans.size(0);
+    }
     return s;
   }
 };
@@ -290,6 +308,49 @@ torch::Tensor ComposedAttention(torch::Tensor q, torch::Tensor k, torch::Tensor 
   return torch::matmul(att.to(q.scalar_type()), v);
 }
 
+// Checks that spans are {row, start, length} triples tiling their rows from
+// position 0 in order, within (B, T).
+void CheckSpans(const torch::Tensor& spans, int64_t B, int64_t T) {
+  TORCH_CHECK(spans.dim() == 2 && spans.size(1) == 3 && spans.scalar_type() == torch::kInt64 &&
+                  spans.device().is_cpu(),
+              "spans must be (N, 3) int64 on the CPU");
+  const torch::Tensor c = spans.contiguous();
+  const int64_t* s = c.data_ptr<int64_t>();
+  std::vector<int64_t> filled(B, 0);
+  for (int64_t i = 0; i < c.size(0); ++i) {
+    const int64_t b = s[3 * i], start = s[3 * i + 1], len = s[3 * i + 2];
+    TORCH_CHECK(b >= 0 && b < B && start == filled[b] && len > 0 && start + len <= T,
+                "packed sequences must tile their row from its start, in order (span ", i, ")");
+    filled[b] = start + len;
+  }
+}
+
+// Attention of packed rows with libtorch's operations: each sequence's own
+// attention, padding zeros. q (B, T, H, D), k and v (B, T, K, D).
+torch::Tensor ComposedSpanAttention(const torch::Tensor& q, const torch::Tensor& k,
+                                    const torch::Tensor& v, const AttentionOptions& o) {
+  const int64_t B = q.size(0), T = q.size(1);
+  auto s = o.spans.accessor<int64_t, 2>();
+  AttentionOptions one = o;
+  one.spans = torch::Tensor();
+  std::vector<std::vector<torch::Tensor>> rows(B);
+  std::vector<int64_t> filled(B, 0);
+  for (int64_t i = 0; i < o.spans.size(0); ++i) {
+    const int64_t b = s[i][0], start = s[i][1], len = s[i][2];
+    auto part = [&](const torch::Tensor& t) { return t.narrow(0, b, 1).narrow(1, start, len); };
+    rows[b].push_back(CausalAttention(part(q), part(k), part(v), one));  // (1, len, H, D)
+    filled[b] = start + len;
+  }
+  std::vector<torch::Tensor> out;
+  for (int64_t b = 0; b < B; ++b) {
+    if (filled[b] < T) {
+      rows[b].push_back(torch::zeros({1, T - filled[b], q.size(2), q.size(3)}, q.options()));
+    }
+    out.push_back(torch::cat(rows[b], 1));  // (1, T, H, D)
+  }
+  return torch::cat(out, 0);
+}
+
 }  // namespace
 
 bool FusedApplies(const torch::Tensor& x) {
@@ -337,10 +398,17 @@ torch::Tensor CausalAttention(const torch::Tensor& q, const torch::Tensor& k, co
                   q.size(3) == k.size(3) && k.size(2) > 0 && q.size(2) % k.size(2) == 0 &&
                   o.past >= 0 && o.past + q.size(1) == k.size(1),
               "attention needs q (B, T, H, D) and k, v (B, past + T, K, D) with K dividing H");
+  if (o.spans.defined()) {
+    TORCH_CHECK(o.past == 0, "packed rows are not attended after a cache");
+    CheckSpans(o.spans, q.size(0), q.size(1));
+  }
   if (o.fused && o.dropout == 0 && o.matmul_dtype == torch::kFloat32 && FusedApplies(q) &&
       FusedApplies(k) && FusedApplies(v)) {
-    return AttentionFunction::apply(q, k, v, o.past, o.window);
+    const c10::optional<torch::Tensor> spans =
+        o.spans.defined() ? c10::optional<torch::Tensor>(o.spans) : c10::nullopt;
+    return AttentionFunction::apply(q, k, v, o.past, o.window, spans);
   }
+  if (o.spans.defined()) return ComposedSpanAttention(q, k, v, o);
   const torch::ScalarType dtype = o.matmul_dtype;
   torch::Tensor y = ComposedAttention(q.transpose(1, 2).to(dtype), k.transpose(1, 2).to(dtype),
                                       v.transpose(1, 2).to(dtype), o);  // (B, H, T, D)

@@ -51,6 +51,12 @@ struct AttentionOptions {
   double dropout = 0;  // on the probabilities (libtorch's path only)
   torch::ScalarType matmul_dtype = torch::kFloat32;  // of the products (libtorch's path)
   bool fused = true;
+  // Packed rows (past 0): (N, 3) int64 on the CPU, {row, start, length} of
+  // each sequence, in row order, each row's sequences tiling it from
+  // position 0; a sequence attends only within itself, and positions after
+  // a row's last sequence (padding) get zeros. Undefined: each row is one
+  // sequence.
+  torch::Tensor spans;
 };
 
 // Causal attention of q (B, T, H, D) over k, v (B, S, K, D), S = past + T,

@@ -163,12 +163,38 @@ TEST(OpsTest, AttentionReadsSlicesOfOneProjection) {
       {qkv}, "attention on slices");
 }
 
+// Packed rows: sequences of 40, 70 and 50 queries in a row of 160 (the
+// last 0 padding), and one of 160; across query blocks and key padding.
+TEST(OpsTest, PackedAttentionMatchesLibtorch) {
+  torch::manual_seed(11);
+  const int64_t B = 2, T = 160, H = 4, K = 2, D = 16;
+  torch::Tensor q = torch::randn({B, T, H, D}), k = torch::randn({B, T, K, D}), v = torch::randn({B, T, K, D});
+  for (int64_t window : {0, 30}) {
+    ExpectBothWaysAlike(
+        [&](const Inputs& in, bool fused) {
+          AttentionOptions o;
+          o.window = window;
+          o.fused = fused;
+          o.spans = torch::tensor({0, 0, 40, 0, 40, 70, 0, 110, 50, 1, 0, 160}, torch::kInt64).view({4, 3});
+          return CausalAttention(in[0], in[1], in[2], o);
+        },
+        {q, k, v}, window ? "packed, window" : "packed");
+  }
+}
+
 TEST(OpsTest, AttentionRefusesShapesThatDoNotFit) {
   torch::Tensor q = torch::zeros({1, 4, 3, 8}), k = torch::zeros({1, 4, 2, 8});
   EXPECT_THROW(CausalAttention(q, k, k, {}), c10::Error);  // 2 key heads do not divide 3
   AttentionOptions after_one;
   after_one.past = 1;
   EXPECT_THROW(CausalAttention(torch::zeros({1, 4, 4, 8}), k, k, after_one), c10::Error);  // S != past + T
+  AttentionOptions gap;  // a sequence not starting where the one before ended
+  gap.spans = torch::tensor({0, 0, 2, 0, 3, 1}, torch::kInt64).view({2, 3});
+  torch::Tensor q4 = torch::zeros({1, 4, 2, 8});
+  EXPECT_THROW(CausalAttention(q4, k, k, gap), c10::Error);
+  AttentionOptions beyond;
+  beyond.spans = torch::tensor({0, 0, 5}, torch::kInt64).view({1, 3});
+  EXPECT_THROW(CausalAttention(q4, k, k, beyond), c10::Error);
 }
 
 TEST(OpsTest, CrossEntropyMatchesLibtorch) {

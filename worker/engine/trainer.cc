@@ -1,6 +1,5 @@
 #include "worker/engine/trainer.h"
 
-#include <malloc.h>
 #include <sched.h>
 
 #include <algorithm>
@@ -17,6 +16,7 @@
 #include "common/utf8.h"
 #include "worker/engine/adamw.h"
 #include "worker/engine/checkpoint.h"
+#include "worker/engine/keep_freed_memory.h"
 #include "worker/engine/ops.h"
 #include "worker/engine/lora.h"
 #include "worker/engine/model_folder.h"
@@ -399,34 +399,6 @@ std::string CheckConfig(const TrainConfig& c) {
 }
 
 namespace {
-
-// While it lives, memory freed by one step stays with the process for the
-// next: by default glibc gives the top of its heap back to the kernel, and
-// every step then faults its activations' pages in again, each one zeroed
-// (about 4% of a step here). Setting one of these options turns off glibc's
-// own adaptive thresholds, so both are set: allocations up to 32 MiB (its
-// maximum) come from the heap, and the heap is not trimmed. On destruction
-// glibc's default values come back and the free memory is returned.
-class KeepFreedMemory {
- public:
-  KeepFreedMemory() {
-#ifdef __GLIBC__
-    mallopt(M_MMAP_THRESHOLD, 32 << 20);
-    mallopt(M_TRIM_THRESHOLD, 1 << 30);
-    mallopt(M_TOP_PAD, 64 << 20);
-#endif
-  }
-  ~KeepFreedMemory() {
-#ifdef __GLIBC__
-    mallopt(M_TOP_PAD, 128 << 10);
-    mallopt(M_TRIM_THRESHOLD, 128 << 10);
-    mallopt(M_MMAP_THRESHOLD, 128 << 10);
-    malloc_trim(0);
-#endif
-  }
-  KeepFreedMemory(const KeepFreedMemory&) = delete;
-  KeepFreedMemory& operator=(const KeepFreedMemory&) = delete;
-};
 
 // The settings a checkpoint must share with the run that resumes it.
 std::string Fingerprint(const TrainConfig& c, const TrainPlan& plan, int64_t max_len) {

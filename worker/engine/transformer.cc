@@ -9,7 +9,6 @@
 namespace tuneforge::engine {
 
 namespace F = torch::nn::functional;
-using torch::indexing::Slice;
 
 namespace {
 
@@ -26,33 +25,6 @@ torch::Tensor Linear(const torch::Tensor& x, const torch::Tensor& w, const torch
                      torch::ScalarType dtype) {
   if (dtype == x.scalar_type()) return F::linear(x, w, b);
   return F::linear(x.to(dtype), w.to(dtype), b.defined() ? b.to(dtype) : b).to(x.scalar_type());
-}
-
-// Attention of packed rows: each sequence ({row, start, length} in `spans`)
-// attends causally within itself, so the cost is that of the sequences, not
-// of the whole row; positions after a row's last sequence (padding) get
-// zeros. q (B, T, H, D), k and v (B, T, K, D) -> (B, T, H, D).
-torch::Tensor SpanAttention(const torch::Tensor& q, const torch::Tensor& k, const torch::Tensor& v,
-                            const torch::Tensor& spans, const AttentionOptions& options) {
-  const int64_t B = q.size(0), T = q.size(1);
-  auto s = spans.accessor<int64_t, 2>();
-  std::vector<std::vector<torch::Tensor>> rows(B);
-  std::vector<int64_t> filled(B, 0);
-  for (int64_t i = 0; i < spans.size(0); ++i) {
-    const int64_t b = s[i][0], start = s[i][1], len = s[i][2];
-    TORCH_CHECK(start == filled[b], "packed sequences must tile their row from its start");
-    auto part = [&](const torch::Tensor& t) { return t.narrow(0, b, 1).narrow(1, start, len); };
-    rows[b].push_back(CausalAttention(part(q), part(k), part(v), options));  // (1, len, H, D)
-    filled[b] = start + len;
-  }
-  std::vector<torch::Tensor> out;
-  for (int64_t b = 0; b < B; ++b) {
-    if (filled[b] < T) {
-      rows[b].push_back(torch::zeros({1, T - filled[b], q.size(2), q.size(3)}, q.options()));
-    }
-    out.push_back(torch::cat(rows[b], 1));  // (1, T, H, D)
-  }
-  return torch::cat(out, 0);
 }
 
 }  // namespace
@@ -140,6 +112,7 @@ torch::Tensor AttentionImpl::forward(const torch::Tensor& x, const Rope* rope, K
   options.dropout = is_training() ? c.dropout : 0.0;
   options.matmul_dtype = matmul_dtype_;
   options.fused = fused_;
+  options.spans = spans;
   if (cache) {
     if (cache->keys.size() <= layer) {
       cache->keys.resize(layer + 1);
@@ -153,8 +126,7 @@ torch::Tensor AttentionImpl::forward(const torch::Tensor& x, const Rope* rope, K
     cache->values[layer] = v;
   }
   // Each group of H/K query heads shares one key/value head.
-  torch::Tensor y = spans.defined() ? SpanAttention(q, k, v, spans, options)
-                                    : CausalAttention(q, k, v, options);  // (B, T, H, D)
+  torch::Tensor y = CausalAttention(q, k, v, options);  // (B, T, H, D)
   y = y.view({B, T, H * D});
   return IsGpt2(c) ? c_proj_->forward(y) : o_proj_->forward(y);  // (B, T, C)
 }
