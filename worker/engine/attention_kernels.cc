@@ -1,6 +1,7 @@
 #include "worker/engine/attention_kernels.h"
 
 #include <algorithm>
+#include <atomic>
 #include <cmath>
 #include <vector>
 
@@ -17,7 +18,6 @@ constexpr int64_t kQueryBlock = 64;  // query rows per block
 int64_t Padded(int64_t n) { return (n + kPad - 1) / kPad * kPad; }
 
 typedef float Vec16 __attribute__((vector_size(16 * sizeof(float))));
-typedef float Vec8v __attribute__((vector_size(8 * sizeof(float))));
 typedef float Vec4 __attribute__((vector_size(4 * sizeof(float))));
 
 // This thread's buffers, grown as needed and kept between calls.
@@ -246,47 +246,66 @@ struct Attention {
 // One version per instruction set, each compiled for it; picked once.
 #if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__)
 #define TF_X86_VERSIONS 1
-__attribute__((target("arch=x86-64-v4"))) void ForwardAvx512(const AttentionShape& s, const float* q,
-                                                            const float* k, const float* v,
-                                                            float* o, float* lse, int64_t u0,
-                                                            int64_t u1) {
+__attribute__((target("arch=x86-64-v4"))) void ForwardAvx512(const AttentionShape& s,
+                                                             const float* q, const float* k,
+                                                             const float* v, float* o, float* lse,
+                                                             int64_t u0, int64_t u1) {
   Attention<Vec16, 2>::Forward(s, q, k, v, o, lse, u0, u1);
 }
 __attribute__((target("arch=x86-64-v3"))) void ForwardAvx2(const AttentionShape& s, const float* q,
-                                                          const float* k, const float* v, float* o,
-                                                          float* lse, int64_t u0, int64_t u1) {
-  Attention<Vec8v, 2>::Forward(s, q, k, v, o, lse, u0, u1);
+                                                           const float* k, const float* v, float* o,
+                                                           float* lse, int64_t u0, int64_t u1) {
+  Attention<Vec8, 2>::Forward(s, q, k, v, o, lse, u0, u1);
 }
 __attribute__((target("arch=x86-64-v4"))) void BackwardAvx512(
     const AttentionShape& s, const float* q, const float* k, const float* v, const float* o,
     const float* lse, const float* dout, float* dq, float* dk, float* dv, int64_t u0, int64_t u1) {
   Attention<Vec16, 2>::Backward(s, q, k, v, o, lse, dout, dq, dk, dv, u0, u1);
 }
-__attribute__((target("arch=x86-64-v3"))) void BackwardAvx2(
-    const AttentionShape& s, const float* q, const float* k, const float* v, const float* o,
-    const float* lse, const float* dout, float* dq, float* dk, float* dv, int64_t u0, int64_t u1) {
-  Attention<Vec8v, 2>::Backward(s, q, k, v, o, lse, dout, dq, dk, dv, u0, u1);
+__attribute__((target("arch=x86-64-v3"))) void BackwardAvx2(const AttentionShape& s, const float* q,
+                                                            const float* k, const float* v,
+                                                            const float* o, const float* lse,
+                                                            const float* dout, float* dq, float* dk,
+                                                            float* dv, int64_t u0, int64_t u1) {
+  Attention<Vec8, 2>::Backward(s, q, k, v, o, lse, dout, dq, dk, dv, u0, u1);
 }
 
-enum class Isa { kBaseline, kAvx2, kAvx512 };
-Isa DetectIsa() {
+#endif
+
+// The best version this CPU runs.
+AttentionIsa DetectIsa() {
+#ifdef TF_X86_VERSIONS
   __builtin_cpu_init();
   const bool v3 = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") &&
                   __builtin_cpu_supports("bmi2");
   const bool v4 = v3 && __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512vl") &&
                   __builtin_cpu_supports("avx512bw") && __builtin_cpu_supports("avx512dq");
-  return v4 ? Isa::kAvx512 : v3 ? Isa::kAvx2 : Isa::kBaseline;
-}
-const Isa kIsa = DetectIsa();
+  if (v4) return AttentionIsa::kAvx512;
+  if (v3) return AttentionIsa::kAvx2;
 #endif
+  return AttentionIsa::kBaseline;
+}
+
+const AttentionIsa kBestIsa = DetectIsa();
+std::atomic<AttentionIsa> isa_in_use{kBestIsa};
 
 }  // namespace
+
+std::vector<AttentionIsa> SupportedAttentionIsas() {
+  std::vector<AttentionIsa> out{AttentionIsa::kBaseline};
+  if (kBestIsa != AttentionIsa::kBaseline) out.push_back(AttentionIsa::kAvx2);
+  if (kBestIsa == AttentionIsa::kAvx512) out.push_back(AttentionIsa::kAvx512);
+  return out;
+}
+
+AttentionIsa UseAttentionIsa(AttentionIsa isa) { return isa_in_use.exchange(isa); }
 
 void AttentionForward(const AttentionShape& s, const float* q, const float* k, const float* v,
                       float* o, float* lse, int64_t u0, int64_t u1) {
 #ifdef TF_X86_VERSIONS
-  if (kIsa == Isa::kAvx512) return ForwardAvx512(s, q, k, v, o, lse, u0, u1);
-  if (kIsa == Isa::kAvx2) return ForwardAvx2(s, q, k, v, o, lse, u0, u1);
+  const AttentionIsa isa = isa_in_use.load(std::memory_order_relaxed);
+  if (isa == AttentionIsa::kAvx512) return ForwardAvx512(s, q, k, v, o, lse, u0, u1);
+  if (isa == AttentionIsa::kAvx2) return ForwardAvx2(s, q, k, v, o, lse, u0, u1);
 #endif
   Attention<Vec4, 2>::Forward(s, q, k, v, o, lse, u0, u1);
 }
@@ -295,8 +314,11 @@ void AttentionBackward(const AttentionShape& s, const float* q, const float* k, 
                        const float* o, const float* lse, const float* dout, float* dq, float* dk,
                        float* dv, int64_t u0, int64_t u1) {
 #ifdef TF_X86_VERSIONS
-  if (kIsa == Isa::kAvx512) return BackwardAvx512(s, q, k, v, o, lse, dout, dq, dk, dv, u0, u1);
-  if (kIsa == Isa::kAvx2) return BackwardAvx2(s, q, k, v, o, lse, dout, dq, dk, dv, u0, u1);
+  const AttentionIsa isa = isa_in_use.load(std::memory_order_relaxed);
+  if (isa == AttentionIsa::kAvx512) {
+    return BackwardAvx512(s, q, k, v, o, lse, dout, dq, dk, dv, u0, u1);
+  }
+  if (isa == AttentionIsa::kAvx2) return BackwardAvx2(s, q, k, v, o, lse, dout, dq, dk, dv, u0, u1);
 #endif
   Attention<Vec4, 2>::Backward(s, q, k, v, o, lse, dout, dq, dk, dv, u0, u1);
 }

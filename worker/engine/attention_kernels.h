@@ -21,6 +21,7 @@
 #define TUNEFORGE_WORKER_ENGINE_ATTENTION_KERNELS_H_
 
 #include <cstdint>
+#include <vector>
 
 namespace tuneforge::engine::kernels {
 
@@ -58,6 +59,13 @@ void AttentionForward(const AttentionShape& s, const float* q, const float* k, c
 void AttentionBackward(const AttentionShape& s, const float* q, const float* k, const float* v,
                        const float* o, const float* lse, const float* dout, float* dq, float* dk,
                        float* dv, int64_t u0, int64_t u1);
+
+// The kernel's versions. The best one the CPU runs is used; tests and
+// benchmarks may pick another of SupportedAttentionIsas() (the previous is
+// returned). Process-wide: not while attention runs on another thread.
+enum class AttentionIsa { kBaseline, kAvx2, kAvx512 };
+std::vector<AttentionIsa> SupportedAttentionIsas();
+AttentionIsa UseAttentionIsa(AttentionIsa isa);
 
 }  // namespace tuneforge::engine::kernels
 

@@ -71,7 +71,7 @@ double SumOfSquares(const float* x, int64_t n);
 // One AdamW step over n values of a parameter (see adamw.h), with the
 // gradient multiplied by grad_scale first (gradient clipping).
 struct AdamWStep {
-  float decay;       // 1 - lr * weight_decay
+  float decay;  // 1 - lr * weight_decay
   float beta1, beta2;
   float step_size;   // lr / (1 - beta1^t)
   float bias2_sqrt;  // sqrt(1 - beta2^t)

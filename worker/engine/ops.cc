@@ -1,10 +1,9 @@
 #include "worker/engine/ops.h"
 
-#include <cmath>
-
+#include <ATen/Parallel.h>
 #include <torch/version.h>
 
-#include <ATen/Parallel.h>
+#include <cmath>
 
 #include "worker/engine/attention_kernels.h"
 #include "worker/engine/cpu_kernels.h"
@@ -19,7 +18,9 @@ using torch::autograd::variable_list;
 // between threads.
 constexpr int64_t kGrain = 1 << 14;
 
-int64_t RowGrain(int64_t row_length) { return std::max<int64_t>(1, kGrain / std::max<int64_t>(1, row_length)); }
+int64_t RowGrain(int64_t row_length) {
+  return std::max<int64_t>(1, kGrain / std::max<int64_t>(1, row_length));
+}
 
 // Runs f(begin, end) over [0, n) split between the intra-op threads.
 template <typename F>
@@ -35,9 +36,8 @@ class GeluTanhFunction : public torch::autograd::Function<GeluTanhFunction> {
   static torch::Tensor forward(AutogradContext* ctx, torch::Tensor x) {
     x = x.contiguous();
     torch::Tensor y = torch::empty_like(x);
-    ParallelFor(x.numel(), kGrain, [&](int64_t b, int64_t e) {
-      kernels::GeluTanh(In(x) + b, Out(y) + b, e - b);
-    });
+    ParallelFor(x.numel(), kGrain,
+                [&](int64_t b, int64_t e) { kernels::GeluTanh(In(x) + b, Out(y) + b, e - b); });
     ctx->save_for_backward({x});
     return y;
   }
@@ -144,7 +144,8 @@ class RopeFunction : public torch::autograd::Function<RopeFunction> {
     const torch::Tensor dy = grad[0].contiguous();  // (B, T, N, D)
     torch::Tensor dx = torch::empty_like(dy);
     Rotate(dy, saved[0], saved[1], /*inverse=*/true, dx);
-    return {dx.view({dy.size(0), dy.size(1), -1}), torch::Tensor(), torch::Tensor(), torch::Tensor()};
+    return {dx.view({dy.size(0), dy.size(1), -1}), torch::Tensor(), torch::Tensor(),
+            torch::Tensor()};
   }
 
  private:
@@ -193,8 +194,8 @@ class AttentionFunction : public torch::autograd::Function<AttentionFunction> {
     const variable_list saved = ctx->get_saved_variables();
     const torch::Tensor &q = saved[0], &k = saved[1], &v = saved[2], &o = saved[3], &lse = saved[4];
     const torch::Tensor spans = ctx->saved_data["spans"].toTensor();
-    const kernels::AttentionShape shape = Shape(q, k, v, ctx->saved_data["past"].toInt(),
-                                                ctx->saved_data["window"].toInt(), spans);
+    const kernels::AttentionShape shape =
+        Shape(q, k, v, ctx->saved_data["past"].toInt(), ctx->saved_data["window"].toInt(), spans);
     const torch::Tensor dout = grad[0].contiguous();
     auto make = [&](at::IntArrayRef sizes) {
       return spans.defined() ? torch::zeros(sizes, q.options()) : torch::empty(sizes, q.options());
@@ -301,8 +302,9 @@ torch::Tensor ComposedAttention(torch::Tensor q, torch::Tensor k, torch::Tensor 
   }
 #endif
   torch::Tensor att = torch::matmul(q, k.transpose(-2, -1)) / std::sqrt(double(D));  // (B, H, T, S)
-  att = att.to(torch::kFloat32).masked_fill(BlockedMask(o.past, T, S, o.window, q.device()),
-                                            -std::numeric_limits<float>::infinity());
+  att = att.to(torch::kFloat32)
+            .masked_fill(BlockedMask(o.past, T, S, o.window, q.device()),
+                         -std::numeric_limits<float>::infinity());
   att = torch::softmax(att, -1);
   if (p > 0) att = torch::dropout(att, p, /*train=*/true);
   return torch::matmul(att.to(q.scalar_type()), v);
@@ -370,7 +372,8 @@ torch::Tensor SwiGlu(const torch::Tensor& gate, const torch::Tensor& up, bool fu
 
 torch::Tensor RmsNorm(const torch::Tensor& x, const torch::Tensor& weight, double eps, bool fused) {
   TORCH_CHECK(weight.dim() == 1 && weight.size(0) == x.size(-1), "RMSNorm weight must be (C)");
-  if (fused && FusedApplies(x) && FusedApplies(weight)) return RmsNormFunction::apply(x, weight, eps);
+  if (fused && FusedApplies(x) && FusedApplies(weight))
+    return RmsNormFunction::apply(x, weight, eps);
   torch::Tensor h = x.to(torch::kFloat32);
   h = h * torch::rsqrt(h.pow(2).mean(-1, /*keepdim=*/true) + eps);  // (..., C)
   return weight * h.to(x.scalar_type());
@@ -392,8 +395,8 @@ torch::Tensor RotaryEmbedding(const torch::Tensor& x, int64_t heads, const Rope&
   return h * rope.cos.unsqueeze(-2) + rotated * rope.sin.unsqueeze(-2);
 }
 
-torch::Tensor CausalAttention(const torch::Tensor& q, const torch::Tensor& k, const torch::Tensor& v,
-                              const AttentionOptions& o) {
+torch::Tensor CausalAttention(const torch::Tensor& q, const torch::Tensor& k,
+                              const torch::Tensor& v, const AttentionOptions& o) {
   TORCH_CHECK(q.dim() == 4 && k.dim() == 4 && v.sizes() == k.sizes() && q.size(0) == k.size(0) &&
                   q.size(3) == k.size(3) && k.size(2) > 0 && q.size(2) % k.size(2) == 0 &&
                   o.past >= 0 && o.past + q.size(1) == k.size(1),
@@ -425,7 +428,8 @@ torch::Tensor CrossEntropySum(const torch::Tensor& logits, const torch::Tensor& 
   }
   namespace F = torch::nn::functional;
   return F::cross_entropy(
-      logits, targets, F::CrossEntropyFuncOptions().ignore_index(ignore_index).reduction(torch::kSum));
+      logits, targets,
+      F::CrossEntropyFuncOptions().ignore_index(ignore_index).reduction(torch::kSum));
 }
 
 }  // namespace tuneforge::engine

@@ -14,9 +14,9 @@
 #ifndef TUNEFORGE_WORKER_ENGINE_OPS_H_
 #define TUNEFORGE_WORKER_ENGINE_OPS_H_
 
-#include <cstdint>
-
 #include <torch/torch.h>
+
+#include <cstdint>
 
 namespace tuneforge::engine {
 
@@ -67,8 +67,8 @@ struct AttentionOptions {
 // (B, T, H, D), contiguous. The fused kernel (no dropout, float32) keeps
 // O(T) per head for backward instead of the T x S probabilities, and skips
 // the keys no query of a block sees.
-torch::Tensor CausalAttention(const torch::Tensor& q, const torch::Tensor& k, const torch::Tensor& v,
-                              const AttentionOptions& options);
+torch::Tensor CausalAttention(const torch::Tensor& q, const torch::Tensor& k,
+                              const torch::Tensor& v, const AttentionOptions& options);
 
 // Sum over rows of the cross-entropy of logits (N, V) against targets (N)
 // int64; rows whose target is ignore_index add nothing. A () float tensor.

@@ -9,6 +9,7 @@
 #include <gtest/gtest.h>
 
 #include "worker/engine/adamw.h"
+#include "worker/engine/attention_kernels.h"
 #include "worker/engine/test_examples.h"
 #include "worker/engine/trainer.h"
 #include "worker/engine/transformer.h"
@@ -88,8 +89,9 @@ TEST(OpsTest, RmsNormMatchesLibtorch) {
   torch::manual_seed(3);
   // 210 rows: more than one block of the weight gradient's sums, and a tail.
   torch::Tensor x = torch::randn({3, 70, 33}) * 2, w = torch::randn({33});
-  ExpectBothWaysAlike([](const Inputs& in, bool fused) { return RmsNorm(in[0], in[1], 1e-5, fused); },
-                      {x, w}, "rmsnorm");
+  ExpectBothWaysAlike(
+      [](const Inputs& in, bool fused) { return RmsNorm(in[0], in[1], 1e-5, fused); }, {x, w},
+      "rmsnorm");
 }
 
 // Angles (any: the rotation is the same) for positions shared by every row,
@@ -103,7 +105,8 @@ TEST(OpsTest, RotaryEmbeddingMatchesLibtorch) {
   torch::manual_seed(4);
   const int64_t B = 2, T = 7, N = 3, D = 10;
   torch::Tensor x = torch::randn({B, T, N * D});
-  for (const Rope& rope : {AnglesOf(torch::randn({T, D / 2}) * 3), AnglesOf(torch::randn({B, T, D / 2}) * 3)}) {
+  for (const Rope& rope :
+       {AnglesOf(torch::randn({T, D / 2}) * 3), AnglesOf(torch::randn({B, T, D / 2}) * 3)}) {
     ExpectBothWaysAlike(
         [&](const Inputs& in, bool fused) { return RotaryEmbedding(in[0], N, rope, fused); }, {x},
         rope.cos.dim() == 2 ? "rope" : "rope per row");
@@ -146,6 +149,27 @@ TEST(OpsTest, AttentionMatchesLibtorch) {
   }
 }
 
+// Every version of the attention kernel this CPU runs (AVX-512, AVX2, the
+// baseline), against libtorch.
+TEST(OpsTest, EveryVersionOfTheAttentionKernelMatches) {
+  torch::manual_seed(12);
+  const int64_t B = 2, T = 100, H = 4, K = 2, D = 24;
+  torch::Tensor q = torch::randn({B, T, H, D}), k = torch::randn({B, T, K, D});
+  torch::Tensor v = torch::randn({B, T, K, D});
+  for (kernels::AttentionIsa isa : kernels::SupportedAttentionIsas()) {
+    const kernels::AttentionIsa before = kernels::UseAttentionIsa(isa);
+    ExpectBothWaysAlike(
+        [&](const Inputs& in, bool fused) {
+          AttentionOptions o;
+          o.window = 70;
+          o.fused = fused;
+          return CausalAttention(in[0], in[1], in[2], o);
+        },
+        {q, k, v}, "attention version " + std::to_string(static_cast<int>(isa)));
+    kernels::UseAttentionIsa(before);
+  }
+}
+
 // GPT-2's queries, keys and values are slices of one projection: read in
 // place, their gradients land in it.
 TEST(OpsTest, AttentionReadsSlicesOfOneProjection) {
@@ -168,14 +192,16 @@ TEST(OpsTest, AttentionReadsSlicesOfOneProjection) {
 TEST(OpsTest, PackedAttentionMatchesLibtorch) {
   torch::manual_seed(11);
   const int64_t B = 2, T = 160, H = 4, K = 2, D = 16;
-  torch::Tensor q = torch::randn({B, T, H, D}), k = torch::randn({B, T, K, D}), v = torch::randn({B, T, K, D});
+  torch::Tensor q = torch::randn({B, T, H, D}), k = torch::randn({B, T, K, D}),
+                v = torch::randn({B, T, K, D});
   for (int64_t window : {0, 30}) {
     ExpectBothWaysAlike(
         [&](const Inputs& in, bool fused) {
           AttentionOptions o;
           o.window = window;
           o.fused = fused;
-          o.spans = torch::tensor({0, 0, 40, 0, 40, 70, 0, 110, 50, 1, 0, 160}, torch::kInt64).view({4, 3});
+          o.spans = torch::tensor({0, 0, 40, 0, 40, 70, 0, 110, 50, 1, 0, 160}, torch::kInt64)
+                        .view({4, 3});
           return CausalAttention(in[0], in[1], in[2], o);
         },
         {q, k, v}, window ? "packed, window" : "packed");
@@ -187,8 +213,9 @@ TEST(OpsTest, AttentionRefusesShapesThatDoNotFit) {
   EXPECT_THROW(CausalAttention(q, k, k, {}), c10::Error);  // 2 key heads do not divide 3
   AttentionOptions after_one;
   after_one.past = 1;
-  EXPECT_THROW(CausalAttention(torch::zeros({1, 4, 4, 8}), k, k, after_one), c10::Error);  // S != past + T
-  AttentionOptions gap;  // a sequence not starting where the one before ended
+  EXPECT_THROW(CausalAttention(torch::zeros({1, 4, 4, 8}), k, k, after_one),
+               c10::Error);  // S != past + T
+  AttentionOptions gap;      // a sequence not starting where the one before ended
   gap.spans = torch::tensor({0, 0, 2, 0, 3, 1}, torch::kInt64).view({2, 3});
   torch::Tensor q4 = torch::zeros({1, 4, 2, 8});
   EXPECT_THROW(CausalAttention(q4, k, k, gap), c10::Error);
@@ -225,7 +252,8 @@ TEST(OpsTest, CrossEntropyRefusesATargetOutsideTheVocabulary) {
 TEST(OpsTest, AdamWMatchesTheComposedUpdate) {
   torch::manual_seed(7);
   std::vector<torch::Tensor> a, b;
-  for (auto shape : {std::vector<int64_t>{70, 33}, std::vector<int64_t>{33}, std::vector<int64_t>{40001}}) {
+  for (auto shape :
+       {std::vector<int64_t>{70, 33}, std::vector<int64_t>{33}, std::vector<int64_t>{40001}}) {
     torch::Tensor t = torch::randn(shape);
     a.push_back(Leaf(t));
     b.push_back(Leaf(t));
@@ -262,10 +290,13 @@ TEST(OpsTest, SameBitsWhateverTheThreads) {
     at::set_num_threads(n);
     torch::manual_seed(8);
     std::vector<torch::Tensor> out;
-    auto collect = [&](const std::vector<torch::Tensor>& v) { out.insert(out.end(), v.begin(), v.end()); };
+    auto collect = [&](const std::vector<torch::Tensor>& v) {
+      out.insert(out.end(), v.begin(), v.end());
+    };
     torch::Tensor x = torch::randn({300, 301});
     collect(ValueAndGrads([](const Inputs& in) { return GeluTanh(in[0], true); }, {x}, x));
-    collect(ValueAndGrads([](const Inputs& in) { return SwiGlu(in[0], in[1], true); }, {x, x * 2}, x));
+    collect(
+        ValueAndGrads([](const Inputs& in) { return SwiGlu(in[0], in[1], true); }, {x, x * 2}, x));
     collect(ValueAndGrads([](const Inputs& in) { return RmsNorm(in[0], in[1], 1e-5, true); },
                           {x, torch::randn({301})}, x));
     const Rope rope = AnglesOf(torch::randn({64, 8}));
@@ -276,14 +307,16 @@ TEST(OpsTest, SameBitsWhateverTheThreads) {
     collect(ValueAndGrads([](const Inputs& in) { return CausalAttention(in[0], in[1], in[2], {}); },
                           {q, kv, kv * 3}, q));
     torch::Tensor targets = torch::randint(0, 301, {300});
-    collect(ValueAndGrads([&](const Inputs& in) { return CrossEntropySum(in[0], targets, -100, true); },
-                          {x}, torch::tensor(0.5f)));
+    collect(
+        ValueAndGrads([&](const Inputs& in) { return CrossEntropySum(in[0], targets, -100, true); },
+                      {x}, torch::tensor(0.5f)));
     return out;
   };
   const auto one = run(1), three = run(3);
   at::set_num_threads(threads);
   ASSERT_EQ(one.size(), three.size());
-  for (size_t i = 0; i < one.size(); ++i) EXPECT_TRUE(torch::equal(one[i], three[i])) << "tensor " << i;
+  for (size_t i = 0; i < one.size(); ++i)
+    EXPECT_TRUE(torch::equal(one[i], three[i])) << "tensor " << i;
 }
 
 ModelConfig Small(Architecture arch, int64_t window = 0) {
@@ -316,9 +349,9 @@ TEST(OpsTest, ModelsComputeTheSameEitherWay) {
     torch::manual_seed(9);
     Transformer model(config);
     torch::Tensor ids = torch::randint(0, config.vocab_size, {3, 20});
-    Packing packing{torch::cat({torch::arange(12), torch::arange(8)}).repeat({3, 1}),
-                    torch::tensor({0, 0, 12, 0, 12, 8, 1, 0, 12, 1, 12, 8, 2, 0, 12, 2, 12, 8})
-                        .view({6, 3})};
+    Packing packing{
+        torch::cat({torch::arange(12), torch::arange(8)}).repeat({3, 1}),
+        torch::tensor({0, 0, 12, 0, 12, 8, 1, 0, 12, 1, 12, 8, 2, 0, 12, 2, 12, 8}).view({6, 3})};
     for (const Packing* pack : std::vector<const Packing*>{nullptr, &packing}) {
       std::vector<std::vector<torch::Tensor>> runs;
       for (bool fused : {true, false}) {
@@ -364,7 +397,8 @@ TEST(OpsTest, TrainingFollowsTheSameLosses) {
     ASSERT_EQ(runs[0].loss.size(), 12u);
     ASSERT_EQ(runs[1].loss.size(), 12u);
     for (size_t i = 0; i < 12; ++i) {
-      EXPECT_NEAR(runs[1].loss[i], runs[0].loss[i], 1e-4 * runs[0].loss[i]) << model << " step " << i + 1;
+      EXPECT_NEAR(runs[1].loss[i], runs[0].loss[i], 1e-4 * runs[0].loss[i])
+          << model << " step " << i + 1;
     }
     EXPECT_LT(runs[1].loss.back(), runs[1].loss.front()) << model;
   }

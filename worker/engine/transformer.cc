@@ -3,9 +3,6 @@
 #include <cmath>
 #include <random>
 
-#include <torch/version.h>
-
-
 namespace tuneforge::engine {
 
 namespace F = torch::nn::functional;
