@@ -907,7 +907,13 @@ TEST(MetricsTest, ServerAndWorkerExposeWhatHappened) {
   ASSERT_GT(worker_port, 0) << worker.Out();
   RunResult watched = server.Cli({"jobs", "watch", jobs[0]});
   ASSERT_EQ(watched.exit_code, 0) << watched.err;
-  const std::string w = Scrape(worker_port);
+  // The job ends on the scheduler when the worker reports it; the worker is
+  // idle again a moment later, once it has closed the job's streams.
+  std::string w = Scrape(worker_port);
+  for (int i = 0; i < 100 && Sample(w, "tuneforge_worker_busy{worker=\"w1\"}") != 0; ++i) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(100));
+    w = Scrape(worker_port);
+  }
   EXPECT_EQ(Sample(w, "tuneforge_worker_jobs_total{worker=\"w1\"}"), 1) << w;
   EXPECT_EQ(Sample(w, "tuneforge_worker_busy{worker=\"w1\"}"), 0);
   EXPECT_GT(Sample(w, "tuneforge_worker_steps_total{worker=\"w1\"}"), 0);
