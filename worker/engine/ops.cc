@@ -22,12 +22,6 @@ int64_t RowGrain(int64_t row_length) {
   return std::max<int64_t>(1, kGrain / std::max<int64_t>(1, row_length));
 }
 
-// Runs f(begin, end) over [0, n) split between the intra-op threads.
-template <typename F>
-void ParallelFor(int64_t n, int64_t grain, const F& f) {
-  at::parallel_for(0, n, grain, f);
-}
-
 const float* In(const torch::Tensor& t) { return t.data_ptr<float>(); }
 float* Out(torch::Tensor& t) { return t.data_ptr<float>(); }
 
@@ -36,8 +30,9 @@ class GeluTanhFunction : public torch::autograd::Function<GeluTanhFunction> {
   static torch::Tensor forward(AutogradContext* ctx, torch::Tensor x) {
     x = x.contiguous();
     torch::Tensor y = torch::empty_like(x);
-    ParallelFor(x.numel(), kGrain,
-                [&](int64_t b, int64_t e) { kernels::GeluTanh(In(x) + b, Out(y) + b, e - b); });
+    at::parallel_for(0, x.numel(), kGrain, [&](int64_t b, int64_t e) {
+      kernels::GeluTanh(In(x) + b, Out(y) + b, e - b);
+    });
     ctx->save_for_backward({x});
     return y;
   }
@@ -45,7 +40,7 @@ class GeluTanhFunction : public torch::autograd::Function<GeluTanhFunction> {
     const torch::Tensor x = ctx->get_saved_variables()[0];
     const torch::Tensor dy = grad[0].contiguous();
     torch::Tensor dx = torch::empty_like(x);
-    ParallelFor(x.numel(), kGrain, [&](int64_t b, int64_t e) {
+    at::parallel_for(0, x.numel(), kGrain, [&](int64_t b, int64_t e) {
       kernels::GeluTanhBackward(In(x) + b, In(dy) + b, Out(dx) + b, e - b);
     });
     return {dx};
@@ -58,7 +53,7 @@ class SwiGluFunction : public torch::autograd::Function<SwiGluFunction> {
     gate = gate.contiguous();
     up = up.contiguous();
     torch::Tensor h = torch::empty_like(gate);
-    ParallelFor(gate.numel(), kGrain, [&](int64_t b, int64_t e) {
+    at::parallel_for(0, gate.numel(), kGrain, [&](int64_t b, int64_t e) {
       kernels::SwiGlu(In(gate) + b, In(up) + b, Out(h) + b, e - b);
     });
     ctx->save_for_backward({gate, up});
@@ -70,7 +65,7 @@ class SwiGluFunction : public torch::autograd::Function<SwiGluFunction> {
     const torch::Tensor& up = saved[1];
     const torch::Tensor dh = grad[0].contiguous();
     torch::Tensor dgate = torch::empty_like(gate), dup = torch::empty_like(up);
-    ParallelFor(gate.numel(), kGrain, [&](int64_t b, int64_t e) {
+    at::parallel_for(0, gate.numel(), kGrain, [&](int64_t b, int64_t e) {
       kernels::SwiGluBackward(In(gate) + b, In(up) + b, In(dh) + b, Out(dgate) + b, Out(dup) + b,
                               e - b);
     });
@@ -91,7 +86,7 @@ class RmsNormFunction : public torch::autograd::Function<RmsNormFunction> {
     const int64_t C = x.size(-1), rows = x.numel() / C;
     torch::Tensor y = torch::empty_like(x);
     torch::Tensor rstd = torch::empty({rows}, x.options());
-    ParallelFor(rows, RowGrain(C), [&](int64_t b, int64_t e) {
+    at::parallel_for(0, rows, RowGrain(C), [&](int64_t b, int64_t e) {
       kernels::RmsNorm(In(x) + b * C, In(weight), float(eps), e - b, C, Out(y) + b * C,
                        Out(rstd) + b);
     });
@@ -106,13 +101,14 @@ class RmsNormFunction : public torch::autograd::Function<RmsNormFunction> {
     const int64_t blocks = (rows + kNormBlock - 1) / kNormBlock;
     torch::Tensor dx = torch::empty_like(x);
     torch::Tensor partial = torch::zeros({blocks, C}, x.options());  // dw per block of rows
-    ParallelFor(blocks, std::max<int64_t>(1, RowGrain(C) / kNormBlock), [&](int64_t b, int64_t e) {
-      for (int64_t block = b; block < e; ++block) {
-        const int64_t r0 = block * kNormBlock, n = std::min(kNormBlock, rows - r0);
-        kernels::RmsNormBackward(In(x) + r0 * C, In(weight), In(rstd) + r0, In(dy) + r0 * C, n, C,
-                                 Out(dx) + r0 * C, Out(partial) + block * C);
-      }
-    });
+    at::parallel_for(
+        0, blocks, std::max<int64_t>(1, RowGrain(C) / kNormBlock), [&](int64_t b, int64_t e) {
+          for (int64_t block = b; block < e; ++block) {
+            const int64_t r0 = block * kNormBlock, n = std::min(kNormBlock, rows - r0);
+            kernels::RmsNormBackward(In(x) + r0 * C, In(weight), In(rstd) + r0, In(dy) + r0 * C, n,
+                                     C, Out(dx) + r0 * C, Out(partial) + block * C);
+          }
+        });
     torch::Tensor dweight;
     if (ctx->needs_input_grad(1)) {
       dweight = torch::zeros({C}, x.options());
@@ -155,7 +151,7 @@ class RopeFunction : public torch::autograd::Function<RopeFunction> {
     const int64_t half = cos_half.size(-1), T = cos_half.size(-2);
     const int64_t rows = x.numel() / (2 * half);
     const kernels::RopeShape shape{T, rows / (x.size(0) * T), 2 * half, cos_half.dim() == 3};
-    ParallelFor(rows, RowGrain(2 * half), [&](int64_t b, int64_t e) {
+    at::parallel_for(0, rows, RowGrain(2 * half), [&](int64_t b, int64_t e) {
       kernels::Rope(In(x), In(cos_half), In(sin_half), shape, b, e, inverse, Out(out));
     });
   }
@@ -175,13 +171,9 @@ class AttentionFunction : public torch::autograd::Function<AttentionFunction> {
     if (v.stride(3) != 1) v = v.contiguous();
     const torch::Tensor spans = packed ? packed->contiguous() : torch::Tensor();
     const kernels::AttentionShape shape = Shape(q, k, v, past, window, spans);
-    // Packed rows leave padding untouched: it must read as zeros.
-    auto make = [&](at::IntArrayRef sizes) {
-      return spans.defined() ? torch::zeros(sizes, q.options()) : torch::empty(sizes, q.options());
-    };
-    torch::Tensor o = make({shape.B, shape.T, shape.H, shape.D});
+    torch::Tensor o = Output(spans, q, {shape.B, shape.T, shape.H, shape.D});
     torch::Tensor lse = torch::empty({shape.B, shape.H, shape.T}, q.options());
-    ParallelFor(kernels::AttentionSequences(shape) * shape.H, 1, [&](int64_t b, int64_t e) {
+    at::parallel_for(0, kernels::AttentionSequences(shape) * shape.H, 1, [&](int64_t b, int64_t e) {
       kernels::AttentionForward(shape, In(q), In(k), In(v), Out(o), Out(lse), b, e);
     });
     ctx->save_for_backward({q, k, v, o, lse});
@@ -197,13 +189,10 @@ class AttentionFunction : public torch::autograd::Function<AttentionFunction> {
     const kernels::AttentionShape shape =
         Shape(q, k, v, ctx->saved_data["past"].toInt(), ctx->saved_data["window"].toInt(), spans);
     const torch::Tensor dout = grad[0].contiguous();
-    auto make = [&](at::IntArrayRef sizes) {
-      return spans.defined() ? torch::zeros(sizes, q.options()) : torch::empty(sizes, q.options());
-    };
-    torch::Tensor dq = make({shape.B, shape.T, shape.H, shape.D});
-    torch::Tensor dk = make({shape.B, shape.S, shape.K, shape.D});
-    torch::Tensor dv = make({shape.B, shape.S, shape.K, shape.D});
-    ParallelFor(kernels::AttentionSequences(shape) * shape.K, 1, [&](int64_t b, int64_t e) {
+    torch::Tensor dq = Output(spans, q, {shape.B, shape.T, shape.H, shape.D});
+    torch::Tensor dk = Output(spans, q, {shape.B, shape.S, shape.K, shape.D});
+    torch::Tensor dv = Output(spans, q, {shape.B, shape.S, shape.K, shape.D});
+    at::parallel_for(0, kernels::AttentionSequences(shape) * shape.K, 1, [&](int64_t b, int64_t e) {
       kernels::AttentionBackward(shape, In(q), In(k), In(v), In(o), In(lse), In(dout), Out(dq),
                                  Out(dk), Out(dv), b, e);
     });
@@ -211,6 +200,13 @@ class AttentionFunction : public torch::autograd::Function<AttentionFunction> {
   }
 
  private:
+  // An output like `like`; packed rows leave padding untouched, so then it
+  // starts as zeros.
+  static torch::Tensor Output(const torch::Tensor& spans, const torch::Tensor& like,
+                              at::IntArrayRef sizes) {
+    return spans.defined() ? torch::zeros(sizes, like.options())
+                           : torch::empty(sizes, like.options());
+  }
   static kernels::AttentionShape Shape(const torch::Tensor& q, const torch::Tensor& k,
                                        const torch::Tensor& v, int64_t past, int64_t window,
                                        const torch::Tensor& spans) {
@@ -249,7 +245,7 @@ class CrossEntropyFunction : public torch::autograd::Function<CrossEntropyFuncti
     }
     torch::Tensor lse = torch::empty({rows}, logits.options());
     torch::Tensor loss = torch::empty({rows}, logits.options());
-    ParallelFor(rows, RowGrain(V), [&](int64_t b, int64_t e) {
+    at::parallel_for(0, rows, RowGrain(V), [&](int64_t b, int64_t e) {
       kernels::CrossEntropy(In(logits), t, ignore_index, V, b, e, Out(lse), Out(loss));
     });
     double total = 0;  // in row order: the same sum whatever the threads
@@ -267,7 +263,7 @@ class CrossEntropyFunction : public torch::autograd::Function<CrossEntropyFuncti
     const float scale = grad[0].item<float>();
     torch::Tensor dlogits = torch::empty_like(logits);
     const int64_t* t = targets.data_ptr<int64_t>();
-    ParallelFor(rows, RowGrain(V), [&](int64_t b, int64_t e) {
+    at::parallel_for(0, rows, RowGrain(V), [&](int64_t b, int64_t e) {
       kernels::CrossEntropyBackward(In(logits), t, ignore_index, In(lse), scale, V, b, e,
                                     Out(dlogits));
     });
