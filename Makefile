@@ -33,6 +33,7 @@ demo: build
 bench: build
 	./bench/engine_threads.sh $(BUILD_DIR)/bin
 	./bench/lora.sh $(BUILD_DIR)/bin
+	./bench/data_parallel.sh $(BUILD_DIR)/bin
 	./bench/ops.sh $(BUILD_DIR)/bin
 	./bench/train_speed.sh $(BUILD_DIR)/bin
 	./bench/upload.sh $(BUILD_DIR)/bin 50 200

@@ -15,6 +15,8 @@ PACKAGES=(
   libcpp-httplib-dev
   # training engine: libtorch (CPU) and a fast BLAS for its matrix products
   libtorch-dev libopenblas0-pthread
+  # data-parallel training: the Gloo headers c10d's backend needs
+  libgloo-dev
   # Unicode-aware regular expressions for BPE pre-tokenization
   libpcre2-dev
   # tests: GoogleTest, and clang's libFuzzer with its sanitizers for the fuzz targets

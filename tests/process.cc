@@ -1,7 +1,10 @@
 #include "tests/process.h"
 
+#include <arpa/inet.h>
 #include <fcntl.h>
+#include <netinet/in.h>
 #include <signal.h>
+#include <sys/socket.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -53,6 +56,41 @@ pid_t Spawn(const std::string& path, const std::vector<std::string>& args,
 std::string BinDir() {
   const char* dir = std::getenv("TUNEFORGE_BIN_DIR");
   return dir ? dir : "build/bin";
+}
+
+std::map<std::string, std::vector<double>> MetricRows(const std::string& csv) {
+  std::map<std::string, std::vector<double>> rows;
+  std::istringstream in(csv);
+  std::string line;
+  std::getline(in, line);  // header
+  while (std::getline(in, line)) {
+    std::vector<std::string> cells;
+    std::stringstream cell(line);
+    for (std::string c; std::getline(cell, c, ',');) cells.push_back(c);
+    cells.resize(9);
+    const bool eval = cells[2].empty();
+    std::vector<double> values;
+    for (int i : eval ? std::vector<int>{6, 7, 8} : std::vector<int>{2, 3, 4}) {
+      values.push_back(std::stod(cells[i]));
+    }
+    rows[(eval ? "eval " : "step ") + cells[0]] = values;
+  }
+  return rows;
+}
+
+int FreeTcpPort() {
+  const int fd = socket(AF_INET, SOCK_STREAM, 0);
+  sockaddr_in addr{};
+  addr.sin_family = AF_INET;
+  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  socklen_t len = sizeof(addr);
+  int port = 0;
+  if (bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) == 0 &&
+      getsockname(fd, reinterpret_cast<sockaddr*>(&addr), &len) == 0) {
+    port = ntohs(addr.sin_port);
+  }
+  close(fd);
+  return port;
 }
 
 std::string FreshDir(const std::string& name) {

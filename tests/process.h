@@ -6,6 +6,7 @@
 
 #include <sys/types.h>
 
+#include <map>
 #include <string>
 #include <vector>
 
@@ -86,6 +87,14 @@ class ServerProcess {
 // as a JSON array: "How many leave days in year 2000?" -> "In 2000 you get
 // 20 days of leave.", ...
 std::string LeaveDataset(int n);
+
+// The rows of a metrics CSV (tuneforge-train --metrics-csv) by "step N"
+// (train loss, learning rate, gradient norm) and "eval N" (validation loss,
+// perplexity, token accuracy); tokens/s, a timing, is left out.
+std::map<std::string, std::vector<double>> MetricRows(const std::string& csv);
+
+// A TCP port on 127.0.0.1 that was free a moment ago.
+int FreeTcpPort();
 
 // A fresh empty directory under the test temp dir.
 std::string FreshDir(const std::string& name);

@@ -5,7 +5,6 @@
 #include <filesystem>
 #include <fstream>
 #include <map>
-#include <sstream>
 
 #include <gtest/gtest.h>
 
@@ -14,27 +13,6 @@
 
 namespace tuneforge::testing {
 namespace {
-
-// step -> the CSV row's metric columns (everything but tokens/s, a timing).
-std::map<std::string, std::vector<double>> Rows(const std::string& csv) {
-  std::map<std::string, std::vector<double>> rows;
-  std::istringstream in(csv);
-  std::string line;
-  std::getline(in, line);  // header
-  while (std::getline(in, line)) {
-    std::vector<std::string> cells;
-    std::stringstream cell(line);
-    for (std::string c; std::getline(cell, c, ',');) cells.push_back(c);
-    cells.resize(9);
-    const bool eval = cells[2].empty();
-    std::vector<double> values;
-    for (int i : eval ? std::vector<int>{6, 7, 8} : std::vector<int>{2, 3, 4}) {
-      values.push_back(std::stod(cells[i]));
-    }
-    rows[(eval ? "eval " : "step ") + cells[0]] = values;
-  }
-  return rows;
-}
 
 TEST(ResumeTest, AKilledRunResumesWithTheSameLosses) {
   const std::string dir = FreshDir("resume");
@@ -64,7 +42,7 @@ TEST(ResumeTest, AKilledRunResumesWithTheSameLosses) {
   std::string a, b;
   ASSERT_TRUE(ReadWholeFile(dir + "/full.csv", &a));
   ASSERT_TRUE(ReadWholeFile(dir + "/cut.csv", &b));
-  std::map<std::string, std::vector<double>> expected = Rows(a), got = Rows(b);
+  std::map<std::string, std::vector<double>> expected = MetricRows(a), got = MetricRows(b);
   ASSERT_EQ(expected.size(), 48u + 2 + 6);  // steps, epoch evaluations, evaluations every 7
   ASSERT_EQ(got.size(), expected.size());
   for (const auto& [key, values] : expected) {
@@ -109,7 +87,7 @@ TEST(ResumeTest, EarlyStoppingKeepsTheBestModel) {
       << r.out;
   std::string csv;
   ASSERT_TRUE(ReadWholeFile(dir + "/m.csv", &csv));
-  std::map<std::string, std::vector<double>> rows = Rows(csv);
+  std::map<std::string, std::vector<double>> rows = MetricRows(csv);
   double best = 1e9;
   std::string best_key;
   int steps = 0;

@@ -65,6 +65,68 @@ std::string CheckpointName(int64_t step) {
   return name;
 }
 
+std::string TrainerStateJson(const TrainerState& s) {
+  const json j = {{"version", kStateVersion},
+                  {"step", s.step},
+                  {"epoch", s.epoch},
+                  {"epoch_step", s.epoch_step},
+                  {"tokens_seen", s.tokens_seen},
+                  {"train_seconds", s.train_seconds},
+                  {"window_loss", s.window_loss},
+                  {"window_targets", s.window_targets},
+                  {"window_tokens", s.window_tokens},
+                  {"window_seconds", s.window_seconds},
+                  {"best_loss", std::isfinite(s.best_loss) ? json(s.best_loss) : json(nullptr)},
+                  {"best_step", s.best_step},
+                  {"improved_loss",
+                   std::isfinite(s.improved_loss) ? json(s.improved_loss) : json(nullptr)},
+                  {"evals_without_improvement", s.evals_without_improvement},
+                  {"smoothed_loss", s.smoothed_loss},
+                  {"min_smoothed_loss",
+                   std::isfinite(s.min_smoothed_loss) ? json(s.min_smoothed_loss) : json(nullptr)},
+                  {"smoothed_steps", s.smoothed_steps},
+                  {"last_loss", s.last_loss},
+                  {"last_eval_loss", s.last_eval_loss},
+                  {"fingerprint", s.fingerprint}};
+  return j.dump(2);
+}
+
+std::string ParseTrainerState(const std::string& text, TrainerState* s) {
+  try {
+    json j = json::parse(text);
+    if (j.value("version", 0) != kStateVersion) {
+      return "trainer state version " + std::to_string(j.value("version", 0)) +
+             ", this build reads version " + std::to_string(kStateVersion);
+    }
+    s->step = j.at("step");
+    s->epoch = j.at("epoch");
+    s->epoch_step = j.at("epoch_step");
+    s->tokens_seen = j.at("tokens_seen");
+    s->train_seconds = j.at("train_seconds");
+    s->window_loss = j.at("window_loss");
+    s->window_targets = j.at("window_targets");
+    s->window_tokens = j.at("window_tokens");
+    s->window_seconds = j.at("window_seconds");
+    s->best_loss = j.at("best_loss").is_null() ? std::numeric_limits<double>::infinity()
+                                               : j.at("best_loss").get<double>();
+    s->best_step = j.at("best_step");
+    s->improved_loss = j.at("improved_loss").is_null() ? std::numeric_limits<double>::infinity()
+                                                       : j.at("improved_loss").get<double>();
+    s->evals_without_improvement = j.at("evals_without_improvement");
+    s->smoothed_loss = j.at("smoothed_loss");
+    s->min_smoothed_loss = j.at("min_smoothed_loss").is_null()
+                               ? std::numeric_limits<double>::infinity()
+                               : j.at("min_smoothed_loss").get<double>();
+    s->smoothed_steps = j.at("smoothed_steps");
+    s->last_loss = j.at("last_loss");
+    s->last_eval_loss = j.at("last_eval_loss");
+    s->fingerprint = j.at("fingerprint");
+  } catch (const json::exception& e) {
+    return e.what();
+  }
+  return "";
+}
+
 std::string SaveCheckpoint(const std::string& root, ModelFolder& model, const AdamW& optimizer,
                            const TrainerState& s, const LoraOptions* lora) {
   const fs::path final_dir = fs::path(root) / CheckpointName(s.step);
@@ -94,32 +156,10 @@ std::string SaveCheckpoint(const std::string& root, ModelFolder& model, const Ad
   }
   if (error = WriteSafetensors((tmp / kOptimizerFile).string(), out); !error.empty()) return error;
 
-  json j = {{"version", kStateVersion},
-            {"step", s.step},
-            {"epoch", s.epoch},
-            {"epoch_step", s.epoch_step},
-            {"tokens_seen", s.tokens_seen},
-            {"train_seconds", s.train_seconds},
-            {"window_loss", s.window_loss},
-            {"window_targets", s.window_targets},
-            {"window_tokens", s.window_tokens},
-            {"window_seconds", s.window_seconds},
-            {"best_loss", std::isfinite(s.best_loss) ? json(s.best_loss) : json(nullptr)},
-            {"best_step", s.best_step},
-            {"improved_loss",
-             std::isfinite(s.improved_loss) ? json(s.improved_loss) : json(nullptr)},
-            {"evals_without_improvement", s.evals_without_improvement},
-            {"smoothed_loss", s.smoothed_loss},
-            {"min_smoothed_loss",
-             std::isfinite(s.min_smoothed_loss) ? json(s.min_smoothed_loss) : json(nullptr)},
-            {"smoothed_steps", s.smoothed_steps},
-            {"last_loss", s.last_loss},
-            {"last_eval_loss", s.last_eval_loss},
-            {"fingerprint", s.fingerprint}};
   {
     // The state file goes last: its presence marks a complete checkpoint.
     std::ofstream f(tmp / kStateFile);
-    f << j.dump(2) << "\n";
+    f << TrainerStateJson(s) << "\n";
     if (!f.flush()) return "cannot write " + (tmp / kStateFile).string();
   }
   fs::remove_all(final_dir, ec);
@@ -136,39 +176,8 @@ std::string LatestCheckpoint(const std::string& root) {
 std::string ReadTrainerState(const std::string& dir, TrainerState* s) {
   std::string text;
   if (!ReadWholeFile(dir + "/" + kStateFile, &text)) return "cannot read " + dir + "/" + kStateFile;
-  try {
-    json j = json::parse(text);
-    if (j.value("version", 0) != kStateVersion) {
-      return dir + ": trainer state version " + std::to_string(j.value("version", 0)) +
-             ", this build reads version " + std::to_string(kStateVersion);
-    }
-    s->step = j.at("step");
-    s->epoch = j.at("epoch");
-    s->epoch_step = j.at("epoch_step");
-    s->tokens_seen = j.at("tokens_seen");
-    s->train_seconds = j.at("train_seconds");
-    s->window_loss = j.at("window_loss");
-    s->window_targets = j.at("window_targets");
-    s->window_tokens = j.at("window_tokens");
-    s->window_seconds = j.at("window_seconds");
-    s->best_loss = j.at("best_loss").is_null() ? std::numeric_limits<double>::infinity()
-                                               : j.at("best_loss").get<double>();
-    s->best_step = j.at("best_step");
-    s->improved_loss = j.at("improved_loss").is_null() ? std::numeric_limits<double>::infinity()
-                                                       : j.at("improved_loss").get<double>();
-    s->evals_without_improvement = j.at("evals_without_improvement");
-    s->smoothed_loss = j.at("smoothed_loss");
-    s->min_smoothed_loss = j.at("min_smoothed_loss").is_null()
-                               ? std::numeric_limits<double>::infinity()
-                               : j.at("min_smoothed_loss").get<double>();
-    s->smoothed_steps = j.at("smoothed_steps");
-    s->last_loss = j.at("last_loss");
-    s->last_eval_loss = j.at("last_eval_loss");
-    s->fingerprint = j.at("fingerprint");
-  } catch (const json::exception& e) {
-    return dir + "/" + kStateFile + ": " + e.what();
-  }
-  return "";
+  std::string error = ParseTrainerState(text, s);
+  return error.empty() ? "" : dir + "/" + kStateFile + ": " + error;
 }
 
 std::string LoadOptimizerState(const std::string& dir, AdamW& optimizer) {

@@ -67,6 +67,10 @@ std::string LatestCheckpoint(const std::string& root);
 // Reads a checkpoint's trainer state; "" or the error.
 std::string ReadTrainerState(const std::string& dir, TrainerState* state);
 
+// The state as trainer_state.json holds it, and back ("" or the error).
+std::string TrainerStateJson(const TrainerState& state);
+std::string ParseTrainerState(const std::string& json, TrainerState* state);
+
 // Restores the optimizer's moments and the random generator; "" or the error.
 std::string LoadOptimizerState(const std::string& dir, AdamW& optimizer);
 

@@ -4,6 +4,7 @@
 // and generates, so the engine is checkable against any reference.
 //
 //   tuneforge-train --data examples/hr.json --epochs 3 --learning-rate 1e-3
+//   tuneforge-train --data hr.json --world-size 2 --rank 1 --rendezvous host0:29500
 //   tuneforge-train eval --model out/ --data examples/hr.json
 //   echo "Hello" | tuneforge-train tokenize --model gpt2/
 //   tuneforge-train generate --model out/ --prompt "How many days"
@@ -274,6 +275,18 @@ int main(int argc, char** argv) {
       ->capture_default_str();
   app.add_option("--early-stopping-min-delta", config.early_stopping_min_delta,
                  "the improvement that counts")
+      ->capture_default_str();
+
+  app.add_option("--world-size", config.world_size,
+                 "data-parallel: this many processes train as one (each prints the same "
+                 "metrics; rank 0 resumes and writes checkpoints and --output)")
+      ->capture_default_str();
+  app.add_option("--rank", config.rank, "data-parallel: this process's rank, 0 to world size - 1")
+      ->capture_default_str();
+  app.add_option("--rendezvous", config.rendezvous,
+                 "data-parallel: host:port where rank 0 listens and the others meet it");
+  app.add_option("--rendezvous-timeout", config.rendezvous_timeout_seconds,
+                 "seconds to wait for the other ranks, to meet and at each step")
       ->capture_default_str();
 
   std::string model_dir;

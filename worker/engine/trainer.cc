@@ -16,6 +16,7 @@
 #include "common/utf8.h"
 #include "worker/engine/adamw.h"
 #include "worker/engine/checkpoint.h"
+#include "worker/engine/data_parallel.h"
 #include "worker/engine/keep_freed_memory.h"
 #include "worker/engine/lora.h"
 #include "worker/engine/model_folder.h"
@@ -244,31 +245,44 @@ LossSums ComputeLoss(Transformer& model, const Batch& batch, bool count_correct)
   return sums;
 }
 
-EvalMetrics Evaluate(Transformer& model, const std::vector<Sequence>& seqs, int batch_size,
-                     int64_t pad_id, const torch::Device& device) {
+// Validation sums: loss over target tokens, argmax hits, target tokens.
+struct EvalSums {
+  double loss = 0;
+  double correct = 0;
+  double targets = 0;
+};
+
+// The sums over the validation batches (longest sequences first: little
+// padding) whose index modulo `shards` is `shard`.
+EvalSums EvaluateShard(Transformer& model, const std::vector<Sequence>& seqs, int batch_size,
+                       int64_t pad_id, const torch::Device& device, int shard, int shards) {
   torch::NoGradGuard no_grad;
   model->eval();
-  std::vector<int64_t> order(seqs.size());  // longest first: little padding
+  std::vector<int64_t> order(seqs.size());
   for (size_t i = 0; i < order.size(); ++i) order[i] = static_cast<int64_t>(i);
   std::stable_sort(order.begin(), order.end(),
                    [&](int64_t a, int64_t b) { return seqs[a].ids.size() > seqs[b].ids.size(); });
-  double loss_sum = 0;
-  int64_t correct = 0, targets = 0;
-  for (size_t begin = 0; begin < order.size(); begin += batch_size) {
+  EvalSums sums;
+  for (size_t begin = size_t(shard) * batch_size; begin < order.size();
+       begin += size_t(shards) * batch_size) {
     Batch batch =
         MakeBatch(seqs, order, begin, std::min(order.size(), begin + batch_size), pad_id, device);
     if (batch.target_tokens == 0) continue;
-    LossSums sums = ComputeLoss(model, batch, /*count_correct=*/true);
-    loss_sum += sums.loss_sum.item<double>();
-    correct += sums.correct;
-    targets += batch.target_tokens;
+    LossSums batch_sums = ComputeLoss(model, batch, /*count_correct=*/true);
+    sums.loss += batch_sums.loss_sum.item<double>();
+    sums.correct += double(batch_sums.correct);
+    sums.targets += double(batch.target_tokens);
   }
   model->train();
+  return sums;
+}
+
+EvalMetrics ToMetrics(const EvalSums& sums) {
   EvalMetrics m;
-  if (targets > 0) {
-    m.loss = loss_sum / double(targets);
+  if (sums.targets > 0) {
+    m.loss = sums.loss / sums.targets;
     m.perplexity = std::exp(m.loss);
-    m.token_accuracy = double(correct) / double(targets);
+    m.token_accuracy = sums.correct / sums.targets;
   }
   return m;
 }
@@ -395,12 +409,20 @@ std::string CheckConfig(const TrainConfig& c) {
   if (c.precision != "auto" && c.precision != "fp32" && c.precision != "bf16") {
     return "precision must be auto, fp32 or bf16";
   }
+  if (c.world_size < 1 || c.world_size > 4096) return "world_size must be in [1, 4096]";
+  if (c.rank < 0 || c.rank >= c.world_size) return "rank must be in [0, world_size)";
+  if (c.world_size > 1 && c.rendezvous.empty()) {
+    return "a world_size above 1 needs a rendezvous (host:port of rank 0)";
+  }
+  if (c.rendezvous_timeout_seconds < 1) return "rendezvous_timeout_seconds must be >= 1";
   return "";
 }
 
 namespace {
 
-// The settings a checkpoint must share with the run that resumes it.
+// The settings a checkpoint must share with the run that resumes it. A
+// data-parallel run counts as one process accumulating every rank's
+// micro-batches: the data positions are the same.
 std::string Fingerprint(const TrainConfig& c, const TrainPlan& plan, int64_t max_len) {
   char text[512];
   std::snprintf(text, sizeof(text),
@@ -409,7 +431,7 @@ std::string Fingerprint(const TrainConfig& c, const TrainPlan& plan, int64_t max
                 "lora=%d/%.17g/%zu chat=%s pack=%d group=%d",
                 static_cast<long long>(plan.train_sequences),
                 static_cast<long long>(plan.validation_examples), c.batch_size,
-                c.gradient_accumulation_steps, c.epochs,
+                c.gradient_accumulation_steps * c.world_size, c.epochs,
                 static_cast<unsigned long long>(c.seed), c.learning_rate,
                 static_cast<int>(plan.warmup_steps),
                 static_cast<int>(c.schedule), c.weight_decay, static_cast<long long>(max_len),
@@ -438,6 +460,24 @@ void CheckDivergence(double step_loss, double factor, TrainerState& s) {
   }
 }
 
+// A hash (FNV-1a) of the sequences' tokens and targets, so data-parallel
+// ranks can check they hold the same data.
+std::string DataHash(const std::vector<Sequence>& train, const std::vector<Sequence>& validation) {
+  uint64_t h = 14695981039346656037ULL;
+  auto mix = [&](int64_t v) { h = (h ^ static_cast<uint64_t>(v)) * 1099511628211ULL; };
+  for (const std::vector<Sequence>* seqs : {&train, &validation}) {
+    mix(static_cast<int64_t>(seqs->size()));
+    for (const Sequence& seq : *seqs) {
+      for (int64_t id : seq.ids) mix(id);
+      for (int64_t t : seq.targets) mix(t);
+      mix(-1);
+    }
+  }
+  char text[32];
+  std::snprintf(text, sizeof(text), "%016llx", static_cast<unsigned long long>(h));
+  return text;
+}
+
 }  // namespace
 
 TrainResult Train(const TrainConfig& config, const std::vector<Example>& train,
@@ -452,8 +492,11 @@ TrainResult Train(const TrainConfig& config, const std::vector<Example>& train,
   torch::set_num_threads(threads);
   torch::manual_seed(config.seed);
 
+  // Data-parallel: rank 0 resumes, checkpoints and saves; the others
+  // follow it.
+  const bool leader = config.rank == 0;
   // Resuming: the newest checkpoint holds the model (and its tokenizer).
-  const std::string resume_from = config.resume && !config.checkpoint_dir.empty()
+  const std::string resume_from = config.resume && leader && !config.checkpoint_dir.empty()
                                       ? LatestCheckpoint(config.checkpoint_dir)
                                       : "";
   // A LoRA run's checkpoints hold only the adapter: its base is config.model.
@@ -504,9 +547,16 @@ TrainResult Train(const TrainConfig& config, const std::vector<Example>& train,
     plan.packed_rows = static_cast<int64_t>(train_seqs.size());
   }
   const int64_t rows = static_cast<int64_t>(train_seqs.size());
+  std::vector<int64_t> row_targets(rows);  // target tokens of each row
+  for (int64_t i = 0; i < rows; ++i) {
+    row_targets[i] = std::count_if(train_seqs[i].targets.begin(), train_seqs[i].targets.end(),
+                                   [](int64_t t) { return t != kIgnore; });
+  }
   const int64_t micro_per_epoch = (rows + config.batch_size - 1) / config.batch_size;
-  const int accum = config.gradient_accumulation_steps;
-  plan.steps_per_epoch = (micro_per_epoch + accum - 1) / accum;
+  // An optimizer step's micro-batches, over every rank: micro-batch j of a
+  // step is rank j % world_size's.
+  const int64_t micro_per_step = int64_t(config.gradient_accumulation_steps) * config.world_size;
+  plan.steps_per_epoch = (micro_per_epoch + micro_per_step - 1) / micro_per_step;
   plan.total_steps = plan.steps_per_epoch * config.epochs;
   plan.warmup_steps = config.warmup_steps > 0
                           ? config.warmup_steps
@@ -519,13 +569,27 @@ TrainResult Train(const TrainConfig& config, const std::vector<Example>& train,
                                 fingerprint + "); resume with the same ones or start afresh");
   }
   state.fingerprint = fingerprint;
+  std::unique_ptr<DataParallel> group;
+  if (config.world_size > 1) {
+    group = std::make_unique<DataParallel>(DataParallelOptions{
+        config.world_size, config.rank, config.rendezvous, config.rendezvous_timeout_seconds});
+    group->CheckSame("settings and data",
+                     fingerprint + " data=" + DataHash(train_seqs, val_seqs));
+    if (std::string error = ParseTrainerState(group->Broadcast(TrainerStateJson(state)), &state);
+        !error.empty()) {
+      throw std::runtime_error("rank 0's trainer state: " + error);
+    }
+    plan.resumed_from_step = state.step;
+  }
   observer.OnStart(plan);
 
   // AdamW; no weight decay on biases and norms (every 1-D parameter).
   std::vector<AdamW::Param> params;  // the trainable ones: all, or the adapters
+  std::vector<torch::Tensor> trainable;
   for (const auto& item : model->named_parameters()) {
     if (!item.value().requires_grad()) continue;
     params.push_back({item.key(), item.value(), item.value().dim() >= 2});
+    trainable.push_back(item.value());
   }
   AdamW::Options adam;
   adam.weight_decay = config.weight_decay;
@@ -536,6 +600,13 @@ TrainResult Train(const TrainConfig& config, const std::vector<Example>& train,
       throw std::runtime_error("cannot resume: " + error);
     }
   }
+  if (group) {  // every rank starts from rank 0's weights and moments
+    std::map<std::string, torch::Tensor> moments = optimizer.State();
+    std::vector<torch::Tensor> tensors = trainable;
+    for (const auto& [name, t] : moments) tensors.push_back(t);
+    group->Broadcast(tensors);
+    optimizer.LoadState(moments);
+  }
   // A checkpoint that ends an epoch resumes at the next one.
   if (state.epoch_step >= plan.steps_per_epoch) {
     ++state.epoch;
@@ -545,7 +616,7 @@ TrainResult Train(const TrainConfig& config, const std::vector<Example>& train,
   TrainResult result;
   int64_t last_checkpoint = state.step;
   auto checkpoint = [&]() {
-    if (config.checkpoint_dir.empty()) return;
+    if (config.checkpoint_dir.empty() || !leader) return;
     if (std::string error = SaveCheckpoint(config.checkpoint_dir, base, optimizer, state,
                                            lora ? &config.lora : nullptr);
         !error.empty()) {
@@ -560,14 +631,20 @@ TrainResult Train(const TrainConfig& config, const std::vector<Example>& train,
   // Evaluates; returns true when early stopping ends the run.
   auto evaluate = [&](int epoch) {
     if (val_seqs.empty()) return false;
-    EvalMetrics m = Evaluate(model, val_seqs, config.batch_size, base.pad_id, device);
+    EvalSums sums = EvaluateShard(model, val_seqs, config.batch_size, base.pad_id, device,
+                                  config.rank, config.world_size);
+    if (group) {
+      const std::vector<double> total = group->Sum({sums.loss, sums.correct, sums.targets});
+      sums = {total[0], total[1], total[2]};
+    }
+    EvalMetrics m = ToMetrics(sums);
     m.epoch = epoch;
     m.step = state.step;
     state.last_eval_loss = m.loss;
     observer.OnEvaluation(m);
     int samples = 0;
     for (const Example& e : validation) {
-      if (samples == config.sample_count) break;
+      if (samples == config.sample_count || !leader) break;
       const std::vector<Segment> prompt = GenerationPrompt(e, chat);
       if (prompt.empty()) continue;  // text documents have nothing to complete
       observer.OnSample(JoinText(prompt), Complete(base, prompt, chat, config.sample_max_tokens),
@@ -604,7 +681,15 @@ TrainResult Train(const TrainConfig& config, const std::vector<Example>& train,
     const int epoch = state.epoch;
     const std::vector<int64_t> order = EpochOrder(train_seqs, config, epoch);
     for (; state.epoch_step < plan.steps_per_epoch; ++state.epoch_step) {
-      if (observer.ShouldStop()) {
+      bool stop = observer.ShouldStop();
+      if (group) {
+        stop = group->Sum({stop ? 1.0 : 0.0})[0] > 0;  // any rank's stop stops them all
+        // Dropout draws from a stream of the rank and the step, so a
+        // resumed rank continues as it would have.
+        torch::manual_seed(config.seed + 1000003ULL * uint64_t(state.step + 1) +
+                           7919ULL * uint64_t(config.rank));
+      }
+      if (stop) {
         if (config.checkpoint_on_stop && state.step > last_checkpoint) checkpoint();
         result.stopped = true;
         result.steps = state.step;
@@ -613,25 +698,36 @@ TrainResult Train(const TrainConfig& config, const std::vector<Example>& train,
       const auto started = Clock::now();
       const double lr = LearningRateAt(state.step, plan.total_steps, plan.warmup_steps, config);
 
-      std::vector<Batch> micro;
-      int64_t step_targets = 0;
-      for (int a = 0; a < accum; ++a) {
-        const size_t begin = (state.epoch_step * accum + a) * static_cast<size_t>(config.batch_size);
+      std::vector<Batch> micro;  // this rank's
+      int64_t step_targets = 0, step_tokens = 0;  // of the step on every rank
+      for (int64_t j = 0; j < micro_per_step; ++j) {
+        const size_t begin =
+            (state.epoch_step * micro_per_step + j) * static_cast<size_t>(config.batch_size);
         if (begin >= order.size()) break;
-        micro.push_back(MakeBatch(train_seqs, order, begin,
-                                  std::min(order.size(), begin + config.batch_size), base.pad_id,
-                                  device));
-        step_targets += micro.back().target_tokens;
+        const size_t end = std::min(order.size(), begin + config.batch_size);
+        for (size_t i = begin; i < end; ++i) {
+          step_targets += row_targets[order[i]];
+          step_tokens += static_cast<int64_t>(train_seqs[order[i]].ids.size());
+        }
+        if (j % config.world_size != config.rank) continue;
+        micro.push_back(MakeBatch(train_seqs, order, begin, end, base.pad_id, device));
       }
       optimizer.ZeroGrad();
       double step_loss_sum = 0;
-      int64_t step_tokens = 0;
       for (const Batch& batch : micro) {
-        step_tokens += batch.tokens;
         if (batch.target_tokens == 0) continue;
         torch::Tensor loss_sum = ComputeLoss(model, batch, false).loss_sum;
         (loss_sum / double(step_targets)).backward();
         step_loss_sum += loss_sum.item<double>();
+      }
+      if (group && step_targets > 0) {  // sum every rank's gradients and losses
+        for (torch::Tensor& p : trainable) {
+          if (!p.grad().defined()) p.mutable_grad() = torch::zeros_like(p);
+        }
+        std::vector<torch::Tensor> grads;
+        for (const torch::Tensor& p : trainable) grads.push_back(p.grad());
+        group->SumInPlace(grads);
+        step_loss_sum = group->Sum({step_loss_sum})[0];
       }
       double grad_norm = 0;
       if (step_targets > 0) {
@@ -702,7 +798,7 @@ TrainResult Train(const TrainConfig& config, const std::vector<Example>& train,
   result.final_validation_loss = state.last_eval_loss;
   result.best_step = state.best_step;
   result.best_validation_loss = std::isfinite(state.best_loss) ? state.best_loss : 0;
-  if (!config.output_dir.empty()) {
+  if (!config.output_dir.empty() && leader) {
     // After early stopping, the best checkpoint's weights are the result.
     const std::string best = config.checkpoint_dir + "/" + CheckpointName(state.best_step);
     std::string error;
@@ -738,7 +834,7 @@ EvalMetrics EvaluateModel(const TrainConfig& config, const std::vector<Example>&
   *truncated = 0;
   std::vector<Sequence> seqs = TokenizeAll(m, examples, MaxLength(config, m.model->config()),
                                            config.train_on_prompt, chat, truncated);
-  return Evaluate(m.model, seqs, config.batch_size, m.pad_id, device);
+  return ToMetrics(EvaluateShard(m.model, seqs, config.batch_size, m.pad_id, device, 0, 1));
 }
 
 }  // namespace tuneforge::engine

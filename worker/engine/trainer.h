@@ -83,6 +83,18 @@ struct TrainConfig {
   // LoRA (rank > 0): only adapters train; the output is the merged model,
   // with the adapter in PEFT's format in output_dir/adapter.
   LoraOptions lora;
+  // Data-parallel training (data_parallel.h): world_size processes, of
+  // ranks 0..world_size-1, meet at `rendezvous` (host:port; rank 0 listens)
+  // and train as one run whose optimizer steps take
+  // gradient_accumulation_steps micro-batches on every rank: the same
+  // losses as one process with world_size times the accumulation. Every
+  // rank needs the same model, data and settings (checked). Rank 0 alone
+  // resumes, writes checkpoints and the output; the others take its
+  // weights, optimizer and position when they start.
+  int world_size = 1;
+  int rank = 0;
+  std::string rendezvous;
+  int rendezvous_timeout_seconds = 300;  // to meet, and for each sum
 };
 
 // Counted while training, reported every log_every_steps.
