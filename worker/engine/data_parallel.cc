@@ -1,6 +1,7 @@
 #include "worker/engine/data_parallel.h"
 
 #include <chrono>
+#include <cstdlib>
 #include <cstring>
 #include <stdexcept>
 
@@ -76,12 +77,15 @@ DataParallel::DataParallel(const DataParallelOptions& options) : options_(option
     store_options.timeout = group_->timeout;
     auto store = c10::make_intrusive<c10d::TCPStore>(host, store_options);
     auto gloo_options = c10d::ProcessGroupGloo::Options::create(group_->timeout);
-    // Peers connect to the address this rank binds: loopback when the
-    // ranks meet there, else the address the host name resolves to.
+    // Peers connect to the address this rank binds: that of the network
+    // interface GLOO_SOCKET_IFNAME names (as in PyTorch), else loopback when
+    // the ranks meet there, else the address the host name resolves to.
+    const char* interface = std::getenv("GLOO_SOCKET_IFNAME");
     const bool loopback = host == "localhost" || host.rfind("127.", 0) == 0 || host == "::1";
     gloo_options->devices.push_back(
-        loopback ? c10d::ProcessGroupGloo::createDeviceForHostname("127.0.0.1")
-                 : c10d::ProcessGroupGloo::createDefaultDevice());
+        interface && *interface ? c10d::ProcessGroupGloo::createDeviceForInterface(interface)
+        : loopback              ? c10d::ProcessGroupGloo::createDeviceForHostname("127.0.0.1")
+                                : c10d::ProcessGroupGloo::createDefaultDevice());
     gloo_options->threads = 1;
     group_->gloo = c10::make_intrusive<c10d::ProcessGroupGloo>(
         c10::make_intrusive<c10d::PrefixStore>("tuneforge", store), options.rank,
@@ -89,8 +93,8 @@ DataParallel::DataParallel(const DataParallelOptions& options) : options_(option
   } catch (const std::exception& e) {
     throw std::runtime_error("rank " + std::to_string(options.rank) + " of " +
                              std::to_string(options.world_size) + " could not meet the others at " +
-                             options.rendezvous + " within " +
-                             std::to_string(options.timeout_seconds) + " s: " + Describe(e));
+                             options.rendezvous + " (waiting up to " +
+                             std::to_string(options.timeout_seconds) + " s): " + Describe(e));
   }
 }
 
