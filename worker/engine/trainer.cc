@@ -161,7 +161,6 @@ struct Batch {
   torch::Tensor ids;      // (B, T) int64, padded with the pad id
   torch::Tensor targets;  // (B, T) int64, padded with kIgnore
   Packing packing;        // defined for packed rows
-  int64_t tokens = 0;     // real (unpadded) input tokens
   int64_t target_tokens = 0;
 };
 
@@ -189,7 +188,6 @@ Batch MakeBatch(const std::vector<Sequence>& seqs, const std::vector<int64_t>& o
       targets[b][t] = s.targets[t];
       if (s.targets[t] != kIgnore) ++batch.target_tokens;
     }
-    batch.tokens += static_cast<int64_t>(s.ids.size());
     if (!packed) continue;
     auto pos = positions.accessor<int64_t, 2>();
     int64_t t = 0;
