@@ -4,7 +4,7 @@
 // ranks meet at rank 0's TCP store (`rendezvous`, host:port) and sum over
 // Gloo (torch's c10d), on CPU tensors.
 //
-//   DataParallel group({.world_size = 2, .rank = 1, .rendezvous = "10.0.0.5:29500"});
+//   DataParallel group({/*world_size=*/2, /*rank=*/1, "10.0.0.5:29500"});
 //   group.SumInPlace(grads);                      // in place, over every rank
 //   double total = group.Sum(std::vector<double>{local})[0];
 //
