@@ -46,13 +46,7 @@ timeout 300 build-cuda/bin/engine_test --gtest_brief=1 \
 say "engine tests: $(grep -E '^\[  (PASSED|FAILED)  \]' "$OUT/engine_test.log" | tr '\n' ' ')"
 
 # Training runs: random letters as documents of T bytes, as bench/train_speed.sh.
-docs() {  # count length file
-  $PY -c "
-import random, sys
-random.seed(1)
-n, t = int(sys.argv[1]), int(sys.argv[2])
-open(sys.argv[3], 'w').write('<DOC>'.join(''.join(random.choice('abcdefghijklmnopqrstuvwxyz ') for _ in range(t)) for _ in range(n)))" "$@"
-}
+source bench/common.sh  # docs, median
 train() {  # preset device precision steps B T log -> the run's output in log
   docs $(($4 * $5)) "$6" "$OUT/data.txt"
   build-cuda/bin/tuneforge-train --model "$1" --device "$2" --precision "$3" --data "$OUT/data.txt" \
@@ -60,8 +54,7 @@ train() {  # preset device precision steps B T log -> the run's output in log
     --log-every 1 --learning-rate 1e-3 >"$7" 2>&1
 }
 losses() { grep -o 'train_loss [0-9.]*' "$1" | awk '{ print $2 }'; }
-median_speed() { grep -o 'tokens/s [0-9]*' "$1" | tail -n +4 | awk '{ print $2 }' | sort -n |
-  awk '{ v[NR] = $1 } END { print v[int((NR + 1) / 2)] }'; }
+median_speed() { grep -o 'tokens/s [0-9]*' "$1" | tail -n +4 | awk '{ print $2 }' | median; }
 
 # fp32 on CUDA against the CPU: the same losses step by step (cuBLAS without
 # TF32, as libtorch's default is), and bf16 close to them.

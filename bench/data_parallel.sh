@@ -31,7 +31,7 @@ python3 -c "import json,sys; json.dump(json.load(open('examples/hr.json'))[:64],
 
 PY=/usr/bin/python3
 free_port() { $PY -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
-median() { tr ' ' '\n' | grep . | sort -g | awk '{ v[NR] = $1 } END { print v[int((NR + 1) / 2)] }'; }
+source bench/common.sh  # docs, median
 
 summary() {  # log -> "tokens/s loss"
   awk '/tokens\/s/ { for (i = 1; i <= NF; i++) if ($i == "tokens/s") { s += $(i+1); n++ } }
@@ -84,12 +84,7 @@ done
 # preset steps B T -> tokens/s of every rank at the median step (rank 0's report)
 cpp_ranks() {
   local preset=$1 steps=$2 b=$3 t=$4 port rank
-  $PY -c "
-import random, sys
-random.seed(1)
-n, t = int(sys.argv[1]), int(sys.argv[2])
-docs = [''.join(random.choice('abcdefghijklmnopqrstuvwxyz ') for _ in range(t)) for _ in range(n)]
-open(sys.argv[3], 'w').write('<DOC>'.join(docs))" $((steps * b * CORES)) "$t" "$OUT/docs.txt"
+  docs $((steps * b * CORES)) "$t" "$OUT/docs.txt"
   port=$(free_port)
   local args=(--model "$preset" --data "$OUT/docs.txt" --separator '<DOC>' --validation-split 0
               --max-seq-len "$t" --batch-size "$b" --epochs 1 --log-every 1 --threads 1

@@ -27,16 +27,7 @@ trap 'rm -rf "$WORK"' EXIT
 export OMP_WAIT_POLICY=PASSIVE
 PY=/usr/bin/python3
 
-docs() {  # count length -> a text file of `count` documents of `length` letters
-  $PY -c "
-import random, sys
-random.seed(1)
-n, t = int(sys.argv[1]), int(sys.argv[2])
-docs = [''.join(random.choice('abcdefghijklmnopqrstuvwxyz ') for _ in range(t)) for _ in range(n)]
-open(sys.argv[3], 'w').write('<DOC>'.join(docs))" "$1" "$2" "$3"
-}
-
-median() { tr ' ' '\n' | grep . | sort -g | awk '{ v[NR] = $1 } END { print v[int((NR + 1) / 2)] }'; }
+source bench/common.sh  # docs, median
 
 # preset threads steps B T lora_rank epochs [flags] -> "tokens/s-at-the-median-step peak_MB"
 cpp_speed() {

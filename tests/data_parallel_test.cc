@@ -70,15 +70,16 @@ RunResult RunBothRanks(const std::string& dir, const std::vector<std::string>& e
   return rank0;
 }
 
-std::string Csv(const std::string& path) {
+// The file's bytes; a file that cannot be read fails the test.
+std::string ReadOrFail(const std::string& path) {
   std::string text;
   EXPECT_TRUE(ReadWholeFile(path, &text)) << path;
   return text;
 }
 
 void ExpectSameRows(const std::string& expected_csv, const std::string& got_csv) {
-  std::map<std::string, std::vector<double>> expected = MetricRows(Csv(expected_csv)),
-                                             got = MetricRows(Csv(got_csv));
+  std::map<std::string, std::vector<double>> expected = MetricRows(ReadOrFail(expected_csv)),
+                                             got = MetricRows(ReadOrFail(got_csv));
   ASSERT_EQ(got.size(), expected.size()) << got_csv;
   for (const auto& [key, values] : expected) {
     ASSERT_TRUE(got.count(key)) << got_csv << ": " << key;
@@ -106,14 +107,15 @@ TEST(DataParallelTest, TwoRanksTrainAsOneProcessAccumulatingBoth) {
     ASSERT_EQ(rank0.exit_code, 0) << rank0.err;
     ASSERT_EQ(rank1_exit, 0);
 
-    ASSERT_EQ(MetricRows(Csv(dir + "/single.csv")).size(), 48u + 2 + 6);  // steps, epoch evaluations, every 7
+    // 48 steps, 2 epoch-end evaluations and 6 more every 7 steps.
+    ASSERT_EQ(MetricRows(ReadOrFail(dir + "/single.csv")).size(), 48u + 2 + 6);
     ExpectSameRows(dir + "/single.csv", dir + "/rank0.csv");
     ExpectSameRows(dir + "/single.csv", dir + "/rank1.csv");
-    EXPECT_EQ(Csv(dir + "/single-model/model.safetensors"),
-              Csv(dir + "/rank0-model/model.safetensors"));
+    EXPECT_EQ(ReadOrFail(dir + "/single-model/model.safetensors"),
+              ReadOrFail(dir + "/rank0-model/model.safetensors"));
     if (!method.empty()) {
-      EXPECT_EQ(Csv(dir + "/single-model/adapter/adapter_model.safetensors"),
-                Csv(dir + "/rank0-model/adapter/adapter_model.safetensors"));
+      EXPECT_EQ(ReadOrFail(dir + "/single-model/adapter/adapter_model.safetensors"),
+                ReadOrFail(dir + "/rank0-model/adapter/adapter_model.safetensors"));
     }
     EXPECT_TRUE(std::filesystem::exists(dir + "/rank0-checkpoints/step-00000048"));
     EXPECT_FALSE(std::filesystem::exists(dir + "/rank1-model"));
@@ -159,8 +161,8 @@ TEST(DataParallelTest, AKilledRankStopsTheOtherAndTheRunResumesExactly) {
             std::string::npos);
   ExpectSameRows(dir + "/rank0-whole.csv", dir + "/rank0.csv");
   ExpectSameRows(dir + "/rank0-whole.csv", dir + "/rank1.csv");
-  EXPECT_EQ(Csv(dir + "/rank0-whole-model/model.safetensors"),
-            Csv(dir + "/rank0-model/model.safetensors"));
+  EXPECT_EQ(ReadOrFail(dir + "/rank0-whole-model/model.safetensors"),
+            ReadOrFail(dir + "/rank0-model/model.safetensors"));
 }
 
 // Ranks with other settings are refused on every rank, each saying whose

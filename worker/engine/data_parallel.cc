@@ -42,8 +42,6 @@ std::string Describe(const std::exception& e) {
 
 }  // namespace
 
-bool DataParallelAvailable() { return true; }
-
 struct DataParallel::Group {
   c10::intrusive_ptr<c10d::ProcessGroupGloo> gloo;
   std::chrono::milliseconds timeout;
@@ -140,8 +138,6 @@ std::string DataParallel::Broadcast(const std::string& bytes) {
 }
 
 #else  // no Gloo in this build
-
-bool DataParallelAvailable() { return false; }
 
 struct DataParallel::Group {};
 

@@ -55,9 +55,6 @@ class DataParallel {
   std::unique_ptr<Group> group_;
 };
 
-// Whether this build has the Gloo backend (the libgloo headers were there).
-bool DataParallelAvailable();
-
 }  // namespace tuneforge::engine
 
 #endif  // TUNEFORGE_WORKER_ENGINE_DATA_PARALLEL_H_

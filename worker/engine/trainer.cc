@@ -719,11 +719,11 @@ TrainResult Train(const TrainConfig& config, const std::vector<Example>& train,
         step_loss_sum += loss_sum.item<double>();
       }
       if (group && step_targets > 0) {  // sum every rank's gradients and losses
+        std::vector<torch::Tensor> grads;
         for (torch::Tensor& p : trainable) {
           if (!p.grad().defined()) p.mutable_grad() = torch::zeros_like(p);
+          grads.push_back(p.grad());
         }
-        std::vector<torch::Tensor> grads;
-        for (const torch::Tensor& p : trainable) grads.push_back(p.grad());
         group->SumInPlace(grads);
         step_loss_sum = group->Sum({step_loss_sum})[0];
       }
