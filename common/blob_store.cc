@@ -17,10 +17,18 @@ namespace {
 
 namespace fs = std::filesystem;
 
+// The message names the file by its place under the blob root, never by the
+// server's own path: it may reach a client.
 absl::Status ErrnoStatus(const char* what, const std::string& path) {
   int err = errno;
-  std::string msg = absl::StrCat(what, " ", path, ": ", std::strerror(err));
-  if (err == ENOSPC || err == EDQUOT) return absl::ResourceExhaustedError(msg);
+  const size_t under = path.rfind("/blobs/") != std::string::npos ? path.rfind("/blobs/")
+                                                                   : path.rfind("/tmp/");
+  const std::string name = under == std::string::npos ? "a blob" : path.substr(under + 1);
+  std::string msg = absl::StrCat(what, " ", name, ": ", std::strerror(err));
+  if (err == ENOSPC || err == EDQUOT) {
+    return absl::ResourceExhaustedError(absl::StrCat(
+        "the server's disk is full (", msg, "); retry once space has been freed"));
+  }
   if (err == ENOENT) return absl::NotFoundError(msg);
   return absl::InternalError(msg);
 }
@@ -154,7 +162,11 @@ absl::Status BlobStore::Remove(std::string_view sha256) {
 
 absl::StatusOr<std::string> ReadFileToString(const std::string& path) {
   std::string bytes;
-  if (!ReadWholeFile(path, &bytes)) return ErrnoStatus("read", path);
+  if (!ReadWholeFile(path, &bytes)) {
+    const int err = errno;
+    std::string msg = absl::StrCat("read ", path, ": ", std::strerror(err));
+    return err == ENOENT ? absl::NotFoundError(msg) : absl::InternalError(msg);
+  }
   return bytes;
 }
 
@@ -165,6 +177,16 @@ int64_t BlobStore::TotalBytes() const {
     if (entry.is_regular_file(ec)) total += static_cast<int64_t>(entry.file_size(ec));
   }
   return total;
+}
+
+std::vector<std::string> BlobStore::List() const {
+  std::vector<std::string> digests;
+  std::error_code ec;
+  for (const auto& entry : fs::recursive_directory_iterator(root_ + "/blobs", ec)) {
+    std::string name = entry.path().filename().string();
+    if (entry.is_regular_file(ec) && IsSha256Hex(name)) digests.push_back(std::move(name));
+  }
+  return digests;
 }
 
 }  // namespace tuneforge

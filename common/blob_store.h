@@ -21,6 +21,7 @@
 #include <memory>
 #include <string>
 #include <string_view>
+#include <vector>
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
@@ -78,6 +79,8 @@ class BlobStore {
   bool Contains(std::string_view sha256) const;
   // The bytes of every published blob (a walk of the directory).
   int64_t TotalBytes() const;
+  // The digests of every published blob (a walk of the directory).
+  std::vector<std::string> List() const;
   absl::StatusOr<int64_t> SizeOf(std::string_view sha256) const;
   absl::StatusOr<std::string> ReadAll(std::string_view sha256) const;
   absl::Status Remove(std::string_view sha256);

@@ -81,8 +81,10 @@ struct DatasetValidator::State {
     (severity == Severity::kError ? r.error_count : r.warning_count)++;
     r.problem_counts[code]++;
     if (r.problems.size() >= kMaxListedProblems) return;
+    // Messages and field names may quote the user's bytes: they travel in
+    // protobuf strings and JSON, which must be valid UTF-8.
     r.problems.push_back(DatasetProblem{std::move(code), severity, rec, pos.line, pos.column,
-                                        std::move(field), std::move(message)});
+                                        EscapeInvalidUtf8(field), EscapeInvalidUtf8(message)});
   }
 
   void Advance(char c) {
@@ -142,6 +144,16 @@ struct DatasetValidator::State {
     }
     // Not valid JSON: nlohmann says where and why.
 #endif
+    // Not UTF-8: say where the first bad byte is (a file saved as Latin-1
+    // or Windows-1252), not where a JSON parser gave up.
+    if (size_t bad = InvalidUtf8At(record); bad != std::string_view::npos) {
+      static constexpr char kHex[] = "0123456789ABCDEF";
+      const auto byte = static_cast<unsigned char>(record[bad]);
+      Problem("invalid_utf8", Severity::kError, records, Within(record_start, record, bad), "",
+              std::string("the record is not valid UTF-8 here (byte 0x") + kHex[byte >> 4] +
+                  kHex[byte & 15] + "); save the file as UTF-8");
+      return;
+    }
     json value;
     try {
       value = json::parse(record);
@@ -149,8 +161,7 @@ struct DatasetValidator::State {
       const size_t offset = e.byte > 0 ? std::min<size_t>(e.byte - 1, record.size()) : 0;
       std::string what = e.what();
       size_t at_msg = what.find("parse error");
-      Problem(InvalidUtf8At(record) != std::string_view::npos ? "invalid_utf8" : "not_json",
-              Severity::kError, records, Within(record_start, record, offset), "",
+      Problem("not_json", Severity::kError, records, Within(record_start, record, offset), "",
               "record is not valid JSON: " +
                   (at_msg == std::string::npos ? what : what.substr(at_msg)));
       return;

@@ -53,6 +53,29 @@ inline std::string ToValidUtf8(std::string_view s) {
   return out;
 }
 
+// `s` with every byte that starts no valid sequence written as the text
+// "\xNN": valid UTF-8 that still shows which bytes were there (for messages
+// that quote what a user sent).
+inline std::string EscapeInvalidUtf8(std::string_view s) {
+  static constexpr char kHex[] = "0123456789ABCDEF";
+  std::string out;
+  out.reserve(s.size());
+  for (size_t i = 0; i < s.size();) {
+    const size_t n = Utf8SequenceAt(s, i);
+    if (n == 0) {
+      const auto c = static_cast<unsigned char>(s[i]);
+      out += "\\x";
+      out += kHex[c >> 4];
+      out += kHex[c & 15];
+      ++i;
+    } else {
+      out.append(s.substr(i, n));
+      i += n;
+    }
+  }
+  return out;
+}
+
 }  // namespace tuneforge
 
 #endif  // TUNEFORGE_COMMON_UTF8_H_

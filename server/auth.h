@@ -31,6 +31,7 @@
 #include "absl/base/thread_annotations.h"
 #include "absl/status/statusor.h"
 #include "common/mutex.h"
+#include "server/page_token.h"
 #include "server/tenancy.h"
 
 namespace tuneforge {
@@ -135,6 +136,7 @@ class AuditLog {
 struct Guards {
   AccessControl* access;
   AuditLog* audit;
+  const PageTokens* pages;  // the list calls' page tokens (server/page_token.h)
 };
 
 // The caller of one RPC. Construct it first in every handler; a mutating

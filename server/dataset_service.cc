@@ -4,6 +4,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "common/status_macros.h"
+#include "common/utf8.h"
 #include "server/convert.h"
 #include "server/grpc_status.h"
 #include "server/models.h"
@@ -41,14 +42,24 @@ class UploadReactor : public grpc::ServerReadReactor<v1::UploadDatasetRequest> {
   }
 
   void OnReadDone(bool ok) override {
-    if (!ok) {
-      Complete();
-      return;
-    }
-    absl::Status s = Consume();
-    if (!s.ok()) {
-      Release(/*keep=*/false);  // removes the partial blob
-      Finish(ToGrpc(guard_.Done(name_, s)));
+    // Whatever the bytes, the stream ends: an exception escaping a reactor
+    // would leave it open forever (and the upload id held).
+    try {
+      if (!ok) {
+        Complete();
+        return;
+      }
+      absl::Status s = Consume();
+      if (!s.ok()) {
+        Release(/*keep=*/false);  // removes the partial blob
+        Finish(ToGrpc(guard_.Done(name_, s)));
+        return;
+      }
+    } catch (const std::exception& e) {
+      Release(/*keep=*/false);
+      Finish(ToGrpc(guard_.Done(
+          name_, absl::InternalError(absl::StrCat("the upload failed on the server: ",
+                                                  EscapeInvalidUtf8(e.what()))))));
       return;
     }
     StartRead(&request_);
@@ -230,11 +241,16 @@ grpc::ServerUnaryReactor* DatasetServiceImpl::ListDatasets(grpc::CallbackServerC
   if (!guard.ok()) return FinishNow(ctx, guard.Done(""));
   absl::StatusOr<int> size = PageSize(request->page_size(), 50, 1000);
   if (!size.ok()) return FinishNow(ctx, size.status());
-  absl::StatusOr<std::vector<DatasetRecord>> page =
-      catalog_->List(guard.scope(), request->page_token(), *size);
+  const std::string query = "datasets|" + guard.scope().ListFilter();
+  absl::StatusOr<std::string> after =
+      guards_.pages->Read(request->page_token(), guard.scope().tenant, query);
+  if (!after.ok()) return FinishNow(ctx, after.status());
+  absl::StatusOr<std::vector<DatasetRecord>> page = catalog_->List(guard.scope(), *after, *size);
   if (!page.ok()) return FinishNow(ctx, page.status());
   for (const DatasetRecord& d : *page) *response->add_datasets() = ToProto(d);
-  if (static_cast<int>(page->size()) == *size) response->set_next_page_token(page->back().id);
+  if (static_cast<int>(page->size()) == *size) {
+    response->set_next_page_token(guards_.pages->Make(guard.scope().tenant, query, page->back().id));
+  }
   return FinishNow(ctx, absl::OkStatus());
 }
 

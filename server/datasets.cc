@@ -2,6 +2,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "common/status_macros.h"
+#include "server/blob_reclaimer.h"
 #include "server/scheduler.h"
 
 namespace tuneforge {
@@ -73,7 +74,10 @@ absl::StatusOr<DatasetRecord> DatasetUpload::Finish() {
   }
   RETURN_IF_ERROR(writer_->Publish());
   d.sha256 = writer_->sha256();
-  RETURN_IF_ERROR(catalog_->store_->PutDataset(d));
+  if (absl::Status s = catalog_->store_->PutDataset(d); !s.ok()) {
+    (void)RemoveIfUnreferenced(catalog_->store_, catalog_->blobs_, d.sha256);  // no orphan
+    return s;
+  }
   return d;
 }
 

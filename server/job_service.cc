@@ -188,11 +188,19 @@ grpc::ServerUnaryReactor* JobServiceImpl::ListJobs(grpc::CallbackServerContext* 
   }
   absl::StatusOr<int> size = PageSize(request->page_size(), 50, 1000);
   if (!size.ok()) return FinishNow(ctx, size.status());
-  absl::StatusOr<std::vector<Job>> jobs =
-      scheduler_->ListJobs(filter, request->page_token(), *size);
+  // The token is bound to every filter: a page of another query is refused.
+  const std::string query = absl::StrCat(
+      "jobs|", filter.tenant, "|", filter.state ? static_cast<int>(*filter.state) : -1, "|",
+      request->label(), "|", filter.created_after_ms, "|", filter.created_before_ms);
+  absl::StatusOr<std::string> after =
+      guards_.pages->Read(request->page_token(), guard.scope().tenant, query);
+  if (!after.ok()) return FinishNow(ctx, after.status());
+  absl::StatusOr<std::vector<Job>> jobs = scheduler_->ListJobs(filter, *after, *size);
   if (!jobs.ok()) return FinishNow(ctx, jobs.status());
   for (const Job& job : *jobs) *response->add_jobs() = ToProto(job);
-  if (static_cast<int>(jobs->size()) == *size) response->set_next_page_token(jobs->back().id);
+  if (static_cast<int>(jobs->size()) == *size) {
+    response->set_next_page_token(guards_.pages->Make(guard.scope().tenant, query, jobs->back().id));
+  }
   return FinishNow(ctx, absl::OkStatus());
 }
 
@@ -352,8 +360,12 @@ grpc::ServerUnaryReactor* JobServiceImpl::ListJobEvents(grpc::CallbackServerCont
   absl::Status exists = scheduler_->GetJob(*id, guard.scope()).status();
   if (!exists.ok()) return FinishNow(ctx, exists);
   int64_t after = request->after_sequence();
+  const std::string query = "events|" + *id;
   if (!request->page_token().empty()) {
-    if (!absl::SimpleAtoi(request->page_token(), &after)) {
+    absl::StatusOr<std::string> position =
+        guards_.pages->Read(request->page_token(), guard.scope().tenant, query);
+    if (!position.ok()) return FinishNow(ctx, position.status());
+    if (!absl::SimpleAtoi(*position, &after)) {
       return FinishNow(ctx, absl::InvalidArgumentError("page_token: not a token from this API"));
     }
   }
@@ -363,7 +375,8 @@ grpc::ServerUnaryReactor* JobServiceImpl::ListJobEvents(grpc::CallbackServerCont
   if (!events.ok()) return FinishNow(ctx, events.status());
   for (const Event& e : *events) *response->add_events() = ToProto(e);
   if (static_cast<int>(events->size()) == *size) {
-    response->set_next_page_token(std::to_string(events->back().sequence));
+    response->set_next_page_token(guards_.pages->Make(
+        guard.scope().tenant, query, std::to_string(events->back().sequence)));
   }
   return FinishNow(ctx, absl::OkStatus());
 }

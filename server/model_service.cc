@@ -80,11 +80,16 @@ grpc::ServerUnaryReactor* ModelServiceImpl::ListModels(grpc::CallbackServerConte
   if (!guard.ok()) return FinishNow(ctx, guard.Done(""));
   absl::StatusOr<int> size = PageSize(request->page_size(), 50, 1000);
   if (!size.ok()) return FinishNow(ctx, size.status());
-  absl::StatusOr<std::vector<ModelRecord>> page =
-      catalog_->List(guard.scope(), request->page_token(), *size);
+  const std::string query = "models|" + guard.scope().ListFilter();
+  absl::StatusOr<std::string> after =
+      guards_.pages->Read(request->page_token(), guard.scope().tenant, query);
+  if (!after.ok()) return FinishNow(ctx, after.status());
+  absl::StatusOr<std::vector<ModelRecord>> page = catalog_->List(guard.scope(), *after, *size);
   if (!page.ok()) return FinishNow(ctx, page.status());
   for (const ModelRecord& m : *page) *response->add_models() = ToProto(m);
-  if (static_cast<int>(page->size()) == *size) response->set_next_page_token(page->back().id);
+  if (static_cast<int>(page->size()) == *size) {
+    response->set_next_page_token(guards_.pages->Make(guard.scope().tenant, query, page->back().id));
+  }
   return FinishNow(ctx, absl::OkStatus());
 }
 

@@ -5,6 +5,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "common/status_macros.h"
+#include "server/blob_reclaimer.h"
 #include "server/model_check.h"
 #include "server/scheduler.h"
 
@@ -147,14 +148,23 @@ absl::StatusOr<ModelRecord> ModelCatalog::Register(
           absl::StrCat("the model is larger than ", room.why, "; nothing was stored"));
     }
   }
-  for (auto& writer : writers) RETURN_IF_ERROR(writer->Publish());
+  absl::Status s;
+  for (auto& writer : writers) {
+    if (s = writer->Publish(); !s.ok()) break;
+  }
   for (const FileRecord& f : files) {
-    if (!blobs_->Contains(f.sha256)) {
-      return absl::FailedPreconditionError(
+    if (s.ok() && !blobs_->Contains(f.sha256)) {
+      s = absl::FailedPreconditionError(
           absl::StrCat(f.path, ": its blob ", f.sha256, " is gone; upload it again"));
     }
   }
-  RETURN_IF_ERROR(store_->PutModel(checked));
+  if (s.ok()) s = store_->PutModel(checked);
+  if (!s.ok()) {  // what this call published goes again: nothing is orphaned
+    for (const auto& writer : writers) {
+      if (writer->sealed()) (void)RemoveIfUnreferenced(store_, blobs_, writer->sha256());
+    }
+    return s;
+  }
   return checked;
 }
 

@@ -60,7 +60,8 @@ NLOHMANN_DEFINE_TYPE_NON_INTRUSIVE_WITH_DEFAULT(Job, id, tenant, spec, state, cr
                                                 start_time_ms, end_time_ms, progress, attempt,
                                                 max_attempts, error, worker, lease,
                                                 cancel_requested, train_examples,
-                                                validation_examples, last_sequence, artifacts,
+                                                validation_examples, last_sequence, last_report_sequence,
+                                                artifacts,
                                                 result_model, checkpoint_name, checkpoint_step,
                                                 checkpoint, pending_checkpoint_name,
                                                 pending_checkpoint, failures, attempt_errors,
@@ -101,6 +102,13 @@ json ParseVersioned(std::string_view text, std::string_view what) {
   return j;
 }
 
+// A record as text. Strings that are not valid UTF-8 (none should reach a
+// record: messages escape what they quote) are written with U+FFFD instead
+// of throwing, so no byte a client sent can make a commit fail.
+std::string Dump(const json& j) {
+  return j.dump(-1, ' ', false, json::error_handler_t::replace);
+}
+
 // Payload kinds in the order of Event::payload's alternatives.
 constexpr const char* kPayloadKinds[] = {"state_change", "metrics", "evaluation", "sample",
                                          "log",          "started", "checkpoint"};
@@ -137,17 +145,28 @@ std::string_view JobStateName(JobState s) {
   return "UNSPECIFIED";
 }
 
-std::string ToJson(const DatasetReport& r) { return Versioned(json(r)).dump(); }
+std::string ToJson(const DatasetReport& r) { return Dump(Versioned(json(r))); }
 
 DatasetReport DatasetReportFromJson(std::string_view text) {
   return ParseVersioned(text, "dataset report").get<DatasetReport>();
 }
 
-std::string ToJson(const Job& job) { return Versioned(json(job)).dump(); }
+std::string ToJson(const Job& job) { return Dump(Versioned(json(job))); }
 
 Job JobFromJson(std::string_view text) { return ParseVersioned(text, "job").get<Job>(); }
 
-std::string ToJson(const ModelRecord& model) { return Versioned(json(model)).dump(); }
+std::vector<std::string> SpecDifferences(const JobSpec& a, const JobSpec& b) {
+  std::vector<std::string> fields;
+  for (const json& op : json::diff(json(a), json(b))) {
+    std::string path = op.value("path", "");  // "/hyperparameters/epochs"
+    if (!path.empty()) path.erase(0, 1);
+    for (char& c : path) c = c == '/' ? '.' : c;
+    if (fields.empty() || fields.back() != path) fields.push_back(path);
+  }
+  return fields;
+}
+
+std::string ToJson(const ModelRecord& model) { return Dump(Versioned(json(model))); }
 
 ModelRecord ModelFromJson(std::string_view text) {
   return ParseVersioned(text, "model").get<ModelRecord>();
@@ -157,7 +176,7 @@ std::string PayloadToJson(const Event& event) {
   json j;
   j["kind"] = kPayloadKinds[event.payload.index()];
   std::visit([&](const auto& p) { j["data"] = p; }, event.payload);
-  return Versioned(std::move(j)).dump();
+  return Dump(Versioned(std::move(j)));
 }
 
 void PayloadFromJson(std::string_view text, Event* event) {

@@ -155,6 +155,10 @@ struct Job {
   int64_t train_examples = 0;
   int64_t validation_examples = 0;
   int64_t last_sequence = 0;  // sequence of the job's latest event
+  // The current attempt's worker numbers its events 1, 2, ...: the number of
+  // the last one committed. A resent event (after the stream to the
+  // scheduler broke) at or below it is a duplicate and is dropped.
+  int64_t last_report_sequence = 0;
   std::vector<FileRecord> artifacts;  // uploaded by the current attempt's worker
   std::string result_model;   // once SUCCEEDED with a model: its id, "ft-{job}"
   // The newest checkpoint uploaded whole (files of the folder, e.g.
@@ -254,6 +258,9 @@ struct Event {
 std::string ToJson(const DatasetReport& r);
 DatasetReport DatasetReportFromJson(std::string_view text);
 std::string ToJson(const Job& job);
+// The fields in which two specs differ, by their JSON paths
+// ("hyperparameters.epochs"), in order; empty when they are equal.
+std::vector<std::string> SpecDifferences(const JobSpec& a, const JobSpec& b);
 Job JobFromJson(std::string_view text);
 std::string ToJson(const ModelRecord& model);
 ModelRecord ModelFromJson(std::string_view text);

@@ -2,10 +2,13 @@
 
 #include <algorithm>
 #include <chrono>
-#include <random>
+
+#include <openssl/rand.h>
+#include <spdlog/spdlog.h>
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
+#include "absl/strings/str_join.h"
 #include "common/status_macros.h"
 #include "server/models.h"
 
@@ -27,14 +30,28 @@ int64_t NowMs() {
 }
 
 std::string NewId() {
-  static std::mutex mu;
-  static std::mt19937_64 rng(std::random_device{}() ^
-                             static_cast<uint64_t>(NowMs()) * 0x9E3779B97F4A7C15ULL);
+  // From the kernel's CSPRNG through OpenSSL: ids (and the lease tokens made
+  // of them) cannot be predicted from the ones a tenant has seen. Each byte
+  // is used only below the largest multiple of the alphabet's size, so every
+  // character is equally likely.
   static constexpr char kChars[] = "abcdefghijklmnopqrstuvwxyz0123456789";
-  std::lock_guard<std::mutex> lock(mu);
-  std::string id(12, 'a');
-  id[0] = kChars[rng() % 26];
-  for (size_t i = 1; i < id.size(); ++i) id[i] = kChars[rng() % 36];
+  std::string id;
+  id.reserve(12);
+  while (id.size() < 12) {
+    unsigned char bytes[32];
+    if (RAND_bytes(bytes, sizeof bytes) != 1) {
+      spdlog::critical("the system's random number generator failed");
+      std::abort();
+    }
+    for (unsigned char b : bytes) {
+      if (id.size() == 12) break;
+      if (id.empty()) {
+        if (b < 26 * 9) id += kChars[b % 26];  // a letter first
+      } else if (b < 36 * 7) {
+        id += kChars[b % 36];
+      }
+    }
+  }
   return id;
 }
 
@@ -283,12 +300,29 @@ void Scheduler::ExplainWaitLocked(Job& job) const {
 }
 
 absl::StatusOr<Job> Scheduler::CreateJob(JobSpec spec, const Scope& scope) {
+  std::optional<Job> existing;
   if (!spec.request_id.empty()) {
-    ASSIGN_OR_RETURN(std::optional<Job> existing,
-                     store_->FindJobByRequestId(scope.tenant, spec.request_id));
-    if (existing) return *std::move(existing);
+    ASSIGN_OR_RETURN(existing, store_->FindJobByRequestId(scope.tenant, spec.request_id));
   }
   // "jobs/{id}": continue from what that job produced.
+  if (existing && spec.base_model.rfind("jobs/", 0) == 0) {
+    // As the first request's was: the base that job had.
+    if (absl::StatusOr<Job> source = GetJob(spec.base_model.substr(5), scope); source.ok()) {
+      spec.base_model = source->result_model;
+    }
+  }
+  if (existing) {
+    // An idempotency key names one request: a retry returns its job, another
+    // request under the same key is refused.
+    const std::vector<std::string> differ = SpecDifferences(existing->spec, spec);
+    if (!differ.empty()) {
+      return absl::AlreadyExistsError(absl::StrCat(
+          "job.request_id: '", spec.request_id, "' was used for job ", existing->id,
+          ", created with other settings (", absl::StrJoin(differ, ", "),
+          " differ); a retry must send the same request, a new job a new request_id"));
+    }
+    return *std::move(existing);
+  }
   if (spec.base_model.rfind("jobs/", 0) == 0) {
     const std::string source = spec.base_model.substr(5);
     absl::StatusOr<Job> earlier = GetJob(source, scope);
@@ -381,11 +415,18 @@ absl::StatusOr<Job> Scheduler::CreateJob(JobSpec spec, const Scope& scope) {
   created.payload = StateChangeEvent{JobState::kUnspecified, JobState::kQueued, "created"};
   absl::Status committed = CommitLocked(job, {std::move(created)}, deferred);
   if (!committed.ok()) {
-    // A concurrent retry with the same request_id won the race.
+    // A concurrent request with the same request_id won the race.
     if (!job.spec.request_id.empty()) {
-      absl::StatusOr<std::optional<Job>> existing =
+      absl::StatusOr<std::optional<Job>> winner =
           store_->FindJobByRequestId(job.tenant, job.spec.request_id);
-      if (existing.ok() && *existing) return **existing;
+      if (winner.ok() && *winner) {
+        if (!SpecDifferences((*winner)->spec, job.spec).empty()) {
+          return absl::AlreadyExistsError(absl::StrCat(
+              "job.request_id: '", job.spec.request_id, "' was used at the same moment for job ",
+              (*winner)->id, " with other settings"));
+        }
+        return **winner;
+      }
     }
     return committed;
   }
@@ -658,6 +699,7 @@ absl::StatusOr<Assignment> Scheduler::AssignLocked(const std::string& job_id,
   job.lease = NewId() + NewId();
   job.cancel_requested = false;
   job.pause_requested = false;
+  job.last_report_sequence = 0;  // the new attempt numbers its events from 1
   if (job.start_time_ms == 0) job.start_time_ms = NowMs();
   // "attempt 2 of 3" while every earlier attempt failed; after hand-backs,
   // which do not count, the failures are what is counted.
@@ -725,14 +767,23 @@ absl::StatusOr<HeartbeatReply> Scheduler::Heartbeat(const std::string& worker_id
   lease_deadline_ms_[job_id] = deadline;
   StepSeen& seen = steps_[job_id];
   if (step != seen.step) seen = StepSeen{step, NowMs()};
-  return HeartbeatReply{job->cancel_requested, job->pause_requested, deadline};
+  return HeartbeatReply{job->cancel_requested, job->pause_requested, deadline,
+                        job->last_report_sequence};
 }
 
 absl::Status Scheduler::ReportEvent(const std::string& job_id, const std::string& lease,
-                                    Event event) {
+                                    Event event, int64_t report_sequence) {
   Deferred deferred;
   MutexLock lock(&mu_);
   ASSIGN_OR_RETURN(Job * job, LeasedJobLocked(job_id, lease));
+  if (report_sequence > 0) {
+    if (report_sequence <= job->last_report_sequence) return absl::OkStatus();  // a resend
+    if (report_sequence != job->last_report_sequence + 1) {
+      return absl::FailedPreconditionError(absl::StrCat(
+          "job ", job_id, ": event ", report_sequence, " of this attempt arrived, but ",
+          job->last_report_sequence + 1, " is the next; send the events in order"));
+    }
+  }
   JobProgress& p = job->progress;
   if (const auto* m = std::get_if<MetricsEvent>(&event.payload)) {
     p.epoch = m->epoch;
@@ -755,6 +806,7 @@ absl::Status Scheduler::ReportEvent(const std::string& job_id, const std::string
   }
   std::vector<std::string> released;
   Job before = *job;
+  if (report_sequence > 0) job->last_report_sequence = report_sequence;  // with the event
   if (auto* c = std::get_if<CheckpointEvent>(&event.payload); c && c->uploaded) {
     // Its files arrived before this event: it becomes the resume point.
     if (job->pending_checkpoint_name != c->name) {

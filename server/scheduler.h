@@ -106,6 +106,7 @@ struct HeartbeatReply {
   bool cancel_requested = false;
   bool pause_requested = false;
   int64_t lease_deadline_ms = 0;
+  int64_t last_report_sequence = 0;  // the worker may forget its events up to this one
 };
 
 class Scheduler {
@@ -152,7 +153,11 @@ class Scheduler {
   absl::StatusOr<HeartbeatReply> Heartbeat(const std::string& worker_id,
                                            const std::string& job_id, const std::string& lease,
                                            int64_t step);
-  absl::Status ReportEvent(const std::string& job_id, const std::string& lease, Event event);
+  // `report_sequence`: the attempt's own number for the event (1, 2, ...);
+  // one at or below the last committed is a resend and is dropped (OK);
+  // 0: not numbered. FAILED_PRECONDITION when it skips numbers.
+  absl::Status ReportEvent(const std::string& job_id, const std::string& lease, Event event,
+                           int64_t report_sequence = 0);
   // Records a file the attempt produced (replacing one of the same path).
   absl::Status AddArtifact(const std::string& job_id, const std::string& lease,
                            const FileRecord& artifact);

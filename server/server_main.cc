@@ -27,6 +27,8 @@
 #include "common/read_file.h"
 #include "common/status_macros.h"
 #include "server/auth.h"
+#include "server/blob_reclaimer.h"
+#include "server/data_dir_lock.h"
 #include "server/datasets.h"
 #include "common/logging.h"
 #include "common/metrics_http.h"
@@ -222,6 +224,11 @@ int main(int argc, char** argv) {
     spdlog::error("cannot create --data-dir {}: {}", data_dir, ec.message());
     return 1;
   }
+  auto data_dir_lock = tuneforge::DataDirLock::Acquire(data_dir);
+  if (!data_dir_lock.ok()) {
+    spdlog::error("{}", std::string(data_dir_lock.status().message()));
+    return 1;
+  }
   auto store = tuneforge::Store::Open(data_dir + "/tuneforge.db");
   if (!store.ok()) {
     spdlog::error("{}", store.status().ToString());
@@ -238,7 +245,12 @@ int main(int argc, char** argv) {
     spdlog::error("{}", audit.status().ToString());
     return 1;
   }
-  const tuneforge::Guards guards{access->get(), audit->get()};
+  auto pages = tuneforge::PageTokens::LoadOrCreate(data_dir + "/page_token.key");
+  if (!pages.ok()) {
+    spdlog::error("{}", pages.status().ToString());
+    return 1;
+  }
+  const tuneforge::Guards guards{access->get(), audit->get(), &*pages};
   tuneforge::SchedulerOptions options;
   options.quota = (*access)->quota_fn();
   options.lease_duration = absl::Seconds(lease_seconds);
@@ -246,15 +258,14 @@ int main(int argc, char** argv) {
   options.max_attempts = max_attempts;
   options.stall_timeout = absl::Seconds(stall_seconds);
   // Superseded checkpoints and those of ended jobs: their blobs go unless a
-  // dataset, model or other job still holds the same bytes.
-  options.release_blobs = [store = store->get(), blobs = blobs->get()](
-                              const std::vector<std::string>& digests) {
-    tuneforge::MutexLock lock(&store->blob_refs_mu());
-    for (const std::string& sha : digests) {
-      absl::StatusOr<int64_t> users = store->CountBlobReferences(sha);
-      if (!users.ok() || *users > 0) continue;
-      if (absl::Status s = blobs->Remove(sha); !s.ok()) spdlog::warn("{}", s.ToString());
-    }
+  // dataset, model or other job still holds the same bytes. The reclaimer
+  // removes them on its own thread, so no caller's lock is ever re-entered.
+  // What a crash left unreferenced (queued removals, a blob published just
+  // before its record failed) goes at start.
+  tuneforge::BlobReclaimer reclaimer(store->get(), blobs->get());
+  reclaimer.Release((*blobs)->List());
+  options.release_blobs = [&reclaimer](const std::vector<std::string>& digests) {
+    reclaimer.Release(digests);
   };
   auto scheduler = tuneforge::Scheduler::Create(store->get(), options);
   if (!scheduler.ok()) {

@@ -15,6 +15,7 @@
 #include "server/grpc_status.h"
 #include "common/model_config.h"
 #include "common/sha256.h"
+#include "server/blob_reclaimer.h"
 #include "server/blob_stream.h"
 #include "server/services.h"
 
@@ -170,7 +171,8 @@ class ReportReactor : public grpc::ServerReadReactor<v1::ReportEventsRequest> {
     if (!job.ok()) return job.status();
     absl::StatusOr<Event> event = EventFromProto(request_.event());
     if (!event.ok()) return event.status();
-    return scheduler_->ReportEvent(*job, request_.lease(), *std::move(event));
+    return scheduler_->ReportEvent(*job, request_.lease(), *std::move(event),
+                                   request_.report_sequence());
   }
 
   Scheduler* const scheduler_;
@@ -259,8 +261,10 @@ class ArtifactReactor : public grpc::ServerReadReactor<v1::UploadArtifactRequest
     // bytes (another job's superseded checkpoint) cannot fall in between.
     MutexLock refs(&store_->blob_refs_mu());
     ASSIGN_OR_RETURN(std::string sha, writer_->Commit(header_.sha256()));
-    return scheduler_->AddArtifact(job_, header_.lease(),
-                                   FileRecord{header_.artifact(), sha, writer_->size()});
+    absl::Status s = scheduler_->AddArtifact(
+        job_, header_.lease(), FileRecord{header_.artifact(), sha, writer_->size()});
+    if (!s.ok()) (void)RemoveIfUnreferenced(store_, blobs_, sha);  // no orphan on a full disk
+    return s;
   }
 
   static constexpr const char* kAlreadyHeld = "the server holds these bytes already";
@@ -321,6 +325,7 @@ grpc::ServerUnaryReactor* WorkerServiceImpl::Heartbeat(grpc::CallbackServerConte
     response->set_pause_requested(reply->pause_requested);
     *response->mutable_lease_deadline() =
         TimeUtil::MillisecondsToTimestamp(reply->lease_deadline_ms);
+    response->set_last_report_sequence(reply->last_report_sequence);
   }
   return FinishNow(ctx, reply.status());
 }

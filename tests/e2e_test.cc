@@ -916,8 +916,14 @@ TEST(MetricsTest, ServerAndWorkerExposeWhatHappened) {
   }
   EXPECT_EQ(Sample(w, "tuneforge_worker_jobs_total{worker=\"w1\"}"), 1) << w;
   EXPECT_EQ(Sample(w, "tuneforge_worker_busy{worker=\"w1\"}"), 0);
-  EXPECT_GT(Sample(w, "tuneforge_worker_steps_total{worker=\"w1\"}"), 0);
-  EXPECT_GT(Sample(w, "tuneforge_worker_tokens_total{worker=\"w1\"}"), 0);
+  // Every step and token of the job, its first reporting window included.
+  RunResult got = server.Cli({"-o", "json", "jobs", "get", jobs[0]});
+  ASSERT_EQ(got.exit_code, 0) << got.err;
+  const nlohmann::json progress = nlohmann::json::parse(got.out)["progress"];
+  auto count = [&](const char* key) { return std::stod(progress.at(key).get<std::string>()); };
+  EXPECT_GT(count("step"), 1);
+  EXPECT_EQ(Sample(w, "tuneforge_worker_steps_total{worker=\"w1\"}"), count("step")) << w;
+  EXPECT_EQ(Sample(w, "tuneforge_worker_tokens_total{worker=\"w1\"}"), count("tokensSeen"));
   EXPECT_GT(Sample(w, "tuneforge_worker_step_seconds{worker=\"w1\"}"), 0);
   EXPECT_GT(Sample(w, "tuneforge_worker_resident_memory_bytes{worker=\"w1\"}"), 1e6);
   m = Scrape(server_port);

@@ -5,17 +5,10 @@
 // `tuneforge-worker` processes with caches of their own, as on separate
 // hosts: a job resumed by another worker can only have come from the
 // checkpoint the first one uploaded to the scheduler.
-#include <arpa/inet.h>
-#include <netinet/in.h>
 #include <signal.h>
-#include <sys/socket.h>
-#include <unistd.h>
 
 #include <chrono>
-#include <cmath>
-#include <functional>
 #include <map>
-#include <sstream>
 #include <thread>
 
 #include <grpcpp/grpcpp.h>
@@ -23,130 +16,12 @@
 #include <nlohmann/json.hpp>
 
 #include "grpc/health/v1/health.grpc.pb.h"
-#include "tests/process.h"
+#include "tests/cluster.h"
 
 namespace tuneforge::testing {
 namespace {
 
-using json = nlohmann::json;
-
-// The events the CLI printed with -o json: one JSON document after another.
-std::vector<json> ParseEvents(const std::string& text) {
-  std::vector<json> events;
-  std::istringstream in(text);
-  while (in >> std::ws && in.peek() == '{') {
-    json event;
-    in >> event;
-    events.push_back(std::move(event));
-  }
-  return events;
-}
-
-int64_t Int(const json& j, const char* key) {  // int64 fields are strings in proto3 JSON
-  if (!j.contains(key)) return 0;
-  return j[key].is_string() ? std::stoll(j[key].get<std::string>()) : j[key].get<int64_t>();
-}
-
-// A loopback port that was free a moment ago.
-int FreePort() {
-  int fd = socket(AF_INET, SOCK_STREAM, 0);
-  sockaddr_in addr{};
-  addr.sin_family = AF_INET;
-  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr));
-  socklen_t len = sizeof(addr);
-  getsockname(fd, reinterpret_cast<sockaddr*>(&addr), &len);
-  close(fd);
-  return ntohs(addr.sin_port);
-}
-
-class FaultTest : public ::testing::Test {
- protected:
-  void SetUp() override {
-    dir_ = FreshDir(::testing::UnitTest::GetInstance()->current_test_info()->name());
-    WriteFile(dir_ + "/data.json", LeaveDataset(40));
-  }
-
-  void StartServer(const std::vector<std::string>& args, int local_workers = 0) {
-    server_ = std::make_unique<ServerProcess>(dir_, local_workers, args);
-  }
-
-  std::unique_ptr<BackgroundProcess> StartWorker(const std::string& host) {
-    return std::make_unique<BackgroundProcess>(
-        "tuneforge-worker",
-        std::vector<std::string>{"--server=" + server_->addr(), "--cache-dir=" + dir_ + "/" + host,
-                                 "--threads=1", "--name=" + host, "--wait-ms=500"},
-        dir_ + "/" + host);
-  }
-
-  // A job long enough to interrupt: 18 steps per epoch, 180 in all, a
-  // checkpoint every 20 steps and at every epoch's end.
-  std::string CreateJob(int epochs = 10) {
-    RunResult up = server_->Cli({"-o", "name", "datasets", "upload", dir_ + "/data.json"});
-    EXPECT_EQ(up.exit_code, 0) << up.err;
-    std::vector<std::string> args = {"-o", "name", "jobs", "create", "--training-dataset",
-                                     up.out.substr(0, up.out.find('\n')), "--epochs", std::to_string(epochs),
-                                     "--batch-size", "2", "--learning-rate", "3e-3",
-                                     "--max-seq-len", "64", "--log-every", "1",
-                                     "--checkpoint-every", "20", "--samples", "0"};
-    RunResult r = server_->Cli(args);
-    EXPECT_EQ(r.exit_code, 0) << r.out << r.err;
-    return r.out.substr(0, r.out.find('\n'));
-  }
-
-  json GetJob(const std::string& job) {
-    RunResult r = server_->Cli({"-o", "json", "jobs", "get", job});
-    return r.exit_code == 0 ? json::parse(r.out) : json::object();
-  }
-
-  // Polls the job until `pred` holds; fails the test after timeout_s.
-  json WaitForJob(const std::string& job, const std::function<bool(const json&)>& pred,
-                  int timeout_s = 60) {
-    const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(timeout_s);
-    json j;
-    while (std::chrono::steady_clock::now() < deadline) {
-      j = GetJob(job);
-      if (!j.empty() && pred(j)) return j;
-      std::this_thread::sleep_for(std::chrono::milliseconds(30));
-    }
-    ADD_FAILURE() << "timed out waiting on " << job << ": " << j.dump() << "\n" << server_->Log();
-    return j;
-  }
-
-  // Watches the job to its end; its events, each checked to come once, in order.
-  std::vector<json> WatchToEnd(const std::string& job) {
-    RunResult r = testing::Run("tuneforge", {"--addr=" + server_->addr(), "-o", "json", "jobs", "watch", job},
-                      {}, 180);
-    std::vector<json> events = ParseEvents(r.out);
-    for (size_t i = 0; i < events.size(); ++i) {
-      EXPECT_EQ(Int(events[i], "sequence"), static_cast<int64_t>(i + 1)) << "gap or duplicate";
-    }
-    return events;
-  }
-
-  std::string dir_;
-  std::unique_ptr<ServerProcess> server_;
-};
-
-// Train losses by step, per attempt (a TrainingStarted event opens one).
-std::vector<std::map<int64_t, double>> LossesByAttempt(const std::vector<json>& events) {
-  std::vector<std::map<int64_t, double>> out;
-  for (const json& e : events) {
-    if (e.contains("started")) out.emplace_back();
-    if (e.contains("metrics") && !out.empty()) {
-      out.back()[Int(e["metrics"], "step")] = e["metrics"]["loss"].get<double>();
-    }
-  }
-  return out;
-}
-
-std::vector<int64_t> ResumedFrom(const std::vector<json>& events) {
-  std::vector<int64_t> out;
-  for (const json& e : events) {
-    if (e.contains("started")) out.push_back(Int(e["started"], "resumedFromStep"));
-  }
-  return out;
-}
+class FaultTest : public ClusterTest {};
 
 // The second attempt starts at the checkpoint and repeats exactly the steps
 // the first ran past it: the loss curve is one curve.
@@ -270,7 +145,7 @@ TEST_F(FaultTest, PausedJobFreesItsWorkerAndResumesWhereItStopped) {
 // or event is lost, the worker comes back, and a watcher that reconnects
 // sees every event exactly once.
 TEST_F(FaultTest, SchedulerKilledAndRestartedLosesNothing) {
-  const std::string listen = "--listen=127.0.0.1:" + std::to_string(FreePort());
+  const std::string listen = "--listen=127.0.0.1:" + std::to_string(FreeTcpPort());
   StartServer({listen, "--lease-seconds=2", "--heartbeat-ms=200"});
   const std::string job = CreateJob();
   auto worker = StartWorker("host-a");
@@ -380,7 +255,7 @@ grpc::health::v1::HealthCheckResponse::ServingStatus Health(const std::string& a
 // inside the pod's grace period. Its flags come from a --config file.
 TEST_F(FaultTest, WorkerProbesAndStopTimeout) {
   using Status = grpc::health::v1::HealthCheckResponse;
-  const int port = FreePort();
+  const int port = FreeTcpPort();
   WriteFile(dir_ + "/worker.toml",
             "server = \"127.0.0.1:" + std::to_string(port) + "\"\n"
             "health-listen = \"127.0.0.1:0\"\n"

@@ -20,6 +20,7 @@
 #include "common/report_proto.h"
 #include "common/sha256.h"
 #include "common/status_macros.h"
+#include "worker/event_reporter.h"
 #include "worker/tensorboard.h"
 #include "worker/engine/metrics_csv.h"
 #include "worker/engine/trainer.h"
@@ -86,19 +87,22 @@ class JobObserver : public engine::TrainObserver {
   using UploadCheckpoint = std::function<absl::Status(const std::string& dir,
                                                       const std::string& prefix)>;
 
-  JobObserver(grpc::ClientWriter<v1::ReportEventsRequest>* stream, const v1::Assignment& a,
-              const std::atomic<bool>* stop, std::string metrics_path, UploadCheckpoint upload,
-              WorkerGauges* gauges)
+  JobObserver(EventReporter* reporter, const v1::Assignment& a, const std::atomic<bool>* stop,
+              std::string metrics_path, UploadCheckpoint upload, WorkerGauges* gauges)
       : gauges_(gauges),
-        stream_(stream),
+        reporter_(reporter),
         job_(a.job().name()),
-        lease_(a.lease()),
         agent_stop_(stop),
         metrics_path_(std::move(metrics_path)),
         upload_(std::move(upload)) {}
 
   void OnStart(const engine::TrainPlan& p) override {
     plan = p;
+    // Counters count from where this attempt starts: its first report's
+    // steps and tokens are counted like every later one's.
+    last_report_ = std::chrono::steady_clock::now();
+    last_report_step_ = p.resumed_from_step;
+    last_report_tokens_ = p.resumed_tokens_seen;
     metrics_.Open(metrics_path_, p.resumed_from_step);
     v1::JobEvent e;
     v1::TrainingStarted* s = e.mutable_started();
@@ -119,7 +123,7 @@ class JobObserver : public engine::TrainObserver {
   void OnMetrics(const engine::StepMetrics& m) override {
     metrics_.Row(m);
     const auto now = std::chrono::steady_clock::now();
-    if (last_report_step_ > 0 && m.step > last_report_step_) {
+    if (m.step > last_report_step_) {
       gauges_->step_seconds = std::chrono::duration<double>(now - last_report_).count() /
                               double(m.step - last_report_step_);
       gauges_->steps += m.step - last_report_step_;
@@ -167,12 +171,14 @@ class JobObserver : public engine::TrainObserver {
     const std::string name = dir.substr(dir.rfind('/') + 1);
     // Uploaded before it is reported: the event tells the scheduler that
     // any host can resume from it now.
-    absl::Status uploaded = lease_lost ? absl::AbortedError("lease lost")
-                                       : upload_(dir, "checkpoint/" + name + "/");
+    absl::Status uploaded = lease_lost || out_of_space ? absl::AbortedError("not sent")
+                                                       : upload_(dir, "checkpoint/" + name + "/");
     if (!uploaded.ok()) {
       spdlog::warn("{}: checkpoint {} stays on this worker only: {}", job_, name,
                    uploaded.ToString());
     }
+    // The scheduler's disk is full: this attempt ends (see RunJob).
+    if (absl::IsResourceExhausted(uploaded)) OutOfSpace(uploaded);
     v1::JobEvent e;
     v1::Checkpoint* c = e.mutable_checkpoint();
     c->set_name(job_ + "/checkpoints/" + name);
@@ -188,34 +194,42 @@ class JobObserver : public engine::TrainObserver {
     e.mutable_log()->set_message(message);
     Send(std::move(e));
   }
-  bool ShouldStop() override { return cancelled || paused || lease_lost || *agent_stop_; }
+  bool ShouldStop() override {
+    if (reporter_->lease_lost()) lease_lost = true;
+    if (absl::IsResourceExhausted(reporter_->last_break())) OutOfSpace(reporter_->last_break());
+    return cancelled || paused || lease_lost || out_of_space || *agent_stop_;
+  }
+  // The scheduler cannot store what this attempt produces: it stops, and the
+  // job is handed back saying so.
+  void OutOfSpace(const absl::Status& why) {
+    std::lock_guard<std::mutex> lock(mu_);
+    if (!out_of_space.exchange(true)) out_of_space_reason_ = std::string(why.message());
+  }
+  std::string out_of_space_reason() const {
+    std::lock_guard<std::mutex> lock(mu_);
+    return out_of_space_reason_;
+  }
 
   int64_t step() const { return step_; }
   engine::TrainPlan plan;
   std::atomic<bool> cancelled{false};
   std::atomic<bool> paused{false};  // the scheduler asked: checkpoint and hand it back
   std::atomic<bool> lease_lost{false};
+  std::atomic<bool> out_of_space{false};
 
  private:
   void Send(v1::JobEvent event) {
-    if (lease_lost) return;
-    v1::ReportEventsRequest r;
-    r.set_job(job_);
-    r.set_lease(lease_);
-    *r.mutable_event() = std::move(event);
-    if (!stream_->Write(r)) {
-      spdlog::warn("{}: the event stream to the scheduler broke; stopping the job", job_);
-      lease_lost = true;
-    }
+    if (!reporter_->Send(std::move(event)) && reporter_->lease_lost()) lease_lost = true;
   }
 
+  mutable std::mutex mu_;
+  std::string out_of_space_reason_;  // guarded by mu_
   WorkerGauges* gauges_;
   std::chrono::steady_clock::time_point last_report_;
   int64_t last_report_step_ = 0;
   int64_t last_report_tokens_ = 0;
-  grpc::ClientWriter<v1::ReportEventsRequest>* stream_;
+  EventReporter* reporter_;
   std::string job_;
-  std::string lease_;
   const std::atomic<bool>* agent_stop_;
   std::string metrics_path_;
   UploadCheckpoint upload_;
@@ -225,8 +239,24 @@ class JobObserver : public engine::TrainObserver {
 
 }  // namespace
 
-Agent::Agent(std::shared_ptr<grpc::Channel> channel, AgentOptions options)
-    : stub_(v1::WorkerService::NewStub(channel)), options_(std::move(options)) {}
+Agent::Agent(Connect connect, AgentOptions options)
+    : connect_(std::move(connect)),
+      stub_(v1::WorkerService::NewStub(connect_())),
+      last_connect_(std::chrono::steady_clock::now()),
+      options_(std::move(options)) {}
+
+std::shared_ptr<v1::WorkerService::Stub> Agent::Stub() {
+  std::lock_guard<std::mutex> lock(stub_mu_);
+  return stub_;
+}
+
+void Agent::Reconnect() {
+  std::lock_guard<std::mutex> lock(stub_mu_);
+  const auto now = std::chrono::steady_clock::now();
+  if (now - last_connect_ < std::chrono::milliseconds(250)) return;
+  stub_ = v1::WorkerService::NewStub(connect_());
+  last_connect_ = now;
+}
 
 void Agent::RequestStop() {
   stop_ = true;
@@ -248,7 +278,7 @@ absl::Status Agent::Register() {
                                              : 0);
   req.set_engine_version(std::string("tuneforge-") + engine::kEngineVersion);
   v1::RegisterWorkerResponse resp;
-  grpc::Status s = stub_->RegisterWorker(&ctx, req, &resp);
+  grpc::Status s = Stub()->RegisterWorker(&ctx, req, &resp);
   if (!s.ok()) return FromGrpc(s);
   worker_ = resp.worker();
   heartbeat_interval_ms_ = std::max(100, resp.heartbeat_interval_ms());
@@ -272,7 +302,8 @@ int Agent::Run() {
         spdlog::warn("cannot register with the scheduler ({}); retrying in {} ms", s.ToString(),
                      backoff_ms);
         std::this_thread::sleep_for(std::chrono::milliseconds(backoff_ms));
-        backoff_ms = std::min(backoff_ms * 2, 5000);
+        Reconnect();
+        backoff_ms = std::min(backoff_ms * 2, 2000);
         continue;
       }
       backoff_ms = 200;
@@ -288,7 +319,7 @@ int Agent::Run() {
     req.set_worker(worker_);
     req.set_wait_ms(options_.wait_ms);
     v1::AcquireJobResponse resp;
-    grpc::Status s = stub_->AcquireJob(&ctx, req, &resp);
+    grpc::Status s = Stub()->AcquireJob(&ctx, req, &resp);
     {
       std::lock_guard<std::mutex> lock(poll_mu_);
       poll_ctx_ = nullptr;
@@ -302,7 +333,8 @@ int Agent::Run() {
     if (!s.ok()) {
       spdlog::warn("AcquireJob failed ({}); retrying in {} ms", s.error_message(), backoff_ms);
       std::this_thread::sleep_for(std::chrono::milliseconds(backoff_ms));
-      backoff_ms = std::min(backoff_ms * 2, 5000);
+      Reconnect();
+      backoff_ms = std::min(backoff_ms * 2, 2000);
       continue;
     }
     backoff_ms = 200;
@@ -320,7 +352,7 @@ absl::StatusOr<std::string> Agent::FetchBlob(const std::string& sha256) {
   SetDeadline(ctx, std::chrono::minutes(30));
   v1::FetchBlobRequest req;
   req.set_sha256(sha256);
-  auto reader = stub_->FetchBlob(&ctx, req);
+  auto reader = Stub()->FetchBlob(&ctx, req);
   std::string tmp = path + ".part." + std::to_string(getpid());
   {
     std::ofstream out(tmp, std::ios::binary | std::ios::trunc);
@@ -438,7 +470,7 @@ absl::Status Agent::UploadFile(const v1::Assignment& a, const std::string& path,
   grpc::ClientContext ctx;
   SetDeadline(ctx, std::chrono::minutes(30));
   v1::UploadArtifactResponse resp;
-  auto writer = stub_->UploadArtifact(&ctx, &resp);
+  auto writer = Stub()->UploadArtifact(&ctx, &resp);
   v1::UploadArtifactRequest req;
   v1::UploadArtifactRequest::Header* h = req.mutable_header();
   h->set_job(a.job().name());
@@ -514,6 +546,24 @@ absl::Status Agent::FetchCheckpoint(const v1::Assignment& a, const std::string& 
   return absl::OkStatus();
 }
 
+absl::Status Agent::Retrying(const std::string& what, const std::function<absl::Status()>& call,
+                             const std::function<bool()>& give_up_now, bool out_of_space) {
+  const auto give_up =
+      std::chrono::steady_clock::now() + std::chrono::seconds(options_.outage_seconds);
+  int backoff_ms = 100;
+  while (true) {
+    absl::Status s = call();
+    const bool transient = absl::IsUnavailable(s) || absl::IsCancelled(s) ||
+                           absl::IsDeadlineExceeded(s) ||
+                           (out_of_space && absl::IsResourceExhausted(s));
+    if (!transient || std::chrono::steady_clock::now() >= give_up || give_up_now()) return s;
+    spdlog::warn("{}: {}; trying again in {} ms", what, s.ToString(), backoff_ms);
+    std::this_thread::sleep_for(std::chrono::milliseconds(backoff_ms));
+    Reconnect();
+    backoff_ms = std::min(backoff_ms * 2, 2000);
+  }
+}
+
 void Agent::RunJob(const v1::Assignment& a) {
   const std::string& job = a.job().name();
   spdlog::info("{}: acquired (attempt {})", job, a.job().attempt());
@@ -528,10 +578,8 @@ void Agent::RunJob(const v1::Assignment& a) {
     }
   } idle{gauges_};
 
-  grpc::ClientContext stream_ctx;
-  SetDeadline(stream_ctx, std::chrono::hours(24 * 30));
-  v1::ReportEventsResponse report_resp;
-  auto stream = stub_->ReportEvents(&stream_ctx, &report_resp);
+  // Events reach the scheduler exactly once, across its restarts.
+  EventReporter reporter([this] { return Stub(); }, job, a.lease(), [this] { Reconnect(); });
   // The job's own folder: checkpoints (a later attempt on this host resumes
   // from them), the metrics, and the trained model until it is uploaded.
   const std::string job_dir =
@@ -543,22 +591,34 @@ void Agent::RunJob(const v1::Assignment& a) {
   }
   const std::string metrics_path = job_dir + "/metrics.csv";
   bool last_checkpoint_uploaded = true;
+  JobObserver* watched = nullptr;  // for lease_lost, once the observer exists
+  auto lease_lost = [&] { return watched != nullptr && watched->lease_lost.load(); };
   JobObserver observer(
-      stream.get(), a, &stop_, metrics_path,
+      &reporter, a, &stop_, metrics_path,
       [&](const std::string& dir, const std::string& prefix) {
-        absl::Status s = UploadFolder(a, dir, prefix);
-        if (s.ok() && std::filesystem::exists(metrics_path)) {
-          s = UploadFile(a, metrics_path, prefix + "metrics.csv");
-        }
+        // Through a scheduler restart the upload waits (training with it):
+        // the checkpoint is what any host resumes from.
+        absl::Status s = Retrying(job + ": checkpoint upload", [&] {
+          absl::Status up = UploadFolder(a, dir, prefix);
+          if (up.ok() && std::filesystem::exists(metrics_path)) {
+            up = UploadFile(a, metrics_path, prefix + "metrics.csv");
+          }
+          return up;
+        }, lease_lost);
         last_checkpoint_uploaded = s.ok();
         return s;
       },
       &gauges_);
+  watched = &observer;
 
-  // Heartbeats: renew the lease, learn of cancellation.
+  // Heartbeats: renew the lease, learn of cancellation, and let the reporter
+  // forget the events the scheduler has committed. Through a scheduler
+  // outage they keep trying; the scheduler renews running jobs' leases when
+  // it starts again.
   std::mutex hb_mu;
   std::condition_variable hb_cv;
   bool hb_done = false;
+  std::atomic<bool> finishing{false};  // the job is ending: a lost lease is expected
   std::thread heartbeat([&] {
     std::unique_lock<std::mutex> lock(hb_mu);
     while (!hb_cv.wait_for(lock, std::chrono::milliseconds(heartbeat_interval_ms_),
@@ -572,12 +632,17 @@ void Agent::RunJob(const v1::Assignment& a) {
       req.set_lease(a.lease());
       req.set_step(observer.step());
       v1::HeartbeatResponse resp;
-      grpc::Status s = stub_->Heartbeat(&ctx, req, &resp);
-      if (s.ok() && resp.cancel_requested()) observer.cancelled = true;
-      if (s.ok() && resp.pause_requested()) observer.paused = true;
-      if (s.error_code() == grpc::StatusCode::ABORTED) {
+      grpc::Status s = Stub()->Heartbeat(&ctx, req, &resp);
+      if (s.error_code() == grpc::StatusCode::UNAVAILABLE) Reconnect();
+      if (s.ok()) {
+        reporter.Acknowledge(resp.last_report_sequence());
+        if (resp.cancel_requested()) observer.cancelled = true;
+        if (resp.pause_requested()) observer.paused = true;
+      }
+      if (s.error_code() == grpc::StatusCode::ABORTED && !finishing &&
+          !observer.lease_lost.exchange(true)) {
         spdlog::warn("{}: lease lost ({}); stopping", job, s.error_message());
-        observer.lease_lost = true;
+        reporter.Abandon();
       }
       lock.lock();
     }
@@ -637,13 +702,19 @@ void Agent::RunJob(const v1::Assignment& a) {
       absl::StatusOr<std::string> events =
           WriteTensorBoardEvents(metrics_path, job_dir + "/tensorboard", options_.name);
       if (!events.ok()) throw std::runtime_error(std::string(events.status().message()));
-      absl::Status uploaded = UploadFolder(a, output_dir, "model/");
-      if (uploaded.ok() && std::filesystem::exists(output_dir + "/adapter")) {
-        uploaded = UploadFolder(a, output_dir + "/adapter", "adapter/");
-      }
-      if (uploaded.ok()) uploaded = UploadFolder(a, job_dir, "");
-      if (uploaded.ok()) uploaded = UploadFolder(a, job_dir + "/tensorboard", "tensorboard/");
-      if (!uploaded.ok()) {
+      absl::Status uploaded = Retrying(job + ": model upload", [&] {
+        absl::Status up = UploadFolder(a, output_dir, "model/");
+        if (up.ok() && std::filesystem::exists(output_dir + "/adapter")) {
+          up = UploadFolder(a, output_dir + "/adapter", "adapter/");
+        }
+        if (up.ok()) up = UploadFolder(a, job_dir, "");
+        if (up.ok()) up = UploadFolder(a, job_dir + "/tensorboard", "tensorboard/");
+        return up;
+      }, lease_lost);
+      if (absl::IsResourceExhausted(uploaded)) {
+        observer.OutOfSpace(uploaded);  // handed back: it resumes once there is room
+        outcome = v1::JOB_STATE_PAUSED;
+      } else if (!uploaded.ok()) {
         throw std::runtime_error("cannot upload the trained model: " +
                                  std::string(uploaded.message()));
       }
@@ -657,43 +728,67 @@ void Agent::RunJob(const v1::Assignment& a) {
     }
     spdlog::error("{}: training failed: {}", job, error);
   }
-  {
-    std::lock_guard<std::mutex> lock(hb_mu);
-    hb_done = true;
-  }
-  hb_cv.notify_all();
-  heartbeat.join();
-  stream->WritesDone();
-  grpc::Status report_status = stream->Finish();
-  if (!report_status.ok() && report_status.error_code() == grpc::StatusCode::ABORTED) {
+
+  // Every event committed before the job ends or is handed back: through a
+  // scheduler restart, or a disk that fills up and is freed, this waits.
+  absl::Status delivered = observer.lease_lost
+                               ? absl::AbortedError("lease lost")
+                               : reporter.Drain(std::chrono::system_clock::now() +
+                                                std::chrono::seconds(options_.outage_seconds));
+  if (absl::IsAborted(delivered)) {
     observer.lease_lost = true;
-  } else if (!report_status.ok()) {
+  } else if (absl::IsUnavailable(delivered)) {
+    spdlog::error("{}: the scheduler stayed unreachable for {} s ({}); giving the attempt up",
+                  job, options_.outage_seconds, std::string(delivered.message()));
+    observer.lease_lost = true;
+  } else if (!delivered.ok()) {
     // The scheduler refused an event: the ones after it are lost, so the
     // job's record is incomplete. Say so instead of succeeding quietly.
     outcome = v1::JOB_STATE_FAILED;
-    error = "the scheduler refused a training event (" + report_status.error_message() +
+    error = "the scheduler refused a training event (" + std::string(delivered.message()) +
             "); events after it were lost";
     spdlog::error("{}: {}", job, error);
   }
+  auto stop_heartbeats = [&] {
+    {
+      std::lock_guard<std::mutex> lock(hb_mu);
+      hb_done = true;
+    }
+    hb_cv.notify_all();
+    heartbeat.join();
+  };
 
   if (observer.lease_lost) {
+    stop_heartbeats();
     spdlog::info("{}: lost its lease; its checkpoints stay in {}", job, job_dir);
     return;
   }
-  if (outcome == v1::JOB_STATE_PAUSED) {  // stopping or paused: hand it back
+  finishing = true;
+  if (outcome == v1::JOB_STATE_PAUSED) {  // stopping, paused, or no room: hand it back
     const std::string reason =
-        observer.paused ? "paused by the user" : "the worker is stopping";
-    grpc::ClientContext ctx;
-    SetDeadline(ctx, kCallTimeout);
-    v1::ReleaseJobRequest req;
-    req.set_job(job);
-    req.set_lease(a.lease());
-    req.set_reason(reason);
-    v1::ReleaseJobResponse resp;
-    grpc::Status s = stub_->ReleaseJob(&ctx, req, &resp);
+        observer.out_of_space ? "the scheduler's disk is full (" +
+                                    observer.out_of_space_reason() + ")"
+        : observer.paused     ? "paused by the user"
+                              : "the worker is stopping";
+    // With a full disk the hand-back itself may not commit yet: it is tried
+    // until there is room again (heartbeats keep the lease meanwhile).
+    absl::Status s = Retrying(
+        job + ": hand-back",
+        [&] {
+          grpc::ClientContext ctx;
+          SetDeadline(ctx, kCallTimeout);
+          v1::ReleaseJobRequest req;
+          req.set_job(job);
+          req.set_lease(a.lease());
+          req.set_reason(reason);
+          v1::ReleaseJobResponse resp;
+          return FromGrpc(Stub()->ReleaseJob(&ctx, req, &resp));
+        },
+        lease_lost, /*out_of_space=*/true);
+    stop_heartbeats();
     spdlog::info("{}: handed back ({}){}", job, reason,
-                 s.ok() ? "" : "; the scheduler refused: " + s.error_message());
-    if (s.ok() && last_checkpoint_uploaded) {
+                 s.ok() ? "" : "; the scheduler refused: " + std::string(s.message()));
+    if (s.ok() && last_checkpoint_uploaded && !observer.out_of_space) {
       std::error_code ec;
       std::filesystem::remove_all(job_dir, ec);  // the scheduler holds the checkpoint
     }
@@ -703,17 +798,20 @@ void Agent::RunJob(const v1::Assignment& a) {
     std::error_code ec;
     std::filesystem::remove_all(job_dir, ec);  // the model is uploaded, or not wanted
   }
-  grpc::ClientContext ctx;
-  SetDeadline(ctx, kCallTimeout);
-  v1::FinishJobRequest req;
-  req.set_job(job);
-  req.set_lease(a.lease());
-  req.set_state(outcome);
-  req.set_error(error.substr(0, 4000));
-  v1::FinishJobResponse resp;
-  grpc::Status s = stub_->FinishJob(&ctx, req, &resp);
+  absl::Status s = Retrying(job + ": finish", [&] {
+    grpc::ClientContext ctx;
+    SetDeadline(ctx, kCallTimeout);
+    v1::FinishJobRequest req;
+    req.set_job(job);
+    req.set_lease(a.lease());
+    req.set_state(outcome);
+    req.set_error(error.substr(0, 4000));
+    v1::FinishJobResponse resp;
+    return FromGrpc(Stub()->FinishJob(&ctx, req, &resp));
+  }, lease_lost);
+  stop_heartbeats();
   spdlog::info("{}: finished {}{}", job, v1::JobState_Name(outcome),
-               s.ok() ? "" : " (scheduler refused: " + s.error_message() + ")");
+               s.ok() ? "" : " (scheduler refused: " + std::string(s.message()) + ")");
 }
 
 }  // namespace tuneforge

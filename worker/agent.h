@@ -12,6 +12,7 @@
 #define TUNEFORGE_WORKER_AGENT_H_
 
 #include <atomic>
+#include <chrono>
 #include <functional>
 #include <memory>
 #include <mutex>
@@ -30,6 +31,11 @@ struct AgentOptions {
   // Blobs by sha256, model folders by model id, jobs' outputs while uploading.
   std::string cache_dir = "./tuneforge-worker-cache";
   int wait_ms = 10'000;            // long-poll length
+  // How long a job keeps going while the scheduler is unreachable (a
+  // restart, an upgrade): events wait in a bounded queue, uploads and the
+  // final report are retried with backoff. Past it the attempt is given up
+  // and its checkpoints stay on this host.
+  int outage_seconds = 600;
   // Told whether the worker is registered with the scheduler (readiness).
   std::function<void(bool)> on_registered;
 };
@@ -46,7 +52,11 @@ struct WorkerGauges {
 
 class Agent {
  public:
-  Agent(std::shared_ptr<grpc::Channel> channel, AgentOptions options);
+  // `connect` makes a channel to the scheduler; it is called again when the
+  // scheduler was unreachable for a while (a restart), so the agent talks to
+  // the new process at once instead of after the old channel's backoff.
+  using Connect = std::function<std::shared_ptr<grpc::Channel>()>;
+  Agent(Connect connect, AgentOptions options);
 
   // Serves jobs until RequestStop(). Returns 0, or 1 on a fatal error.
   int Run();
@@ -75,8 +85,24 @@ class Agent {
   absl::Status FetchCheckpoint(const v1::Assignment& a, const std::string& checkpoints,
                                const std::string& metrics);
   void RunJob(const v1::Assignment& assignment);
+  // Calls `call` again, with backoff, while it fails because the scheduler
+  // is unreachable or restarting (and, with `out_of_space`, while its disk is
+  // full), for at most outage_seconds. Its last status.
+  // It stops early once `give_up` says so (the lease was lost).
+  absl::Status Retrying(const std::string& what, const std::function<absl::Status()>& call,
+                        const std::function<bool()>& give_up, bool out_of_space = false);
 
-  std::unique_ptr<v1::WorkerService::Stub> stub_;
+  // After a call found the scheduler unreachable: a new channel (at most a
+  // few times a second), which connects at once when the scheduler is back;
+  // gRPC's channels wait out a reconnection backoff of seconds first.
+  void Reconnect();
+  // The stub of the current channel; calls keep it alive while they run.
+  std::shared_ptr<v1::WorkerService::Stub> Stub();
+
+  const Connect connect_;
+  std::mutex stub_mu_;
+  std::shared_ptr<v1::WorkerService::Stub> stub_;                // guarded by stub_mu_
+  std::chrono::steady_clock::time_point last_connect_;           // guarded by stub_mu_
   AgentOptions options_;
   std::string worker_;  // "workers/{id}"
   int heartbeat_interval_ms_ = 2000;

@@ -9,6 +9,7 @@
 #include <cstdio>
 #include <cstdlib>
 #include <thread>
+#include <utility>
 
 #include <CLI/CLI.hpp>
 #include <grpcpp/ext/proto_server_reflection_plugin.h>
@@ -78,6 +79,10 @@ int main(int argc, char** argv) {
   app.add_option("--cache-dir", options.cache_dir, "datasets cached by digest")
       ->capture_default_str();
   app.add_option("--wait-ms", options.wait_ms, "long-poll length")->capture_default_str();
+  app.add_option("--scheduler-outage-seconds", options.outage_seconds,
+                 "how long a job keeps training while the scheduler is unreachable (its "
+                 "events queued, uploads retried); then the attempt is given up")
+      ->capture_default_str();
   std::string health_listen;
   app.add_option("--health-listen", health_listen,
                  "serve grpc.health.v1 here in plaintext: \"\" is SERVING while registered with "
@@ -105,11 +110,21 @@ int main(int argc, char** argv) {
     std::fprintf(stderr, "%s\n", std::string(s.message()).c_str());
     return 2;
   }
-  absl::StatusOr<std::shared_ptr<grpc::Channel>> connection = tuneforge::MakeChannel(channel);
+  // Each channel has subchannels of its own: when the agent makes a new one
+  // after the scheduler was unreachable, it connects at once instead of
+  // sharing the old one's reconnection backoff.
+  grpc::ChannelArguments channel_args;
+  channel_args.SetInt(GRPC_ARG_USE_LOCAL_SUBCHANNEL_POOL, 1);
+  absl::StatusOr<std::shared_ptr<grpc::Channel>> connection =
+      tuneforge::MakeChannel(channel, channel_args);  // checks the options once
   if (!connection.ok()) {
     spdlog::error("{}", connection.status().ToString());
     return 2;
   }
+  auto connect = [&channel, &channel_args, first = *connection]() mutable {
+    if (first) return std::exchange(first, nullptr);
+    return *tuneforge::MakeChannel(channel, channel_args);
+  };
   std::unique_ptr<grpc::Server> health;
   if (!health_listen.empty()) {
     grpc::EnableDefaultHealthCheckService(true);
@@ -130,7 +145,7 @@ int main(int argc, char** argv) {
     };
     spdlog::info("health on port {}", port);
   }
-  tuneforge::Agent agent(*connection, options);
+  tuneforge::Agent agent(connect, options);
   tuneforge::MetricsHttpServer metrics_http;
   if (!metrics_listen.empty()) {
     absl::StatusOr<int> port = metrics_http.Start(metrics_listen, [&agent, &options] {

@@ -579,6 +579,7 @@ TrainResult Train(const TrainConfig& config, const std::vector<Example>& train,
     }
     plan.resumed_from_step = state.step;
   }
+  plan.resumed_tokens_seen = state.tokens_seen;
   observer.OnStart(plan);
 
   // AdamW; no weight decay on biases and norms (every 1-D parameter).

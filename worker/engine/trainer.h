@@ -135,6 +135,7 @@ struct TrainPlan {
   std::string precision;           // fp32 or bf16
   int threads = 0;
   int64_t resumed_from_step = 0;   // 0: a fresh start
+  int64_t resumed_tokens_seen = 0; // training tokens of the steps before it
 };
 
 class TrainObserver {
