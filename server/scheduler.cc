@@ -231,6 +231,31 @@ void Scheduler::ForgetLeaseLocked(Job& job) {
 }
 
 absl::Status Scheduler::FailAttemptLocked(Job& job, const std::string& why, Deferred& deferred) {
+  // Nothing changes unless the new state commits (a full disk): the job stays
+  // RUNNING under its lease, and the reaper tries again.
+  const LeaseSnapshot snapshot = SnapshotLeaseLocked(job);
+  absl::Status s = EndAttemptLocked(job, why, deferred);
+  if (!s.ok()) RestoreLeaseLocked(job, snapshot);
+  return s;
+}
+
+Scheduler::LeaseSnapshot Scheduler::SnapshotLeaseLocked(const Job& job) const {
+  LeaseSnapshot snapshot{job, std::nullopt, std::nullopt};
+  if (auto it = lease_deadline_ms_.find(job.id); it != lease_deadline_ms_.end()) {
+    snapshot.deadline_ms = it->second;
+  }
+  if (auto it = steps_.find(job.id); it != steps_.end()) snapshot.step = it->second;
+  return snapshot;
+}
+
+void Scheduler::RestoreLeaseLocked(Job& job, const LeaseSnapshot& snapshot) {
+  job = snapshot.job;
+  if (snapshot.deadline_ms) lease_deadline_ms_[job.id] = *snapshot.deadline_ms;
+  if (snapshot.step) steps_[job.id] = *snapshot.step;
+  queue_.erase(KeyOf(job));
+}
+
+absl::Status Scheduler::EndAttemptLocked(Job& job, const std::string& why, Deferred& deferred) {
   ForgetLeaseLocked(job);
   job.failures += 1;
   job.attempt_errors.push_back(why);
@@ -892,24 +917,31 @@ absl::Status Scheduler::ReleaseJob(const std::string& job_id, const std::string&
   Deferred deferred;
   MutexLock lock(&mu_);
   ASSIGN_OR_RETURN(Job * job, LeasedJobLocked(job_id, lease));
+  // Unless the hand-back commits (a full disk), the worker keeps its lease
+  // and tries again.
+  const LeaseSnapshot snapshot = SnapshotLeaseLocked(*job);
   const std::string worker = job->worker;
   ForgetLeaseLocked(*job);
   const std::string resume = ResumeNote(*job);
+  absl::Status s;
   if (job->cancel_requested) {
-    RETURN_IF_ERROR(TransitionLocked(*job, JobState::kCancelled, "cancelled by the user", deferred));
-    EraseActiveLocked(job_id);
+    s = TransitionLocked(*job, JobState::kCancelled, "cancelled by the user", deferred);
+    if (s.ok()) EraseActiveLocked(job_id);
   } else if (job->pause_requested) {
     job->pause_requested = false;
-    RETURN_IF_ERROR(TransitionLocked(*job, JobState::kPaused,
-                                     absl::StrCat("paused by the user", resume), deferred));
+    s = TransitionLocked(*job, JobState::kPaused, absl::StrCat("paused by the user", resume),
+                         deferred);
   } else {
-    RETURN_IF_ERROR(TransitionLocked(
-        *job, JobState::kQueued,
-        absl::StrCat("handed back by worker ", worker, ": ", reason, resume), deferred));
-    queue_.insert(KeyOf(*job));
-    MatchLocked(deferred);
+    s = TransitionLocked(*job, JobState::kQueued,
+                         absl::StrCat("handed back by worker ", worker, ": ", reason, resume),
+                         deferred);
+    if (s.ok()) {
+      queue_.insert(KeyOf(*job));
+      MatchLocked(deferred);
+    }
   }
-  return absl::OkStatus();
+  if (!s.ok()) RestoreLeaseLocked(*job, snapshot);
+  return s;
 }
 
 uint64_t Scheduler::Subscribe(const std::string& job_id, Listener listener) {
@@ -949,9 +981,11 @@ void Scheduler::ReapExpired() {
   };
   std::vector<Failed> failed;
   for (const std::string& job_id : expired) {
-    lease_deadline_ms_.erase(job_id);
     auto it = active_.find(job_id);
-    if (it == active_.end() || it->second.state != JobState::kRunning) continue;
+    if (it == active_.end() || it->second.state != JobState::kRunning) {
+      lease_deadline_ms_.erase(job_id);
+      continue;
+    }
     failed.push_back({job_id,
                       absl::StrCat("attempt ", it->second.attempt, ": worker ", it->second.worker,
                                    " stopped sending heartbeats (lease expired)"),

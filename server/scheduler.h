@@ -205,8 +205,11 @@ class Scheduler {
   absl::StatusOr<Job*> LeasedJobLocked(const std::string& job_id, const std::string& lease)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // The attempt failed (`why`): the job is queued again, paused, cancelled
-  // or failed, and its lease is gone.
+  // or failed, and its lease is gone. When that cannot be committed, nothing
+  // changes (the job keeps its lease, and the reaper tries again).
   absl::Status FailAttemptLocked(Job& job, const std::string& why, Deferred& deferred)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  absl::Status EndAttemptLocked(Job& job, const std::string& why, Deferred& deferred)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // Hands `digests` to options_.release_blobs once the lock is released.
   void ReleaseLater(std::vector<std::string> digests, Deferred& deferred) const;
@@ -243,6 +246,16 @@ class Scheduler {
     int64_t since_ms = 0;  // when the job reached it (or its attempt started)
   };
   std::map<std::string, StepSeen> steps_ ABSL_GUARDED_BY(mu_);  // running jobs, by id
+  // A running job with its lease, to put back when ending its attempt could
+  // not be committed.
+  struct LeaseSnapshot {
+    Job job;
+    std::optional<int64_t> deadline_ms;
+    std::optional<StepSeen> step;
+  };
+  LeaseSnapshot SnapshotLeaseLocked(const Job& job) const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  void RestoreLeaseLocked(Job& job, const LeaseSnapshot& snapshot)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   std::map<std::string, WorkerInfo> workers_ ABSL_GUARDED_BY(mu_);
   std::map<uint64_t, Waiter> waiters_ ABSL_GUARDED_BY(mu_);  // FIFO by ticket
   std::map<uint64_t, std::pair<std::string, Listener>> listeners_ ABSL_GUARDED_BY(mu_);

@@ -207,22 +207,36 @@ Store::~Store() {
   sqlite3_close(db_);
 }
 
+namespace {
+
+// Codes by what the caller does next: a full disk is RESOURCE_EXHAUSTED (wait
+// for space, or hand the work back), a busy database UNAVAILABLE (retry).
+absl::Status SqliteStatus(int code, const std::string& msg) {
+  if ((code & 0xff) == SQLITE_FULL) {
+    return absl::ResourceExhaustedError(
+        absl::StrCat("the server's disk is full (", msg, "); retry once space has been freed"));
+  }
+  if ((code & 0xff) == SQLITE_BUSY || (code & 0xff) == SQLITE_LOCKED) {
+    return absl::UnavailableError(msg);
+  }
+  return absl::InternalError(msg);
+}
+
+}  // namespace
+
 absl::Status Store::Exec(const char* sql) {
   char* err = nullptr;
-  if (sqlite3_exec(db_, sql, nullptr, nullptr, &err) != SQLITE_OK) {
+  if (const int rc = sqlite3_exec(db_, sql, nullptr, nullptr, &err); rc != SQLITE_OK) {
     std::string msg = err ? err : "unknown error";
     sqlite3_free(err);
-    return absl::InternalError(absl::StrCat("sqlite: ", msg, " in: ", sql));
+    return SqliteStatus(rc, absl::StrCat("sqlite: ", msg, " in: ", sql));
   }
   return absl::OkStatus();
 }
 
 absl::Status Store::Error(const char* what) {
-  const int code = sqlite3_errcode(db_);
-  std::string msg = absl::StrCat("sqlite ", what, ": ", sqlite3_errmsg(db_));
-  if (code == SQLITE_FULL) return absl::ResourceExhaustedError(msg);
-  if (code == SQLITE_BUSY || code == SQLITE_LOCKED) return absl::UnavailableError(msg);
-  return absl::InternalError(msg);
+  return SqliteStatus(sqlite3_extended_errcode(db_),
+                      absl::StrCat("sqlite ", what, ": ", sqlite3_errmsg(db_)));
 }
 
 absl::Status Store::PutDataset(const DatasetRecord& d) {

@@ -124,7 +124,8 @@ RunResult RunWatching(const std::string& binary, const std::vector<std::string>&
   static int counter = 0;
   std::string base = ::testing::TempDir() + "/run-" + std::to_string(getpid()) + "-" +
                      std::to_string(counter++);
-  pid_t pid = Spawn(BinDir() + "/" + binary, args, env, base + ".out", base + ".err");
+  const std::string path = binary[0] == '/' ? binary : BinDir() + "/" + binary;
+  pid_t pid = Spawn(path, args, env, base + ".out", base + ".err");
   int status = 0;
   const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(timeout_s);
   while (waitpid(pid, &status, WNOHANG) == 0) {
@@ -223,11 +224,20 @@ ServerProcess::ServerProcess(const std::string& data_dir, int workers,
 
 ServerProcess::~ServerProcess() { Stop(); }
 
-int ServerProcess::Stop() {
+int ServerProcess::Stop(int timeout_s) {
   if (pid_ < 0) return 0;
   kill(pid_, SIGTERM);
   int status = 0;
-  waitpid(pid_, &status, 0);
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(timeout_s);
+  while (waitpid(pid_, &status, WNOHANG) == 0) {
+    if (std::chrono::steady_clock::now() > deadline) {  // wedged: a test fails, none hangs
+      kill(pid_, SIGKILL);
+      waitpid(pid_, nullptr, 0);
+      pid_ = -1;
+      return -1;
+    }
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  }
   pid_ = -1;
   return WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
 }

@@ -21,7 +21,7 @@ struct RunResult {
   std::string err;  // standard error
 };
 
-// Runs `binary` (a name in BinDir()) with `args` and waits for it, killing it
+// Runs `binary` (a name in BinDir(), or an absolute path) with `args` and waits for it, killing it
 // after `timeout_s` (then exit_code is 137), so a hang fails a test instead
 // of stalling it.
 RunResult Run(const std::string& binary, const std::vector<std::string>& args,
@@ -68,10 +68,12 @@ class ServerProcess {
   ServerProcess& operator=(const ServerProcess&) = delete;
 
   const std::string& addr() const { return addr_; }
+  pid_t pid() const { return pid_; }
   // Runs the CLI against this server.
   RunResult Cli(const std::vector<std::string>& args) const;
-  // SIGTERM, then waits; returns the exit status.
-  int Stop();
+  // SIGTERM, then waits; returns the exit status, or -1 when it did not
+  // exit within timeout_s (it is then killed with SIGKILL).
+  int Stop(int timeout_s = 60);
   // SIGKILL: the process dies on the spot, as in a crash.
   void Kill();
   void Signal(int sig);

@@ -766,8 +766,7 @@ void Agent::RunJob(const v1::Assignment& a) {
   finishing = true;
   if (outcome == v1::JOB_STATE_PAUSED) {  // stopping, paused, or no room: hand it back
     const std::string reason =
-        observer.out_of_space ? "the scheduler's disk is full (" +
-                                    observer.out_of_space_reason() + ")"
+        observer.out_of_space ? observer.out_of_space_reason()  // "the server's disk is full (...)"
         : observer.paused     ? "paused by the user"
                               : "the worker is stopping";
     // With a full disk the hand-back itself may not commit yet: it is tried

@@ -2,12 +2,14 @@
 // through. The first input byte picks the options (declared format,
 // separator) and a chunk size; the rest is the file. Besides crashes and
 // sanitizer reports, it checks that feeding in chunks gives the same report as
-// feeding the whole file at once. Run with `make fuzz`.
+// feeding the whole file at once, and that every problem's message and field
+// are valid UTF-8. Run with `make fuzz`.
 #include <cstdint>
 #include <cstdlib>
 #include <string_view>
 
 #include "common/dataset_validator.h"
+#include "common/utf8.h"
 
 namespace {
 
@@ -39,6 +41,14 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
       a.example_count != b.example_count || a.problems.size() != b.problems.size() ||
       whole.examples.size() != pieces.examples.size()) {
     std::abort();  // chunk boundaries changed the result
+  }
+  // Problems travel in protobuf strings and JSON: they must be valid UTF-8
+  // whatever bytes the file held.
+  for (const auto& p : a.problems) {
+    if (tuneforge::InvalidUtf8At(p.message) != std::string_view::npos ||
+        tuneforge::InvalidUtf8At(p.field) != std::string_view::npos) {
+      std::abort();
+    }
   }
   for (size_t i = 0; i < a.problems.size(); ++i) {
     if (a.problems[i].code != b.problems[i].code || a.problems[i].line != b.problems[i].line ||
