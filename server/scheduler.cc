@@ -324,6 +324,21 @@ void Scheduler::ExplainWaitLocked(Job& job) const {
   }
 }
 
+namespace {
+
+// `existing` was created under the request_id of `spec`. An idempotency key
+// names one request: a retry gets its job, another request is refused.
+absl::StatusOr<Job> SameRequest(Job existing, const JobSpec& spec) {
+  const std::vector<std::string> differ = SpecDifferences(existing.spec, spec);
+  if (differ.empty()) return existing;
+  return absl::AlreadyExistsError(absl::StrCat(
+      "job.request_id: '", spec.request_id, "' was used for job ", existing.id,
+      ", created with other settings (", absl::StrJoin(differ, ", "),
+      " differ); a retry must send the same request, a new job a new request_id"));
+}
+
+}  // namespace
+
 absl::StatusOr<Job> Scheduler::CreateJob(JobSpec spec, const Scope& scope) {
   std::optional<Job> existing;
   if (!spec.request_id.empty()) {
@@ -336,18 +351,7 @@ absl::StatusOr<Job> Scheduler::CreateJob(JobSpec spec, const Scope& scope) {
       spec.base_model = source->result_model;
     }
   }
-  if (existing) {
-    // An idempotency key names one request: a retry returns its job, another
-    // request under the same key is refused.
-    const std::vector<std::string> differ = SpecDifferences(existing->spec, spec);
-    if (!differ.empty()) {
-      return absl::AlreadyExistsError(absl::StrCat(
-          "job.request_id: '", spec.request_id, "' was used for job ", existing->id,
-          ", created with other settings (", absl::StrJoin(differ, ", "),
-          " differ); a retry must send the same request, a new job a new request_id"));
-    }
-    return *std::move(existing);
-  }
+  if (existing) return SameRequest(*std::move(existing), spec);
   if (spec.base_model.rfind("jobs/", 0) == 0) {
     const std::string source = spec.base_model.substr(5);
     absl::StatusOr<Job> earlier = GetJob(source, scope);
@@ -444,14 +448,7 @@ absl::StatusOr<Job> Scheduler::CreateJob(JobSpec spec, const Scope& scope) {
     if (!job.spec.request_id.empty()) {
       absl::StatusOr<std::optional<Job>> winner =
           store_->FindJobByRequestId(job.tenant, job.spec.request_id);
-      if (winner.ok() && *winner) {
-        if (!SpecDifferences((*winner)->spec, job.spec).empty()) {
-          return absl::AlreadyExistsError(absl::StrCat(
-              "job.request_id: '", job.spec.request_id, "' was used at the same moment for job ",
-              (*winner)->id, " with other settings"));
-        }
-        return **winner;
-      }
+      if (winner.ok() && *winner) return SameRequest(**std::move(winner), job.spec);
     }
     return committed;
   }

@@ -15,7 +15,7 @@
 #include "server/grpc_status.h"
 #include "common/model_config.h"
 #include "common/sha256.h"
-#include "server/blob_reclaimer.h"
+#include "server/artifacts.h"
 #include "server/blob_stream.h"
 #include "server/services.h"
 
@@ -186,7 +186,10 @@ class ReportReactor : public grpc::ServerReadReactor<v1::ReportEventsRequest> {
 class ArtifactReactor : public grpc::ServerReadReactor<v1::UploadArtifactRequest> {
  public:
   ArtifactReactor(Scheduler* scheduler, Store* store, BlobStore* blobs, int64_t max_bytes)
-      : scheduler_(scheduler), store_(store), blobs_(blobs), max_bytes_(max_bytes) {
+      : scheduler_(scheduler),
+        blobs_(blobs),
+        artifacts_(scheduler, store, blobs),
+        max_bytes_(max_bytes) {
     StartRead(&request_);
   }
 
@@ -230,15 +233,10 @@ class ArtifactReactor : public grpc::ServerReadReactor<v1::UploadArtifactRequest
       RETURN_IF_ERROR(scheduler_->LeasedJob(job_, header_.lease()).status());
       // Bytes the server holds already (a tokenizer unchanged since the
       // last checkpoint, a model's config) are recorded without sending.
-      if (IsSha256Hex(header_.sha256()) && header_.size_bytes() >= 0) {
-        MutexLock refs(&store_->blob_refs_mu());
-        absl::StatusOr<int64_t> size = blobs_->SizeOf(header_.sha256());
-        if (blobs_->Contains(header_.sha256()) && size.ok() && *size == header_.size_bytes()) {
-          RETURN_IF_ERROR(scheduler_->AddArtifact(
-              job_, header_.lease(), FileRecord{path, header_.sha256(), header_.size_bytes()}));
-          return absl::CancelledError(kAlreadyHeld);
-        }
-      }
+      ASSIGN_OR_RETURN(bool held,
+                       artifacts_.RecordHeld(job_, header_.lease(),
+                                             FileRecord{path, header_.sha256(), header_.size_bytes()}));
+      if (held) return absl::CancelledError(kAlreadyHeld);
       ASSIGN_OR_RETURN(writer_, blobs_->NewWriter());
       return absl::OkStatus();
     }
@@ -257,21 +255,15 @@ class ArtifactReactor : public grpc::ServerReadReactor<v1::UploadArtifactRequest
                                                      " bytes, the header said ",
                                                      header_.size_bytes()));
     }
-    // Published and recorded under the blob lock: a removal of the same
-    // bytes (another job's superseded checkpoint) cannot fall in between.
-    MutexLock refs(&store_->blob_refs_mu());
-    ASSIGN_OR_RETURN(std::string sha, writer_->Commit(header_.sha256()));
-    absl::Status s = scheduler_->AddArtifact(
-        job_, header_.lease(), FileRecord{header_.artifact(), sha, writer_->size()});
-    if (!s.ok()) (void)RemoveIfUnreferenced(store_, blobs_, sha);  // no orphan on a full disk
-    return s;
+    return artifacts_.Publish(job_, header_.lease(), header_.artifact(), *writer_,
+                              header_.sha256());
   }
 
   static constexpr const char* kAlreadyHeld = "the server holds these bytes already";
 
   Scheduler* const scheduler_;
-  Store* const store_;
   BlobStore* const blobs_;
+  JobArtifacts artifacts_;
   const int64_t max_bytes_;
   v1::UploadArtifactRequest request_;
   v1::UploadArtifactRequest::Header header_;

@@ -45,11 +45,12 @@ std::chrono::system_clock::time_point In(int seconds) {
   return std::chrono::system_clock::now() + std::chrono::seconds(seconds);
 }
 
-// One file of a job's output, sent as a worker sends it.
+// Uploads `bytes` as the job's artifact `path` (header with size and digest,
+// then one chunk), within 20 s.
 grpc::Status UploadArtifact(v1::WorkerService::Stub& stub, const v1::Assignment& a,
-                            const std::string& path, const std::string& bytes) {
+                                   const std::string& path, const std::string& bytes) {
   grpc::ClientContext ctx;
-  ctx.set_deadline(In(10));
+  ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(20));
   v1::UploadArtifactResponse resp;
   auto writer = stub.UploadArtifact(&ctx, &resp);
   v1::UploadArtifactRequest req;
