@@ -1,6 +1,10 @@
 # Tuneforge: the two commands are `make demo` and `make test`. Each installs
 # what is missing (Debian packages, via scripts/install-deps.sh) and builds first.
 BUILD_DIR ?= build
+# ccache keys its entries by paths relative to the checkout, so a clone in
+# another folder (CI's) reuses what an earlier build on this machine compiled.
+export CCACHE_BASEDIR := $(CURDIR)
+export CCACHE_NOHASHDIR := 1
 BUILD_TYPE ?= Release
 JOBS ?= $(shell nproc)
 

@@ -31,9 +31,15 @@ class JobArtifacts {
   JobArtifacts(Scheduler* scheduler, Store* store, BlobStore* blobs)
       : scheduler_(scheduler), store_(store), blobs_(blobs) {}
 
+  // OK when the job, under `lease`, may read the blob: its datasets, its
+  // base model's files, its checkpoints and its own uploads. NOT_FOUND
+  // otherwise, worded as for a blob that does not exist, so a worker token
+  // can neither read another tenant's bytes nor learn that they exist.
+  absl::Status CheckReadable(const std::string& job_id, const std::string& lease,
+                             const std::string& sha256);
   // Records `file` (its path, digest and size) with bytes the server holds
-  // already (a tokenizer unchanged since the last checkpoint): true when it
-  // did, false when the bytes must be sent.
+  // already (a tokenizer unchanged since the last checkpoint) and the job
+  // may read: true when it did, false when the bytes must be sent.
   absl::StatusOr<bool> RecordHeld(const std::string& job_id, const std::string& lease,
                                   const FileRecord& file);
   // Seals and publishes what `writer` received (checked against

@@ -42,7 +42,9 @@ class JobArtifactsTest : public ::testing::Test {
   }
 
   std::string UploadDataset(const std::string& bytes) {
-    std::unique_ptr<DatasetUpload> upload = *datasets_->StartUpload({"d.jsonl"});
+    UploadMetadata metadata;
+    metadata.display_name = "d.jsonl";
+    std::unique_ptr<DatasetUpload> upload = *datasets_->StartUpload(metadata);
     EXPECT_TRUE(upload->Append(bytes).ok());
     absl::StatusOr<DatasetRecord> d = upload->Finish();
     EXPECT_TRUE(d.ok()) << d.status();

@@ -219,8 +219,8 @@ std::string AccessControl::AddEphemeralWorkerToken(const std::string& name) {
   return token;
 }
 
-absl::StatusOr<Caller> AccessControl::Authenticate(const grpc::ServerContextBase& ctx,
-                                                   Api api) const {
+absl::StatusOr<Caller> AccessControl::Authenticate(const grpc::ServerContextBase& ctx, Api api,
+                                                   std::optional<Caller>* identified) const {
   // Mutual TLS for workers holds with or without tokens.
   if (api == Api::kWorker && options_.workers_need_client_certificate &&
       !absl::StartsWith(ctx.peer(), "unix:")) {
@@ -255,6 +255,7 @@ absl::StatusOr<Caller> AccessControl::Authenticate(const grpc::ServerContextBase
     }
   }
   if (!found) return absl::UnauthenticatedError("the token is not valid");
+  if (identified != nullptr) *identified = found;
   const bool worker = found->role == Role::kWorker;
   if (api == Api::kWorker && !worker) {
     return absl::PermissionDeniedError(absl::StrCat(
@@ -322,17 +323,18 @@ void AuditLog::Record(const Caller* caller, absl::string_view peer, absl::string
 }
 
 Guard::Guard(const Guards& guards, const grpc::CallbackServerContext* ctx, Api api,
-             absl::string_view mutating_method)
+             absl::string_view mutating_method, Audit audit)
     : audit_(mutating_method.empty() ? nullptr : guards.audit),
+      when_(audit),
       peer_(ctx->peer()),
       method_(mutating_method),
-      caller_(guards.access->Authenticate(*ctx, api)) {}
+      caller_(guards.access->Authenticate(*ctx, api, &identified_)) {}
 
 absl::Status Guard::Done(absl::string_view resource, const absl::Status& result) {
   const absl::Status status = caller_.ok() ? result : caller_.status();
-  if (audit_ != nullptr && !audited_) {
+  if (audit_ != nullptr && !audited_ && (when_ == Audit::kAlways || !status.ok())) {
     audited_ = true;
-    audit_->Record(caller_.ok() ? &*caller_ : nullptr, peer_, method_, resource, status);
+    audit_->Record(identified_ ? &*identified_ : nullptr, peer_, method_, resource, status);
   }
   return status;
 }

@@ -22,6 +22,7 @@
 #include <cstdio>
 #include <map>
 #include <memory>
+#include <optional>
 #include <string>
 #include "absl/strings/string_view.h"
 #include <vector>
@@ -87,7 +88,10 @@ class AccessControl {
   // metadata. UNAUTHENTICATED without a token or with an unknown one (or,
   // for workers under mutual TLS, without a client certificate);
   // PERMISSION_DENIED when the token's role may not call `api`.
-  absl::StatusOr<Caller> Authenticate(const grpc::ServerContextBase& ctx, Api api) const;
+  // `identified`, when given, is set to the token's holder even when the
+  // call is refused for its role (for the audit line).
+  absl::StatusOr<Caller> Authenticate(const grpc::ServerContextBase& ctx, Api api,
+                                      std::optional<Caller>* identified = nullptr) const;
 
   // The tenant's quota: its line in the file over the default.
   Quota QuotaOf(const std::string& tenant) const;
@@ -141,16 +145,22 @@ struct Guards {
 
 // The caller of one RPC. Construct it first in every handler; a mutating
 // handler names its method and ends with Done(), which writes the audit
-// line (refused calls are audited too).
+// line (refused calls are audited too, with the token's holder when the
+// token was valid but its role wrong).
 //
 //   Guard guard(guards_, ctx, Api::kPublic, "CancelJob");
 //   if (!guard.ok()) return FinishNow(ctx, guard.Done(request->name()));
 //   ...
 //   return FinishNow(ctx, guard.Done(request->name(), status));
+//
+// Calls made every few seconds by every worker (Heartbeat, ReportEvents,
+// AcquireJob, FetchBlob) are audited only when they fail
+// (Audit::kRefusals): a line a heartbeat would drown the log.
 class Guard {
  public:
+  enum class Audit { kAlways, kRefusals };
   Guard(const Guards& guards, const grpc::CallbackServerContext* ctx, Api api,
-        absl::string_view mutating_method = {});
+        absl::string_view mutating_method = {}, Audit audit = Audit::kAlways);
   bool ok() const { return caller_.ok(); }
   const Caller& caller() const { return *caller_; }
   const Scope& scope() const { return caller_->scope; }
@@ -160,8 +170,10 @@ class Guard {
 
  private:
   AuditLog* audit_;
+  Audit when_;
   std::string peer_;
   std::string method_;
+  std::optional<Caller> identified_;  // the token's holder, refused or not
   absl::StatusOr<Caller> caller_;
   bool audited_ = false;
 };

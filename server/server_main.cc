@@ -6,6 +6,8 @@
 //   tuneforge-server --listen=0.0.0.0:50051 --tls-cert=c.pem --tls-key=k.pem \
 //       --tokens-file=/etc/tuneforge/tokens
 //   tuneforge-server token --role=user --name=alice --tenant=team-a
+#include <arpa/inet.h>
+#include <netinet/in.h>
 #include <signal.h>
 #include <unistd.h>
 
@@ -15,6 +17,7 @@
 #include <cstring>
 #include <fstream>
 #include <thread>
+#include <tuple>
 
 #include <CLI/CLI.hpp>
 #include <grpcpp/ext/proto_server_reflection_plugin.h>
@@ -47,11 +50,20 @@ std::string DefaultWorkerBinary(const char* argv0) {
   return (self.parent_path() / "tuneforge-worker").string();
 }
 
-// Whether `listen` only reaches this host: a loopback address or a Unix socket.
+// Whether `listen` only reaches this host: a Unix socket, "localhost", or an
+// IP literal in 127.0.0.0/8 or ::1, parsed as an address (a host name such as
+// "127.evil.example" is not one).
 bool IsLoopback(const std::string& listen) {
   if (listen.rfind("unix:", 0) == 0) return true;
-  const std::string host = listen.substr(0, listen.rfind(':'));
-  return host == "localhost" || host == "[::1]" || host.rfind("127.", 0) == 0;
+  std::string host = listen.substr(0, listen.rfind(':'));
+  if (host == "localhost") return true;
+  if (host.size() > 2 && host.front() == '[' && host.back() == ']') {
+    in6_addr v6{};
+    return inet_pton(AF_INET6, host.substr(1, host.size() - 2).c_str(), &v6) == 1 &&
+           IN6_IS_ADDR_LOOPBACK(&v6);
+  }
+  in_addr v4{};
+  return inet_pton(AF_INET, host.c_str(), &v4) == 1 && (ntohl(v4.s_addr) >> 24) == 127;
 }
 
 // Server credentials: TLS when a certificate is given (asking clients for a
@@ -318,6 +330,18 @@ int main(int argc, char** argv) {
   // Kubernetes' gRPC probes speak neither TLS nor tokens: a port of its own
   // with the health service alone.
   std::unique_ptr<grpc::Server> health_server;
+  // Both answer without TLS or tokens: say so when they reach beyond this host.
+  for (const auto& [flag, address, what] :
+       {std::tuple<const char*, std::string, const char*>{
+            "--health-listen", health_listen, "whether the server is serving"},
+        {"--metrics-listen", metrics_listen,
+         "job counts by state, queue depth, and each busy worker's tokens/s (no job or tenant "
+         "names)"}}) {
+    if (!address.empty() && !IsLoopback(address)) {
+      spdlog::warn("{}={} answers anyone who reaches it, without TLS or a token: {}; keep it "
+                   "inside the cluster's network", flag, address, what);
+    }
+  }
   if (!health_listen.empty()) {
     grpc::ServerBuilder health_builder;
     int health_port = 0;

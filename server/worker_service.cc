@@ -144,8 +144,8 @@ class AcquireReactor : public grpc::ServerUnaryReactor {
 
 class ReportReactor : public grpc::ServerReadReactor<v1::ReportEventsRequest> {
  public:
-  ReportReactor(Scheduler* scheduler, v1::ReportEventsResponse* response)
-      : scheduler_(scheduler), response_(response) {
+  ReportReactor(Guard guard, Scheduler* scheduler, v1::ReportEventsResponse* response)
+      : guard_(std::move(guard)), scheduler_(scheduler), response_(response) {
     StartRead(&request_);
   }
 
@@ -156,7 +156,7 @@ class ReportReactor : public grpc::ServerReadReactor<v1::ReportEventsRequest> {
     }
     absl::Status s = Accept();
     if (!s.ok()) {
-      Finish(ToGrpc(s));
+      Finish(ToGrpc(guard_.Done(request_.job(), s)));
       return;
     }
     response_->set_accepted(response_->accepted() + 1);
@@ -175,6 +175,7 @@ class ReportReactor : public grpc::ServerReadReactor<v1::ReportEventsRequest> {
                                    request_.report_sequence());
   }
 
+  Guard guard_;
   Scheduler* const scheduler_;
   v1::ReportEventsResponse* response_;
   v1::ReportEventsRequest request_;
@@ -185,8 +186,10 @@ class ReportReactor : public grpc::ServerReadReactor<v1::ReportEventsRequest> {
 // published and recorded on the job.
 class ArtifactReactor : public grpc::ServerReadReactor<v1::UploadArtifactRequest> {
  public:
-  ArtifactReactor(Scheduler* scheduler, Store* store, BlobStore* blobs, int64_t max_bytes)
-      : scheduler_(scheduler),
+  ArtifactReactor(Guard guard, Scheduler* scheduler, Store* store, BlobStore* blobs,
+                  int64_t max_bytes)
+      : guard_(std::move(guard)),
+        scheduler_(scheduler),
         blobs_(blobs),
         artifacts_(scheduler, store, blobs),
         max_bytes_(max_bytes) {
@@ -201,7 +204,7 @@ class ArtifactReactor : public grpc::ServerReadReactor<v1::UploadArtifactRequest
     }
     if (!s.ok() || !ok) {
       writer_.reset();  // removes the temp file unless published
-      Finish(ToGrpc(s));
+      Finish(ToGrpc(guard_.Done(absl::StrCat(header_.job(), " ", header_.artifact()), s)));
       return;
     }
     StartRead(&request_);
@@ -261,6 +264,7 @@ class ArtifactReactor : public grpc::ServerReadReactor<v1::UploadArtifactRequest
 
   static constexpr const char* kAlreadyHeld = "the server holds these bytes already";
 
+  Guard guard_;
   Scheduler* const scheduler_;
   BlobStore* const blobs_;
   JobArtifacts artifacts_;
@@ -294,8 +298,8 @@ grpc::ServerUnaryReactor* WorkerServiceImpl::RegisterWorker(
 grpc::ServerUnaryReactor* WorkerServiceImpl::AcquireJob(grpc::CallbackServerContext* ctx,
                                                         const v1::AcquireJobRequest* request,
                                                         v1::AcquireJobResponse* response) {
-  Guard guard(guards_, ctx, Api::kWorker);
-  if (!guard.ok()) return FinishNow(ctx, guard.Done(""));
+  Guard guard(guards_, ctx, Api::kWorker, "AcquireJob", Guard::Audit::kRefusals);
+  if (!guard.ok()) return FinishNow(ctx, guard.Done(request->worker()));
 
   return new AcquireReactor(scheduler_, request, response);
 }
@@ -303,94 +307,99 @@ grpc::ServerUnaryReactor* WorkerServiceImpl::AcquireJob(grpc::CallbackServerCont
 grpc::ServerUnaryReactor* WorkerServiceImpl::Heartbeat(grpc::CallbackServerContext* ctx,
                                                        const v1::HeartbeatRequest* request,
                                                        v1::HeartbeatResponse* response) {
-  Guard guard(guards_, ctx, Api::kWorker);
-  if (!guard.ok()) return FinishNow(ctx, guard.Done(""));
-
-  absl::StatusOr<std::string> worker = IdFromName(request->worker(), "workers", "worker");
-  if (!worker.ok()) return FinishNow(ctx, worker.status());
-  absl::StatusOr<std::string> job = IdFromName(request->job(), "jobs", "job");
-  if (!job.ok()) return FinishNow(ctx, job.status());
-  absl::StatusOr<HeartbeatReply> reply =
-      scheduler_->Heartbeat(*worker, *job, request->lease(), request->step());
-  if (reply.ok()) {
-    response->set_cancel_requested(reply->cancel_requested);
-    response->set_pause_requested(reply->pause_requested);
+  Guard guard(guards_, ctx, Api::kWorker, "Heartbeat", Guard::Audit::kRefusals);
+  if (!guard.ok()) return FinishNow(ctx, guard.Done(request->job()));
+  auto beat = [&]() -> absl::Status {
+    ASSIGN_OR_RETURN(std::string worker, IdFromName(request->worker(), "workers", "worker"));
+    ASSIGN_OR_RETURN(std::string job, IdFromName(request->job(), "jobs", "job"));
+    ASSIGN_OR_RETURN(HeartbeatReply reply,
+                     scheduler_->Heartbeat(worker, job, request->lease(), request->step()));
+    response->set_cancel_requested(reply.cancel_requested);
+    response->set_pause_requested(reply.pause_requested);
     *response->mutable_lease_deadline() =
-        TimeUtil::MillisecondsToTimestamp(reply->lease_deadline_ms);
-    response->set_last_report_sequence(reply->last_report_sequence);
-  }
-  return FinishNow(ctx, reply.status());
+        TimeUtil::MillisecondsToTimestamp(reply.lease_deadline_ms);
+    response->set_last_report_sequence(reply.last_report_sequence);
+    return absl::OkStatus();
+  };
+  return FinishNow(ctx, guard.Done(request->job(), beat()));
 }
 
 grpc::ServerReadReactor<v1::ReportEventsRequest>* WorkerServiceImpl::ReportEvents(
     grpc::CallbackServerContext* ctx, v1::ReportEventsResponse* response) {
-  Guard guard(guards_, ctx, Api::kWorker);
+  Guard guard(guards_, ctx, Api::kWorker, "ReportEvents", Guard::Audit::kRefusals);
   if (!guard.ok()) return new FailedReader<v1::ReportEventsRequest>(guard.Done(""));
 
-  return new ReportReactor(scheduler_, response);
+  return new ReportReactor(std::move(guard), scheduler_, response);
 }
 
 grpc::ServerUnaryReactor* WorkerServiceImpl::FinishJob(grpc::CallbackServerContext* ctx,
                                                        const v1::FinishJobRequest* request,
                                                        v1::FinishJobResponse* response) {
-  Guard guard(guards_, ctx, Api::kWorker);
-  if (!guard.ok()) return FinishNow(ctx, guard.Done(""));
-
-  absl::StatusOr<std::string> job = IdFromName(request->job(), "jobs", "job");
-  if (!job.ok()) return FinishNow(ctx, job.status());
-  if (request->error().size() > 4096) {
-    return FinishNow(ctx, absl::InvalidArgumentError("error: at most 4096 bytes"));
-  }
-  const JobState state = FromProto(request->state());
-  if (state != JobState::kSucceeded) {
-    return FinishNow(ctx, scheduler_->FinishJob(*job, request->lease(), state, request->error()));
-  }
-  // A job that uploaded a model folder succeeds with that model stored, or
-  // fails saying why it could not be.
-  absl::StatusOr<Job> running = scheduler_->LeasedJob(*job, request->lease());
-  if (!running.ok()) return FinishNow(ctx, running.status());
-  std::string result_model;
-  if (!running->artifacts.empty()) {
-    absl::StatusOr<ModelRecord> m = models_->CreateFromJob(*running);
-    if (!m.ok()) {
-      return FinishNow(ctx, scheduler_->FinishJob(
-                                *job, request->lease(), JobState::kFailed,
-                                absl::StrCat("the trained model could not be stored: ",
-                                             m.status().message())));
+  Guard guard(guards_, ctx, Api::kWorker, "FinishJob");
+  if (!guard.ok()) return FinishNow(ctx, guard.Done(request->job()));
+  auto finish = [&]() -> absl::Status {
+    ASSIGN_OR_RETURN(std::string job, IdFromName(request->job(), "jobs", "job"));
+    if (request->error().size() > 4096) {
+      return absl::InvalidArgumentError("error: at most 4096 bytes");
     }
-    result_model = m->id;
-  }
-  return FinishNow(ctx, scheduler_->FinishJob(*job, request->lease(), state, request->error(),
-                                              result_model));
+    const JobState state = FromProto(request->state());
+    if (state != JobState::kSucceeded) {
+      return scheduler_->FinishJob(job, request->lease(), state, request->error());
+    }
+    // A job that uploaded a model folder succeeds with that model stored, or
+    // fails saying why it could not be.
+    ASSIGN_OR_RETURN(Job running, scheduler_->LeasedJob(job, request->lease()));
+    std::string result_model;
+    if (!running.artifacts.empty()) {
+      absl::StatusOr<ModelRecord> m = models_->CreateFromJob(running);
+      if (!m.ok()) {
+        return scheduler_->FinishJob(job, request->lease(), JobState::kFailed,
+                                     absl::StrCat("the trained model could not be stored: ",
+                                                  m.status().message()));
+      }
+      result_model = m->id;
+    }
+    return scheduler_->FinishJob(job, request->lease(), state, request->error(), result_model);
+  };
+  return FinishNow(ctx, guard.Done(request->job(), finish()));
 }
 
 grpc::ServerUnaryReactor* WorkerServiceImpl::ReleaseJob(grpc::CallbackServerContext* ctx,
                                                         const v1::ReleaseJobRequest* request,
                                                         v1::ReleaseJobResponse* response) {
-  Guard guard(guards_, ctx, Api::kWorker);
-  if (!guard.ok()) return FinishNow(ctx, guard.Done(""));
-
-  absl::StatusOr<std::string> job = IdFromName(request->job(), "jobs", "job");
-  if (!job.ok()) return FinishNow(ctx, job.status());
-  if (request->reason().size() > 1024) {
-    return FinishNow(ctx, absl::InvalidArgumentError("reason: at most 1024 bytes"));
-  }
-  return FinishNow(ctx, scheduler_->ReleaseJob(*job, request->lease(), request->reason()));
+  Guard guard(guards_, ctx, Api::kWorker, "ReleaseJob");
+  if (!guard.ok()) return FinishNow(ctx, guard.Done(request->job()));
+  auto release = [&]() -> absl::Status {
+    ASSIGN_OR_RETURN(std::string job, IdFromName(request->job(), "jobs", "job"));
+    if (request->reason().size() > 1024) {
+      return absl::InvalidArgumentError("reason: at most 1024 bytes");
+    }
+    return scheduler_->ReleaseJob(job, request->lease(), request->reason());
+  };
+  return FinishNow(ctx, guard.Done(request->job(), release()));
 }
 
 grpc::ServerReadReactor<v1::UploadArtifactRequest>* WorkerServiceImpl::UploadArtifact(
     grpc::CallbackServerContext* ctx, v1::UploadArtifactResponse* response) {
-  Guard guard(guards_, ctx, Api::kWorker);
+  Guard guard(guards_, ctx, Api::kWorker, "UploadArtifact");
   if (!guard.ok()) return new FailedReader<v1::UploadArtifactRequest>(guard.Done(""));
 
-  return new ArtifactReactor(scheduler_, store_, blobs_, max_artifact_bytes_);
+  return new ArtifactReactor(std::move(guard), scheduler_, store_, blobs_, max_artifact_bytes_);
 }
 
 grpc::ServerWriteReactor<v1::BlobChunk>* WorkerServiceImpl::FetchBlob(
     grpc::CallbackServerContext* ctx, const v1::FetchBlobRequest* request) {
-  Guard guard(guards_, ctx, Api::kWorker);
-  if (!guard.ok()) return new FailedStream<v1::BlobChunk>(guard.Done(""));
-
+  Guard guard(guards_, ctx, Api::kWorker, "FetchBlob", Guard::Audit::kRefusals);
+  const std::string resource = absl::StrCat(request->job(), " blob ", request->sha256());
+  if (!guard.ok()) return new FailedStream<v1::BlobChunk>(guard.Done(resource));
+  auto readable = [&]() -> absl::Status {
+    ASSIGN_OR_RETURN(std::string job, IdFromName(request->job(), "jobs", "job"));
+    return JobArtifacts(scheduler_, store_, blobs_)
+        .CheckReadable(job, request->lease(), request->sha256());
+  };
+  if (absl::Status s = guard.Done(resource, readable()); !s.ok()) {
+    return new FailedStream<v1::BlobChunk>(s);
+  }
   return new BlobStreamReactor<v1::BlobChunk>(blobs_, request->sha256());
 }
 

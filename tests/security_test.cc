@@ -23,6 +23,7 @@
 #include "tuneforge/v1/model.grpc.pb.h"
 #include "tuneforge/v1/worker.grpc.pb.h"
 
+#include "common/sha256.h"
 #include "tests/process.h"
 
 namespace tuneforge::testing {
@@ -30,6 +31,8 @@ namespace {
 
 using json = nlohmann::json;
 namespace fs = std::filesystem;
+
+std::string Sha256Hex(const std::string& bytes) { return Sha256::Of(bytes); }
 
 struct NewToken {
   std::string token;
@@ -308,6 +311,110 @@ TEST_F(SecurityTest, ATenantSeesNothingOfAnother) {
   EXPECT_TRUE(refused);
 }
 
+// A worker token reaches only what the job it holds a lease on may read: no
+// other tenant's dataset by its digest, neither fetched nor passed off as
+// an upload ("bytes already held") into this job's output. Every worker call
+// that is refused is audited, and a token of the wrong role is audited with
+// its holder's name and tenant.
+TEST_F(SecurityTest, AWorkerTokenReachesOnlyTheBlobsOfItsLeasedJob) {
+  StartServer(0);
+  const std::string bytes_a = ReadAll(dir_ + "/data.json");
+  const std::string bytes_b = LeaveDataset(17);
+  WriteFile(dir_ + "/bob.json", bytes_b);
+  const std::string dataset = Upload(alice_);
+  RunResult up = As(bob_, {"-o", "name", "datasets", "upload", dir_ + "/bob.json"});
+  ASSERT_EQ(up.exit_code, 0) << up.err;
+  const std::string job = CreateJob(alice_, dataset);
+
+  auto channel = grpc::CreateChannel(server_->addr(), grpc::InsecureChannelCredentials());
+  auto stub = v1::WorkerService::NewStub(channel);
+  auto context = [&](grpc::ClientContext& ctx, const NewToken& who) {
+    ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(10));
+    ctx.AddMetadata("authorization", "Bearer " + who.token);
+  };
+  v1::RegisterWorkerResponse registered;
+  {
+    grpc::ClientContext ctx;
+    context(ctx, pool_);
+    v1::RegisterWorkerRequest req;
+    req.set_display_name("probe");
+    ASSERT_TRUE(stub->RegisterWorker(&ctx, req, &registered).ok());
+  }
+  v1::AcquireJobResponse acquired;
+  {
+    grpc::ClientContext ctx;
+    context(ctx, pool_);
+    v1::AcquireJobRequest req;
+    req.set_worker(registered.worker());
+    req.set_wait_ms(5000);
+    ASSERT_TRUE(stub->AcquireJob(&ctx, req, &acquired).ok());
+    ASSERT_EQ(acquired.assignment().job().name(), job);
+  }
+  const v1::Assignment& a = acquired.assignment();
+  auto fetch = [&](const std::string& sha256, const std::string& job_name) {
+    grpc::ClientContext ctx;
+    context(ctx, pool_);
+    v1::FetchBlobRequest req;
+    req.set_sha256(sha256);
+    req.set_job(job_name);
+    req.set_lease(a.lease());
+    auto reader = stub->FetchBlob(&ctx, req);
+    std::string got;
+    v1::BlobChunk chunk;
+    while (reader->Read(&chunk)) got += chunk.data();
+    grpc::Status s = reader->Finish();
+    return std::make_pair(s, got);
+  };
+  auto [mine, bytes] = fetch(Sha256Hex(bytes_a), job);
+  EXPECT_TRUE(mine.ok()) << mine.error_message();
+  EXPECT_EQ(bytes, bytes_a);
+  const std::string made_up(64, 'e');
+  auto [theirs, leaked] = fetch(Sha256Hex(bytes_b), job);
+  auto [missing, nothing] = fetch(made_up, job);
+  EXPECT_EQ(theirs.error_code(), grpc::StatusCode::NOT_FOUND);
+  EXPECT_TRUE(leaked.empty());
+  EXPECT_EQ(missing.error_code(), grpc::StatusCode::NOT_FOUND);
+  std::string message = theirs.error_message();
+  message.replace(message.find(Sha256Hex(bytes_b)), 64, made_up);
+  EXPECT_EQ(message, missing.error_message()) << "an existence oracle";
+  EXPECT_EQ(fetch(Sha256Hex(bytes_a), "").first.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+
+  {  // Bob's dataset named by digest and size as this job's output, no bytes sent.
+    grpc::ClientContext ctx;
+    context(ctx, pool_);
+    v1::UploadArtifactResponse resp;
+    auto writer = stub->UploadArtifact(&ctx, &resp);
+    v1::UploadArtifactRequest req;
+    req.mutable_header()->set_job(job);
+    req.mutable_header()->set_lease(a.lease());
+    req.mutable_header()->set_artifact("metrics.csv");
+    req.mutable_header()->set_sha256(Sha256Hex(bytes_b));
+    req.mutable_header()->set_size_bytes(static_cast<int64_t>(bytes_b.size()));
+    writer->Write(req);
+    writer->WritesDone();
+    EXPECT_FALSE(writer->Finish().ok()) << "another tenant's bytes were recorded";
+  }
+  {  // A user token on the worker API.
+    grpc::ClientContext ctx;
+    context(ctx, alice_);
+    v1::HeartbeatRequest req;
+    req.set_job(job);
+    v1::HeartbeatResponse resp;
+    EXPECT_EQ(stub->Heartbeat(&ctx, req, &resp).error_code(), grpc::StatusCode::PERMISSION_DENIED);
+  }
+  bool fetch_refused = false, upload_refused = false, wrong_role = false;
+  for (const json& line : AuditLines()) {
+    fetch_refused |= line["method"] == "FetchBlob" && line["code"] == "NOT_FOUND" &&
+                     line["caller"] == "pool" && line["role"] == "worker";
+    upload_refused |= line["method"] == "UploadArtifact" && line["code"] != "OK";
+    wrong_role |= line["method"] == "Heartbeat" && line["code"] == "PERMISSION_DENIED" &&
+                  line["caller"] == "alice" && line["tenant"] == "team-a";
+  }
+  EXPECT_TRUE(fetch_refused);
+  EXPECT_TRUE(upload_refused);
+  EXPECT_TRUE(wrong_role) << ReadAll(dir_ + "/data/audit.log");
+}
+
 TEST_F(SecurityTest, QuotasAndSizeLimitsRefuseMidStreamAndLeaveNothing) {
   WriteTokens("quota team-b stored_bytes=3000 datasets=1 queued_jobs=1\n");
   StartServer(0, {"--max-upload-bytes=20000"});
@@ -507,6 +614,11 @@ TEST_F(SecurityTest, NonLoopbackAddressesNeedTlsAndTokensOrInsecure) {
   EXPECT_EQ(no_tokens.exit_code, 2);
   EXPECT_NE((no_tokens.out + no_tokens.err).find("without authentication"), std::string::npos)
       << no_tokens.out;
+  // A host name is no loopback address, whatever it starts with.
+  RunResult named = testing::Run("tuneforge-server",
+                                 {"--listen=127.evil.example:0", "--data-dir=" + dir_ + "/d"});
+  EXPECT_EQ(named.exit_code, 2);
+  EXPECT_NE((named.out + named.err).find("--insecure"), std::string::npos) << named.out;
   ServerProcess insecure(dir_, 0, {"--listen=0.0.0.0:0", "--insecure"});
   EXPECT_EQ(insecure.Cli({"datasets", "list"}).exit_code, 0);
 }

@@ -344,7 +344,7 @@ int Agent::Run() {
   return 0;
 }
 
-absl::StatusOr<std::string> Agent::FetchBlob(const std::string& sha256) {
+absl::StatusOr<std::string> Agent::FetchBlob(const v1::Assignment& a, const std::string& sha256) {
   if (!IsSha256Hex(sha256)) return absl::InvalidArgumentError("bad blob digest " + sha256);
   std::string path = options_.cache_dir + "/" + sha256;
   if (std::filesystem::exists(path)) return path;
@@ -352,6 +352,8 @@ absl::StatusOr<std::string> Agent::FetchBlob(const std::string& sha256) {
   SetDeadline(ctx, std::chrono::minutes(30));
   v1::FetchBlobRequest req;
   req.set_sha256(sha256);
+  req.set_job(a.job().name());
+  req.set_lease(a.lease());
   auto reader = Stub()->FetchBlob(&ctx, req);
   std::string tmp = path + ".part." + std::to_string(getpid());
   {
@@ -412,7 +414,8 @@ void WriteManifest(const v1::Assignment& a, const engine::TrainPlan& plan,
   std::ofstream(path) << m.dump(2) << "\n";
 }
 
-absl::StatusOr<std::string> Agent::PrepareModel(const v1::Model& model) {
+absl::StatusOr<std::string> Agent::PrepareModel(const v1::Assignment& a) {
+  const v1::Model& model = a.base_model();
   const std::string id = model.name().substr(model.name().find('/') + 1);
   if (model.files().empty()) return id;  // a preset: the engine makes it from the seed
   namespace fs = std::filesystem;
@@ -427,7 +430,7 @@ absl::StatusOr<std::string> Agent::PrepareModel(const v1::Model& model) {
     if (f.path().empty() || f.path().find('/') != std::string::npos || f.path()[0] == '.') {
       return absl::InvalidArgumentError("model file name '" + f.path() + "' is not a plain name");
     }
-    absl::StatusOr<std::string> blob = FetchBlob(f.sha256());
+    absl::StatusOr<std::string> blob = FetchBlob(a, f.sha256());
     if (!blob.ok()) return blob.status();
     // A hard link shares the cached bytes; a copy where links do not work.
     fs::create_hard_link(*blob, tmp + "/" + f.path(), ec);
@@ -532,7 +535,7 @@ absl::Status Agent::FetchCheckpoint(const v1::Assignment& a, const std::string& 
     if (f.path().empty() || f.path().find('/') != std::string::npos || f.path()[0] == '.') {
       return absl::InvalidArgumentError("checkpoint file name '" + f.path() + "' is not a plain name");
     }
-    ASSIGN_OR_RETURN(std::string blob, FetchBlob(f.sha256()));
+    ASSIGN_OR_RETURN(std::string blob, FetchBlob(a, f.sha256()));
     const std::string into = f.path() == "metrics.csv" ? metrics : tmp + "/" + f.path();
     fs::remove(into, ec);
     fs::copy_file(blob, into, ec);
@@ -652,7 +655,7 @@ void Agent::RunJob(const v1::Assignment& a) {
   std::string error;
   try {
     auto load = [&](const v1::Dataset& d) -> std::vector<Example> {
-      absl::StatusOr<std::string> path = FetchBlob(d.sha256());
+      absl::StatusOr<std::string> path = FetchBlob(a, d.sha256());
       if (!path.ok()) throw std::runtime_error("cannot fetch dataset: " + path.status().ToString());
       absl::StatusOr<std::string> bytes = ReadFileToString(*path);
       if (!bytes.ok()) throw std::runtime_error(bytes.status().ToString());
@@ -677,7 +680,7 @@ void Agent::RunJob(const v1::Assignment& a) {
       for (int64_t i : split.validation) validation.push_back(all[i]);
     }
     engine::TrainConfig config = ConfigFromJob(a.job(), options_.threads);
-    absl::StatusOr<std::string> model = PrepareModel(a.base_model());
+    absl::StatusOr<std::string> model = PrepareModel(a);
     if (!model.ok()) {
       throw std::runtime_error("cannot prepare the base model " + a.base_model().name() + ": " +
                                std::string(model.status().message()));

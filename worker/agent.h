@@ -68,11 +68,12 @@ class Agent {
 
  private:
   absl::Status Register();
-  // Fetches a blob into the cache (checked against its digest); returns its path.
-  absl::StatusOr<std::string> FetchBlob(const std::string& sha256);
-  // What the engine opens for the base model: a preset's name, or a folder
-  // in the cache built from the model's files (fetched by digest).
-  absl::StatusOr<std::string> PrepareModel(const v1::Model& model);
+  // Fetches a blob the assigned job may read into the cache (checked
+  // against its digest); returns its path.
+  absl::StatusOr<std::string> FetchBlob(const v1::Assignment& a, const std::string& sha256);
+  // What the engine opens for the assignment's base model: a preset's name,
+  // or a folder in the cache built from the model's files (fetched by digest).
+  absl::StatusOr<std::string> PrepareModel(const v1::Assignment& a);
   // Uploads every file of `dir` as the job's "{prefix}{file}" artifact.
   absl::Status UploadFolder(const v1::Assignment& a, const std::string& dir,
                             const std::string& prefix);
