@@ -346,6 +346,21 @@ int Agent::Run() {
 
 absl::StatusOr<std::string> Agent::FetchBlob(const v1::Assignment& a, const std::string& sha256) {
   if (!IsSha256Hex(sha256)) return absl::InvalidArgumentError("bad blob digest " + sha256);
+  // A scheduler restarting as the job starts is waited for, not a failure
+  // of the job.
+  absl::StatusOr<std::string> fetched;
+  (void)Retrying(
+      a.job().name() + ": fetching blob " + sha256,
+      [&] {
+        fetched = FetchBlobOnce(a, sha256);
+        return fetched.status();
+      },
+      [] { return false; });
+  return fetched;
+}
+
+absl::StatusOr<std::string> Agent::FetchBlobOnce(const v1::Assignment& a,
+                                                 const std::string& sha256) {
   std::string path = options_.cache_dir + "/" + sha256;
   if (std::filesystem::exists(path)) return path;
   grpc::ClientContext ctx;

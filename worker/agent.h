@@ -71,6 +71,7 @@ class Agent {
   // Fetches a blob the assigned job may read into the cache (checked
   // against its digest); returns its path.
   absl::StatusOr<std::string> FetchBlob(const v1::Assignment& a, const std::string& sha256);
+  absl::StatusOr<std::string> FetchBlobOnce(const v1::Assignment& a, const std::string& sha256);
   // What the engine opens for the assignment's base model: a preset's name,
   // or a folder in the cache built from the model's files (fetched by digest).
   absl::StatusOr<std::string> PrepareModel(const v1::Assignment& a);
