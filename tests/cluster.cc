@@ -41,6 +41,34 @@ std::vector<int64_t> ResumedFrom(const std::vector<json>& events) {
   return out;
 }
 
+v1::Assignment AcquireAsWorker(v1::WorkerService::Stub& stub, const std::string& token) {
+  auto context = [&](grpc::ClientContext& ctx) {
+    ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(10));
+    if (!token.empty()) ctx.AddMetadata("authorization", "Bearer " + token);
+  };
+  v1::RegisterWorkerResponse registered;
+  {
+    grpc::ClientContext ctx;
+    context(ctx);
+    v1::RegisterWorkerRequest req;
+    req.set_display_name("test-worker");
+    req.set_device("cpu");
+    grpc::Status s = stub.RegisterWorker(&ctx, req, &registered);
+    if (!s.ok()) ADD_FAILURE() << "RegisterWorker: " << s.error_message();
+  }
+  grpc::ClientContext ctx;
+  context(ctx);
+  v1::AcquireJobRequest req;
+  req.set_worker(registered.worker());
+  req.set_wait_ms(5000);
+  v1::AcquireJobResponse acquired;
+  grpc::Status s = stub.AcquireJob(&ctx, req, &acquired);
+  if (!s.ok() || !acquired.has_assignment()) {
+    ADD_FAILURE() << "AcquireJob: " << s.error_message() << " (no job was handed out)";
+  }
+  return acquired.assignment();
+}
+
 void ClusterTest::SetUp() {
   dir_ = FreshDir(::testing::UnitTest::GetInstance()->current_test_info()->name());
   WriteFile(dir_ + "/data.json", LeaveDataset(40));

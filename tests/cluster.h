@@ -24,6 +24,7 @@
 #include <nlohmann/json.hpp>
 
 #include "tests/process.h"
+#include "tuneforge/v1/worker.grpc.pb.h"
 
 namespace tuneforge::testing {
 
@@ -37,6 +38,11 @@ int64_t Int(const json& j, const char* key);
 std::vector<std::map<int64_t, double>> LossesByAttempt(const std::vector<json>& events);
 // Each attempt's resumedFromStep, in order.
 std::vector<int64_t> ResumedFrom(const std::vector<json>& events);
+
+// Plays a worker: registers (with `token` when not empty) and takes the
+// next job (waiting up to 5 s). An empty assignment, and a test failure,
+// when that fails.
+v1::Assignment AcquireAsWorker(v1::WorkerService::Stub& stub, const std::string& token = "");
 
 inline bool Succeeded(const json& job) { return job.value("state", "") == "JOB_STATE_SUCCEEDED"; }
 inline bool Ended(const json& job) {

@@ -76,26 +76,8 @@ TEST_F(ReliabilityTest, AHalfUploadedCheckpointSupersededByTheNextWedgesNothing)
   StartServer({"--heartbeat-ms=200"});
   const std::string job = CreateJob(1);
   auto stub = v1::WorkerService::NewStub(Channel());
-  v1::RegisterWorkerResponse registered;
-  {
-    grpc::ClientContext ctx;
-    ctx.set_deadline(In(10));
-    v1::RegisterWorkerRequest req;
-    req.set_display_name("test-worker");
-    req.set_device("cpu");
-    ASSERT_TRUE(stub->RegisterWorker(&ctx, req, &registered).ok());
-  }
-  v1::AcquireJobResponse acquired;
-  {
-    grpc::ClientContext ctx;
-    ctx.set_deadline(In(10));
-    v1::AcquireJobRequest req;
-    req.set_worker(registered.worker());
-    req.set_wait_ms(5000);
-    ASSERT_TRUE(stub->AcquireJob(&ctx, req, &acquired).ok());
-    ASSERT_EQ(acquired.assignment().job().name(), job);
-  }
-  const v1::Assignment& a = acquired.assignment();
+  const v1::Assignment a = AcquireAsWorker(*stub);
+  ASSERT_EQ(a.job().name(), job);
   const std::string first(100'000, 'a'), second(100'000, 'b');
   // One file of step 1's folder arrives, then the worker is gone: pending.
   ASSERT_TRUE(UploadArtifact(*stub, a, "checkpoint/step-00000001/optimizer.safetensors", first).ok());

@@ -24,7 +24,7 @@
 #include "tuneforge/v1/worker.grpc.pb.h"
 
 #include "common/sha256.h"
-#include "tests/process.h"
+#include "tests/cluster.h"
 
 namespace tuneforge::testing {
 namespace {
@@ -332,25 +332,8 @@ TEST_F(SecurityTest, AWorkerTokenReachesOnlyTheBlobsOfItsLeasedJob) {
     ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(10));
     ctx.AddMetadata("authorization", "Bearer " + who.token);
   };
-  v1::RegisterWorkerResponse registered;
-  {
-    grpc::ClientContext ctx;
-    context(ctx, pool_);
-    v1::RegisterWorkerRequest req;
-    req.set_display_name("probe");
-    ASSERT_TRUE(stub->RegisterWorker(&ctx, req, &registered).ok());
-  }
-  v1::AcquireJobResponse acquired;
-  {
-    grpc::ClientContext ctx;
-    context(ctx, pool_);
-    v1::AcquireJobRequest req;
-    req.set_worker(registered.worker());
-    req.set_wait_ms(5000);
-    ASSERT_TRUE(stub->AcquireJob(&ctx, req, &acquired).ok());
-    ASSERT_EQ(acquired.assignment().job().name(), job);
-  }
-  const v1::Assignment& a = acquired.assignment();
+  const v1::Assignment a = AcquireAsWorker(*stub, pool_.token);
+  ASSERT_EQ(a.job().name(), job);
   auto fetch = [&](const std::string& sha256, const std::string& job_name) {
     grpc::ClientContext ctx;
     context(ctx, pool_);
