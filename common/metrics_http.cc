@@ -13,7 +13,8 @@ MetricsHttpServer::MetricsHttpServer() = default;
 MetricsHttpServer::~MetricsHttpServer() { Stop(); }
 
 absl::StatusOr<int> MetricsHttpServer::Start(const std::string& listen,
-                                             std::function<std::string()> render) {
+                                             std::function<std::string()> render,
+                                             std::function<bool(const std::string&)> authorize) {
   const size_t colon = listen.rfind(':');
   if (colon == std::string::npos) {
     return absl::InvalidArgumentError(absl::StrCat("'", listen, "': expected host:port"));
@@ -22,8 +23,15 @@ absl::StatusOr<int> MetricsHttpServer::Start(const std::string& listen,
   if (host.size() > 1 && host.front() == '[') host = host.substr(1, host.size() - 2);
   const int wanted = std::atoi(listen.c_str() + colon + 1);
   server_ = std::make_unique<httplib::Server>();
-  server_->Get("/metrics", [render = std::move(render)](const httplib::Request&,
-                                                         httplib::Response& res) {
+  server_->Get("/metrics", [render = std::move(render), authorize = std::move(authorize)](
+                              const httplib::Request& req, httplib::Response& res) {
+    if (authorize && !authorize(req.get_header_value("Authorization"))) {
+      res.status = 401;
+      res.set_header("WWW-Authenticate", "Bearer");
+      res.set_content("send \"Authorization: Bearer <token>\" with an admin's token\n",
+                      "text/plain");
+      return;
+    }
     res.set_content(render(), "text/plain; version=0.0.4; charset=utf-8");
   });
   const int port = wanted == 0 ? server_->bind_to_any_port(host) : (server_->bind_to_port(host, wanted) ? wanted : -1);

@@ -27,7 +27,10 @@ class MetricsHttpServer {
   MetricsHttpServer();
   ~MetricsHttpServer();
   // Serves on "host:port" (port 0: a free one); the port served on.
-  absl::StatusOr<int> Start(const std::string& listen, std::function<std::string()> render);
+  // `authorize`, when set, is given each request's Authorization header
+  // ("" when absent); a request it refuses is answered 401.
+  absl::StatusOr<int> Start(const std::string& listen, std::function<std::string()> render,
+                            std::function<bool(const std::string&)> authorize = {});
   void Stop();
 
  private:

@@ -36,9 +36,14 @@ absl::StatusOr<Role> ParseRole(absl::string_view word) {
   return absl::InvalidArgumentError(absl::StrCat("unknown role '", word, "'"));
 }
 
-absl::Status ParseQuotaField(absl::string_view field, Quota* quota) {
+absl::Status ParseQuotaField(absl::string_view field, Quota* quota,
+                             std::optional<PriorityBand>* band) {
   std::pair<absl::string_view, absl::string_view> kv = absl::StrSplit(field, absl::MaxSplits('=', 1));
   int64_t value = 0;
+  if (kv.first == "priority") {
+    ASSIGN_OR_RETURN(*band, ParsePriorityBand(kv.second));
+    return absl::OkStatus();
+  }
   if (kv.first == "stored_bytes") {
     ASSIGN_OR_RETURN(value, ParseByteSize(kv.second));
     quota->stored_bytes = value;
@@ -53,9 +58,12 @@ absl::Status ParseQuotaField(absl::string_view field, Quota* quota) {
     quota->queued_jobs = value;
   } else if (kv.first == "running_jobs") {
     quota->running_jobs = value;
+  } else if (kv.first == "uploads") {
+    quota->uploads = value;
   } else {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "unknown quota '", kv.first, "' (stored_bytes, datasets, queued_jobs, running_jobs)"));
+    return absl::InvalidArgumentError(
+        absl::StrCat("unknown quota '", kv.first,
+                     "' (stored_bytes, datasets, queued_jobs, running_jobs, uploads, priority)"));
   }
   return absl::OkStatus();
 }
@@ -79,6 +87,19 @@ std::string Base64Url(const unsigned char* bytes, size_t n) {
 }
 
 }  // namespace
+
+absl::StatusOr<PriorityBand> ParsePriorityBand(absl::string_view text) {
+  std::pair<absl::string_view, absl::string_view> ends =
+      absl::StrSplit(text, absl::MaxSplits("..", 1));
+  PriorityBand band;
+  if (!absl::SimpleAtoi(ends.first, &band.min) || !absl::SimpleAtoi(ends.second, &band.max) ||
+      band.min > band.max || band.min < kMinPriority || band.max > kMaxPriority) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("priority '", text, "': expected MIN..MAX within ", kMinPriority, "..",
+                     kMaxPriority, ", e.g. -100..10"));
+  }
+  return band;
+}
 
 absl::string_view RoleName(Role role) {
   switch (role) {
@@ -132,9 +153,13 @@ absl::StatusOr<AccessPolicy> ParseAccessPolicy(absl::string_view text, absl::str
       if (words.size() < 3) return fail("expected: quota TENANT key=value...");
       if (!IsTenantName(words[1])) return fail(absl::StrCat("'", words[1], "' is not a tenant name"));
       Quota& quota = policy.quotas[std::string(words[1])];
+      std::optional<PriorityBand> band;
       for (size_t i = 2; i < words.size(); ++i) {
-        if (absl::Status s = ParseQuotaField(words[i], &quota); !s.ok()) return fail(s.message());
+        if (absl::Status s = ParseQuotaField(words[i], &quota, &band); !s.ok()) {
+          return fail(s.message());
+        }
       }
+      if (band) policy.priority_bands[std::string(words[1])] = *band;
       continue;
     }
     if (words.size() != 4) return fail("expected: ROLE NAME TENANT sha256:DIGEST");
@@ -194,6 +219,7 @@ absl::Status AccessControl::Load(bool only_if_changed, bool* changed) {
   MutexLock lock(&mu_);
   policy_ = std::move(policy);
   file_bytes_ = text;
+  generation_.fetch_add(1, std::memory_order_acq_rel);
   *changed = true;
   return absl::OkStatus();
 }
@@ -233,11 +259,28 @@ absl::StatusOr<Caller> AccessControl::Authenticate(const grpc::ServerContextBase
   if (!enabled()) return Caller{"anonymous", Role::kAdmin, Scope{kDefaultTenant, true}};
   const auto& metadata = ctx.client_metadata();
   auto it = metadata.find("authorization");
-  if (it == metadata.end()) {
+  ASSIGN_OR_RETURN(
+      Caller found,
+      CallerOf(it == metadata.end() ? absl::string_view()
+                                    : absl::string_view(it->second.data(), it->second.size())));
+  if (identified != nullptr) *identified = found;
+  const bool worker = found.role == Role::kWorker;
+  if (api == Api::kWorker && !worker) {
+    return absl::PermissionDeniedError(absl::StrCat(
+        "'", found.name, "' is a ", RoleName(found.role), "; the worker API takes worker tokens"));
+  }
+  if (api == Api::kPublic && worker) {
+    return absl::PermissionDeniedError(
+        absl::StrCat("'", found.name, "' is a worker; worker tokens call only the worker API"));
+  }
+  return found;
+}
+
+absl::StatusOr<Caller> AccessControl::CallerOf(absl::string_view value) const {
+  if (value.empty()) {
     return absl::UnauthenticatedError(
         "no token: send \"authorization: Bearer <token>\" (tuneforge --token or TUNEFORGE_TOKEN)");
   }
-  absl::string_view value(it->second.data(), it->second.size());
   constexpr absl::string_view kBearer = "bearer ";
   if (value.size() <= kBearer.size() ||
       !absl::EqualsIgnoreCase(value.substr(0, kBearer.size()), kBearer)) {
@@ -255,22 +298,15 @@ absl::StatusOr<Caller> AccessControl::Authenticate(const grpc::ServerContextBase
     }
   }
   if (!found) return absl::UnauthenticatedError("the token is not valid");
-  if (identified != nullptr) *identified = found;
-  const bool worker = found->role == Role::kWorker;
-  if (api == Api::kWorker && !worker) {
-    return absl::PermissionDeniedError(absl::StrCat(
-        "'", found->name, "' is a ", RoleName(found->role), "; the worker API takes worker tokens"));
-  }
-  if (api == Api::kPublic && worker) {
-    return absl::PermissionDeniedError(
-        absl::StrCat("'", found->name, "' is a worker; worker tokens call only the worker API"));
-  }
   return *found;
 }
 
 Quota AccessControl::QuotaOf(const std::string& tenant) const {
   Quota quota = options_.default_quota;
   MutexLock lock(&mu_);
+  if (auto band = policy_.priority_bands.find(tenant); band != policy_.priority_bands.end()) {
+    quota.priority = band->second;
+  }
   auto it = policy_.quotas.find(tenant);
   if (it == policy_.quotas.end()) return quota;
   const Quota& own = it->second;
@@ -278,6 +314,7 @@ Quota AccessControl::QuotaOf(const std::string& tenant) const {
   if (own.datasets > 0) quota.datasets = own.datasets;
   if (own.queued_jobs > 0) quota.queued_jobs = own.queued_jobs;
   if (own.running_jobs > 0) quota.running_jobs = own.running_jobs;
+  if (own.uploads > 0) quota.uploads = own.uploads;
   return quota;
 }
 
@@ -324,11 +361,34 @@ void AuditLog::Record(const Caller* caller, absl::string_view peer, absl::string
 
 Guard::Guard(const Guards& guards, const grpc::CallbackServerContext* ctx, Api api,
              absl::string_view mutating_method, Audit audit)
-    : audit_(mutating_method.empty() ? nullptr : guards.audit),
+    : access_(guards.access),
+      ctx_(ctx),
+      api_(api),
+      generation_(guards.access->generation()),
+      audit_(mutating_method.empty() ? nullptr : guards.audit),
       when_(audit),
       peer_(ctx->peer()),
       method_(mutating_method),
       caller_(guards.access->Authenticate(*ctx, api, &identified_)) {}
+
+absl::Status Guard::Recheck() {
+  if (!caller_.ok()) return caller_.status();
+  const uint64_t now = access_->generation();
+  if (now == generation_) return absl::OkStatus();
+  absl::StatusOr<Caller> again = access_->Authenticate(*ctx_, api_);
+  if (!again.ok()) {
+    return absl::UnauthenticatedError(absl::StrCat(
+        "the caller's token is no longer accepted (", again.status().message(), ")"));
+  }
+  if (again->name != caller_->name || again->role != caller_->role ||
+      again->scope.tenant != caller_->scope.tenant ||
+      again->scope.all_tenants != caller_->scope.all_tenants) {
+    return absl::UnauthenticatedError(
+        "the caller's token now has another role or tenant; call again");
+  }
+  generation_ = now;
+  return absl::OkStatus();
+}
 
 absl::Status Guard::Done(absl::string_view resource, const absl::Status& result) {
   const absl::Status status = caller_.ok() ? result : caller_.status();

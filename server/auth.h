@@ -10,7 +10,10 @@
 //   worker  gpu-pool -       sha256:...
 //   # quota tenant   limits (0 or absent: the server's --quota-* default)
 //   quota   team-a   stored_bytes=10GiB datasets=100 queued_jobs=20 running_jobs=2
+//   quota   team-b   uploads=4 priority=-100..10
 //
+// `uploads`: open upload streams plus resumable uploads awaiting a resume;
+// `priority`: the band of job priorities the tenant's users may set.
 // Users see their own tenant's datasets, models and jobs; admins see every
 // tenant's; workers call only the worker API. `tuneforge-server token`
 // prints a new token and its line.
@@ -19,6 +22,7 @@
 #ifndef TUNEFORGE_SERVER_AUTH_H_
 #define TUNEFORGE_SERVER_AUTH_H_
 
+#include <atomic>
 #include <cstdio>
 #include <map>
 #include <memory>
@@ -57,9 +61,12 @@ struct AccessPolicy {
   };
   std::vector<Token> tokens;
   std::map<std::string, Quota> quotas;  // per tenant; zero fields: the default
+  std::map<std::string, PriorityBand> priority_bands;  // per tenant, where given
 };
 // INVALID_ARGUMENT naming `source` and the line for anything malformed.
 absl::StatusOr<AccessPolicy> ParseAccessPolicy(absl::string_view text, absl::string_view source);
+// "-100..10": a band within kMinPriority..kMaxPriority.
+absl::StatusOr<PriorityBand> ParsePriorityBand(absl::string_view text);
 // "10GiB", "512MiB", "4096" (bytes); K, M, G, T alone also mean powers of 1024.
 absl::StatusOr<int64_t> ParseByteSize(absl::string_view text);
 // A tenant name: 1-63 characters of [a-z0-9-], starting with a letter or digit.
@@ -83,6 +90,9 @@ class AccessControl {
   static absl::StatusOr<std::unique_ptr<AccessControl>> Create(Options options);
 
   bool enabled() const { return !options_.tokens_file.empty(); }
+  // Counts the tokens file's changes: a stream compares it with the one
+  // its caller was authenticated under to know when to check again.
+  uint64_t generation() const { return generation_.load(std::memory_order_acquire); }
 
   // The caller of an RPC of `api`, from its "authorization: Bearer <token>"
   // metadata. UNAUTHENTICATED without a token or with an unknown one (or,
@@ -92,6 +102,10 @@ class AccessControl {
   // call is refused for its role (for the audit line).
   absl::StatusOr<Caller> Authenticate(const grpc::ServerContextBase& ctx, Api api,
                                       std::optional<Caller>* identified = nullptr) const;
+
+  // The caller an "authorization" value ("Bearer <token>") names; as
+  // Authenticate() without the role check. For the plain-HTTP /metrics.
+  absl::StatusOr<Caller> CallerOf(absl::string_view authorization) const;
 
   // The tenant's quota: its line in the file over the default.
   Quota QuotaOf(const std::string& tenant) const;
@@ -114,6 +128,7 @@ class AccessControl {
   absl::Status Load(bool only_if_changed, bool* changed);
 
   const Options options_;
+  std::atomic<uint64_t> generation_{0};
   mutable Mutex mu_;
   AccessPolicy policy_ ABSL_GUARDED_BY(mu_);
   std::string file_bytes_ ABSL_GUARDED_BY(mu_);
@@ -167,8 +182,17 @@ class Guard {
   // Audits a mutating call (once) and returns `result`, or the
   // authentication error when the caller was refused.
   absl::Status Done(absl::string_view resource, const absl::Status& result = absl::OkStatus());
+  // For long streams, on each message: UNAUTHENTICATED once the tokens file
+  // no longer admits the caller as it did when the stream began (its token
+  // revoked, or given another role or tenant). Cheap while the file has not
+  // changed. Needs the stream's context alive.
+  absl::Status Recheck();
 
  private:
+  AccessControl* access_;
+  const grpc::CallbackServerContext* ctx_;
+  Api api_;
+  uint64_t generation_;  // of the tokens file the caller was admitted under
   AuditLog* audit_;
   Audit when_;
   std::string peer_;

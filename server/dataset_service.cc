@@ -45,11 +45,13 @@ class UploadReactor : public grpc::ServerReadReactor<v1::UploadDatasetRequest> {
     // Whatever the bytes, the stream ends: an exception escaping a reactor
     // would leave it open forever (and the upload id held).
     try {
-      if (!ok) {
+      // A caller whose token is revoked is cut off mid-stream.
+      absl::Status s = guard_.Recheck();
+      if (s.ok() && !ok) {
         Complete();
         return;
       }
-      absl::Status s = Consume();
+      if (s.ok()) s = Consume();
       if (!s.ok()) {
         Release(/*keep=*/false);  // removes the partial blob
         Finish(ToGrpc(guard_.Done(name_, s)));

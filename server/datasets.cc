@@ -25,21 +25,27 @@ ValidatorOptions OptionsOf(const UploadMetadata& m) {
 }  // namespace
 
 DatasetUpload::DatasetUpload(DatasetCatalog* catalog, UploadMetadata metadata,
-                             std::unique_ptr<BlobWriter> writer, int64_t limit,
-                             std::string limit_reason)
+                             std::unique_ptr<BlobWriter> writer, Room server, Room tenant)
     : catalog_(catalog),
       metadata_(std::move(metadata)),
       writer_(std::move(writer)),
-      limit_(limit),
-      limit_reason_(std::move(limit_reason)),
+      server_(std::move(server)),
+      tenant_(std::move(tenant)),
       validator_(OptionsOf(metadata_)) {}
 
+DatasetUpload::~DatasetUpload() { catalog_->ledger_->Release(metadata_.tenant, 1, writer_->size()); }
+
 absl::Status DatasetUpload::Append(std::string_view chunk) {
-  if (writer_->size() + static_cast<int64_t>(chunk.size()) > limit_) {
+  const int64_t n = static_cast<int64_t>(chunk.size());
+  if (writer_->size() + n > server_.bytes) {
     return absl::ResourceExhaustedError(
-        absl::StrCat("upload exceeds ", limit_reason_, "; nothing was stored"));
+        absl::StrCat("upload exceeds ", server_.why, "; nothing was stored"));
   }
-  RETURN_IF_ERROR(writer_->Append(chunk));
+  RETURN_IF_ERROR(catalog_->ledger_->Hold(metadata_.tenant, n, tenant_));
+  if (absl::Status s = writer_->Append(chunk); !s.ok()) {
+    catalog_->ledger_->Release(metadata_.tenant, 0, n);
+    return s;
+  }
   validator_.Feed(chunk);
   return absl::OkStatus();
 }
@@ -96,21 +102,22 @@ absl::StatusOr<Room> DatasetCatalog::RoomFor(const std::string& tenant) {
 
 absl::StatusOr<std::unique_ptr<DatasetUpload>> DatasetCatalog::StartUpload(
     UploadMetadata metadata, bool store) {
-  Room room = ServerLimit();  // a dry run counts against no quota
-  if (store) {
-    ASSIGN_OR_RETURN(room, RoomFor(metadata.tenant));
-  }
-  if (metadata.size_bytes > room.bytes) {
-    return absl::ResourceExhaustedError(
-        absl::StrCat("metadata.size_bytes: ", metadata.size_bytes, " bytes exceeds ", room.why));
-  }
   if (!metadata.sha256.empty() && !IsSha256Hex(metadata.sha256)) {
     return absl::InvalidArgumentError("metadata.sha256: must be 64 lowercase hex characters");
   }
+  // Only an upload that will be stored needs room for one more dataset.
+  ASSIGN_OR_RETURN(Room tenant, tuneforge::RoomFor(store_, quota_, metadata.tenant, store,
+                                                   Room{INT64_MAX, ""}));
+  const Room server = ServerLimit();
+  const Room& tighter = tenant.bytes < server.bytes ? tenant : server;
+  if (metadata.size_bytes > tighter.bytes) {
+    return absl::ResourceExhaustedError(absl::StrCat(
+        "metadata.size_bytes: ", metadata.size_bytes, " bytes exceeds ", tighter.why));
+  }
   ASSIGN_OR_RETURN(std::unique_ptr<BlobWriter> writer, blobs_->NewWriter());
-  return std::unique_ptr<DatasetUpload>(
-      new DatasetUpload(this, std::move(metadata), std::move(writer), room.bytes,
-                        std::move(room.why)));
+  RETURN_IF_ERROR(ledger_->Open(metadata.tenant));
+  return std::unique_ptr<DatasetUpload>(new DatasetUpload(
+      this, std::move(metadata), std::move(writer), server, std::move(tenant)));
 }
 
 void DatasetCatalog::ExpirePendingLocked() {
@@ -132,10 +139,6 @@ absl::StatusOr<std::unique_ptr<DatasetUpload>> DatasetCatalog::Resume(
       return absl::NotFoundError(absl::StrCat("metadata.offset: no upload '", upload_id,
                                               "' is pending here (it finished, expired, or the "
                                               "server restarted); start again from offset 0"));
-    }
-    if (pending_.size() >= kMaxPending) {
-      return absl::ResourceExhaustedError(
-          absl::StrCat(kMaxPending, " resumable uploads are pending; finish some or retry later"));
     }
     ASSIGN_OR_RETURN(std::unique_ptr<DatasetUpload> upload, StartUpload(metadata));
     pending_[key] = Pending{nullptr, std::move(metadata), 0, absl::Now()};

@@ -49,8 +49,10 @@ class DatasetCatalog;
 
 class DatasetUpload {
  public:
-  // RESOURCE_EXHAUSTED once the stream passes the server's size limit or
-  // the tenant's storage quota; the caller then drops the upload.
+  ~DatasetUpload();
+  // RESOURCE_EXHAUSTED once the stream passes the server's size limit, or
+  // the tenant's storage quota with all of its uploads in progress
+  // counted; the caller then drops the upload.
   absl::Status Append(std::string_view chunk);
   int64_t size() const { return writer_->size(); }
   // Checks size and digest, stores the blob and the dataset row.
@@ -60,28 +62,38 @@ class DatasetUpload {
 
  private:
   friend class DatasetCatalog;
+  // Counted among the tenant's uploads in progress until destroyed.
   DatasetUpload(DatasetCatalog* catalog, UploadMetadata metadata,
-                std::unique_ptr<BlobWriter> writer, int64_t limit, std::string limit_reason);
+                std::unique_ptr<BlobWriter> writer, Room server, Room tenant);
   // Checks size and digest and finishes validation.
   absl::StatusOr<DatasetReport> Seal();
 
   DatasetCatalog* catalog_;
   UploadMetadata metadata_;
   std::unique_ptr<BlobWriter> writer_;
-  const int64_t limit_;              // bytes this upload may hold
-  const std::string limit_reason_;   // what sets that limit, for the error
+  const Room server_;  // bytes this upload may hold: the server's limit
+  // Bytes all of the tenant's uploads in progress may hold together: what
+  // its storage quota leaves (INT64_MAX: no quota).
+  const Room tenant_;
   DatasetValidator validator_;  // fed as the bytes arrive
 };
 
 class DatasetCatalog {
  public:
-  // `quota`: each tenant's limits on datasets and stored bytes (unset: none).
-  DatasetCatalog(Store* store, BlobStore* blobs, int64_t max_upload_bytes, QuotaFn quota = {})
+  // `quota`: each tenant's limits on datasets and stored bytes (unset: none);
+  // `ledger`: the uploads in progress, shared with the model catalogue
+  // (null: one of its own).
+  DatasetCatalog(Store* store, BlobStore* blobs, int64_t max_upload_bytes, QuotaFn quota = {},
+                 std::shared_ptr<UploadLedger> ledger = nullptr)
       : store_(store), blobs_(blobs), max_upload_bytes_(max_upload_bytes),
-        quota_(std::move(quota)) {}
+        quota_(std::move(quota)),
+        ledger_(ledger ? std::move(ledger) : std::make_shared<UploadLedger>(quota_)) {}
 
-  // A dry run (`store` false) keeps nothing and counts against no quota.
-  // RESOURCE_EXHAUSTED when the tenant holds its quota of datasets or bytes.
+  // A dry run (`store` false) keeps nothing, but while it streams its bytes
+  // count against the storage quota as a stored upload's do.
+  // RESOURCE_EXHAUSTED when the tenant holds its quota of datasets or bytes,
+  // or has its quota of uploads in progress (streams open and resumable
+  // uploads awaiting a resume).
   absl::StatusOr<std::unique_ptr<DatasetUpload>> StartUpload(UploadMetadata metadata,
                                                              bool store = true);
 
@@ -113,6 +125,9 @@ class DatasetCatalog {
   BlobStore* const blobs_;
   const int64_t max_upload_bytes_;
   const QuotaFn quota_;
+  // Before pending_, which holds uploads that give their share back to it
+  // when destroyed.
+  const std::shared_ptr<UploadLedger> ledger_;
 
   struct Pending {
     std::unique_ptr<DatasetUpload> upload;  // null while a stream is writing to it
@@ -120,12 +135,12 @@ class DatasetCatalog {
     int64_t size = 0;
     absl::Time touched;
   };
-  static constexpr int kMaxPending = 64;
   void ExpirePendingLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(pending_mu_);
   Room ServerLimit() const;
   absl::StatusOr<Room> RoomFor(const std::string& tenant);
   Mutex pending_mu_;
   std::map<std::string, Pending> pending_ ABSL_GUARDED_BY(pending_mu_);
+
 };
 
 }  // namespace tuneforge

@@ -28,16 +28,17 @@ class WatchReactor : public grpc::ServerWriteReactor<v1::JobEvent> {
     WatchReactor* reactor = nullptr;
   };
 
-  WatchReactor(Scheduler* scheduler, std::string job_id, int64_t after_sequence,
+  WatchReactor(Guard guard, Scheduler* scheduler, std::string job_id, int64_t after_sequence,
                std::shared_ptr<Shared> shared)
-      : scheduler_(scheduler),
+      : guard_(std::move(guard)),
+        scheduler_(scheduler),
         job_id_(std::move(job_id)),
         fetched_after_(after_sequence),
         shared_(std::move(shared)) {
     shared_->reactor = this;
     subscription_ = scheduler_->Subscribe(job_id_, [shared = shared_] {
       std::lock_guard<std::recursive_mutex> lock(shared->mu);
-      if (shared->reactor != nullptr) shared->reactor->Pump();
+      if (shared->reactor != nullptr) shared->reactor->Recheck();
     });
     std::lock_guard<std::recursive_mutex> lock(shared_->mu);
     Pump();
@@ -68,6 +69,10 @@ class WatchReactor : public grpc::ServerWriteReactor<v1::JobEvent> {
                                    "after_sequence=", sent_through_, " to continue")));
   }
 
+  // The tokens file changed: ends the stream if its caller is no longer
+  // admitted. Called with shared_->mu held.
+  void Recheck() { Pump(); }
+
   void OnCancel() override {
     std::lock_guard<std::recursive_mutex> lock(shared_->mu);
     if (!writing_) Done(grpc::Status::CANCELLED);
@@ -83,9 +88,15 @@ class WatchReactor : public grpc::ServerWriteReactor<v1::JobEvent> {
   }
 
  private:
-  // Called with shared_->mu held.
+  // Sends what is next, if nothing is being written; ends the stream once
+  // the caller's token is revoked. Called with shared_->mu held, on each
+  // new event and when the tokens file changes.
   void Pump() {
     if (writing_ || finished_) return;
+    if (absl::Status s = guard_.Recheck(); !s.ok()) {
+      Done(ToGrpc(s));
+      return;
+    }
     if (pending_.empty()) {
       absl::StatusOr<std::vector<Event>> events =
           scheduler_->ListEvents(job_id_, fetched_after_, kBatch);
@@ -120,6 +131,7 @@ class WatchReactor : public grpc::ServerWriteReactor<v1::JobEvent> {
     Finish(status);
   }
 
+  Guard guard_;
   Scheduler* const scheduler_;
   const std::string job_id_;
   int64_t fetched_after_;
@@ -265,7 +277,8 @@ grpc::ServerWriteReactor<v1::JobEvent>* JobServiceImpl::WatchJob(
     }
   }
   if (!status.ok()) return new FailedStream<v1::JobEvent>(status);
-  return new WatchReactor(scheduler_, *id, request->after_sequence(), std::move(shared));
+  return new WatchReactor(std::move(guard), scheduler_, *id, request->after_sequence(),
+                          std::move(shared));
 }
 
 grpc::ServerUnaryReactor* JobServiceImpl::ListCheckpoints(grpc::CallbackServerContext* ctx,
@@ -326,10 +339,13 @@ grpc::ServerUnaryReactor* JobServiceImpl::ListWorkers(grpc::CallbackServerContex
     out->set_memory_bytes(w.memory_bytes);
     out->set_engine_version(w.engine_version);
     out->set_state(w.state);
-    // Another tenant's job is not named, as everywhere else.
     if (!w.job.empty() && guard.scope().Sees(w.job_tenant)) {
       out->set_job(absl::StrCat("jobs/", w.job));
       out->set_tokens_per_second(w.tokens_per_second);
+    } else if (!guard.scope().all_tenants && w.state != "waiting") {
+      // A worker busy with another tenant's job looks like one that is
+      // away: nothing tells a tenant that another is training.
+      out->set_state("unavailable");
     }
   }
   return FinishNow(ctx, absl::OkStatus());
@@ -347,6 +363,20 @@ void JobServiceImpl::Shutdown() {
     if (!shared) continue;
     std::lock_guard<std::recursive_mutex> lock(shared->mu);
     if (shared->reactor != nullptr) shared->reactor->Stop();
+  }
+}
+
+void JobServiceImpl::RecheckWatchers() {
+  std::vector<std::weak_ptr<void>> watchers;
+  {
+    std::lock_guard<std::mutex> lock(watchers_mu_);
+    watchers = watchers_;
+  }
+  for (const std::weak_ptr<void>& w : watchers) {
+    auto shared = std::static_pointer_cast<WatchReactor::Shared>(w.lock());
+    if (!shared) continue;
+    std::lock_guard<std::recursive_mutex> lock(shared->mu);
+    if (shared->reactor != nullptr) shared->reactor->Recheck();
   }
 }
 

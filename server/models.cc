@@ -67,13 +67,17 @@ absl::Status ModelImport::Append(std::string_view chunk) {
     return absl::InvalidArgumentError(absl::StrCat(file.record.path, ": a ", file.record.path,
                                                    " may be at most ", limit, " bytes"));
   }
-  total_bytes_ += static_cast<int64_t>(chunk.size());
-  if (total_bytes_ > room_.bytes) {
+  const int64_t n = static_cast<int64_t>(chunk.size());
+  if (total_bytes_ + n > room_.bytes) {
     return absl::ResourceExhaustedError(
         absl::StrCat("the model is larger than ", room_.why, "; nothing was stored"));
   }
+  RETURN_IF_ERROR(catalog_->ledger_->Hold(record_.tenant, n, tenant_));
+  total_bytes_ += n;
   return file.writer->Append(chunk);
 }
+
+ModelImport::~ModelImport() { catalog_->ledger_->Release(record_.tenant, 1, total_bytes_); }
 
 absl::Status ModelImport::EndFile() {
   if (files_.empty() || files_.back().writer->sealed()) return absl::OkStatus();
@@ -103,18 +107,22 @@ absl::StatusOr<ModelRecord> ModelImport::Finish() {
     writers.push_back(std::move(f.writer));
   }
   files_.clear();
-  return catalog_->Register(std::move(record_), files, paths, std::move(writers));
+  return catalog_->Register(record_, files, paths, std::move(writers));
 }
 
 absl::StatusOr<std::unique_ptr<ModelImport>> ModelCatalog::StartImport(
     const std::string& display_name, const std::string& tenant) {
   ASSIGN_OR_RETURN(Room room, RoomFor(tenant));
+  ASSIGN_OR_RETURN(Room quota, tuneforge::RoomFor(store_, quota_, tenant, /*new_dataset=*/false,
+                                                  Room{INT64_MAX, ""}));
   ModelRecord record;
   record.id = "m" + NewId().substr(1);
   record.tenant = tenant;
   record.display_name = display_name;
   record.source = ModelSource::kImported;
-  return std::unique_ptr<ModelImport>(new ModelImport(this, std::move(record), std::move(room)));
+  RETURN_IF_ERROR(ledger_->Open(tenant));
+  return std::unique_ptr<ModelImport>(
+      new ModelImport(this, std::move(record), std::move(room), std::move(quota)));
 }
 
 absl::StatusOr<Room> ModelCatalog::RoomFor(const std::string& tenant) {

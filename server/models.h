@@ -37,6 +37,7 @@ class ModelCatalog;
 class ModelImport {
  public:
   static constexpr int kMaxFiles = 128;
+  ~ModelImport();
 
   // Ends the previous file (checking its size and digest) and starts the
   // next. INVALID_ARGUMENT for a name that is not a model file, a repeat, or
@@ -50,8 +51,10 @@ class ModelImport {
 
  private:
   friend class ModelCatalog;
-  ModelImport(ModelCatalog* catalog, ModelRecord record, Room room)
-      : catalog_(catalog), record_(std::move(record)), room_(std::move(room)) {}
+  // Counted among the tenant's uploads in progress until destroyed.
+  ModelImport(ModelCatalog* catalog, ModelRecord record, Room room, Room tenant)
+      : catalog_(catalog), record_(std::move(record)), room_(std::move(room)),
+        tenant_(std::move(tenant)) {}
   absl::Status EndFile();
 
   struct File {
@@ -61,15 +64,21 @@ class ModelImport {
   ModelCatalog* catalog_;
   ModelRecord record_;
   const Room room_;  // the bytes it may hold, and what sets that limit
+  // Bytes all of the tenant's uploads in progress may hold together: what
+  // its storage quota leaves (INT64_MAX: no quota).
+  const Room tenant_;
   std::vector<File> files_;
   int64_t total_bytes_ = 0;
 };
 
 class ModelCatalog {
  public:
-  // `quota`: each tenant's storage quota (unset: none).
-  ModelCatalog(Store* store, BlobStore* blobs, int64_t max_model_bytes, QuotaFn quota = {})
-      : store_(store), blobs_(blobs), max_model_bytes_(max_model_bytes), quota_(std::move(quota)) {}
+  // `quota`: each tenant's storage quota (unset: none); `ledger`: the
+  // uploads in progress, shared with the dataset catalogue (null: its own).
+  ModelCatalog(Store* store, BlobStore* blobs, int64_t max_model_bytes, QuotaFn quota = {},
+               std::shared_ptr<UploadLedger> ledger = nullptr)
+      : store_(store), blobs_(blobs), max_model_bytes_(max_model_bytes), quota_(std::move(quota)),
+        ledger_(ledger ? std::move(ledger) : std::make_shared<UploadLedger>(quota_)) {}
 
   // The model will belong to `tenant`; RESOURCE_EXHAUSTED when its storage
   // quota is used up (and later, once the files pass what it leaves).
@@ -99,6 +108,7 @@ class ModelCatalog {
   BlobStore* const blobs_;
   const int64_t max_model_bytes_;
   const QuotaFn quota_;
+  const std::shared_ptr<UploadLedger> ledger_;
 };
 
 }  // namespace tuneforge

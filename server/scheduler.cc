@@ -289,19 +289,20 @@ void Scheduler::ExplainWaitLocked(Job& job) const {
     return;
   }
   if (job.state != JobState::kQueued) return;
+  // Only the tenant's own jobs are counted or named: another tenant learns
+  // nothing of them from here.
   int position = 1;
   for (const QueueKey& key : queue_) {
     if (std::get<3>(key) == job.id) break;
-    ++position;
+    position += active_.at(std::get<3>(key)).tenant == job.tenant;
   }
   job.queue_position = position;
+  const std::string where =
+      absl::StrCat("position ", position, " among tenant ", job.tenant, "'s queued jobs");
   const std::map<std::string, int64_t> by_tenant = RunningByTenantLocked();
-  int64_t running = 0;
-  for (const auto& [tenant, n] : by_tenant) running += n;
   if (AtRunningLimit(job, by_tenant)) {
-    job.wait_reason = absl::StrCat("position ", position, " in the queue; tenant ", job.tenant,
-                                   " runs ", by_tenant.at(job.tenant),
-                                   " jobs, its quota of running jobs");
+    job.wait_reason = absl::StrCat(where, "; tenant ", job.tenant, " runs ",
+                                   by_tenant.at(job.tenant), " jobs, its quota of running jobs");
     return;
   }
   int64_t largest = 0;
@@ -312,15 +313,14 @@ void Scheduler::ExplainWaitLocked(Job& job) const {
   }
   if (!workers_.empty() && !capable) {
     job.wait_reason = absl::StrFormat(
-        "position %d in the queue; no registered worker can hold it: it needs %.1f GiB for "
-        "weights, gradients and optimizer state, the largest worker has %.1f GiB",
-        position, double(job.memory_estimate_bytes) / (1 << 30), double(largest) / (1 << 30));
+        "%s; no registered worker can hold it: it needs %.1f GiB for weights, gradients and "
+        "optimizer state, the largest worker has %.1f GiB",
+        where, double(job.memory_estimate_bytes) / (1 << 30), double(largest) / (1 << 30));
   } else if (workers_.empty()) {
-    job.wait_reason = absl::StrCat("position ", position, " in the queue; no worker has registered");
+    job.wait_reason = absl::StrCat(where, "; no worker has registered");
   } else {
-    job.wait_reason = absl::StrCat("position ", position, " in the queue; ", workers_.size(),
-                                   workers_.size() == 1 ? " worker" : " workers",
-                                   " registered, ", running, " running jobs");
+    job.wait_reason = absl::StrCat(where, "; waiting for a free worker (", workers_.size(),
+                                   workers_.size() == 1 ? " worker" : " workers", " registered)");
   }
 }
 
@@ -339,6 +339,22 @@ absl::StatusOr<Job> SameRequest(Job existing, const JobSpec& spec) {
 
 }  // namespace
 
+absl::Status Scheduler::CheckPriority(int priority, const Scope& scope) const {
+  if (priority < kMinPriority || priority > kMaxPriority) {
+    return absl::InvalidArgumentError(absl::StrCat("job.priority: ", priority, " is outside ",
+                                                   kMinPriority, "..", kMaxPriority));
+  }
+  if (scope.all_tenants || !options_.quota) return absl::OkStatus();  // admins: any
+  const PriorityBand band = options_.quota(scope.tenant).priority;
+  if (priority < band.min || priority > band.max) {
+    return absl::PermissionDeniedError(absl::StrCat(
+        "job.priority: tenant ", scope.tenant, " may use priorities ", band.min, "..", band.max,
+        ", not ", priority, " (an admin grants a wider band with priority=MIN..MAX on the "
+        "tenant's quota line)"));
+  }
+  return absl::OkStatus();
+}
+
 absl::StatusOr<Job> Scheduler::CreateJob(JobSpec spec, const Scope& scope) {
   std::optional<Job> existing;
   if (!spec.request_id.empty()) {
@@ -352,6 +368,7 @@ absl::StatusOr<Job> Scheduler::CreateJob(JobSpec spec, const Scope& scope) {
     }
   }
   if (existing) return SameRequest(*std::move(existing), spec);
+  RETURN_IF_ERROR(CheckPriority(spec.priority, scope));
   if (spec.base_model.rfind("jobs/", 0) == 0) {
     const std::string source = spec.base_model.substr(5);
     absl::StatusOr<Job> earlier = GetJob(source, scope);
@@ -472,7 +489,18 @@ absl::StatusOr<Job> Scheduler::GetJob(const std::string& id) {
 }
 
 absl::StatusOr<Job> Scheduler::GetJob(const std::string& id, const Scope& scope) {
-  absl::StatusOr<Job> job = GetJob(id);
+  {
+    MutexLock lock(&mu_);
+    auto it = active_.find(id);
+    if (it != active_.end() && scope.Sees(it->second.tenant)) {
+      Job job = it->second;
+      ExplainWaitLocked(job);
+      return job;
+    }
+  }
+  // Another tenant's job, active or not, takes the path of a missing one
+  // (one read of the store), so the time taken does not tell them apart.
+  absl::StatusOr<Job> job = store_->GetJob(id);
   if (job.ok() && !scope.Sees(job->tenant)) return NotFound("job", id);
   return job;
 }
@@ -486,10 +514,8 @@ absl::StatusOr<std::vector<Job>> Scheduler::ListJobs(const JobFilter& filter,
 absl::StatusOr<Job*> Scheduler::ActiveJobLocked(const std::string& id, const char* verb,
                                                 const Scope& scope) {
   auto it = active_.find(id);
-  if (it != active_.end()) {
-    if (!scope.Sees(it->second.tenant)) return NotFound("job", id);
-    return &it->second;
-  }
+  if (it != active_.end() && scope.Sees(it->second.tenant)) return &it->second;
+  // Another tenant's job takes the path of a missing one, as in GetJob().
   ASSIGN_OR_RETURN(Job done, store_->GetJob(id));
   if (!scope.Sees(done.tenant)) return NotFound("job", id);
   return absl::FailedPreconditionError(absl::StrCat(
@@ -625,34 +651,44 @@ bool Scheduler::CanHoldLocked(const std::string& worker_id, const Job& job) cons
 }
 
 void Scheduler::MatchLocked(Deferred& deferred) {
-  // In queue order, each job goes to the longest-waiting worker that can
-  // hold it; a job no waiting worker can hold lets the next ones pass.
-  // Jobs of a tenant at its limit of running jobs wait too.
-  bool matched = true;
-  while (matched && !queue_.empty() && !waiters_.empty()) {
-    matched = false;
+  // Higher priority first. At equal priority tenants take turns: the job of
+  // the tenant running the fewest jobs goes first, and a tenant's own jobs
+  // go in submission order. Each goes to the longest-waiting worker that can
+  // hold it; a job no waiting worker can hold lets the next ones pass, and
+  // jobs of a tenant at its limit of running jobs wait.
+  while (!queue_.empty() && !waiters_.empty()) {
     const std::map<std::string, int64_t> running = RunningByTenantLocked();
+    const Job* best = nullptr;
+    int64_t best_running = 0;
+    std::map<uint64_t, Waiter>::iterator best_waiter;
     for (const QueueKey& key : queue_) {
-      const std::string job_id = std::get<3>(key);
-      const Job& job = active_.at(job_id);
+      const Job& job = active_.at(std::get<3>(key));
+      if (best != nullptr && (job.spec.priority < best->spec.priority || best_running == 0)) break;
       if (AtRunningLimit(job, running)) continue;
       auto waiter = std::find_if(waiters_.begin(), waiters_.end(), [&](const auto& w) {
         return CanHoldLocked(w.second.worker_id, job);
       });
       if (waiter == waiters_.end()) continue;
-      AcquireCallback done = std::move(waiter->second.done);
-      const std::string worker_id = waiter->second.worker_id;
-      waiters_.erase(waiter);
-      absl::StatusOr<Assignment> a = AssignLocked(job_id, worker_id, deferred);
-      if (!a.ok()) {
-        deferred.calls.push_back([done, s = a.status()] { done(s); });
-        return;
+      auto it = running.find(job.tenant);
+      const int64_t runs = it == running.end() ? 0 : it->second;
+      if (best == nullptr || runs < best_running) {
+        best = &job;
+        best_running = runs;
+        best_waiter = waiter;
       }
-      deferred.calls.push_back(
-          [done, a = *std::move(a)]() mutable { done(std::optional<Assignment>(std::move(a))); });
-      matched = true;
-      break;  // the queue changed: start again from its head
     }
+    if (best == nullptr) return;
+    AcquireCallback done = std::move(best_waiter->second.done);
+    const std::string worker_id = best_waiter->second.worker_id;
+    const std::string job_id = best->id;
+    waiters_.erase(best_waiter);
+    absl::StatusOr<Assignment> a = AssignLocked(job_id, worker_id, deferred);
+    if (!a.ok()) {
+      deferred.calls.push_back([done, s = a.status()] { done(s); });
+      return;
+    }
+    deferred.calls.push_back(
+        [done, a = *std::move(a)]() mutable { done(std::optional<Assignment>(std::move(a))); });
   }
 }
 

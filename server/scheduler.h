@@ -192,6 +192,9 @@ class Scheduler {
   struct Deferred;  // callbacks to run once the lock is released
 
   Scheduler(Store* store, SchedulerOptions options);
+  // Within kMinPriority..kMaxPriority (INVALID_ARGUMENT) and, unless the
+  // scope is an admin's, the tenant's band (PERMISSION_DENIED).
+  absl::Status CheckPriority(int priority, const Scope& scope) const;
   static QueueKey KeyOf(const Job& job);
   // Appends an event to `job` (sequence, time) and commits both.
   absl::Status CommitLocked(Job& job, std::vector<Event> events, Deferred& deferred)

@@ -240,7 +240,9 @@ TEST_F(SchedulerTest, HandBacksDoNotCountAsFailures) {
   Job queued = *scheduler_->GetJob(job->id);
   EXPECT_EQ(queued.failures, 0);
   EXPECT_EQ(queued.queue_position, 1);
-  EXPECT_NE(queued.wait_reason.find("position 1 in the queue; 1 worker registered"),
+  EXPECT_NE(queued.wait_reason.find(
+                "position 1 among tenant default's queued jobs; waiting for a free worker (1 "
+                "worker registered)"),
             std::string::npos)
       << queued.wait_reason;
   std::vector<Event> events = *scheduler_->ListEvents(job->id, 0, 100);

@@ -11,6 +11,7 @@
 #include <signal.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <atomic>
 #include <cstdio>
 #include <filesystem>
@@ -21,6 +22,8 @@
 
 #include <CLI/CLI.hpp>
 #include <grpcpp/ext/proto_server_reflection_plugin.h>
+#include <grpcpp/impl/server_builder_option.h>
+#include <grpcpp/impl/server_builder_plugin.h>
 #include <grpcpp/health_check_service_interface.h>
 #include <grpcpp/server_builder.h>
 #include <spdlog/spdlog.h>
@@ -111,6 +114,20 @@ int PrintToken(const std::string& role, const std::string& name, const std::stri
   return 0;
 }
 
+// Takes the reflection plugin, which registers itself whenever its library
+// is linked, off a server.
+class WithoutReflection : public grpc::ServerBuilderOption {
+ public:
+  void UpdateArguments(grpc::ChannelArguments*) override {}
+  void UpdatePlugins(std::vector<std::unique_ptr<grpc::ServerBuilderPlugin>>* plugins) override {
+    plugins->erase(std::remove_if(plugins->begin(), plugins->end(),
+                                  [](const std::unique_ptr<grpc::ServerBuilderPlugin>& p) {
+                                    return p->name().find("reflection") != std::string::npos;
+                                  }),
+                   plugins->end());
+  }
+};
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -146,7 +163,12 @@ int main(int argc, char** argv) {
   app.add_option("--health-listen", health_listen,
                  "also serve only grpc.health.v1 here, in plaintext (Kubernetes probes)");
   app.add_option("--metrics-listen", metrics_listen,
-                 "serve Prometheus metrics at http://ADDRESS/metrics (e.g. 0.0.0.0:9090)");
+                 "serve Prometheus metrics at http://ADDRESS/metrics (e.g. 0.0.0.0:9090); with "
+                 "--tokens-file a scrape needs an admin's token (Authorization: Bearer)");
+  bool metrics_open = false;
+  app.add_flag("--metrics-open", metrics_open,
+               "serve /metrics without a token even with --tokens-file (keep the port inside "
+               "the cluster's network)");
   std::string log_format = "text";
   app.add_option("--log-format", log_format, "text, or json: one JSON object per line")
       ->capture_default_str();
@@ -162,6 +184,16 @@ int main(int argc, char** argv) {
       ->capture_default_str();
   app.add_option("--quota-running-jobs", quota.running_jobs,
                  "per tenant: jobs running at once; 0: no limit")
+      ->capture_default_str();
+  quota.uploads = 16;
+  app.add_option("--quota-uploads", quota.uploads,
+                 "per tenant: open upload and validation streams plus resumable uploads "
+                 "awaiting a resume; 0: no limit")
+      ->capture_default_str();
+  std::string priority_band = "-100..0";
+  app.add_option("--priority-band", priority_band,
+                 "the job priorities a tenant's users may set (admins: -100..100); a tokens-file "
+                 "quota line's priority=MIN..MAX overrides it")
       ->capture_default_str();
   app.add_option("--data-dir", data_dir, "database and blobs")->capture_default_str();
   app.add_option("--local-workers", local_workers, "worker processes to start here")
@@ -210,6 +242,12 @@ int main(int argc, char** argv) {
     return 2;
   }
   quota.stored_bytes = *stored_bytes;
+  absl::StatusOr<tuneforge::PriorityBand> band = tuneforge::ParsePriorityBand(priority_band);
+  if (!band.ok()) {
+    spdlog::error("--priority-band: {}", std::string(band.status().message()));
+    return 2;
+  }
+  quota.priority = *band;
   // Anything beyond this host needs TLS and tokens, or an explicit --insecure.
   if (!IsLoopback(listen) && !insecure && (tls_cert.empty() || tokens_file.empty())) {
     spdlog::error("refusing to serve {} {}: only loopback addresses are served without TLS "
@@ -284,9 +322,12 @@ int main(int argc, char** argv) {
     spdlog::error("{}", scheduler.status().ToString());
     return 1;
   }
-  tuneforge::DatasetCatalog catalog(store->get(), blobs->get(), max_upload_bytes,
-                                    options.quota);
-  tuneforge::ModelCatalog models(store->get(), blobs->get(), max_model_bytes, options.quota);
+  // Uploads in progress count against each tenant's quotas across both.
+  auto ledger = std::make_shared<tuneforge::UploadLedger>(options.quota);
+  tuneforge::DatasetCatalog catalog(store->get(), blobs->get(), max_upload_bytes, options.quota,
+                                    ledger);
+  tuneforge::ModelCatalog models(store->get(), blobs->get(), max_model_bytes, options.quota,
+                                 ledger);
   tuneforge::DatasetServiceImpl dataset_service(guards, &catalog, &models);
   tuneforge::ModelServiceImpl model_service(guards, &models);
   tuneforge::JobServiceImpl job_service(guards, scheduler->get(), blobs->get());
@@ -302,6 +343,9 @@ int main(int argc, char** argv) {
     creators.push_back(rpc_metrics.InterceptorFactory());
     builder.experimental().SetInterceptorCreators(std::move(creators));
   }
+  // Reflection answers without asking for a token: only servers that ask
+  // for none serve it. With tokens, clients use the files in proto/.
+  if ((*access)->enabled()) builder.SetOption(std::make_unique<WithoutReflection>());
   int port = 0;
   builder.AddListeningPort(listen, *credentials, &port);
   // Local workers reach the server through a Unix socket in the data
@@ -330,11 +374,12 @@ int main(int argc, char** argv) {
   // Kubernetes' gRPC probes speak neither TLS nor tokens: a port of its own
   // with the health service alone.
   std::unique_ptr<grpc::Server> health_server;
-  // Both answer without TLS or tokens: say so when they reach beyond this host.
+  // Both answer without TLS (metrics: and without a token, unless tokens
+  // are on): say so when they reach beyond this host.
   for (const auto& [flag, address, what] :
        {std::tuple<const char*, std::string, const char*>{
             "--health-listen", health_listen, "whether the server is serving"},
-        {"--metrics-listen", metrics_listen,
+        {"--metrics-listen", (*access)->enabled() && !metrics_open ? "" : metrics_listen,
          "job counts by state, queue depth, and each busy worker's tokens/s (no job or tenant "
          "names)"}}) {
     if (!address.empty() && !IsLoopback(address)) {
@@ -359,10 +404,21 @@ int main(int argc, char** argv) {
   const std::string address = host + ":" + std::to_string(port);
   tuneforge::MetricsHttpServer metrics_http;
   if (!metrics_listen.empty()) {
-    absl::StatusOr<int> metrics_port = metrics_http.Start(metrics_listen, [&] {
-      return tuneforge::RenderServerMetrics((*scheduler)->Stats(), (*blobs)->TotalBytes(),
-                                            rpc_metrics);
-    });
+    // With tokens, what every tenant's jobs and workers do is an admin's to see.
+    std::function<bool(const std::string&)> authorize;
+    if ((*access)->enabled() && !metrics_open) {
+      authorize = [&access](const std::string& header) {
+        absl::StatusOr<tuneforge::Caller> caller = (*access)->CallerOf(header);
+        return caller.ok() && caller->role == tuneforge::Role::kAdmin;
+      };
+    }
+    absl::StatusOr<int> metrics_port = metrics_http.Start(
+        metrics_listen,
+        [&] {
+          return tuneforge::RenderServerMetrics((*scheduler)->Stats(), (*blobs)->TotalBytes(),
+                                                rpc_metrics);
+        },
+        std::move(authorize));
     if (!metrics_port.ok()) {
       spdlog::error("{}", metrics_port.status().ToString());
       return 1;
@@ -403,7 +459,7 @@ int main(int argc, char** argv) {
 
   // The tokens file is re-read when its bytes change (a Kubernetes Secret
   // is swapped, not edited) and on SIGHUP; a broken edit keeps the old one.
-  auto reload = [&access](bool forced) {
+  auto reload = [&access, &job_service](bool forced) {
     absl::StatusOr<bool> changed = true;
     if (!forced) {
       changed = (*access)->ReloadIfChanged();
@@ -415,6 +471,7 @@ int main(int argc, char** argv) {
                     std::string(changed.status().message()));
     } else if (*changed) {
       spdlog::info("tokens file reloaded");
+      job_service.RecheckWatchers();  // a revoked token's streams end now
     }
   };
   std::atomic<bool> stopping{false};

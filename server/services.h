@@ -115,6 +115,9 @@ class JobServiceImpl final : public v1::JobService::CallbackService {
   // Ends every WatchJob stream with UNAVAILABLE, saying where to continue,
   // and refuses new ones: the server is shutting down.
   void Shutdown();
+  // The tokens file changed: open WatchJob streams whose callers it no
+  // longer admits end with UNAUTHENTICATED.
+  void RecheckWatchers();
 
  private:
   const Guards guards_;

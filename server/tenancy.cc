@@ -28,4 +28,39 @@ absl::StatusOr<Room> RoomFor(Store* store, const QuotaFn& quota, const std::stri
   return room;
 }
 
+absl::Status UploadLedger::Open(const std::string& tenant) {
+  const int64_t limit = quota_ ? quota_(tenant).uploads : 0;
+  MutexLock lock(&mu_);
+  Held& held = held_[tenant];
+  if (limit > 0 && held.uploads >= limit) {
+    return absl::ResourceExhaustedError(absl::StrCat(
+        "tenant ", tenant, " has ", held.uploads, " uploads in progress (open streams and "
+        "resumable uploads awaiting a resume), its quota; finish or abandon some (an idle "
+        "resumable upload is dropped after an hour)"));
+  }
+  ++held.uploads;
+  return absl::OkStatus();
+}
+
+absl::Status UploadLedger::Hold(const std::string& tenant, int64_t n, const Room& room) {
+  MutexLock lock(&mu_);
+  Held& held = held_[tenant];
+  if (held.bytes + n > room.bytes) {
+    return absl::ResourceExhaustedError(
+        absl::StrCat("upload exceeds ", room.why, " with ", held.bytes,
+                     " bytes held by the tenant's uploads in progress; nothing was stored"));
+  }
+  held.bytes += n;
+  return absl::OkStatus();
+}
+
+void UploadLedger::Release(const std::string& tenant, int64_t uploads, int64_t bytes) {
+  MutexLock lock(&mu_);
+  auto it = held_.find(tenant);
+  if (it == held_.end()) return;
+  it->second.uploads -= uploads;
+  it->second.bytes -= bytes;
+  if (it->second.uploads <= 0 && it->second.bytes <= 0) held_.erase(it);
+}
+
 }  // namespace tuneforge

@@ -6,12 +6,14 @@
 
 #include <cstdint>
 #include <functional>
+#include <map>
 #include <string>
 #include "absl/strings/string_view.h"
 
 #include "absl/strings/str_cat.h"
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
+#include "common/mutex.h"
 #include "server/records.h"
 #include "server/store.h"
 
@@ -28,12 +30,28 @@ struct Scope {
   std::string ListFilter() const { return all_tenants ? std::string() : tenant; }
 };
 
+// The priorities a job may have, and the band a tenant's users may use
+// within them (admins may use them all). Users may lower their jobs'
+// priority by default, to order their own work, but not raise it over
+// other tenants' unless the tokens file grants a band that reaches higher.
+inline constexpr int kMinPriority = -100;
+inline constexpr int kMaxPriority = 100;
+struct PriorityBand {
+  int min = kMinPriority;
+  int max = 0;
+  bool operator==(const PriorityBand& o) const { return min == o.min && max == o.max; }
+};
+
 // What one tenant may hold at once; 0 means no limit.
 struct Quota {
-  int64_t stored_bytes = 0;  // datasets and models together
+  int64_t stored_bytes = 0;  // datasets and models together, and uploads in progress
   int64_t datasets = 0;
   int64_t queued_jobs = 0;   // QUEUED and PAUSED
   int64_t running_jobs = 0;  // RUNNING: further jobs wait in the queue
+  // Open upload and validation streams and resumable uploads awaiting a
+  // resume, together.
+  int64_t uploads = 0;
+  PriorityBand priority;  // for users; admins are not bound by it
 };
 using QuotaFn = std::function<Quota(const std::string& tenant)>;
 
@@ -46,6 +64,34 @@ struct Room {
 };
 absl::StatusOr<Room> RoomFor(Store* store, const QuotaFn& quota, const std::string& tenant,
                              bool new_dataset, Room limit);
+
+// Each tenant's uploads in progress (dataset uploads and validations, model
+// imports): how many are open, and the bytes they hold on disk before they
+// are stored. Both are limited per tenant (the `uploads` quota, and the
+// storage quota with stored and in-progress bytes together), so what one
+// tenant leaves open never holds up another.
+//
+// Thread-safe.
+class UploadLedger {
+ public:
+  explicit UploadLedger(QuotaFn quota) : quota_(std::move(quota)) {}
+  // One more upload of `tenant`; RESOURCE_EXHAUSTED at its quota of uploads.
+  absl::Status Open(const std::string& tenant);
+  // `n` more bytes held; RESOURCE_EXHAUSTED when the tenant's uploads in
+  // progress would hold more than `room` (what its storage quota leaves).
+  absl::Status Hold(const std::string& tenant, int64_t n, const Room& room);
+  // Gives back `uploads` uploads and `bytes` bytes.
+  void Release(const std::string& tenant, int64_t uploads, int64_t bytes);
+
+ private:
+  struct Held {
+    int64_t uploads = 0;
+    int64_t bytes = 0;
+  };
+  const QuotaFn quota_;
+  Mutex mu_;
+  std::map<std::string, Held> held_ ABSL_GUARDED_BY(mu_);
+};
 
 // The error for a resource that does not exist or belongs to another tenant:
 // the same words either way, so ids cannot be probed.

@@ -16,6 +16,7 @@
 #include <grpcpp/generic/generic_stub.h>
 #include <grpcpp/grpcpp.h>
 #include <gtest/gtest.h>
+#include <httplib.h>
 #include <nlohmann/json.hpp>
 
 #include "tuneforge/v1/dataset.grpc.pb.h"
@@ -292,9 +293,12 @@ TEST_F(SecurityTest, ATenantSeesNothingOfAnother) {
     if (!busy) std::this_thread::sleep_for(std::chrono::milliseconds(50));
   }
   EXPECT_TRUE(busy);
+  // Nor that the worker is busy: to Bob it is unavailable, as one away is.
   RunResult bobs_view = As(bob_, {"-o", "json", "workers", "list"});
-  EXPECT_NE(bobs_view.out.find("\"busy\""), std::string::npos) << bobs_view.out;
+  EXPECT_NE(bobs_view.out.find("\"unavailable\""), std::string::npos) << bobs_view.out;
+  EXPECT_EQ(bobs_view.out.find("\"busy\""), std::string::npos) << bobs_view.out;
   EXPECT_EQ(bobs_view.out.find(running), std::string::npos) << bobs_view.out;
+  EXPECT_EQ(bobs_view.out.find("tokensPerSecond"), std::string::npos) << bobs_view.out;
   EXPECT_EQ(As(alice_, {"jobs", "cancel", running}).exit_code, 0);
 
   // Every change was audited, the refused ones too.
@@ -604,6 +608,240 @@ TEST_F(SecurityTest, NonLoopbackAddressesNeedTlsAndTokensOrInsecure) {
   EXPECT_NE((named.out + named.err).find("--insecure"), std::string::npos) << named.out;
   ServerProcess insecure(dir_, 0, {"--listen=0.0.0.0:0", "--insecure"});
   EXPECT_EQ(insecure.Cli({"datasets", "list"}).exit_code, 0);
+}
+
+
+// The bytes under the server's temp folder: uploads in progress.
+int64_t TempBytes(const std::string& data_dir) {
+  int64_t n = 0;
+  for (const auto& e : fs::recursive_directory_iterator(data_dir + "/tmp")) {
+    if (e.is_regular_file()) n += static_cast<int64_t>(e.file_size());
+  }
+  return n;
+}
+
+// Sends `bytes` as one upload (or validation) stream of `who`, in chunks
+// of 10,000 bytes; with `upload_id` set, a resumable one that is cut off
+// (cancelled) once the server holds every byte, so it stays pending. The
+// status the stream ended with.
+grpc::Status StreamUpload(v1::DatasetService::Stub& stub, const NewToken& who,
+                          const std::string& bytes, int64_t announced,
+                          const std::string& upload_id = "", bool validate = false,
+                          const std::function<bool()>& all_held = {}) {
+  grpc::ClientContext ctx;
+  ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(20));
+  ctx.AddMetadata("authorization", "Bearer " + who.token);
+  v1::Dataset stored;
+  v1::ValidateDatasetResponse report;
+  auto stream = validate ? stub.ValidateDataset(&ctx, &report) : stub.UploadDataset(&ctx, &stored);
+  v1::UploadDatasetRequest first;
+  first.mutable_metadata()->set_display_name("part.jsonl");
+  first.mutable_metadata()->set_size_bytes(announced);
+  first.mutable_metadata()->set_upload_id(upload_id);
+  bool open = stream->Write(first);
+  for (size_t at = 0; open && at < bytes.size(); at += 10000) {
+    v1::UploadDatasetRequest chunk;
+    chunk.set_chunk(bytes.substr(at, 10000));
+    open = stream->Write(chunk);
+  }
+  if (!upload_id.empty() && open) {
+    for (int i = 0; i < 500 && all_held && !all_held(); ++i) {
+      std::this_thread::sleep_for(std::chrono::milliseconds(10));
+    }
+    ctx.TryCancel();
+  } else {
+    stream->WritesDone();
+  }
+  return stream->Finish();
+}
+
+// What one tenant leaves open counts against that tenant alone: its quota
+// of uploads in progress, and byte for byte its storage quota, dry runs
+// too. Another tenant uploads as before.
+TEST_F(SecurityTest, UploadsInProgressCountAgainstTheirOwnTenantOnly) {
+  WriteTokens("quota team-a stored_bytes=300000 uploads=4\n");
+  StartServer(0);
+  auto channel = grpc::CreateChannel(server_->addr(), grpc::InsecureChannelCredentials());
+  auto stub = v1::DatasetService::NewStub(channel);
+  const std::string part(100000, ' ');
+  for (const char* id : {"a", "b", "c"}) {
+    const int64_t before = TempBytes(dir_ + "/data");
+    StreamUpload(*stub, alice_, part, 200000, id, false,
+                 [&] { return TempBytes(dir_ + "/data") == before + 100000; });
+  }
+  // What the server holds of a pending upload; -1 when none is pending.
+  auto committed = [&](const NewToken& who, const std::string& id) -> int64_t {
+    grpc::ClientContext ctx;
+    ctx.AddMetadata("authorization", "Bearer " + who.token);
+    v1::QueryUploadRequest q;
+    q.set_upload_id(id);
+    v1::QueryUploadResponse r;
+    return stub->QueryUpload(&ctx, q, &r).ok() ? r.committed_size() : -1;
+  };
+  int64_t held = 0;
+  for (const char* id : {"a", "b", "c"}) held += committed(alice_, id);
+  ASSERT_EQ(held, 300000) << "three pending uploads of 100,000 bytes";
+
+  // Nothing is stored yet, but the quota's bytes are held: no more bytes,
+  // neither for an upload nor a dry run.
+  RunResult upload = As(alice_, {"datasets", "upload", dir_ + "/data.json"});
+  EXPECT_EQ(upload.exit_code, 1) << upload.out;
+  EXPECT_NE(upload.err.find("team-a's storage quota of 300000 bytes"), std::string::npos)
+      << upload.err;
+  EXPECT_NE(upload.err.find("300000 bytes held by the tenant's uploads in progress"),
+            std::string::npos)
+      << upload.err;
+  const std::string data = ReadAll(dir_ + "/data.json");
+  grpc::Status validated = StreamUpload(*stub, alice_, data, data.size(), "", /*validate=*/true);
+  EXPECT_EQ(validated.error_code(), grpc::StatusCode::RESOURCE_EXHAUSTED)
+      << validated.error_message();
+
+  // A fourth pending upload (no bytes) is the quota's last; a fifth waits.
+  StreamUpload(*stub, alice_, "", 200000, "d", false, [&] { return committed(alice_, "d") == 0; });
+  ASSERT_EQ(committed(alice_, "d"), 0);
+  RunResult fifth = As(alice_, {"datasets", "upload", dir_ + "/data.json"});
+  EXPECT_EQ(fifth.exit_code, 1);
+  EXPECT_NE(fifth.err.find("tenant team-a has 4 uploads in progress"), std::string::npos)
+      << fifth.err;
+
+  // Team-b sees none of it: 12 pending uploads of its own (of the default
+  // 16) and a dataset.
+  for (int i = 0; i < 12; ++i) {
+    const std::string id = "b" + std::to_string(i);
+    StreamUpload(*stub, bob_, "", 1000, id, false, [&] { return committed(bob_, id) == 0; });
+    ASSERT_EQ(committed(bob_, id), 0) << id;
+  }
+  RunResult bobs = As(bob_, {"-o", "name", "datasets", "upload", dir_ + "/data.json"});
+  EXPECT_EQ(bobs.exit_code, 0) << bobs.err;
+  EXPECT_TRUE(StreamUpload(*stub, bob_, data, data.size(), "", /*validate=*/true).ok());
+}
+
+// Removing a token from the tokens file ends what its holder has open:
+// a WatchJob stream at once (with no event to send), and an upload at its
+// next message, neither storing nor sending anything more.
+TEST_F(SecurityTest, ARevokedTokenEndsItsOpenStreams) {
+  const NewToken carol = MakeToken("user", "carol", "team-c");
+  WriteTokens(carol.line + "\n");
+  StartServer(0);  // no worker: the job stays queued, its watch quiet
+  const std::string dataset = Upload(carol);
+  const std::string job = CreateJob(carol, dataset);
+  auto channel = grpc::CreateChannel(server_->addr(), grpc::InsecureChannelCredentials());
+  auto jobs = v1::JobService::NewStub(channel);
+  grpc::ClientContext watch_ctx;
+  watch_ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(30));
+  watch_ctx.AddMetadata("authorization", "Bearer " + carol.token);
+  v1::WatchJobRequest request;
+  request.set_name(job);
+  auto watch = jobs->WatchJob(&watch_ctx, request);
+  v1::JobEvent event;
+  ASSERT_TRUE(watch->Read(&event));  // "created"
+
+  auto datasets = v1::DatasetService::NewStub(channel);
+  grpc::ClientContext upload_ctx;
+  upload_ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(30));
+  upload_ctx.AddMetadata("authorization", "Bearer " + carol.token);
+  v1::Dataset stored;
+  auto upload = datasets->UploadDataset(&upload_ctx, &stored);
+  const std::string bytes = ReadAll(dir_ + "/data.json");
+  v1::UploadDatasetRequest first;
+  first.mutable_metadata()->set_display_name("late.json");
+  first.mutable_metadata()->set_size_bytes(static_cast<int64_t>(bytes.size()));
+  ASSERT_TRUE(upload->Write(first));
+  v1::UploadDatasetRequest chunk;
+  chunk.set_chunk(bytes.substr(0, bytes.size() / 2));
+  ASSERT_TRUE(upload->Write(chunk));
+
+  WriteTokens("");  // carol's line is gone
+  while (watch->Read(&event)) {
+  }
+  grpc::Status watched = watch->Finish();
+  EXPECT_EQ(watched.error_code(), grpc::StatusCode::UNAUTHENTICATED) << watched.error_message();
+  EXPECT_NE(watched.error_message().find("no longer accepted"), std::string::npos);
+  chunk.set_chunk(bytes.substr(bytes.size() / 2));
+  upload->Write(chunk);
+  upload->WritesDone();
+  grpc::Status uploaded = upload->Finish();
+  EXPECT_EQ(uploaded.error_code(), grpc::StatusCode::UNAUTHENTICATED) << uploaded.error_message();
+  const std::string listed = As(ops_, {"-o", "name", "datasets", "list"}).out;
+  EXPECT_EQ(listed, dataset + "\n") << "the cut-off upload stored nothing";
+}
+
+// Priorities stay within -100..100 and, for users, within their tenant's
+// band (by default up to 0); at equal priority tenants take turns, and a
+// job's place in the queue counts its own tenant's jobs only.
+TEST_F(SecurityTest, PrioritiesStayInTheirBandsAndTenantsTakeTurns) {
+  WriteTokens("quota team-b priority=-100..50\n");
+  StartServer(0);
+  const std::string a_data = Upload(alice_);
+  const std::string b_data = Upload(bob_);
+  auto create = [&](const NewToken& who, const std::string& data, int priority) {
+    return As(who, {"-o", "name", "jobs", "create", "--model", "tiny-gpt2",
+                    "--training-dataset", data, "--priority", std::to_string(priority)});
+  };
+  RunResult too_high = create(ops_, a_data, 101);
+  EXPECT_EQ(too_high.exit_code, 2);
+  EXPECT_NE(too_high.err.find("job.priority: 101 is outside -100..100"), std::string::npos)
+      << too_high.err;
+  RunResult above_band = create(alice_, a_data, 1);
+  EXPECT_EQ(above_band.exit_code, 4);
+  EXPECT_NE(above_band.err.find("tenant team-a may use priorities -100..0, not 1"),
+            std::string::npos)
+      << above_band.err;
+  EXPECT_EQ(create(alice_, a_data, -2147483647 - 1).exit_code, 2);
+  // Within the bands: a granted 50, an admin's 100, a user's own -5.
+  for (const RunResult& r :
+       {create(bob_, b_data, 50), create(ops_, a_data, 100), create(alice_, a_data, -5)}) {
+    ASSERT_EQ(r.exit_code, 0) << r.err;
+    EXPECT_EQ(As(ops_, {"jobs", "cancel", r.out.substr(0, r.out.find('\n'))}).exit_code, 0);
+  }
+
+  std::vector<std::string> a;
+  for (int i = 0; i < 3; ++i) {
+    RunResult r = create(alice_, a_data, 0);
+    ASSERT_EQ(r.exit_code, 0) << r.err;
+    a.push_back(r.out.substr(0, r.out.find('\n')));
+  }
+  RunResult b = create(bob_, b_data, 0);
+  ASSERT_EQ(b.exit_code, 0) << b.err;
+  const std::string b1 = b.out.substr(0, b.out.find('\n'));
+  json bobs = json::parse(As(bob_, {"-o", "json", "jobs", "get", b1}).out);
+  EXPECT_EQ(bobs["queuePosition"], 1) << bobs.dump();
+  EXPECT_EQ(bobs["waitReason"].get<std::string>().find("team-a"), std::string::npos);
+  EXPECT_NE(bobs["waitReason"].get<std::string>().find("position 1 among tenant team-b's"),
+            std::string::npos)
+      << bobs.dump();
+  auto workers = v1::WorkerService::NewStub(
+      grpc::CreateChannel(server_->addr(), grpc::InsecureChannelCredentials()));
+  EXPECT_EQ(AcquireAsWorker(*workers, pool_.token).job().name(), a[0]);
+  EXPECT_EQ(AcquireAsWorker(*workers, pool_.token).job().name(), b1) << "team-b's turn";
+  EXPECT_EQ(AcquireAsWorker(*workers, pool_.token).job().name(), a[1]);
+}
+
+// With tokens, /metrics is an admin's and reflection (which cannot ask for
+// a token) is off; --metrics-open serves a scraper that sends none.
+TEST_F(SecurityTest, MetricsNeedAnAdminAndReflectionIsOffWithTokens) {
+  const int port = FreeTcpPort();
+  const std::string listen = "--metrics-listen=127.0.0.1:" + std::to_string(port);
+  StartServer(0, {listen});
+  httplib::Client http("127.0.0.1", port);
+  auto scrape = [&](const std::string& token) {
+    httplib::Headers headers;
+    if (!token.empty()) headers.emplace("Authorization", "Bearer " + token);
+    httplib::Result r = http.Get("/metrics", headers);
+    return r ? r->status : -1;
+  };
+  EXPECT_EQ(scrape(""), 401);
+  EXPECT_EQ(scrape(alice_.token), 401);
+  EXPECT_EQ(scrape(pool_.token), 401);
+  EXPECT_EQ(scrape(ops_.token), 200);
+  auto channel = grpc::CreateChannel(server_->addr(), grpc::InsecureChannelCredentials());
+  EXPECT_EQ(RawCall(channel, "/grpc.reflection.v1alpha.ServerReflection/ServerReflectionInfo",
+                    ops_.token)
+                .error_code(),
+            grpc::StatusCode::UNIMPLEMENTED);
+  server_.reset();
+  StartServer(0, {listen, "--metrics-open"});
+  EXPECT_EQ(scrape(""), 200);
 }
 
 }  // namespace
