@@ -35,11 +35,15 @@ echo "server memory after the load: $(rss_mb) MB"
 stop_server
 
 # The same reads with authentication: a tokens file of 1,000 users (each
-# call hashes its token and compares it with every digest), and an audit log.
+# call hashes its token and compares it with every digest), and an audit log;
+# then another tenant's GetJob and CancelJob on that job beside the same
+# calls on a missing id: the time must not tell them apart.
 echo "with a tokens file of 1000 tokens:"
 TOKEN_LINES=$("$BIN/tuneforge-server" token --role=user --name=bench --tenant=bench 2>/dev/null)
 TOKEN=$(echo "$TOKEN_LINES" | head -1)
+OTHER_LINES=$("$BIN/tuneforge-server" token --role=user --name=prober --tenant=other 2>/dev/null)
 { echo "$TOKEN_LINES" | tail -1
+  echo "$OTHER_LINES" | tail -1
   for i in $(seq 999); do
     echo "user u$i team-$((i % 50)) sha256:$(head -c 32 /dev/urandom | sha256sum | cut -c1-64)"
   done; } >"$WORK/tokens"
@@ -47,7 +51,7 @@ TOKEN=$(echo "$TOKEN_LINES" | head -1)
 DATA="$WORK/data-tokens"
 start_server --tokens-file="$WORK/tokens"
 "$BIN/tuneforge-bench-scheduler" --addr "$ADDR" --seconds "$SECONDS_PER_MEASURE" \
-  --token "$TOKEN" --reads-only
+  --token "$TOKEN" --other-token "$(echo "$OTHER_LINES" | head -1)" --reads-only
 stop_server
 DATA="$WORK/data"
 

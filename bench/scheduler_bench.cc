@@ -151,6 +151,10 @@ int main(int argc, char** argv) {
   bool read_all = false, reads_only = false;
   app.add_option("--token", token, "bearer token, for a server with a tokens file");
   app.add_flag("--reads-only", reads_only, "only the health Check and GetJob measures");
+  std::string other_token;
+  app.add_option("--other-token", other_token,
+                 "another tenant's token: also time its GetJob and CancelJob on this tenant's "
+                 "job beside the same calls on a missing id (they should cost the same)");
   app.add_flag("--read-all", read_all,
                "instead: page through every job with ListJobs, then GetJob each of them");
   CLI11_PARSE(app, argc, argv);
@@ -251,6 +255,36 @@ int main(int argc, char** argv) {
         return stub->GetJob(&ctx, req, &resp).ok();
       };
     });
+  }
+  if (!other_token.empty()) {
+    // Another tenant probing: this tenant's active job and a made-up id,
+    // one call at a time, alternating measures so drift hits both.
+    token = other_token;
+    for (int round = 0; round < 2; ++round) {
+      for (const auto& [what, name] : {std::pair<std::string, std::string>{"another's", job},
+                                       {"missing", "jobs/j000000000000"}}) {
+        Load("GetJob, " + what, addr, 1, seconds, [&](std::shared_ptr<grpc::Channel> c) {
+          auto stub = std::shared_ptr<v1::JobService::Stub>(v1::JobService::NewStub(c));
+          return [stub, name = name] {
+            grpc::ClientContext ctx;
+            v1::GetJobRequest req;
+            req.set_name(name);
+            v1::Job resp;
+            return stub->GetJob(&ctx, req, &resp).error_code() == grpc::StatusCode::NOT_FOUND;
+          };
+        });
+        Load("CancelJob, " + what, addr, 1, seconds, [&](std::shared_ptr<grpc::Channel> c) {
+          auto stub = std::shared_ptr<v1::JobService::Stub>(v1::JobService::NewStub(c));
+          return [stub, name = name] {
+            grpc::ClientContext ctx;
+            v1::CancelJobRequest req;
+            req.set_name(name);
+            v1::Job resp;
+            return stub->CancelJob(&ctx, req, &resp).error_code() == grpc::StatusCode::NOT_FOUND;
+          };
+        });
+      }
+    }
   }
   if (reads_only) return 0;
   for (int callers : {1, 16}) {

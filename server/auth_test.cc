@@ -16,7 +16,8 @@ TEST(AccessPolicyTest, ParsesTokensAndQuotas) {
       "\n"
       "worker pool - sha256:" + std::string(64, 'b') + "\n"
       "admin ops ops sha256:" + std::string(64, 'c') + "\n"
-      "quota team-a stored_bytes=10GiB datasets=3 queued_jobs=4 running_jobs=1\n",
+      "quota team-a stored_bytes=10GiB datasets=3 queued_jobs=4 running_jobs=1\n"
+      "quota team-b uploads=5 priority=-20..30\n",
       "tokens");
   ASSERT_TRUE(policy.ok()) << policy.status();
   ASSERT_EQ(policy->tokens.size(), 3u);
@@ -30,6 +31,9 @@ TEST(AccessPolicyTest, ParsesTokensAndQuotas) {
   EXPECT_EQ(q.datasets, 3);
   EXPECT_EQ(q.queued_jobs, 4);
   EXPECT_EQ(q.running_jobs, 1);
+  EXPECT_EQ(policy->quotas.at("team-b").uploads, 5);
+  EXPECT_EQ(policy->priority_bands.at("team-b"), (PriorityBand{-20, 30}));
+  EXPECT_EQ(policy->priority_bands.count("team-a"), 0u);
 }
 
 TEST(AccessPolicyTest, ErrorsNameTheLine) {
@@ -46,6 +50,9 @@ TEST(AccessPolicyTest, ErrorsNameTheLine) {
             "line 2: the same token is listed twice"},
            {"quota team-a disks=3", "unknown quota 'disks'"},
            {"quota team-a stored_bytes=lots", "expected bytes"},
+           {"quota team-a priority=10..-10", "expected MIN..MAX within -100..100"},
+           {"quota team-a priority=0..1000", "expected MIN..MAX within -100..100"},
+           {"quota team-a priority=5", "expected MIN..MAX"},
            {"user alice", "expected: ROLE NAME TENANT sha256:DIGEST"}}) {
     auto policy = ParseAccessPolicy(c.text, "tokens");
     ASSERT_FALSE(policy.ok()) << c.text;

@@ -190,9 +190,7 @@ absl::StatusOr<std::pair<int64_t, int64_t>> DatasetCatalog::Query(const std::str
 }
 
 absl::StatusOr<DatasetRecord> DatasetCatalog::Get(const std::string& id, const Scope& scope) {
-  absl::StatusOr<DatasetRecord> d = store_->GetDataset(id);
-  if (d.ok() && !scope.Sees(d->tenant)) return NotFound("dataset", id);
-  return d;
+  return store_->GetDataset(id, scope.ListFilter());
 }
 
 absl::Status DatasetCatalog::Delete(const std::string& id, const Scope& scope) {

@@ -20,7 +20,9 @@ class ImportReactor : public grpc::ServerReadReactor<v1::ImportModelRequest> {
   }
 
   void OnReadDone(bool ok) override {
-    absl::Status s = ok ? Consume() : Complete();
+    // A caller whose token is revoked is cut off mid-stream.
+    absl::Status s = guard_.Recheck();
+    if (s.ok()) s = ok ? Consume() : Complete();
     if (!s.ok() || !ok) {
       import_.reset();
       Finish(ToGrpc(guard_.Done(name_, s)));

@@ -178,9 +178,7 @@ absl::StatusOr<ModelRecord> ModelCatalog::Register(
 
 absl::StatusOr<ModelRecord> ModelCatalog::Get(const std::string& id, const Scope& scope) {
   if (const Preset* p = FindPreset(id)) return PresetRecord(*p);
-  absl::StatusOr<ModelRecord> m = store_->GetModel(id);
-  if (m.ok() && !scope.Sees(m->tenant)) return NotFound("model", id);
-  return m;
+  return store_->GetModel(id, scope.ListFilter());
 }
 
 absl::StatusOr<std::vector<ModelRecord>> ModelCatalog::List(const Scope& scope,

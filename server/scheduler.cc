@@ -390,8 +390,7 @@ absl::StatusOr<Job> Scheduler::CreateJob(JobSpec spec, const Scope& scope) {
     architecture = ArchitectureName(p->config.architecture);
     parameters = ParameterCount(p->config);
   } else {
-    absl::StatusOr<ModelRecord> m = store_->GetModel(spec.base_model);
-    if (m.ok() && !scope.Sees(m->tenant)) m = NotFound("model", spec.base_model);
+    absl::StatusOr<ModelRecord> m = store_->GetModel(spec.base_model, scope.ListFilter());
     if (absl::IsNotFound(m.status())) {
       return absl::InvalidArgumentError(absl::StrCat(
           "job.base_model: no model 'models/", spec.base_model, "'; see ListModels"));
@@ -409,8 +408,7 @@ absl::StatusOr<Job> Scheduler::CreateJob(JobSpec spec, const Scope& scope) {
   }
   auto ready_dataset = [&](const std::string& id,
                            const char* field) -> absl::StatusOr<DatasetRecord> {
-    absl::StatusOr<DatasetRecord> d = store_->GetDataset(id);
-    if (d.ok() && !scope.Sees(d->tenant)) d = NotFound("dataset", id);
+    absl::StatusOr<DatasetRecord> d = store_->GetDataset(id, scope.ListFilter());
     if (absl::IsNotFound(d.status())) {
       return absl::InvalidArgumentError(
           absl::StrCat(field, ": dataset 'datasets/", id, "' does not exist"));
@@ -499,10 +497,9 @@ absl::StatusOr<Job> Scheduler::GetJob(const std::string& id, const Scope& scope)
     }
   }
   // Another tenant's job, active or not, takes the path of a missing one
-  // (one read of the store), so the time taken does not tell them apart.
-  absl::StatusOr<Job> job = store_->GetJob(id);
-  if (job.ok() && !scope.Sees(job->tenant)) return NotFound("job", id);
-  return job;
+  // (the same query of the store, finding nothing), so the time taken does
+  // not tell them apart.
+  return store_->GetJob(id, scope.ListFilter());
 }
 
 absl::StatusOr<std::vector<Job>> Scheduler::ListJobs(const JobFilter& filter,
@@ -516,8 +513,7 @@ absl::StatusOr<Job*> Scheduler::ActiveJobLocked(const std::string& id, const cha
   auto it = active_.find(id);
   if (it != active_.end() && scope.Sees(it->second.tenant)) return &it->second;
   // Another tenant's job takes the path of a missing one, as in GetJob().
-  ASSIGN_OR_RETURN(Job done, store_->GetJob(id));
-  if (!scope.Sees(done.tenant)) return NotFound("job", id);
+  ASSIGN_OR_RETURN(Job done, store_->GetJob(id, scope.ListFilter()));
   return absl::FailedPreconditionError(absl::StrCat(
       "job ", id, " already ended ", std::string(JobStateName(done.state)), "; nothing to ", verb));
 }

@@ -253,12 +253,12 @@ absl::Status Store::PutDataset(const DatasetRecord& d) {
   return absl::OkStatus();
 }
 
-absl::StatusOr<DatasetRecord> Store::GetDataset(const std::string& id) {
+absl::StatusOr<DatasetRecord> Store::GetDataset(const std::string& id, const std::string& tenant) {
   MutexLock lock(&mu_);
   Stmt s(db_,
          "SELECT id, display_name, state, size_bytes, sha256, create_time_ms, report, separator, "
-         "tenant FROM datasets WHERE id = ?");
-  s.Bind(1, id);
+         "tenant FROM datasets WHERE id = ?1 AND (?2 = '' OR tenant = ?2)");
+  s.Bind(1, id).Bind(2, tenant);
   int rc = s.Step();
   if (rc == SQLITE_DONE) return absl::NotFoundError(absl::StrCat("dataset ", id, " not found"));
   if (rc != SQLITE_ROW) return Error("get dataset");
@@ -345,10 +345,10 @@ absl::Status Store::PutModel(const ModelRecord& m) {
   });
 }
 
-absl::StatusOr<ModelRecord> Store::GetModel(const std::string& id) {
+absl::StatusOr<ModelRecord> Store::GetModel(const std::string& id, const std::string& tenant) {
   MutexLock lock(&mu_);
-  Stmt s(db_, "SELECT record FROM models WHERE id = ?");
-  s.Bind(1, id);
+  Stmt s(db_, "SELECT record FROM models WHERE id = ?1 AND (?2 = '' OR tenant = ?2)");
+  s.Bind(1, id).Bind(2, tenant);
   int rc = s.Step();
   if (rc == SQLITE_DONE) return absl::NotFoundError(absl::StrCat("model ", id, " not found"));
   if (rc != SQLITE_ROW) return Error("get model");
@@ -475,9 +475,11 @@ absl::StatusOr<std::vector<Job>> Store::QueryJobs(const std::string& sql,
   return out;
 }
 
-absl::StatusOr<Job> Store::GetJob(const std::string& id) {
+absl::StatusOr<Job> Store::GetJob(const std::string& id, const std::string& tenant) {
   MutexLock lock(&mu_);
-  ASSIGN_OR_RETURN(std::vector<Job> jobs, QueryJobs("SELECT record FROM jobs WHERE id = ?", {id}));
+  ASSIGN_OR_RETURN(std::vector<Job> jobs,
+                   QueryJobs("SELECT record FROM jobs WHERE id = ?1 AND (?2 = '' OR tenant = ?2)",
+                             {id, tenant}));
   if (jobs.empty()) return absl::NotFoundError(absl::StrCat("job ", id, " not found"));
   return std::move(jobs[0]);
 }

@@ -50,7 +50,9 @@ class Store {
   ~Store();
 
   absl::Status PutDataset(const DatasetRecord& d);
-  absl::StatusOr<DatasetRecord> GetDataset(const std::string& id);
+  // `tenant` "": any tenant's; else another tenant's is NOT_FOUND by the
+  // same query, in the same time, as a missing one (also GetModel, GetJob).
+  absl::StatusOr<DatasetRecord> GetDataset(const std::string& id, const std::string& tenant = "");
   // A tenant's datasets ("": everyone's) in creation order after the one
   // with id `after_id` ("" = first).
   absl::StatusOr<std::vector<DatasetRecord>> ListDatasets(const std::string& tenant,
@@ -68,7 +70,7 @@ class Store {
 
   // Inserts or replaces a model and its file list in one transaction.
   absl::Status PutModel(const ModelRecord& m);
-  absl::StatusOr<ModelRecord> GetModel(const std::string& id);
+  absl::StatusOr<ModelRecord> GetModel(const std::string& id, const std::string& tenant = "");
   // A tenant's models ("": everyone's) in creation order after the one with
   // id `after_id` ("" = first).
   absl::StatusOr<std::vector<ModelRecord>> ListModels(const std::string& tenant,
@@ -79,7 +81,7 @@ class Store {
 
   // Inserts or replaces the job and appends `events` in one transaction.
   absl::Status PutJob(const Job& job, const std::vector<Event>& events = {});
-  absl::StatusOr<Job> GetJob(const std::string& id);
+  absl::StatusOr<Job> GetJob(const std::string& id, const std::string& tenant = "");
   absl::StatusOr<std::optional<Job>> FindJobByRequestId(const std::string& tenant,
                                                         const std::string& request_id);
   // Jobs, newest first, starting after `after_id` ("" = newest).

@@ -93,11 +93,6 @@ class UploadLedger {
   std::map<std::string, Held> held_ ABSL_GUARDED_BY(mu_);
 };
 
-// The error for a resource that does not exist or belongs to another tenant:
-// the same words either way, so ids cannot be probed.
-inline absl::Status NotFound(absl::string_view kind, absl::string_view id) {
-  return absl::NotFoundError(absl::StrCat(kind, " ", id, " not found"));
-}
 
 }  // namespace tuneforge
 

@@ -55,16 +55,18 @@ NewToken MakeToken(const std::string& role, const std::string& name, const std::
   return t;
 }
 
-// Calls `method` ("/tuneforge.v1.JobService/GetJob") with one empty message
+// Calls `method` ("/tuneforge.v1.JobService/GetJob") with one message
+// (`request` serialized; empty by default)
 // as a bidirectional stream, which any method accepts on the wire; the
 // status it ends with.
 grpc::Status RawCall(const std::shared_ptr<grpc::Channel>& channel, const std::string& method,
-                     const std::string& token) {
+                     const std::string& token, const std::string& request = "") {
   class Call : public grpc::ClientBidiReactor<grpc::ByteBuffer, grpc::ByteBuffer> {
    public:
+    explicit Call(const std::string& bytes) : bytes_(bytes) {}
     void Start() {
-      grpc::Slice empty("");
-      request_ = grpc::ByteBuffer(&empty, 1);
+      grpc::Slice slice(bytes_);
+      request_ = grpc::ByteBuffer(&slice, 1);
       StartWrite(&request_);
       StartWritesDone();
       StartRead(&response_);
@@ -77,6 +79,7 @@ grpc::Status RawCall(const std::shared_ptr<grpc::Channel>& channel, const std::s
     std::future<grpc::Status> Result() { return done_.get_future(); }
 
    private:
+    const std::string bytes_;
     grpc::ByteBuffer request_, response_;
     std::promise<grpc::Status> done_;
   };
@@ -84,7 +87,7 @@ grpc::Status RawCall(const std::shared_ptr<grpc::Channel>& channel, const std::s
   grpc::ClientContext ctx;
   ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(10));
   if (!token.empty()) ctx.AddMetadata("authorization", "Bearer " + token);
-  Call call;
+  Call call(request);
   std::future<grpc::Status> result = call.Result();
   stub.PrepareBidiStreamingCall(&ctx, method, grpc::StubOptions(), &call);
   call.Start();
@@ -842,6 +845,161 @@ TEST_F(SecurityTest, MetricsNeedAnAdminAndReflectionIsOffWithTokens) {
   server_.reset();
   StartServer(0, {listen, "--metrics-open"});
   EXPECT_EQ(scrape(""), 200);
+}
+
+
+// Sets the field at `path` ("job.training_dataset") of `m` from text.
+void SetField(google::protobuf::Message* m, const std::string& path, const std::string& value) {
+  const size_t dot = path.find('.');
+  const google::protobuf::FieldDescriptor* f =
+      m->GetDescriptor()->FindFieldByName(path.substr(0, dot));
+  ASSERT_NE(f, nullptr) << m->GetDescriptor()->full_name() << " has no field " << path;
+  const google::protobuf::Reflection* r = m->GetReflection();
+  if (dot != std::string::npos) {
+    SetField(r->MutableMessage(m, f), path.substr(dot + 1), value);
+    return;
+  }
+  using F = google::protobuf::FieldDescriptor;
+  switch (f->cpp_type()) {
+    case F::CPPTYPE_STRING: r->SetString(m, f, value); break;
+    case F::CPPTYPE_INT64: r->SetInt64(m, f, std::stoll(value)); break;
+    case F::CPPTYPE_INT32: r->SetInt32(m, f, std::stoi(value)); break;
+    default: FAIL() << path << ": a type this helper does not set";
+  }
+}
+
+// Every public RPC, enumerated from the service descriptors, with every
+// kind of object its request can name: another tenant's object gets the
+// code and the words a missing one does. A new RPC fails this test until
+// it is listed below with the objects it names (or none).
+TEST_F(SecurityTest, AnotherTenantsObjectIsAnsweredAsAMissingOneByEveryRpc) {
+  StartServer(1);
+  // Alice's objects: a dataset, an ended job and its model, a running job
+  // and a pending upload.
+  const std::string dataset = Upload(alice_);
+  const std::string ended = CreateJob(alice_, dataset);
+  ASSERT_EQ(As(alice_, {"jobs", "watch", ended}).exit_code, 0);
+  const std::string model =
+      json::parse(As(alice_, {"-o", "json", "jobs", "get", ended}).out)["resultModel"];
+  const std::string running = CreateJob(alice_, dataset, 200);
+  bool started = false;
+  for (int i = 0; i < 400 && !started; ++i) {
+    started = As(alice_, {"-o", "json", "jobs", "get", running}).out.find("JOB_STATE_RUNNING") !=
+              std::string::npos;
+    if (!started) std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  }
+  ASSERT_TRUE(started);
+  auto channel = grpc::CreateChannel(server_->addr(), grpc::InsecureChannelCredentials());
+  auto datasets = v1::DatasetService::NewStub(channel);
+  StreamUpload(*datasets, alice_, "", 1000, "alice-upload", false, [&] {
+    return RawCall(channel, "/tuneforge.v1.DatasetService/QueryUpload", alice_.token,
+                   [] {
+                     v1::QueryUploadRequest q;
+                     q.set_upload_id("alice-upload");
+                     return q.SerializeAsString();
+                   }())
+        .ok();
+  });
+  const std::string bobs = Upload(bob_);
+
+  // Each kind: Alice's object and a made-up one of the same shape.
+  const std::map<std::string, std::pair<std::string, std::string>> kinds = {
+      {"dataset", {dataset, "datasets/d000000000000"}},
+      {"ended job", {ended, "jobs/j000000000000"}},
+      {"running job", {running, "jobs/j000000000001"}},
+      {"model", {model, "models/ft-j000000000000"}},
+      {"upload", {"alice-upload", "nobody-upload"}}};
+  struct Probe {
+    std::string field;  // where the object is named
+    std::string kind;
+    std::map<std::string, std::string> fixed;  // the rest of a valid request
+  };
+  const std::map<std::string, std::string> upload = {{"metadata.display_name", "x.json"},
+                                                     {"metadata.size_bytes", "100"}};
+  const std::map<std::string, std::string> on_bobs = {{"job.training_dataset", bobs}};
+  const std::vector<Probe> any_job = {{"name", "ended job", {}}, {"name", "running job", {}}};
+  const std::map<std::string, std::vector<Probe>> probes = {
+      {"DatasetService/UploadDataset",
+       {{"metadata.model", "model", upload},
+        {"metadata.upload_id", "upload",
+         {{"metadata.display_name", "x.json"}, {"metadata.size_bytes", "1000"},
+          {"metadata.offset", "10"}}}}},
+      {"DatasetService/ValidateDataset", {{"metadata.model", "model", upload}}},
+      {"DatasetService/QueryUpload", {{"upload_id", "upload", {}}}},
+      {"DatasetService/GetDataset", {{"name", "dataset", {}}}},
+      {"DatasetService/DeleteDataset", {{"name", "dataset", {}}}},
+      {"DatasetService/ListDatasets", {}},  // names none: lists the caller's own
+      {"ModelService/ListModels", {}},
+      {"ModelService/GetModel", {{"name", "model", {}}}},
+      {"ModelService/ImportModel", {}},  // names none: makes a new one
+      {"ModelService/DeleteModel", {{"name", "model", {}}}},
+      {"JobService/CreateJob",
+       {{"job.training_dataset", "dataset", {{"job.base_model", "tiny-gpt2"}}},
+        {"job.validation_dataset", "dataset", on_bobs},
+        {"job.base_model", "model", on_bobs},
+        {"job.base_model", "ended job", on_bobs},
+        {"job.base_model", "running job", on_bobs}}},
+      {"JobService/GetJob", any_job},
+      {"JobService/ListJobs", {}},
+      {"JobService/CancelJob", any_job},
+      {"JobService/PauseJob", any_job},
+      {"JobService/ResumeJob", any_job},
+      {"JobService/WatchJob", any_job},
+      {"JobService/ListJobEvents", any_job},
+      {"JobService/ListCheckpoints", any_job},
+      {"JobService/DownloadArtifact",
+       {{"name", "ended job", {{"artifact", "metrics.csv"}}},
+        {"name", "running job", {{"artifact", "metrics.csv"}}}}},
+      {"JobService/ListWorkers", {}},  // names no job of another tenant (ATenantSeesNothing...)
+  };
+
+  const google::protobuf::DescriptorPool* pool = google::protobuf::DescriptorPool::generated_pool();
+  int checked = 0;
+  for (const auto& [method, is_public] : AllMethods()) {
+    if (!is_public) continue;
+    const std::string short_name = method.substr(method.find('.', 1) + 4);  // "JobService/GetJob"
+    SCOPED_TRACE(short_name);
+    auto listed = probes.find(short_name);
+    if (listed == probes.end()) {
+      ADD_FAILURE() << "a new RPC: list the objects its request names";
+      continue;
+    }
+    const std::string service = method.substr(1, method.rfind('/') - 1);
+    const google::protobuf::MethodDescriptor* descriptor =
+        pool->FindServiceByName(service)->FindMethodByName(method.substr(method.rfind('/') + 1));
+    const google::protobuf::Message* prototype =
+        google::protobuf::MessageFactory::generated_factory()->GetPrototype(
+            descriptor->input_type());
+    for (const Probe& probe : listed->second) {
+      SCOPED_TRACE(probe.field + " = " + probe.kind);
+      const auto& [real, fake] = kinds.at(probe.kind);
+      auto request = [&](const std::string& value) {
+        std::unique_ptr<google::protobuf::Message> m(prototype->New());
+        for (const auto& [field, fixed] : probe.fixed) SetField(m.get(), field, fixed);
+        SetField(m.get(), probe.field, value);
+        return m->SerializeAsString();
+      };
+      const grpc::Status theirs = RawCall(channel, method, bob_.token, request(real));
+      const grpc::Status missing = RawCall(channel, method, bob_.token, request(fake));
+      EXPECT_FALSE(theirs.ok());
+      EXPECT_EQ(theirs.error_code(), missing.error_code()) << theirs.error_message();
+      std::string message = theirs.error_message();
+      const std::string real_id = real.substr(real.find('/') + 1);
+      const std::string fake_id = fake.substr(fake.find('/') + 1);
+      for (size_t at; (at = message.find(real_id)) != std::string::npos;) {
+        message.replace(at, real_id.size(), fake_id);
+      }
+      EXPECT_EQ(message, missing.error_message());
+      ++checked;
+    }
+  }
+  EXPECT_EQ(checked, 29);
+  // The probes reached Alice's things and changed none of them.
+  EXPECT_EQ(As(alice_, {"datasets", "get", dataset}).exit_code, 0);
+  EXPECT_EQ(As(alice_, {"models", "get", model}).exit_code, 0);
+  EXPECT_NE(As(alice_, {"-o", "json", "jobs", "get", running}).out.find("JOB_STATE_RUNNING"),
+            std::string::npos);
+  EXPECT_EQ(As(alice_, {"jobs", "cancel", running}).exit_code, 0);
 }
 
 }  // namespace
