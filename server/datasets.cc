@@ -33,7 +33,9 @@ DatasetUpload::DatasetUpload(DatasetCatalog* catalog, UploadMetadata metadata,
       tenant_(std::move(tenant)),
       validator_(OptionsOf(metadata_)) {}
 
-DatasetUpload::~DatasetUpload() { catalog_->ledger_->Release(metadata_.tenant, 1, writer_->size()); }
+DatasetUpload::~DatasetUpload() {
+  catalog_->ledger_->Release(metadata_.tenant, 1, writer_->size());
+}
 
 absl::Status DatasetUpload::Append(std::string_view chunk) {
   const int64_t n = static_cast<int64_t>(chunk.size());

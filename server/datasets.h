@@ -140,7 +140,6 @@ class DatasetCatalog {
   absl::StatusOr<Room> RoomFor(const std::string& tenant);
   Mutex pending_mu_;
   std::map<std::string, Pending> pending_ ABSL_GUARDED_BY(pending_mu_);
-
 };
 
 }  // namespace tuneforge
