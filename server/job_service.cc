@@ -351,6 +351,21 @@ grpc::ServerUnaryReactor* JobServiceImpl::ListWorkers(grpc::CallbackServerContex
   return FinishNow(ctx, absl::OkStatus());
 }
 
+namespace {
+
+// Calls `action` on each of `watchers` still streaming, under its lock.
+void EachWatcher(const std::vector<std::weak_ptr<void>>& watchers,
+                 void (WatchReactor::*action)()) {
+  for (const std::weak_ptr<void>& w : watchers) {
+    auto shared = std::static_pointer_cast<WatchReactor::Shared>(w.lock());
+    if (!shared) continue;
+    std::lock_guard<std::recursive_mutex> lock(shared->mu);
+    if (shared->reactor != nullptr) (shared->reactor->*action)();
+  }
+}
+
+}  // namespace
+
 void JobServiceImpl::Shutdown() {
   std::vector<std::weak_ptr<void>> watchers;
   {
@@ -358,12 +373,7 @@ void JobServiceImpl::Shutdown() {
     shutting_down_ = true;
     watchers.swap(watchers_);
   }
-  for (const std::weak_ptr<void>& w : watchers) {
-    auto shared = std::static_pointer_cast<WatchReactor::Shared>(w.lock());
-    if (!shared) continue;
-    std::lock_guard<std::recursive_mutex> lock(shared->mu);
-    if (shared->reactor != nullptr) shared->reactor->Stop();
-  }
+  EachWatcher(watchers, &WatchReactor::Stop);
 }
 
 void JobServiceImpl::RecheckWatchers() {
@@ -372,12 +382,7 @@ void JobServiceImpl::RecheckWatchers() {
     std::lock_guard<std::mutex> lock(watchers_mu_);
     watchers = watchers_;
   }
-  for (const std::weak_ptr<void>& w : watchers) {
-    auto shared = std::static_pointer_cast<WatchReactor::Shared>(w.lock());
-    if (!shared) continue;
-    std::lock_guard<std::recursive_mutex> lock(shared->mu);
-    if (shared->reactor != nullptr) shared->reactor->Recheck();
-  }
+  EachWatcher(watchers, &WatchReactor::Recheck);
 }
 
 grpc::ServerUnaryReactor* JobServiceImpl::ListJobEvents(grpc::CallbackServerContext* ctx,
