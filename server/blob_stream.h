@@ -1,9 +1,11 @@
 // Streams one blob to a client in chunks, reading the next chunk only when
 // the previous one has been sent, so a slow reader holds one chunk in memory.
 // The message type is BlobChunk (workers fetching inputs) or ArtifactChunk
-// (users downloading what a job produced), filled by SetChunk below.
+// (users downloading what a job produced), filled by SetChunk below. The
+// caller's token is checked again before each chunk: a revoked one ends the
+// stream with UNAUTHENTICATED.
 //
-//   return new BlobStreamReactor<v1::ArtifactChunk>(blobs, sha256);
+//   return new BlobStreamReactor<v1::ArtifactChunk>(std::move(guard), blobs, sha256);
 //
 // Thread-compatible, as every gRPC reactor is.
 #ifndef TUNEFORGE_SERVER_BLOB_STREAM_H_
@@ -19,6 +21,8 @@
 
 #include "absl/strings/str_cat.h"
 #include "common/blob_store.h"
+#include "server/auth.h"
+#include "server/grpc_status.h"
 #include "tuneforge/v1/job.pb.h"
 #include "tuneforge/v1/worker.pb.h"
 
@@ -40,7 +44,8 @@ class BlobStreamReactor : public grpc::ServerWriteReactor<Chunk> {
  public:
   static constexpr size_t kChunkBytes = 256 * 1024;
 
-  BlobStreamReactor(BlobStore* blobs, const std::string& sha256) : sha256_(sha256) {
+  BlobStreamReactor(Guard guard, BlobStore* blobs, const std::string& sha256)
+      : guard_(std::move(guard)), sha256_(sha256) {
     if (!blobs->Contains(sha256)) {
       this->Finish(grpc::Status(grpc::StatusCode::NOT_FOUND,
                                 absl::StrCat("blob ", sha256, " not found")));
@@ -70,6 +75,10 @@ class BlobStreamReactor : public grpc::ServerWriteReactor<Chunk> {
 
  private:
   void SendNext() {
+    if (absl::Status s = guard_.Recheck(); !s.ok()) {
+      this->Finish(ToGrpc(guard_.Done(sha256_, s)));
+      return;
+    }
     std::string* data = chunk_.mutable_data();
     data->resize(kChunkBytes);
     ssize_t n;
@@ -94,6 +103,7 @@ class BlobStreamReactor : public grpc::ServerWriteReactor<Chunk> {
     this->StartWrite(&chunk_);
   }
 
+  Guard guard_;
   const std::string sha256_;
   int fd_ = -1;
   int64_t total_ = 0;

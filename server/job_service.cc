@@ -318,7 +318,7 @@ grpc::ServerWriteReactor<v1::ArtifactChunk>* JobServiceImpl::DownloadArtifact(
   if (!job.ok()) return new Failed(job.status());
   for (const FileRecord& f : job->artifacts) {
     if (f.path == request->artifact()) {
-      return new BlobStreamReactor<v1::ArtifactChunk>(blobs_, f.sha256);
+      return new BlobStreamReactor<v1::ArtifactChunk>(std::move(guard), blobs_, f.sha256);
     }
   }
   return new Failed(absl::NotFoundError(absl::StrCat(

@@ -154,7 +154,9 @@ class ReportReactor : public grpc::ServerReadReactor<v1::ReportEventsRequest> {
       Finish(grpc::Status::OK);
       return;
     }
-    absl::Status s = Accept();
+    // A worker whose token is revoked is cut off mid-stream.
+    absl::Status s = guard_.Recheck();
+    if (s.ok()) s = Accept();
     if (!s.ok()) {
       Finish(ToGrpc(guard_.Done(request_.job(), s)));
       return;
@@ -197,7 +199,9 @@ class ArtifactReactor : public grpc::ServerReadReactor<v1::UploadArtifactRequest
   }
 
   void OnReadDone(bool ok) override {
-    absl::Status s = ok ? Consume() : Complete();
+    // A worker whose token is revoked is cut off mid-stream, storing nothing.
+    absl::Status s = guard_.Recheck();
+    if (s.ok()) s = ok ? Consume() : Complete();
     if (absl::IsCancelled(s) && s.message() == kAlreadyHeld) {  // recorded without the bytes
       s = absl::OkStatus();
       ok = false;
@@ -400,7 +404,7 @@ grpc::ServerWriteReactor<v1::BlobChunk>* WorkerServiceImpl::FetchBlob(
   if (absl::Status s = guard.Done(resource, readable()); !s.ok()) {
     return new FailedStream<v1::BlobChunk>(s);
   }
-  return new BlobStreamReactor<v1::BlobChunk>(blobs_, request->sha256());
+  return new BlobStreamReactor<v1::BlobChunk>(std::move(guard), blobs_, request->sha256());
 }
 
 }  // namespace tuneforge

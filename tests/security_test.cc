@@ -720,16 +720,65 @@ TEST_F(SecurityTest, UploadsInProgressCountAgainstTheirOwnTenantOnly) {
 }
 
 // Removing a token from the tokens file ends what its holder has open:
-// a WatchJob stream at once (with no event to send), and an upload at its
-// next message, neither storing nor sending anything more.
+// a WatchJob stream at once (with no event to send), an upload, a download
+// and a worker's event stream at their next message, neither storing nor
+// sending anything more.
 TEST_F(SecurityTest, ARevokedTokenEndsItsOpenStreams) {
   const NewToken carol = MakeToken("user", "carol", "team-c");
-  WriteTokens(carol.line + "\n");
-  StartServer(0);  // no worker: the job stays queued, its watch quiet
+  const NewToken pool2 = MakeToken("worker", "pool2", "-");
+  WriteTokens(carol.line + "\n" + pool2.line + "\n");
+  StartServer(0);  // no worker but this test: the job's watch stays quiet
   const std::string dataset = Upload(carol);
   const std::string job = CreateJob(carol, dataset);
   auto channel = grpc::CreateChannel(server_->addr(), grpc::InsecureChannelCredentials());
-  auto jobs = v1::JobService::NewStub(channel);
+
+  // A worker holds the job: it has uploaded a 32 MB artifact (more than
+  // any flow-control window, so a download is still streaming when the
+  // token goes) and keeps its event stream open.
+  auto worker_api = v1::WorkerService::NewStub(channel);
+  const v1::Assignment a = AcquireAsWorker(*worker_api, pool2.token);
+  ASSERT_EQ(a.job().name(), job);
+  const std::string big(32 << 20, 'x');
+  {
+    grpc::ClientContext ctx;
+    ctx.AddMetadata("authorization", "Bearer " + pool2.token);
+    v1::UploadArtifactResponse resp;
+    auto writer = worker_api->UploadArtifact(&ctx, &resp);
+    v1::UploadArtifactRequest req;
+    req.mutable_header()->set_job(job);
+    req.mutable_header()->set_lease(a.lease());
+    req.mutable_header()->set_artifact("metrics.csv");
+    req.mutable_header()->set_size_bytes(static_cast<int64_t>(big.size()));
+    writer->Write(req);
+    for (size_t at = 0; at < big.size(); at += 1 << 20) {
+      req.set_chunk(big.substr(at, 1 << 20));
+      writer->Write(req);
+    }
+    writer->WritesDone();
+    ASSERT_TRUE(writer->Finish().ok());
+  }
+  grpc::ClientContext report_ctx;
+  report_ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(30));
+  report_ctx.AddMetadata("authorization", "Bearer " + pool2.token);
+  v1::ReportEventsResponse reported;
+  auto report = worker_api->ReportEvents(&report_ctx, &reported);
+  v1::ReportEventsRequest line;
+  line.set_job(job);
+  line.set_lease(a.lease());
+  line.mutable_event()->mutable_log()->set_message("still here");
+  ASSERT_TRUE(report->Write(line));
+  auto jobs_api = v1::JobService::NewStub(channel);
+  grpc::ClientContext download_ctx;
+  download_ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(30));
+  download_ctx.AddMetadata("authorization", "Bearer " + carol.token);
+  v1::DownloadArtifactRequest which;
+  which.set_name(job);
+  which.set_artifact("metrics.csv");
+  auto download = jobs_api->DownloadArtifact(&download_ctx, which);
+  v1::ArtifactChunk piece;
+  ASSERT_TRUE(download->Read(&piece));
+  int64_t downloaded = static_cast<int64_t>(piece.data().size());
+  auto& jobs = jobs_api;
   grpc::ClientContext watch_ctx;
   watch_ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(30));
   watch_ctx.AddMetadata("authorization", "Bearer " + carol.token);
@@ -754,12 +803,21 @@ TEST_F(SecurityTest, ARevokedTokenEndsItsOpenStreams) {
   chunk.set_chunk(bytes.substr(0, bytes.size() / 2));
   ASSERT_TRUE(upload->Write(chunk));
 
-  WriteTokens("");  // carol's line is gone
+  WriteTokens("");  // carol's and pool2's lines are gone
   while (watch->Read(&event)) {
   }
   grpc::Status watched = watch->Finish();
   EXPECT_EQ(watched.error_code(), grpc::StatusCode::UNAUTHENTICATED) << watched.error_message();
   EXPECT_NE(watched.error_message().find("no longer accepted"), std::string::npos);
+  while (download->Read(&piece)) downloaded += static_cast<int64_t>(piece.data().size());
+  grpc::Status fetched = download->Finish();
+  EXPECT_EQ(fetched.error_code(), grpc::StatusCode::UNAUTHENTICATED) << fetched.error_message();
+  EXPECT_LT(downloaded, static_cast<int64_t>(big.size()));
+  line.mutable_event()->mutable_log()->set_message("after revocation");
+  report->Write(line);
+  report->WritesDone();
+  grpc::Status events = report->Finish();
+  EXPECT_EQ(events.error_code(), grpc::StatusCode::UNAUTHENTICATED) << events.error_message();
   chunk.set_chunk(bytes.substr(bytes.size() / 2));
   upload->Write(chunk);
   upload->WritesDone();
@@ -767,6 +825,7 @@ TEST_F(SecurityTest, ARevokedTokenEndsItsOpenStreams) {
   EXPECT_EQ(uploaded.error_code(), grpc::StatusCode::UNAUTHENTICATED) << uploaded.error_message();
   const std::string listed = As(ops_, {"-o", "name", "datasets", "list"}).out;
   EXPECT_EQ(listed, dataset + "\n") << "the cut-off upload stored nothing";
+  EXPECT_EQ(As(ops_, {"jobs", "events", job}).out.find("after revocation"), std::string::npos);
 }
 
 // Priorities stay within -100..100 and, for users, within their tenant's
