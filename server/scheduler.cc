@@ -64,7 +64,8 @@ absl::StatusOr<std::unique_ptr<Scheduler>> Scheduler::Create(Store* store,
   ASSIGN_OR_RETURN(std::vector<Job> jobs, store->LoadActiveJobs());
   {
     MutexLock lock(&s->mu_);
-    const int64_t deadline = NowMs() + absl::ToInt64Milliseconds(options.lease_duration);
+    const int64_t deadline =
+        options.clock->NowMs() + absl::ToInt64Milliseconds(options.lease_duration);
     for (Job& job : jobs) {
       if (job.state == JobState::kQueued) s->queue_.insert(KeyOf(job));
       s->last_submit_seq_ = std::max(s->last_submit_seq_, job.submit_seq);
@@ -72,7 +73,7 @@ absl::StatusOr<std::unique_ptr<Scheduler>> Scheduler::Create(Store* store,
       // reconnect and carry on; if not, the reaper requeues it.
       if (job.state == JobState::kRunning) {
         s->lease_deadline_ms_[job.id] = deadline;
-        s->steps_[job.id] = StepSeen{job.progress.step, NowMs()};
+        s->steps_[job.id] = StepSeen{job.progress.step, options.clock->NowMs()};
       }
       s->active_.emplace(job.id, std::move(job));
     }
@@ -624,7 +625,7 @@ uint64_t Scheduler::AcquireJob(const std::string& worker_id, absl::Duration wait
     return 0;
   }
   const uint64_t ticket = next_ticket_++;
-  waiters_[ticket] = Waiter{worker_id, absl::Now() + wait, std::move(done)};
+  waiters_[ticket] = Waiter{worker_id, options_.clock->Now() + wait, std::move(done)};
   MatchLocked(deferred);
   return ticket;
 }
@@ -988,7 +989,7 @@ void Scheduler::Unsubscribe(uint64_t id) {
 void Scheduler::ReapExpired() {
   Deferred deferred;
   MutexLock lock(&mu_);
-  const absl::Time now = absl::Now();
+  const absl::Time now = options_.clock->Now();
   for (auto it = waiters_.begin(); it != waiters_.end();) {
     if (it->second.deadline <= now) {
       deferred.calls.push_back(

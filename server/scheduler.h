@@ -43,6 +43,7 @@
 #include "absl/status/statusor.h"
 #include "common/mutex.h"
 #include "absl/time/time.h"
+#include "server/clock.h"
 #include "server/records.h"
 #include "server/store.h"
 #include "server/tenancy.h"
@@ -65,6 +66,9 @@ struct SchedulerOptions {
   // Each tenant's limits on queued and running jobs (the other fields of
   // Quota are the catalogues'). Unset: no limits.
   QuotaFn quota;
+  // Every time the scheduler reads: leases, stalls, long polls, event and
+  // job times. Tests pass a ManualClock.
+  const Clock* clock = &Clock::System();
 };
 
 struct WorkerInfo {
@@ -192,6 +196,8 @@ class Scheduler {
   struct Deferred;  // callbacks to run once the lock is released
 
   Scheduler(Store* store, SchedulerOptions options);
+  // The time on options_.clock (the free NowMs() is the system's).
+  int64_t NowMs() const { return options_.clock->NowMs(); }
   // Within kMinPriority..kMaxPriority (INVALID_ARGUMENT) and, unless the
   // scope is an admin's, the tenant's band (PERMISSION_DENIED).
   absl::Status CheckPriority(int priority, const Scope& scope) const;

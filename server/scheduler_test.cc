@@ -33,6 +33,7 @@ class SchedulerTest : public ::testing::Test {
     options_.lease_duration = absl::Milliseconds(300);
     options_.max_attempts = 2;
     options_.reaper_period = absl::Milliseconds(20);
+    options_.clock = &clock_;  // time moves only when a test says so
     Restart();
   }
 
@@ -50,14 +51,26 @@ class SchedulerTest : public ::testing::Test {
     return s;
   }
 
-  // Blocks until AcquireJob answers.
+  // What AcquireJob answers: a job that is free now, or, when none is, the
+  // empty answer once the clock has been moved past the long poll's end.
   absl::StatusOr<std::optional<Assignment>> Acquire(const std::string& worker,
                                                     absl::Duration wait) {
     std::promise<absl::StatusOr<std::optional<Assignment>>> result;
+    std::future<absl::StatusOr<std::optional<Assignment>>> answer = result.get_future();
     scheduler_->AcquireJob(worker, wait, [&](absl::StatusOr<std::optional<Assignment>> r) {
       result.set_value(std::move(r));
     });
-    return result.get_future().get();
+    if (answer.wait_for(std::chrono::seconds(0)) != std::future_status::ready) {
+      clock_.Advance(wait);
+      scheduler_->ReapExpired();
+    }
+    return answer.get();
+  }
+
+  // Moves the clock past the scheduler's deadlines, and lets it see so.
+  void Elapse(absl::Duration d) {
+    clock_.Advance(d);
+    scheduler_->ReapExpired();
   }
 
   std::vector<JobState> States(const std::string& job) {
@@ -70,6 +83,7 @@ class SchedulerTest : public ::testing::Test {
   }
 
   std::string dir_;
+  ManualClock clock_;
   SchedulerOptions options_;
   std::unique_ptr<Store> store_;
   std::unique_ptr<Scheduler> scheduler_;
@@ -142,6 +156,7 @@ TEST_F(SchedulerTest, ExpiredLeaseRequeuesThenFails) {
   auto first = Acquire(w, absl::ZeroDuration());
   const std::string lease1 = (*first)->job.lease;
   // No heartbeats: the lease expires and the job is queued again.
+  Elapse(absl::Milliseconds(400));
   auto second = Acquire(w, absl::Seconds(5));
   ASSERT_TRUE(second->has_value());
   EXPECT_EQ((*second)->job.attempt, 2);
@@ -153,8 +168,7 @@ TEST_F(SchedulerTest, ExpiredLeaseRequeuesThenFails) {
                 .code(),
             absl::StatusCode::kAborted);
   // Second expiry: out of attempts.
-  absl::SleepFor(absl::Milliseconds(600));
-  scheduler_->ReapExpired();
+  Elapse(absl::Milliseconds(400));
   auto failed = scheduler_->GetJob(job->id);
   EXPECT_EQ(failed->state, JobState::kFailed);
   EXPECT_NE(failed->error.find("lease expired"), std::string::npos);
@@ -208,8 +222,7 @@ TEST_F(SchedulerTest, UploadedCheckpointIsWhereTheNextAttemptResumes) {
     EXPECT_EQ(released, (std::vector<std::string>{"amodel.safetensors", "atrainer_state.json"}));
   }
   // The worker dies; the next attempt gets the checkpoint's files.
-  absl::SleepFor(absl::Milliseconds(400));
-  scheduler_->ReapExpired();
+  Elapse(absl::Milliseconds(400));
   auto next = Acquire(w, absl::Seconds(5));
   ASSERT_TRUE(next->has_value());
   EXPECT_EQ((*next)->job.checkpoint_name, "step-00000004");
@@ -253,8 +266,7 @@ TEST_F(SchedulerTest, HandBacksDoNotCountAsFailures) {
   for (int i = 0; i < 2; ++i) {
     auto a = Acquire(w, absl::Seconds(5));
     ASSERT_TRUE(a->has_value());
-    absl::SleepFor(absl::Milliseconds(400));
-    scheduler_->ReapExpired();
+    Elapse(absl::Milliseconds(400));
   }
   Job failed = *scheduler_->GetJob(job->id);
   EXPECT_EQ(failed.state, JobState::kFailed);
@@ -327,13 +339,13 @@ TEST_F(SchedulerTest, NoStepProgressIsStalled) {
   auto a = Acquire(w, absl::ZeroDuration());
   const std::string lease = (*a)->job.lease;
   for (int i = 0; i < 3; ++i) {  // progress keeps it alive
-    absl::SleepFor(absl::Milliseconds(120));
+    clock_.Advance(absl::Milliseconds(120));
     ASSERT_TRUE(scheduler_->Heartbeat(w, job->id, lease, i + 1).ok());
     scheduler_->ReapExpired();
   }
   EXPECT_EQ(scheduler_->GetJob(job->id)->state, JobState::kRunning);
   for (int i = 0; i < 3; ++i) {  // the same step over and over does not
-    absl::SleepFor(absl::Milliseconds(120));
+    clock_.Advance(absl::Milliseconds(120));
     (void)scheduler_->Heartbeat(w, job->id, lease, 3);
     scheduler_->ReapExpired();
   }
@@ -358,7 +370,7 @@ TEST_F(SchedulerTest, HeartbeatsKeepTheLeaseAndCarryCancellation) {
   auto a = Acquire(w, absl::ZeroDuration());
   const std::string lease = (*a)->job.lease;
   for (int i = 0; i < 16; ++i) {  // 800 ms in all, well past the 300 ms lease
-    absl::SleepFor(absl::Milliseconds(50));
+    Elapse(absl::Milliseconds(50));
     auto hb = scheduler_->Heartbeat(w, job->id, lease, i);
     ASSERT_TRUE(hb.ok()) << hb.status();
     EXPECT_FALSE(hb->cancel_requested);
