@@ -130,6 +130,51 @@ TEST_F(SchedulerTest, HandsOutByPriorityThenAge) {
   EXPECT_FALSE(none->has_value());
 }
 
+// Priorities stay in -100..100 and, for users, in their tenant's band; at
+// equal priority tenants take turns, the one running fewer jobs first, and a
+// job's queue position counts only its own tenant's jobs.
+TEST_F(SchedulerTest, TenantsTakeTurnsAndPrioritiesStayInTheirBands) {
+  for (const char* tenant : {"a", "b"}) {
+    DatasetRecord d;
+    d.id = std::string("ds-") + tenant;
+    d.sha256 = std::string(64, 'a');
+    d.report.example_count = 20;
+    d.tenant = tenant;
+    ASSERT_TRUE(store_->PutDataset(d).ok());
+  }
+  options_.quota = [](const std::string& tenant) {
+    Quota q;
+    if (tenant == "b") q.priority = PriorityBand{-100, 50};
+    return q;
+  };
+  Restart();
+  auto spec = [&](const std::string& tenant, int priority) {
+    JobSpec s = Spec(priority);
+    s.training_dataset = "ds-" + tenant;
+    return s;
+  };
+  const Scope a{"a", false}, b{"b", false}, admin{"ops", true};
+  EXPECT_EQ(scheduler_->CreateJob(spec("a", 1), a).status().code(),
+            absl::StatusCode::kPermissionDenied);
+  EXPECT_EQ(scheduler_->CreateJob(spec("a", 101), admin).status().code(),
+            absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(scheduler_->CreateJob(spec("b", 51), b).status().code(),
+            absl::StatusCode::kPermissionDenied);
+  auto granted = scheduler_->CreateJob(spec("b", 50), b);
+  ASSERT_TRUE(granted.ok()) << granted.status();
+  ASSERT_TRUE(scheduler_->CancelJob(granted->id, b).ok());
+
+  std::vector<std::string> a_jobs;
+  for (int i = 0; i < 3; ++i) a_jobs.push_back(scheduler_->CreateJob(spec("a", 0), a)->id);
+  const std::string b_job = scheduler_->CreateJob(spec("b", 0), b)->id;
+  EXPECT_EQ(scheduler_->GetJob(b_job, b)->queue_position, 1);
+  EXPECT_EQ(scheduler_->GetJob(a_jobs[2], a)->queue_position, 3);
+  std::string w = scheduler_->RegisterWorker({"w", "cpu", 0, ""});
+  std::vector<std::string> order;
+  for (int i = 0; i < 4; ++i) order.push_back((*Acquire(w, absl::ZeroDuration()))->job.id);
+  EXPECT_EQ(order, (std::vector<std::string>{a_jobs[0], b_job, a_jobs[1], a_jobs[2]}));
+}
+
 TEST_F(SchedulerTest, LongPollIsAnsweredWhenAJobArrives) {
   std::string w = scheduler_->RegisterWorker({"w", "cpu", 0, ""});
   std::promise<std::optional<Assignment>> answer;
