@@ -111,7 +111,7 @@ absl::StatusOr<std::unique_ptr<DatasetUpload>> DatasetCatalog::StartUpload(
   ASSIGN_OR_RETURN(Room tenant, tuneforge::RoomFor(store_, quota_, metadata.tenant, store,
                                                    Room{INT64_MAX, ""}));
   const Room server = ServerLimit();
-  const Room& tighter = tenant.bytes < server.bytes ? tenant : server;
+  const Room& tighter = Tighter(server, tenant);
   if (metadata.size_bytes > tighter.bytes) {
     return absl::ResourceExhaustedError(absl::StrCat(
         "metadata.size_bytes: ", metadata.size_bytes, " bytes exceeds ", tighter.why));

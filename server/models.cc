@@ -112,9 +112,12 @@ absl::StatusOr<ModelRecord> ModelImport::Finish() {
 
 absl::StatusOr<std::unique_ptr<ModelImport>> ModelCatalog::StartImport(
     const std::string& display_name, const std::string& tenant) {
-  ASSIGN_OR_RETURN(Room room, RoomFor(tenant));
+  // One reading of the tenant's usage: what its quota leaves for all of its
+  // uploads in progress, and for this import the tighter of that and the
+  // server's limit.
   ASSIGN_OR_RETURN(Room quota, tuneforge::RoomFor(store_, quota_, tenant, /*new_dataset=*/false,
                                                   Room{INT64_MAX, ""}));
+  Room room = Tighter(ServerLimit(), quota);
   ModelRecord record;
   record.id = "m" + NewId().substr(1);
   record.tenant = tenant;
@@ -125,11 +128,13 @@ absl::StatusOr<std::unique_ptr<ModelImport>> ModelCatalog::StartImport(
       new ModelImport(this, std::move(record), std::move(room), std::move(quota)));
 }
 
+Room ModelCatalog::ServerLimit() const {
+  return {max_model_bytes_,
+          absl::StrCat("this server's limit of ", max_model_bytes_, " bytes (--max-model-bytes)")};
+}
+
 absl::StatusOr<Room> ModelCatalog::RoomFor(const std::string& tenant) {
-  return tuneforge::RoomFor(
-      store_, quota_, tenant, /*new_dataset=*/false,
-      {max_model_bytes_,
-       absl::StrCat("this server's limit of ", max_model_bytes_, " bytes (--max-model-bytes)")});
+  return tuneforge::RoomFor(store_, quota_, tenant, /*new_dataset=*/false, ServerLimit());
 }
 
 absl::StatusOr<ModelRecord> ModelCatalog::Register(

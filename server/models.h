@@ -98,6 +98,7 @@ class ModelCatalog {
 
  private:
   friend class ModelImport;
+  Room ServerLimit() const;
   absl::StatusOr<Room> RoomFor(const std::string& tenant);
   // Checks the sealed files, publishes them and stores `record` with them.
   absl::StatusOr<ModelRecord> Register(ModelRecord record, const std::vector<FileRecord>& files,

@@ -187,8 +187,8 @@ int main(int argc, char** argv) {
       ->capture_default_str();
   quota.uploads = 16;
   app.add_option("--quota-uploads", quota.uploads,
-                 "per tenant: open upload and validation streams plus resumable uploads "
-                 "awaiting a resume; 0: no limit")
+                 "per tenant: open upload, validation and import streams plus resumable "
+                 "uploads awaiting a resume; 0: no limit")
       ->capture_default_str();
   std::string priority_band = "-100..0";
   app.add_option("--priority-band", priority_band,

@@ -64,6 +64,8 @@ struct Room {
 };
 absl::StatusOr<Room> RoomFor(Store* store, const QuotaFn& quota, const std::string& tenant,
                              bool new_dataset, Room limit);
+// The smaller of two rooms (`a` when they are equal), with what sets it.
+inline const Room& Tighter(const Room& a, const Room& b) { return b.bytes < a.bytes ? b : a; }
 
 // Each tenant's uploads in progress (dataset uploads and validations, model
 // imports): how many are open, and the bytes they hold on disk before they
