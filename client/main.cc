@@ -33,6 +33,8 @@
 #include "common/channel.h"
 #include "common/dataset_validator.h"
 #include "common/report_proto.h"
+#include "common/settings_flags.h"
+#include "common/settings_proto.h"
 #include "common/sha256.h"
 #include "common/model_config.h"
 #include "tuneforge/v1/dataset.grpc.pb.h"
@@ -977,12 +979,9 @@ int Main(int argc, char** argv) {
   CLI::App* create = jobs->add_subcommand("create", "create a fine-tuning job");
   std::string model = "tiny-gpt2", train, validation, request_id;
   double split = -1;
-  int epochs = 0, batch = 0, max_seq_len = 0, warmup = -1, log_every = 0, priority = 0;
-  int eval_every = 0, checkpoint_every = 0, patience = 0, lora_rank = 0;
-  double min_delta = 0, lora_alpha = 0, lora_dropout = 0;
+  int priority = 0, lora_rank = 0;
+  double lora_alpha = 0, lora_dropout = 0;
   std::vector<std::string> lora_targets;
-  double lr = 0;
-  int64_t seed = -1;
   std::vector<std::string> labels;
   bool follow = false;
   create->add_option("--model", model,
@@ -991,41 +990,16 @@ int Main(int argc, char** argv) {
   create->add_option("--training-dataset", train, "datasets/ID")->required();
   create->add_option("--validation-dataset", validation, "datasets/ID");
   create->add_option("--validation-split", split, "fraction held out (default 0.1)");
-  create->add_option("--epochs", epochs, "default 3");
-  create->add_option("--batch-size", batch, "default 8");
-  create->add_option("--learning-rate", lr, "default 1e-4");
-  create->add_option("--warmup-steps", warmup, "default 0");
-  create->add_option("--max-seq-len", max_seq_len, "default: the model's context");
-  create->add_option("--seed", seed, "default 42");
-  create->add_option("--log-every", log_every, "metrics every N steps (default 5)");
-  create->add_option("--eval-every", eval_every, "also evaluate every N steps");
-  create->add_option("--checkpoint-every", checkpoint_every,
-                     "checkpoint every N steps (and at every epoch end)");
-  create->add_option("--early-stopping-patience", patience,
-                     "stop after N evaluations without improvement (default 0: off)");
-  create->add_option("--early-stopping-min-delta", min_delta, "the improvement that counts");
+  // --epochs, --learning-rate, ...: a flag per training setting; those not
+  // given are left unset, for the server's defaults.
+  TrainingSettings settings;
+  const std::vector<SettingFlag> setting_flags = AddSettingFlags(*create, settings);
   create->add_option("--lora-rank", lora_rank, "train LoRA adapters of this rank (e.g. 8)");
   create->add_option("--lora-alpha", lora_alpha, "default 16");
   create->add_option("--lora-dropout", lora_dropout, "default 0");
   create->add_option("--lora-targets", lora_targets,
                      "projections, e.g. q_proj,v_proj (default: the family's)")
       ->delimiter(',');
-  bool train_on_prompt = false, packing = false, no_grouping = false, recompute = false;
-  std::string chat_template, precision;
-  double warmup_ratio = 0, divergence = -1;
-  int keep_checkpoints = 0, samples = -1;
-  create->add_flag("--train-on-prompt", train_on_prompt, "loss on prompts and user turns too");
-  create->add_option("--chat-template", chat_template, "auto (default), plain, chatml, llama3");
-  create->add_flag("--packing", packing, "pack several sequences per row (no attention across)");
-  create->add_flag("--no-group-by-length", no_grouping, "padded batches in random order");
-  create->add_option("--warmup-ratio", warmup_ratio, "warmup as a fraction of all steps");
-  create->add_option("--divergence-factor", divergence,
-                     "stop when the smoothed loss exceeds its lowest this many times "
-                     "(default 4; 0: off)");
-  create->add_flag("--recompute-activations", recompute, "less memory, about 1/3 more compute");
-  create->add_option("--precision", precision, "auto (default), fp32, bf16");
-  create->add_option("--keep-checkpoints", keep_checkpoints, "newest kept besides the best (default 2)");
-  create->add_option("--samples", samples, "sample completions per evaluation (default 2)");
   create->add_option("--priority", priority, "higher runs first");
   create->add_option("--label", labels, "key=value, repeatable");
   create->add_option("--request-id", request_id, "idempotency key for retries");
@@ -1036,28 +1010,11 @@ int Main(int argc, char** argv) {
     job.set_training_dataset(Name("datasets", train));
     if (!validation.empty()) job.set_validation_dataset(Name("datasets", validation));
     if (split >= 0) job.set_validation_split(split);
-    v1::Hyperparameters* h = job.mutable_hyperparameters();
-    h->set_epochs(epochs);
-    h->set_batch_size(batch);
-    h->set_learning_rate(lr);
-    if (warmup >= 0) h->set_warmup_steps(warmup);
-    h->set_max_seq_len(max_seq_len);
-    if (seed >= 0) h->set_seed(static_cast<uint64_t>(seed));
-    h->set_log_every_steps(log_every);
-    h->set_eval_every_steps(eval_every);
-    h->set_checkpoint_every_steps(checkpoint_every);
-    h->set_early_stopping_patience(patience);
-    h->set_early_stopping_min_delta(min_delta);
-    h->set_train_on_prompt(train_on_prompt);
-    h->set_chat_template(chat_template);
-    h->set_packing(packing);
-    if (no_grouping) h->set_group_by_length(false);
-    h->set_warmup_ratio(warmup_ratio);
-    if (divergence >= 0) h->set_divergence_factor(divergence);
-    h->set_recompute_activations(recompute);
-    h->set_precision(precision);
-    if (keep_checkpoints > 0) h->set_keep_checkpoints(keep_checkpoints);
-    if (samples >= 0) h->set_sample_count(samples);
+    std::vector<std::string> given;
+    for (const SettingFlag& f : setting_flags) {
+      if (f.Given()) given.emplace_back(f.info->name);
+    }
+    SettingsToProto(settings, job.mutable_hyperparameters(), &given);
     if (lora_rank > 0) {
       job.set_method(v1::TRAINING_METHOD_LORA);
       job.mutable_lora()->set_rank(lora_rank);

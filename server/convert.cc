@@ -8,6 +8,7 @@
 #include "absl/strings/ascii.h"
 #include "absl/strings/escaping.h"
 #include "absl/strings/str_cat.h"
+#include "common/settings_proto.h"
 #include "common/status_macros.h"
 
 namespace tuneforge {
@@ -23,11 +24,6 @@ bool ValidId(std::string_view id) {
     if (!((c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '-')) return false;
   }
   return true;
-}
-
-absl::Status OutOfRange(const char* field, const char* bounds) {
-  return absl::InvalidArgumentError(absl::StrCat("job.hyperparameters.", field, ": must be ",
-                                                 bounds));
 }
 
 }  // namespace
@@ -163,78 +159,15 @@ absl::StatusOr<JobSpec> JobSpecFromProto(const v1::Job& job) {
     return absl::InvalidArgumentError("job.lora: set only with method LORA");
   }
 
-  const v1::Hyperparameters& h = job.hyperparameters();
-  Hyperparameters& out = spec.hyperparameters;
-  if (h.epochs() != 0) out.epochs = h.epochs();
-  if (out.epochs < 1 || out.epochs > 1000) return OutOfRange("epochs", "in [1, 1000]");
-  if (h.batch_size() != 0) out.batch_size = h.batch_size();
-  if (out.batch_size < 1 || out.batch_size > 4096) return OutOfRange("batch_size", "in [1, 4096]");
-  if (h.learning_rate() != 0) out.learning_rate = h.learning_rate();
-  if (!(out.learning_rate > 0 && out.learning_rate <= 1)) {
-    return OutOfRange("learning_rate", "in (0, 1]");
+  absl::StatusOr<TrainingSettings> settings = SettingsFromProto(job.hyperparameters());
+  if (!settings.ok()) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("job.hyperparameters.", settings.status().message()));
   }
-  if (h.has_warmup_steps()) out.warmup_steps = h.warmup_steps();
-  if (out.warmup_steps < 0) return OutOfRange("warmup_steps", ">= 0");
-  switch (h.schedule()) {
-    case v1::LEARNING_RATE_SCHEDULE_LINEAR: out.schedule = "linear"; break;
-    case v1::LEARNING_RATE_SCHEDULE_CONSTANT: out.schedule = "constant"; break;
-    default: out.schedule = "cosine"; break;
+  if (std::string problem = CheckSettings(*settings); !problem.empty()) {
+    return absl::InvalidArgumentError(absl::StrCat("job.hyperparameters.", problem));
   }
-  if (h.has_weight_decay()) out.weight_decay = h.weight_decay();
-  if (!(out.weight_decay >= 0 && out.weight_decay <= 1)) {
-    return OutOfRange("weight_decay", "in [0, 1]");
-  }
-  out.max_seq_len = h.max_seq_len();
-  if (out.max_seq_len < 0 || out.max_seq_len > 1 << 20) {
-    return OutOfRange("max_seq_len", "in [0, 1048576] (0: the model's context length)");
-  }
-  if (h.gradient_accumulation_steps() != 0) {
-    out.gradient_accumulation_steps = h.gradient_accumulation_steps();
-  }
-  if (out.gradient_accumulation_steps < 1 || out.gradient_accumulation_steps > 1024) {
-    return OutOfRange("gradient_accumulation_steps", "in [1, 1024]");
-  }
-  if (h.has_seed()) out.seed = h.seed();
-  if (h.log_every_steps() != 0) out.log_every_steps = h.log_every_steps();
-  if (out.log_every_steps < 1) return OutOfRange("log_every_steps", ">= 1");
-  out.eval_every_steps = h.eval_every_steps();
-  if (out.eval_every_steps < 0) return OutOfRange("eval_every_steps", ">= 0");
-  out.checkpoint_every_steps = h.checkpoint_every_steps();
-  if (out.checkpoint_every_steps < 0) return OutOfRange("checkpoint_every_steps", ">= 0");
-  if (h.has_grad_clip()) out.grad_clip = h.grad_clip();
-  if (!(out.grad_clip >= 0)) return OutOfRange("grad_clip", ">= 0 (0 turns clipping off)");
-  out.early_stopping_patience = h.early_stopping_patience();
-  if (out.early_stopping_patience < 0 || out.early_stopping_patience > 1000) {
-    return OutOfRange("early_stopping_patience", "in [0, 1000] (0 turns it off)");
-  }
-  out.early_stopping_min_delta = h.early_stopping_min_delta();
-  if (!(out.early_stopping_min_delta >= 0)) return OutOfRange("early_stopping_min_delta", ">= 0");
-  out.train_on_prompt = h.train_on_prompt();
-  if (!h.chat_template().empty()) out.chat_template = h.chat_template();
-  const std::vector<std::string> templates = {"auto", "plain", "chatml", "llama3"};
-  if (std::find(templates.begin(), templates.end(), out.chat_template) == templates.end()) {
-    return OutOfRange("chat_template", "one of auto, plain, chatml, llama3");
-  }
-  out.packing = h.packing();
-  if (h.has_group_by_length()) out.group_by_length = h.group_by_length();
-  out.warmup_ratio = h.warmup_ratio();
-  if (!(out.warmup_ratio >= 0 && out.warmup_ratio < 1)) return OutOfRange("warmup_ratio", "in [0, 1)");
-  if (h.has_divergence_factor()) out.divergence_factor = h.divergence_factor();
-  if (!(out.divergence_factor == 0 ||
-        (out.divergence_factor >= 1.5 && out.divergence_factor <= 1000))) {
-    return OutOfRange("divergence_factor", "0 (off) or in [1.5, 1000]");
-  }
-  out.recompute_activations = h.recompute_activations();
-  if (!h.precision().empty()) out.precision = h.precision();
-  if (out.precision != "auto" && out.precision != "fp32" && out.precision != "bf16") {
-    return OutOfRange("precision", "one of auto, fp32, bf16");
-  }
-  if (h.has_keep_checkpoints()) out.keep_checkpoints = h.keep_checkpoints();
-  if (out.keep_checkpoints < 1 || out.keep_checkpoints > 100) {
-    return OutOfRange("keep_checkpoints", "in [1, 100]");
-  }
-  if (h.has_sample_count()) out.sample_count = h.sample_count();
-  if (out.sample_count < 0 || out.sample_count > 16) return OutOfRange("sample_count", "in [0, 16]");
+  spec.hyperparameters = *std::move(settings);
 
   RETURN_IF_ERROR(CheckText(job.suffix(), "job.suffix", 64));
   spec.suffix = job.suffix();
@@ -268,35 +201,7 @@ v1::Job ToProto(const Job& job) {
   } else {
     out.set_validation_split(job.spec.validation_split);
   }
-  const Hyperparameters& h = job.spec.hyperparameters;
-  v1::Hyperparameters* p = out.mutable_hyperparameters();
-  p->set_epochs(h.epochs);
-  p->set_batch_size(h.batch_size);
-  p->set_learning_rate(h.learning_rate);
-  p->set_warmup_steps(h.warmup_steps);
-  p->set_schedule(h.schedule == "linear"     ? v1::LEARNING_RATE_SCHEDULE_LINEAR
-                  : h.schedule == "constant" ? v1::LEARNING_RATE_SCHEDULE_CONSTANT
-                                             : v1::LEARNING_RATE_SCHEDULE_COSINE);
-  p->set_weight_decay(h.weight_decay);
-  p->set_max_seq_len(h.max_seq_len);
-  p->set_gradient_accumulation_steps(h.gradient_accumulation_steps);
-  p->set_seed(h.seed);
-  p->set_log_every_steps(h.log_every_steps);
-  p->set_eval_every_steps(h.eval_every_steps);
-  p->set_checkpoint_every_steps(h.checkpoint_every_steps);
-  p->set_grad_clip(h.grad_clip);
-  p->set_early_stopping_patience(h.early_stopping_patience);
-  p->set_early_stopping_min_delta(h.early_stopping_min_delta);
-  p->set_train_on_prompt(h.train_on_prompt);
-  p->set_chat_template(h.chat_template);
-  p->set_packing(h.packing);
-  p->set_group_by_length(h.group_by_length);
-  p->set_warmup_ratio(h.warmup_ratio);
-  p->set_divergence_factor(h.divergence_factor);
-  p->set_recompute_activations(h.recompute_activations);
-  p->set_precision(h.precision);
-  p->set_keep_checkpoints(h.keep_checkpoints);
-  p->set_sample_count(h.sample_count);
+  SettingsToProto(job.spec.hyperparameters, out.mutable_hyperparameters());
   if (job.spec.lora.rank > 0) {
     out.set_method(v1::TRAINING_METHOD_LORA);
     v1::LoraConfig* l = out.mutable_lora();

@@ -27,18 +27,6 @@ NLOHMANN_DEFINE_TYPE_NON_INTRUSIVE_WITH_DEFAULT(DatasetReport, format, tokenizer
                                                 duplicate_count, empty_prompt_count, turn_count,
                                                 error_count, warning_count, problem_counts,
                                                 problems)
-NLOHMANN_DEFINE_TYPE_NON_INTRUSIVE_WITH_DEFAULT(Hyperparameters, epochs, batch_size,
-                                                learning_rate, warmup_steps, schedule,
-                                                weight_decay, max_seq_len,
-                                                gradient_accumulation_steps, seed,
-                                                log_every_steps, eval_every_steps,
-                                                checkpoint_every_steps, grad_clip,
-                                                early_stopping_patience,
-                                                early_stopping_min_delta, train_on_prompt,
-                                                chat_template, packing, group_by_length,
-                                                warmup_ratio, divergence_factor,
-                                                recompute_activations, precision,
-                                                keep_checkpoints, sample_count)
 NLOHMANN_DEFINE_TYPE_NON_INTRUSIVE_WITH_DEFAULT(LoraSpec, rank, alpha, dropout, targets)
 NLOHMANN_DEFINE_TYPE_NON_INTRUSIVE_WITH_DEFAULT(JobSpec, base_model, training_dataset,
                                                 validation_dataset, validation_split,

@@ -17,6 +17,7 @@
 
 #include "common/dataset.h"
 #include "common/dataset_validator.h"
+#include "common/training_settings.h"
 
 namespace tuneforge {
 
@@ -73,34 +74,6 @@ struct ModelRecord {
   int64_t create_time_ms = 0;
 };
 
-// Training settings with their defaults; the RPC layer fills unset fields.
-struct Hyperparameters {
-  int epochs = 3;
-  int batch_size = 8;
-  double learning_rate = 1e-4;
-  int warmup_steps = 0;
-  std::string schedule = "cosine";  // cosine | linear | constant
-  double weight_decay = 0.01;
-  int max_seq_len = 0;              // 0: the model's context length
-  int gradient_accumulation_steps = 1;
-  uint64_t seed = 42;
-  int log_every_steps = 5;
-  int eval_every_steps = 0;
-  int checkpoint_every_steps = 0;
-  double grad_clip = 1.0;
-  int early_stopping_patience = 0;  // 0: off
-  double early_stopping_min_delta = 0.0;
-  bool train_on_prompt = false;
-  std::string chat_template = "auto";  // auto | plain | chatml | llama3
-  bool packing = false;
-  bool group_by_length = true;
-  double warmup_ratio = 0.0;
-  double divergence_factor = 4.0;      // 0: off
-  bool recompute_activations = false;
-  std::string precision = "auto";      // auto | fp32 | bf16
-  int keep_checkpoints = 2;
-  int sample_count = 2;
-};
 
 // LoRA settings of a job (rank 0: full fine-tuning).
 struct LoraSpec {
@@ -115,7 +88,7 @@ struct JobSpec {
   std::string training_dataset;    // dataset id
   std::string validation_dataset;  // dataset id, or empty to split
   double validation_split = 0.1;   // used when validation_dataset is empty
-  Hyperparameters hyperparameters;
+  TrainingSettings hyperparameters;  // common/training_settings.def
   LoraSpec lora;                   // rank > 0: the method is LoRA
   std::string suffix;
   int priority = 0;

@@ -18,6 +18,7 @@
 #include "common/dataset.h"
 #include "common/dataset_validator.h"
 #include "common/report_proto.h"
+#include "common/settings_proto.h"
 #include "common/sha256.h"
 #include "common/status_macros.h"
 #include "worker/event_reporter.h"
@@ -39,36 +40,9 @@ absl::Status FromGrpc(const grpc::Status& s) {
   return absl::Status(static_cast<absl::StatusCode>(s.error_code()), s.error_message());
 }
 
-engine::TrainConfig ConfigFromJob(const v1::Job& job, int threads) {
-  const v1::Hyperparameters& h = job.hyperparameters();
+absl::StatusOr<engine::TrainConfig> ConfigFromJob(const v1::Job& job, int threads) {
   engine::TrainConfig c;
-  c.epochs = h.epochs();
-  c.batch_size = h.batch_size();
-  c.learning_rate = h.learning_rate();
-  c.warmup_steps = h.warmup_steps();
-  c.schedule = h.schedule() == v1::LEARNING_RATE_SCHEDULE_LINEAR     ? engine::Schedule::kLinear
-               : h.schedule() == v1::LEARNING_RATE_SCHEDULE_CONSTANT ? engine::Schedule::kConstant
-                                                                     : engine::Schedule::kCosine;
-  c.weight_decay = h.weight_decay();
-  c.max_seq_len = h.max_seq_len();
-  c.gradient_accumulation_steps = h.gradient_accumulation_steps();
-  c.seed = h.seed();
-  c.log_every_steps = h.log_every_steps();
-  c.eval_every_steps = h.eval_every_steps();
-  c.grad_clip = h.grad_clip();
-  c.checkpoint_every_steps = h.checkpoint_every_steps();
-  c.early_stopping_patience = h.early_stopping_patience();
-  c.early_stopping_min_delta = h.early_stopping_min_delta();
-  c.train_on_prompt = h.train_on_prompt();
-  if (!h.chat_template().empty()) c.chat_template = h.chat_template();
-  c.packing = h.packing();
-  if (h.has_group_by_length()) c.group_by_length = h.group_by_length();
-  c.warmup_ratio = h.warmup_ratio();
-  if (h.has_divergence_factor()) c.divergence_factor = h.divergence_factor();
-  c.recompute_activations = h.recompute_activations();
-  if (!h.precision().empty()) c.precision = h.precision();
-  if (h.has_keep_checkpoints()) c.keep_checkpoints = h.keep_checkpoints();
-  if (h.has_sample_count()) c.sample_count = h.sample_count();
+  ASSIGN_OR_RETURN(static_cast<TrainingSettings&>(c), SettingsFromProto(job.hyperparameters()));
   if (job.method() == v1::TRAINING_METHOD_LORA) {
     c.lora.rank = job.lora().rank();
     c.lora.alpha = job.lora().alpha();
@@ -694,7 +668,12 @@ void Agent::RunJob(const v1::Assignment& a) {
       for (int64_t i : split.train) train.push_back(all[i]);
       for (int64_t i : split.validation) validation.push_back(all[i]);
     }
-    engine::TrainConfig config = ConfigFromJob(a.job(), options_.threads);
+    absl::StatusOr<engine::TrainConfig> job_config = ConfigFromJob(a.job(), options_.threads);
+    if (!job_config.ok()) {
+      throw std::runtime_error("the job's hyperparameters: " +
+                               std::string(job_config.status().message()));
+    }
+    engine::TrainConfig config = *std::move(job_config);
     absl::StatusOr<std::string> model = PrepareModel(a);
     if (!model.ok()) {
       throw std::runtime_error("cannot prepare the base model " + a.base_model().name() + ": " +

@@ -26,6 +26,7 @@
 #include "common/file_util.h"
 #include "common/dataset.h"
 #include "common/dataset_validator.h"
+#include "common/settings_flags.h"
 #include "worker/engine/bpe_tokenizer.h"
 #include "worker/engine/metrics_csv.h"
 #include "worker/engine/model_folder.h"
@@ -219,35 +220,13 @@ int main(int argc, char** argv) {
   app.add_option("--separator", separator, "plain text: split documents on this string");
   app.add_option("--model", config.model, "a preset or a Hugging Face model folder")
       ->capture_default_str();
-  app.add_option("--epochs", config.epochs)->capture_default_str();
-  app.add_option("--batch-size", config.batch_size)->capture_default_str();
-  app.add_option("--learning-rate", config.learning_rate)->capture_default_str();
-  app.add_option("--warmup-steps", config.warmup_steps)->capture_default_str();
-  app.add_option("--weight-decay", config.weight_decay)->capture_default_str();
-  app.add_option("--max-seq-len", config.max_seq_len, "0: the model's context")
-      ->capture_default_str();
-  app.add_option("--grad-accum", config.gradient_accumulation_steps)->capture_default_str();
-  app.add_option("--seed", config.seed, "initialises presets, shuffles")->capture_default_str();
-  app.add_option("--log-every", config.log_every_steps)->capture_default_str();
+  // --epochs, --learning-rate, ...: a flag per training setting.
+  tuneforge::AddSettingFlags(app, config);
   app.add_option("--output", config.output_dir,
                  "save the trained model here as a Hugging Face folder");
   app.add_option("--threads", config.threads, "0: the cores this process may use")
       ->capture_default_str();
-  app.add_flag("--train-on-prompt", config.train_on_prompt, "loss on prompt tokens too");
-  app.add_option("--warmup-ratio", config.warmup_ratio, "warmup as a fraction of all steps")
-      ->capture_default_str();
-  app.add_option("--chat-template", config.chat_template, "auto, plain, chatml or llama3")
-      ->capture_default_str();
-  app.add_flag("--packing", config.packing, "several sequences per row, no attention across");
-  app.add_flag("!--no-group-by-length", config.group_by_length, "padded batches in random order");
-  app.add_option("--divergence-factor", config.divergence_factor,
-                 "stop when the smoothed loss exceeds its lowest this many times; 0: off")
-      ->capture_default_str();
   app.add_option("--device", config.device, "auto, cpu or cuda")->capture_default_str();
-  app.add_option("--precision", config.precision, "auto (bf16 on CUDA), fp32 or bf16")
-      ->capture_default_str();
-  app.add_flag("--recompute-activations", config.recompute_activations,
-               "recompute each block in backward: less memory, more compute");
   app.add_flag("!--no-fused-kernels", config.fused_kernels,
                "run norms, activations, rotary embeddings, softmax and AdamW as libtorch "
                "operations instead of the fused CPU kernels (for comparison)");
@@ -260,22 +239,10 @@ int main(int argc, char** argv) {
       ->delimiter(',');
   std::string metrics_csv;
   app.add_option("--metrics-csv", metrics_csv, "write every metric here, at full precision");
-  app.add_option("--eval-every", config.eval_every_steps, "also evaluate every N steps")
-      ->capture_default_str();
   app.add_option("--checkpoint-dir", config.checkpoint_dir,
                  "save checkpoints here (every epoch and --checkpoint-every steps)");
-  app.add_option("--checkpoint-every", config.checkpoint_every_steps, "0: only at epoch ends")
-      ->capture_default_str();
-  app.add_option("--keep-checkpoints", config.keep_checkpoints, "the newest N, plus the best")
-      ->capture_default_str();
   app.add_flag("--resume", config.resume,
                "continue from the newest checkpoint in --checkpoint-dir (same data and settings)");
-  app.add_option("--early-stopping-patience", config.early_stopping_patience,
-                 "stop after N evaluations without improvement; 0: off")
-      ->capture_default_str();
-  app.add_option("--early-stopping-min-delta", config.early_stopping_min_delta,
-                 "the improvement that counts")
-      ->capture_default_str();
 
   app.add_option("--world-size", config.world_size,
                  "data-parallel: this many processes train as one (each prints the same "

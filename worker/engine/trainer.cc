@@ -210,14 +210,9 @@ double LearningRateAt(int64_t step, int64_t total_steps, int64_t warmup, const T
   if (warmup > 0 && step < warmup) return c.learning_rate * double(step + 1) / double(warmup);
   const double decay_steps = std::max<int64_t>(1, total_steps - warmup);
   const double progress = std::clamp(double(step - warmup) / decay_steps, 0.0, 1.0);
-  switch (c.schedule) {
-    case Schedule::kConstant:
-      return c.learning_rate;
-    case Schedule::kLinear:
-      return c.learning_rate * (1.0 - progress);
-    case Schedule::kCosine:
-      break;
-  }
+  if (c.schedule == "constant") return c.learning_rate;
+  if (c.schedule == "linear") return c.learning_rate * (1.0 - progress);
+  // cosine, to 10% of the peak
   const double min_lr = 0.1 * c.learning_rate;
   return min_lr + 0.5 * (c.learning_rate - min_lr) * (1.0 + std::cos(M_PI * progress));
 }
@@ -377,35 +372,10 @@ int AvailableCores() {
 
 std::string CheckConfig(const TrainConfig& c) {
   if (c.model.empty()) return "model is empty: name a preset or a model folder";
-  if (c.epochs < 1 || c.epochs > 1000) return "epochs must be in [1, 1000]";
-  if (c.batch_size < 1 || c.batch_size > 4096) return "batch_size must be in [1, 4096]";
-  if (!(c.learning_rate > 0 && c.learning_rate <= 1)) return "learning_rate must be in (0, 1]";
-  if (c.warmup_steps < 0) return "warmup_steps must be >= 0";
-  if (c.weight_decay < 0 || c.weight_decay > 1) return "weight_decay must be in [0, 1]";
-  if (c.max_seq_len < 0) return "max_seq_len must be >= 0";
-  if (c.gradient_accumulation_steps < 1 || c.gradient_accumulation_steps > 1024) {
-    return "gradient_accumulation_steps must be in [1, 1024]";
-  }
-  if (c.log_every_steps < 1) return "log_every_steps must be >= 1";
-  if (c.eval_every_steps < 0) return "eval_every_steps must be >= 0";
-  if (c.grad_clip < 0) return "grad_clip must be >= 0";
-  if (c.checkpoint_every_steps < 0) return "checkpoint_every_steps must be >= 0";
-  if (c.keep_checkpoints < 1) return "keep_checkpoints must be >= 1";
+  if (std::string problem = CheckSettings(c); !problem.empty()) return problem;
   if (c.resume && c.checkpoint_dir.empty()) return "resume needs a checkpoint_dir";
-  if (c.early_stopping_patience < 0) return "early_stopping_patience must be >= 0";
-  if (c.early_stopping_min_delta < 0) return "early_stopping_min_delta must be >= 0";
-  if (!(c.warmup_ratio >= 0 && c.warmup_ratio < 1)) return "warmup_ratio must be in [0, 1)";
-  if (c.chat_template != "auto" && !ParseChatTemplate(c.chat_template)) {
-    return "chat_template must be auto, plain, chatml or llama3";
-  }
-  if (!(c.divergence_factor == 0 || (c.divergence_factor >= 1.5 && c.divergence_factor <= 1000))) {
-    return "divergence_factor must be 0 (off) or in [1.5, 1000]";
-  }
   if (c.device != "auto" && c.device != "cpu" && c.device != "cuda") {
     return "device must be auto, cpu or cuda";
-  }
-  if (c.precision != "auto" && c.precision != "fp32" && c.precision != "bf16") {
-    return "precision must be auto, fp32 or bf16";
   }
   if (c.world_size < 1 || c.world_size > 4096) return "world_size must be in [1, 4096]";
   if (c.rank < 0 || c.rank >= c.world_size) return "rank must be in [0, world_size)";
@@ -418,10 +388,29 @@ std::string CheckConfig(const TrainConfig& c) {
 
 namespace {
 
-// The settings a checkpoint must share with the run that resumes it. A
-// data-parallel run counts as one process accumulating every rank's
-// micro-batches: the data positions are the same.
+// The settings a checkpoint must share with the run that resumes it: those
+// training_settings.def marks kMustMatch, and what they resolve to (warmup
+// steps, sequence length, chat template). A data-parallel run counts as one
+// process accumulating every rank's micro-batches: the data positions are
+// the same.
 std::string Fingerprint(const TrainConfig& c, const TrainPlan& plan, int64_t max_len) {
+  char text[256];
+  std::snprintf(text, sizeof(text),
+                "v2 sequences=%lld/%lld accum=%d warmup=%lld max_len=%lld params=%lld "
+                "lora=%d/%.17g/%zu chat=%s ",
+                static_cast<long long>(plan.train_sequences),
+                static_cast<long long>(plan.validation_examples),
+                c.gradient_accumulation_steps * c.world_size,
+                static_cast<long long>(plan.warmup_steps), static_cast<long long>(max_len),
+                static_cast<long long>(plan.parameter_count), c.lora.rank, c.lora.alpha,
+                c.lora.targets.size(), plan.chat_template.c_str());
+  return text + MustMatchText(c);
+}
+
+// The fingerprint checkpoints written before the settings table carry, so
+// that a job checkpointed by an older worker resumes on a newer one.
+std::string FingerprintV1(const TrainConfig& c, const TrainPlan& plan, int64_t max_len) {
+  const int schedule = c.schedule == "linear" ? 1 : c.schedule == "constant" ? 2 : 0;
   char text[512];
   std::snprintf(text, sizeof(text),
                 "sequences=%lld/%lld batch=%d accum=%d epochs=%d seed=%llu lr=%.17g warmup=%d "
@@ -431,9 +420,8 @@ std::string Fingerprint(const TrainConfig& c, const TrainPlan& plan, int64_t max
                 static_cast<long long>(plan.validation_examples), c.batch_size,
                 c.gradient_accumulation_steps * c.world_size, c.epochs,
                 static_cast<unsigned long long>(c.seed), c.learning_rate,
-                static_cast<int>(plan.warmup_steps),
-                static_cast<int>(c.schedule), c.weight_decay, static_cast<long long>(max_len),
-                c.grad_clip, c.train_on_prompt ? 1 : 0,
+                static_cast<int>(plan.warmup_steps), schedule, c.weight_decay,
+                static_cast<long long>(max_len), c.grad_clip, c.train_on_prompt ? 1 : 0,
                 static_cast<long long>(plan.parameter_count), c.lora.rank, c.lora.alpha,
                 c.lora.targets.size(), plan.chat_template.c_str(), c.packing ? 1 : 0,
                 c.group_by_length ? 1 : 0);
@@ -561,7 +549,8 @@ TrainResult Train(const TrainConfig& config, const std::vector<Example>& train,
                           : static_cast<int64_t>(std::ceil(config.warmup_ratio * double(plan.total_steps)));
   plan.resumed_from_step = state.step;
   const std::string fingerprint = Fingerprint(config, plan, max_len);
-  if (!resume_from.empty() && state.fingerprint != fingerprint) {
+  if (!resume_from.empty() && state.fingerprint != fingerprint &&
+      state.fingerprint != FingerprintV1(config, plan, max_len)) {
     throw std::invalid_argument("checkpoint " + resume_from + " was made by a run with other "
                                 "settings or data (" + state.fingerprint + "; now " +
                                 fingerprint + "); resume with the same ones or start afresh");

@@ -26,60 +26,30 @@
 #include <vector>
 
 #include "common/dataset.h"
+#include "common/training_settings.h"
 #include "worker/engine/lora_options.h"
 
 namespace tuneforge::engine {
 
-enum class Schedule { kCosine, kLinear, kConstant };
-
-struct TrainConfig {
+// A run's settings: the job's training settings (common/training_settings.def:
+// epochs, batch_size, learning_rate, schedule, ... with their defaults) and
+// what the host decides (model, device, threads, folders, data-parallel ranks).
+struct TrainConfig : TrainingSettings {
   std::string model = "tiny-gpt2";  // a preset name or a Hugging Face model folder
-  int epochs = 3;                  // full passes over the training set
-  int batch_size = 8;              // examples per micro-batch
-  double learning_rate = 1e-4;     // peak learning rate after warmup
-  int warmup_steps = 0;            // linear warmup from 0 to learning_rate
-  double warmup_ratio = 0;         // warmup as a fraction of all steps (if warmup_steps is 0)
-  Schedule schedule = Schedule::kCosine;  // decay after warmup (cosine to 10%)
-  double weight_decay = 0.01;      // AdamW decay on matrices, not biases/norms
-  int max_seq_len = 0;             // 0: the model's context length
-  int gradient_accumulation_steps = 1;  // micro-batches per optimizer step
-  uint64_t seed = 42;              // initialisation, shuffling
-  int log_every_steps = 5;         // training metrics every N optimizer steps
-  int eval_every_steps = 0;        // extra evaluations; 0: only per epoch
-  double grad_clip = 1.0;          // max global gradient norm; 0: off
-  bool train_on_prompt = false;    // loss on prompt tokens too
-  // Chat examples: "auto" picks the template whose tokens the tokenizer has
-  // (chatml, llama3), else plain; naming one needs its tokens.
-  std::string chat_template = "auto";
-  bool packing = false;            // several sequences per row of max_seq_len
-  bool group_by_length = true;     // padded batches of similar lengths (not packed)
-  // Stops the run when the training loss, smoothed over steps, exceeds this
-  // many times its lowest value and at least 1 nat more; 0: off.
-  double divergence_factor = 4.0;
   // "auto": CUDA when libtorch sees a GPU, else the CPU; "cpu"; "cuda".
   std::string device = "auto";
-  // "auto": bf16 matrix products on CUDA, fp32 on the CPU; "fp32"; "bf16".
-  std::string precision = "auto";
-  bool recompute_activations = false;  // recompute each block in backward (less memory)
   // Fused CPU kernels (ops.h) for float32 on the CPU; off: the same
   // formulas as libtorch operations (for comparison; CUDA always uses those).
   bool fused_kernels = true;
   int threads = 0;                 // intra-op threads; 0: the cores we may use
-  int sample_count = 2;            // greedy sample completions per evaluation
   int sample_max_tokens = 64;      // length limit of each sample
   std::string output_dir;          // if set: the trained model, as a Hugging Face folder
-  // Checkpoints (checkpoint.h): at every epoch end and every N steps; the
-  // newest keep_checkpoints and the best (lowest validation loss) are kept.
+  // Checkpoints (checkpoint.h): at every epoch end and every
+  // checkpoint_every_steps; the newest keep_checkpoints and the best
+  // (lowest validation loss) are kept.
   std::string checkpoint_dir;      // "": no checkpoints
-  int checkpoint_every_steps = 0;  // 0: only at epoch ends
-  int keep_checkpoints = 2;
   bool resume = false;             // continue from the newest checkpoint, if any
   bool checkpoint_on_stop = false; // ShouldStop() saves one first (pause, eviction)
-  // Early stopping on validation loss: stop after `patience` evaluations
-  // without an improvement of at least `min_delta`; 0: off. The output is
-  // then the best checkpoint's model.
-  int early_stopping_patience = 0;
-  double early_stopping_min_delta = 0.0;
   // LoRA (rank > 0): only adapters train; the output is the merged model,
   // with the adapter in PEFT's format in output_dir/adapter.
   LoraOptions lora;

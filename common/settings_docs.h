@@ -1,0 +1,28 @@
+// The generated parts of job.proto and README.md that describe the training
+// settings: each file holds a block between a BEGIN and an END line that
+// `tuneforge-settings-docs --write` (make settings) rewrites from
+// training_settings.def, and settings_test compares.
+#ifndef TUNEFORGE_COMMON_SETTINGS_DOCS_H_
+#define TUNEFORGE_COMMON_SETTINGS_DOCS_H_
+
+#include <string>
+#include <vector>
+
+namespace tuneforge {
+
+struct GeneratedBlock {
+  std::string path;   // relative to the source root: "README.md"
+  std::string begin;  // the line the block follows
+  std::string end;    // the line after it
+  std::string body;   // what belongs between them
+};
+
+std::vector<GeneratedBlock> SettingsDocBlocks();
+
+// `text` with the block's body replaced; "" in *error if a marker is missing.
+std::string ReplaceBlock(const std::string& text, const GeneratedBlock& block,
+                         std::string* error);
+
+}  // namespace tuneforge
+
+#endif  // TUNEFORGE_COMMON_SETTINGS_DOCS_H_
