@@ -12,27 +12,27 @@ namespace tuneforge::cli {
 std::vector<MetricRow> MetricRows(const std::vector<v1::JobEvent>& events) {
   std::map<std::pair<int64_t, bool>, MetricRow> rows;
   for (const v1::JobEvent& e : events) {
+    MetricRow r;
     if (e.has_metrics()) {
       const v1::TrainingMetrics& m = e.metrics();
-      MetricRow r;
-      r.step = m.step();
-      r.epoch = m.epoch();
-      r.train_loss = m.loss();
-      r.learning_rate = m.learning_rate();
-      r.grad_norm = m.grad_norm();
-      r.tokens_per_second = m.tokens_per_second();
-      rows[{r.step, false}] = r;
+      r.train.step = m.step();
+      r.train.epoch = m.epoch();
+      r.train.loss = m.loss();
+      r.train.learning_rate = m.learning_rate();
+      r.train.grad_norm = m.grad_norm();
+      r.train.tokens_per_second = m.tokens_per_second();
     } else if (e.has_evaluation()) {
       const v1::Evaluation& v = e.evaluation();
-      MetricRow r;
-      r.step = v.step();
-      r.epoch = v.epoch();
       r.evaluation = true;
-      r.validation_loss = v.validation_loss();
-      r.perplexity = v.perplexity();
-      r.token_accuracy = v.token_accuracy();
-      rows[{r.step, true}] = r;
+      r.eval.step = v.step();
+      r.eval.epoch = v.epoch();
+      r.eval.validation_loss = v.validation_loss();
+      r.eval.perplexity = v.perplexity();
+      r.eval.token_accuracy = v.token_accuracy();
+    } else {
+      continue;
     }
+    rows[{r.step(), r.evaluation}] = r;
   }
   std::vector<MetricRow> out;
   for (auto& [key, row] : rows) out.push_back(row);
@@ -40,17 +40,9 @@ std::vector<MetricRow> MetricRows(const std::vector<v1::JobEvent>& events) {
 }
 
 std::string MetricsCsv(const std::vector<MetricRow>& rows) {
-  std::string out =
-      "step,epoch,train_loss,learning_rate,grad_norm,tokens_per_second,validation_loss,"
-      "perplexity,token_accuracy\n";
+  std::string out = MetricsCsvHeader();
   for (const MetricRow& r : rows) {
-    if (r.evaluation) {
-      absl::StrAppendFormat(&out, "%d,%d,,,,,%.9g,%.9g,%.9g\n", r.step, r.epoch,
-                            r.validation_loss, r.perplexity, r.token_accuracy);
-    } else {
-      absl::StrAppendFormat(&out, "%d,%d,%.9g,%.9g,%.9g,%.1f,,,\n", r.step, r.epoch, r.train_loss,
-                            r.learning_rate, r.grad_norm, r.tokens_per_second);
-    }
+    out += r.evaluation ? MetricsCsvLine(r.eval) : MetricsCsvLine(r.train);
   }
   return out;
 }
@@ -95,11 +87,11 @@ std::string LossPlotSvg(const std::string& title, const std::vector<MetricRow>& 
                    kBottom = 390;
   double step_max = 1, loss_lo = 1e300, loss_hi = -1e300, lr_hi = 0;
   for (const MetricRow& r : rows) {
-    step_max = std::max(step_max, double(r.step));
-    const double loss = r.evaluation ? r.validation_loss : r.train_loss;
+    step_max = std::max(step_max, double(r.step()));
+    const double loss = r.evaluation ? r.eval.validation_loss : r.train.loss;
     loss_lo = std::min(loss_lo, loss);
     loss_hi = std::max(loss_hi, loss);
-    if (!r.evaluation) lr_hi = std::max(lr_hi, r.learning_rate);
+    if (!r.evaluation) lr_hi = std::max(lr_hi, r.train.learning_rate);
   }
   if (loss_lo > loss_hi) loss_lo = 0, loss_hi = 1;
   if (loss_hi - loss_lo < 1e-9) loss_lo -= 0.5, loss_hi += 0.5;
@@ -160,10 +152,11 @@ std::string LossPlotSvg(const std::string& title, const std::vector<MetricRow>& 
     std::string points;
     for (const MetricRow& r : rows) {
       if (r.evaluation != s.evaluation) continue;
-      const double value = std::string(s.name) == "learning_rate" ? y_lr(r.learning_rate)
-                           : s.evaluation                         ? y_loss(r.validation_loss)
-                                                                  : y_loss(r.train_loss);
-      absl::StrAppendFormat(&points, "%s%.3f,%.3f", points.empty() ? "" : " ", x(r.step), value);
+      const double value = std::string(s.name) == "learning_rate" ? y_lr(r.train.learning_rate)
+                           : s.evaluation                         ? y_loss(r.eval.validation_loss)
+                                                                  : y_loss(r.train.loss);
+      absl::StrAppendFormat(&points, "%s%.3f,%.3f", points.empty() ? "" : " ", x(r.step()),
+                            value);
     }
     absl::StrAppendFormat(&svg, "<polyline data-series=\"%s\" fill=\"none\" %s points=\"%s\"/>\n",
                           s.name, s.style, points);
@@ -172,7 +165,7 @@ std::string LossPlotSvg(const std::string& title, const std::vector<MetricRow>& 
   for (const MetricRow& r : rows) {
     if (!r.evaluation) continue;
     absl::StrAppendFormat(&svg, "<circle cx=\"%.3f\" cy=\"%.3f\" r=\"3.5\" fill=\"#ff7f0e\"/>\n",
-                          x(r.step), y_loss(r.validation_loss));
+                          x(r.step()), y_loss(r.eval.validation_loss));
   }
   absl::StrAppendFormat(
       &svg,

@@ -8,16 +8,18 @@
 #include <string>
 #include <vector>
 
+#include "common/metrics_row.h"
 #include "tuneforge/v1/job.pb.h"
 
 namespace tuneforge::cli {
 
+// A training report or an evaluation, as the engine reported it.
 struct MetricRow {
-  int64_t step = 0;
-  int epoch = 0;
-  bool evaluation = false;  // false: a training report
-  double train_loss = 0, learning_rate = 0, grad_norm = 0, tokens_per_second = 0;
-  double validation_loss = 0, perplexity = 0, token_accuracy = 0;
+  bool evaluation = false;  // false: `train` holds a training report
+  StepMetrics train;
+  EvalMetrics eval;
+  int64_t step() const { return evaluation ? eval.step : train.step; }
+  int epoch() const { return evaluation ? eval.epoch : train.epoch; }
 };
 
 // One row per step and kind, in step order (a training report before an
