@@ -40,6 +40,9 @@ inline const Clock& Clock::System() {
   return *clock;
 }
 
+// Milliseconds since the epoch on the system's clock.
+inline int64_t NowMs() { return Clock::System().NowMs(); }
+
 // A clock that moves only when told to.
 class ManualClock : public Clock {
  public:

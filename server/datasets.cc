@@ -3,7 +3,8 @@
 #include "absl/strings/str_cat.h"
 #include "common/status_macros.h"
 #include "server/blob_reclaimer.h"
-#include "server/scheduler.h"
+#include "server/clock.h"
+#include "server/ids.h"
 
 namespace tuneforge {
 

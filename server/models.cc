@@ -7,7 +7,8 @@
 #include "common/status_macros.h"
 #include "server/blob_reclaimer.h"
 #include "server/model_check.h"
-#include "server/scheduler.h"
+#include "server/clock.h"
+#include "server/ids.h"
 
 namespace tuneforge {
 namespace {

@@ -172,4 +172,10 @@ void PayloadFromJson(std::string_view text, Event* event) {
   PayloadFromKind(j.at("kind").get<std::string>(), j.at("data"), event);
 }
 
+std::vector<std::string> Digests(const std::vector<FileRecord>& files) {
+  std::vector<std::string> out;
+  for (const FileRecord& f : files) out.push_back(f.sha256);
+  return out;
+}
+
 }  // namespace tuneforge

@@ -17,6 +17,7 @@
 
 #include "common/dataset.h"
 #include "common/dataset_validator.h"
+#include "common/metrics_row.h"
 #include "common/training_settings.h"
 
 namespace tuneforge {
@@ -54,6 +55,9 @@ struct FileRecord {
   std::string sha256;
   int64_t size_bytes = 0;
 };
+
+// The digests of `files`, in order.
+std::vector<std::string> Digests(const std::vector<FileRecord>& files);
 
 struct ModelRecord {
   std::string id;            // "tiny-llama" (preset), "m…" (imported), "ft-{job}" (a job's)
@@ -162,26 +166,9 @@ struct StateChangeEvent {
   std::string reason;
 };
 
-struct MetricsEvent {
-  int epoch = 0;
-  int64_t step = 0;
-  int64_t total_steps = 0;
-  double loss = 0;
-  double learning_rate = 0;
-  double grad_norm = 0;
-  double tokens_per_second = 0;
-  int64_t tokens_seen = 0;
-  double epoch_progress = 0;
-  double eta_seconds = 0;
-};
-
-struct EvaluationEvent {
-  int epoch = 0;
-  int64_t step = 0;
-  double validation_loss = 0;
-  double perplexity = 0;
-  double token_accuracy = 0;
-};
+// A training report and an evaluation: the engine's rows (common/metrics_row.h).
+using MetricsEvent = StepMetrics;
+using EvaluationEvent = EvalMetrics;
 
 struct SampleEvent {
   std::string prompt;

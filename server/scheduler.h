@@ -44,6 +44,8 @@
 #include "common/mutex.h"
 #include "absl/time/time.h"
 #include "server/clock.h"
+#include "server/event_hub.h"
+#include "server/ids.h"
 #include "server/records.h"
 #include "server/store.h"
 #include "server/tenancy.h"
@@ -69,6 +71,8 @@ struct SchedulerOptions {
   // Every time the scheduler reads: leases, stalls, long polls, event and
   // job times. Tests pass a ManualClock.
   const Clock* clock = &Clock::System();
+  // Job ids and lease tokens. Tests may pass a counter.
+  IdSource new_id = NewId;
 };
 
 struct WorkerInfo {
@@ -116,7 +120,7 @@ struct HeartbeatReply {
 class Scheduler {
  public:
   using AcquireCallback = std::function<void(absl::StatusOr<std::optional<Assignment>>)>;
-  using Listener = std::function<void()>;
+  using Listener = EventHub::Listener;
 
   // Loads active jobs from `store`; running ones get a fresh lease so their
   // workers can reconnect. Starts the lease reaper.
@@ -193,7 +197,14 @@ class Scheduler {
   };
   // Queue order: higher priority first, then earlier submission.
   using QueueKey = std::tuple<int, int64_t, int64_t, std::string>;  // (-priority, ms, seq, id)
-  struct Deferred;  // callbacks to run once the lock is released
+  // Callbacks collected under the lock and run after it is released: declare
+  // a Deferred before the MutexLock so it is destroyed after the unlock.
+  struct Deferred {
+    std::vector<std::function<void()>> calls;
+    ~Deferred() {
+      for (auto& call : calls) call();
+    }
+  };
 
   Scheduler(Store* store, SchedulerOptions options);
   // The time on options_.clock (the free NowMs() is the system's).
@@ -239,7 +250,6 @@ class Scheduler {
   void ExplainWaitLocked(Job& job) const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // Removes an ended job from memory (its events stay in the store).
   void EraseActiveLocked(const std::string& job_id) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
-  void NotifierLoop();
   void ReaperLoop();
 
   Store* const store_;
@@ -267,28 +277,15 @@ class Scheduler {
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   std::map<std::string, WorkerInfo> workers_ ABSL_GUARDED_BY(mu_);
   std::map<uint64_t, Waiter> waiters_ ABSL_GUARDED_BY(mu_);  // FIFO by ticket
-  std::map<uint64_t, std::pair<std::string, Listener>> listeners_ ABSL_GUARDED_BY(mu_);
-  // The newest events of each active job, for watchers that follow it live.
-  static constexpr size_t kRecentEvents = 1024;
-  Mutex events_mu_ ABSL_ACQUIRED_AFTER(mu_);
-  std::map<std::string, std::deque<Event>> recent_ ABSL_GUARDED_BY(events_mu_);
-  // Jobs with events their listeners have not yet been told of.
-  std::mutex notify_mu_;
-  std::condition_variable notify_cv_;
-  std::set<std::string> to_notify_;  // guarded by notify_mu_
-  bool notifier_stopping_ = false;   // guarded by notify_mu_
-  std::thread notifier_;
+  // The newest events of active jobs and their watchers; reset first on
+  // destruction, so that no listener runs while the rest goes.
+  std::unique_ptr<EventHub> events_ = std::make_unique<EventHub>();
   uint64_t next_ticket_ ABSL_GUARDED_BY(mu_) = 1;
   std::mutex stop_mu_;  // the reaper's sleep, apart from mu_
   std::condition_variable stop_cv_;
   bool stopping_ = false;  // guarded by stop_mu_
   std::thread reaper_;
 };
-
-// A new random resource id: 12 characters of [a-z0-9], starting with a letter.
-std::string NewId();
-
-int64_t NowMs();
 
 }  // namespace tuneforge
 

@@ -8,8 +8,6 @@
 
 #include "common/model_config.h"
 
-
-
 namespace tuneforge {
 namespace {
 
@@ -499,6 +497,25 @@ TEST_F(SchedulerTest, RestartKeepsQueuedAndRunningJobs) {
   EXPECT_TRUE(scheduler_->Heartbeat(w, running->id, (*a)->job.lease, 1).ok());
   // ... and the queued job is handed out again.
   EXPECT_EQ((*Acquire(w2, absl::ZeroDuration()))->job.id, queued->id);
+}
+
+// Ids come from SchedulerOptions::new_id: a test may name jobs and leases
+// in order, and a lease token is two fresh ids.
+TEST_F(SchedulerTest, JobIdsAndLeasesComeFromTheInjectedIdSource) {
+  int next = 0;
+  options_.new_id = [&next] { return "id" + std::to_string(++next); };
+  Restart();
+  absl::StatusOr<Job> first = scheduler_->CreateJob(Spec());
+  absl::StatusOr<Job> second = scheduler_->CreateJob(Spec());
+  ASSERT_TRUE(first.ok() && second.ok());
+  EXPECT_EQ(first->id, "id1");
+  EXPECT_EQ(second->id, "id2");
+  const std::string worker = scheduler_->RegisterWorker({"w", "cpu", 0, "test"});
+  EXPECT_EQ(worker, "id3");
+  absl::StatusOr<std::optional<Assignment>> a = Acquire(worker, absl::Seconds(1));
+  ASSERT_TRUE(a.ok() && a->has_value());
+  EXPECT_EQ((*a)->job.id, "id1");
+  EXPECT_EQ((*a)->job.lease, "id4id5");
 }
 
 }  // namespace
