@@ -27,23 +27,20 @@ void MetricsCsv::Open(const std::string& path, int64_t resumed_from_step) {
   if (file_) std::fclose(file_);
   file_ = std::fopen(path.c_str(), "w");
   if (file_ == nullptr) throw std::runtime_error("cannot write " + path);
-  std::fprintf(file_, "step,epoch,train_loss,learning_rate,grad_norm,tokens_per_second,"
-                      "validation_loss,perplexity,token_accuracy\n");
+  std::fputs(MetricsCsvHeader().c_str(), file_);
   for (const std::string& line : kept) std::fprintf(file_, "%s\n", line.c_str());
   std::fflush(file_);
 }
 
 void MetricsCsv::Row(const StepMetrics& m) {
   if (!file_) return;
-  std::fprintf(file_, "%lld,%d,%.9g,%.9g,%.9g,%.1f,,,\n", static_cast<long long>(m.step), m.epoch,
-               m.loss, m.learning_rate, m.grad_norm, m.tokens_per_second);
+  std::fputs(MetricsCsvLine(m).c_str(), file_);
   std::fflush(file_);
 }
 
 void MetricsCsv::Row(const EvalMetrics& m) {
   if (!file_) return;
-  std::fprintf(file_, "%lld,%d,,,,,%.9g,%.9g,%.9g\n", static_cast<long long>(m.step), m.epoch,
-               m.loss, m.perplexity, m.token_accuracy);
+  std::fputs(MetricsCsvLine(m).c_str(), file_);
   std::fflush(file_);
 }
 

@@ -79,7 +79,7 @@ class PrintingObserver : public tuneforge::engine::TrainObserver {
   void OnEvaluation(const EvalMetrics& m) override {
     csv_.Row(m);
     std::printf("epoch %d step %lld  validation_loss %.4f  perplexity %.2f  token_accuracy %.3f\n",
-                m.epoch, static_cast<long long>(m.step), m.loss, m.perplexity,
+                m.epoch, static_cast<long long>(m.step), m.validation_loss, m.perplexity,
                 m.token_accuracy);
     std::fflush(stdout);
   }
@@ -193,7 +193,7 @@ int Eval(const tuneforge::engine::TrainConfig& config, const std::string& data,
     int64_t truncated = 0;
     EvalMetrics m = tuneforge::engine::EvaluateModel(config, examples, &truncated);
     std::printf("examples %zu  truncated %lld  loss %.6f  perplexity %.4f  token_accuracy %.4f\n",
-                examples.size(), static_cast<long long>(truncated), m.loss, m.perplexity,
+                examples.size(), static_cast<long long>(truncated), m.validation_loss, m.perplexity,
                 m.token_accuracy);
   } catch (const std::exception& e) {
     std::fprintf(stderr, "tuneforge-train: evaluation failed: %s\n", e.what());

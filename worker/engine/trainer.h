@@ -26,6 +26,7 @@
 #include <vector>
 
 #include "common/dataset.h"
+#include "common/metrics_row.h"
 #include "common/training_settings.h"
 #include "worker/engine/lora_options.h"
 
@@ -67,27 +68,9 @@ struct TrainConfig : TrainingSettings {
   int rendezvous_timeout_seconds = 300;  // to meet, and for each sum
 };
 
-// Counted while training, reported every log_every_steps.
-struct StepMetrics {
-  int epoch = 0;            // 1-based
-  int64_t step = 0;         // optimizer steps done, 1-based
-  int64_t total_steps = 0;
-  double loss = 0;          // mean loss per target token since the last report
-  double learning_rate = 0;
-  double grad_norm = 0;     // before clipping
-  double tokens_per_second = 0;  // input tokens (no padding) over wall time
-  int64_t tokens_seen = 0;
-  double epoch_progress = 0;     // 0..1
-  double eta_seconds = 0;
-};
-
-struct EvalMetrics {
-  int epoch = 0;
-  int64_t step = 0;
-  double loss = 0;          // mean over validation target tokens
-  double perplexity = 0;
-  double token_accuracy = 0;  // argmax hits over target tokens
-};
+// The rows the engine reports (common/metrics_row.h).
+using ::tuneforge::EvalMetrics;
+using ::tuneforge::StepMetrics;
 
 struct TrainPlan {
   int64_t parameter_count = 0;

@@ -57,7 +57,7 @@ TEST(TrainerTest, LossFallsWhenMemorisingASmallSet) {
   EXPECT_GT(r.metrics.front().loss, 5.0);  // ~ln(258) = 5.55 at random init
   EXPECT_LT(r.metrics.back().loss, 0.5 * r.metrics.front().loss);
   ASSERT_EQ(r.evals.size(), 30u);
-  EXPECT_LT(r.evals.back().loss, r.evals.front().loss);
+  EXPECT_LT(r.evals.back().validation_loss, r.evals.front().validation_loss);
   EXPECT_GT(r.evals.back().token_accuracy, r.evals.front().token_accuracy);
   EXPECT_EQ(result.steps, 30);
   EXPECT_FALSE(result.stopped);
@@ -172,7 +172,7 @@ TEST(TrainerTest, ChatTrainsAndSamplesFromTheConversation) {
   ASSERT_EQ(r.samples.size(), 2u);
   EXPECT_EQ(r.sample_prompts[0], "user: Leave?\nassistant: ");
   EXPECT_EQ(r.evals.size(), 2u);
-  EXPECT_GT(r.evals.back().loss, 0);
+  EXPECT_GT(r.evals.back().validation_loss, 0);
 }
 
 TEST(TrainerTest, SavesTheTrainedModelAsAnHfFolder) {
@@ -190,12 +190,12 @@ TEST(TrainerTest, SavesTheTrainedModelAsAnHfFolder) {
   TrainConfig fresh = c;
   fresh.output_dir.clear();
   int64_t truncated = 0;
-  const double before = EvaluateModel(fresh, Memorisable(), &truncated).loss;
+  const double before = EvaluateModel(fresh, Memorisable(), &truncated).validation_loss;
   TrainConfig continued = fresh;
   continued.model = c.output_dir;
-  const double after = EvaluateModel(continued, Memorisable(), &truncated).loss;
+  const double after = EvaluateModel(continued, Memorisable(), &truncated).validation_loss;
   EXPECT_LT(after, before - 0.5);
-  EXPECT_NEAR(after, r.evals.back().loss, 1e-4);
+  EXPECT_NEAR(after, r.evals.back().validation_loss, 1e-4);
   Recorder r2;
   continued.epochs = 1;
   Train(continued, Memorisable(), Memorisable(), r2);
@@ -283,7 +283,7 @@ TEST(TrainerTest, PackedRowTrainsLikeSeparateSequences) {
   EXPECT_EQ(packed.plan.train_sequences, 4);
   ASSERT_EQ(packed.metrics.size(), 1u);
   EXPECT_NEAR(packed.metrics[0].loss, padded.metrics[0].loss, 1e-5);
-  EXPECT_NEAR(packed.evals[0].loss, padded.evals[0].loss, 1e-5);
+  EXPECT_NEAR(packed.evals[0].validation_loss, padded.evals[0].validation_loss, 1e-5);
 }
 
 TEST(TrainerTest, PackingFillsRowsAndLearns) {
@@ -301,7 +301,7 @@ TEST(TrainerTest, PackingFillsRowsAndLearns) {
   EXPECT_GE(r.plan.packed_rows, 9);
   EXPECT_LE(r.plan.packed_rows, 14);
   EXPECT_EQ(r.plan.steps_per_epoch, (r.plan.packed_rows + 3) / 4);
-  EXPECT_LT(r.evals.back().loss, 0.5 * r.evals.front().loss);
+  EXPECT_LT(r.evals.back().validation_loss, 0.5 * r.evals.front().validation_loss);
 }
 
 // Grouping by length changes which sequences share a batch, not what an
