@@ -104,8 +104,8 @@ $(FUZZ_DIR)/model_config_fuzzer: common/model_config.cc tests/fuzz/model_config_
     common/model_config.h
 	mkdir -p $(FUZZ_DIR)
 	clang++-14 $(FUZZ_FLAGS) $(filter %.cc,$^) -o $@
-$(FUZZ_DIR)/tokenizer_fuzzer: worker/engine/bpe_tokenizer.cc common/file_util.cc \
-    tests/fuzz/tokenizer_fuzzer.cc worker/engine/bpe_tokenizer.h
+$(FUZZ_DIR)/tokenizer_fuzzer: text/bpe_tokenizer.cc common/file_util.cc \
+    tests/fuzz/tokenizer_fuzzer.cc text/bpe_tokenizer.h
 	mkdir -p $(FUZZ_DIR)
 	clang++-14 $(FUZZ_FLAGS) $(filter %.cc,$^) -lpcre2-8 -o $@
 

@@ -7,8 +7,8 @@ namespace tuneforge {
 std::vector<GeneratedBlock> SettingsDocBlocks() {
   return {
       {"proto/tuneforge/v1/job.proto",
-       "  // BEGIN GENERATED from common/training_settings.def by `make settings`", "  // END GENERATED",
-       SettingsProtoFields()},
+       "  // BEGIN GENERATED from common/training_settings.def by `make settings`",
+       "  // END GENERATED", SettingsProtoFields()},
       {"README.md", "<!-- BEGIN GENERATED from common/training_settings.def by `make settings` -->",
        "<!-- END GENERATED -->", SettingsMarkdownTable()},
   };

@@ -9,7 +9,7 @@
 #include "common/file_util.h"
 #include "common/model_config.h"
 #include "common/safetensors.h"
-#include "worker/engine/bpe_tokenizer.h"
+#include "text/bpe_tokenizer.h"
 
 namespace tuneforge {
 namespace {
@@ -97,12 +97,12 @@ absl::StatusOr<ModelRecord> CheckModelFolder(const std::map<std::string, std::st
     }
   }
 
-  std::unique_ptr<engine::BpeTokenizer> tokenizer;
+  std::unique_ptr<text::BpeTokenizer> tokenizer;
   if (const std::string* p = path_of("tokenizer.json")) {
     if (!ReadWholeFile(*p, &text)) return absl::InternalError("cannot read tokenizer.json");
-    tokenizer = engine::BpeTokenizer::FromTokenizerJsonText(text, "tokenizer.json", &error);
+    tokenizer = text::BpeTokenizer::FromTokenizerJsonText(text, "tokenizer.json", &error);
   } else if (path_of("vocab.json") && path_of("merges.txt")) {
-    tokenizer = engine::BpeTokenizer::FromVocabMerges(*path_of("vocab.json"),
+    tokenizer = text::BpeTokenizer::FromVocabMerges(*path_of("vocab.json"),
                                                       *path_of("merges.txt"), &error);
   } else {
     error = "no tokenizer: tokenizer.json, or vocab.json and merges.txt, is needed";

@@ -10,7 +10,7 @@
 #include "common/safetensors.h"
 #include "common/sha256.h"
 #include "server/scheduler.h"
-#include "worker/engine/bpe_tokenizer.h"
+#include "text/bpe_tokenizer.h"
 
 namespace tuneforge {
 namespace {
@@ -37,7 +37,7 @@ std::map<std::string, std::string> Folder(ModelConfig c) {
   std::ifstream in(path, std::ios::binary);
   files["model.safetensors"].assign(std::istreambuf_iterator<char>(in), {});
   files["tokenizer.json"] =
-      engine::ByteLevelTokenizerJson(engine::BpeTokenizer::kGpt2Pattern, {"<|endoftext|>"});
+      text::ByteLevelTokenizerJson(text::BpeTokenizer::kGpt2Pattern, {"<|endoftext|>"});
   return files;
 }
 

@@ -202,10 +202,7 @@ class ArtifactReactor : public grpc::ServerReadReactor<v1::UploadArtifactRequest
     // A worker whose token is revoked is cut off mid-stream, storing nothing.
     absl::Status s = guard_.Recheck();
     if (s.ok()) s = ok ? Consume() : Complete();
-    if (absl::IsCancelled(s) && s.message() == kAlreadyHeld) {  // recorded without the bytes
-      s = absl::OkStatus();
-      ok = false;
-    }
+    if (s.ok() && already_held_) ok = false;  // recorded without the bytes: done
     if (!s.ok() || !ok) {
       writer_.reset();  // removes the temp file unless published
       Finish(ToGrpc(guard_.Done(absl::StrCat(header_.job(), " ", header_.artifact()), s)));
@@ -243,7 +240,10 @@ class ArtifactReactor : public grpc::ServerReadReactor<v1::UploadArtifactRequest
       ASSIGN_OR_RETURN(bool held,
                        artifacts_.RecordHeld(job_, header_.lease(),
                                              FileRecord{path, header_.sha256(), header_.size_bytes()}));
-      if (held) return absl::CancelledError(kAlreadyHeld);
+      if (held) {
+        already_held_ = true;
+        return absl::OkStatus();
+      }
       ASSIGN_OR_RETURN(writer_, blobs_->NewWriter());
       return absl::OkStatus();
     }
@@ -266,8 +266,6 @@ class ArtifactReactor : public grpc::ServerReadReactor<v1::UploadArtifactRequest
                               header_.sha256());
   }
 
-  static constexpr const char* kAlreadyHeld = "the server holds these bytes already";
-
   Guard guard_;
   Scheduler* const scheduler_;
   BlobStore* const blobs_;
@@ -277,6 +275,7 @@ class ArtifactReactor : public grpc::ServerReadReactor<v1::UploadArtifactRequest
   v1::UploadArtifactRequest::Header header_;
   std::string job_;
   std::unique_ptr<BlobWriter> writer_;
+  bool already_held_ = false;  // the header named bytes the server holds: nothing to read
 };
 
 }  // namespace

@@ -5,12 +5,12 @@
 #include <cstdlib>
 #include <string>
 
-#include "worker/engine/bpe_tokenizer.h"
+#include "text/bpe_tokenizer.h"
 
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   std::string error;
-  std::unique_ptr<tuneforge::engine::BpeTokenizer> tokenizer =
-      tuneforge::engine::BpeTokenizer::FromTokenizerJsonText(
+  std::unique_ptr<tuneforge::text::BpeTokenizer> tokenizer =
+      tuneforge::text::BpeTokenizer::FromTokenizerJsonText(
           std::string(reinterpret_cast<const char*>(data), size), "tokenizer.json", &error);
   if (!tokenizer) {
     if (error.empty()) std::abort();  // a refusal always says why

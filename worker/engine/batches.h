@@ -17,7 +17,7 @@
 #include <torch/torch.h>
 
 #include "common/dataset.h"
-#include "worker/engine/bpe_tokenizer.h"
+#include "text/bpe_tokenizer.h"
 #include "worker/engine/model_folder.h"
 #include "worker/engine/transformer.h"
 #include "worker/engine/trainer.h"

@@ -9,6 +9,7 @@
 #include <nlohmann/json.hpp>
 
 #include "common/safetensors.h"
+#include "worker/engine/family.h"
 
 namespace tuneforge::engine {
 namespace {
@@ -29,8 +30,7 @@ std::vector<int64_t> Sizes(const torch::Tensor& t) {
 }  // namespace
 
 std::vector<std::string> DefaultLoraTargets(const ModelConfig& c) {
-  if (c.architecture == Architecture::kGpt2) return {"c_attn"};
-  return {"q_proj", "v_proj"};
+  return FamilyOf(c).default_lora_targets;
 }
 
 std::vector<std::string> EnableLora(Transformer& model, const LoraOptions& o) {
@@ -92,7 +92,7 @@ std::string SaveAdapter(Transformer& model, const LoraOptions& o, const std::str
       {"target_modules", o.targets.empty() ? DefaultLoraTargets(c) : o.targets},
       {"bias", "none"},
       // GPT-2's Conv1D stores (in, out): PEFT transposes the delta to merge it.
-      {"fan_in_fan_out", c.architecture == Architecture::kGpt2},
+      {"fan_in_fan_out", FamilyOf(c).fan_in_fan_out},
       {"inference_mode", true},
       {"init_lora_weights", true},
       {"modules_to_save", nullptr},

@@ -19,10 +19,14 @@
 #include <string>
 #include <vector>
 
-#include "worker/engine/bpe_tokenizer.h"
+#include "text/bpe_tokenizer.h"
 #include "worker/engine/transformer.h"
 
 namespace tuneforge::engine {
+
+// The tokenizer is the text library's (text/bpe_tokenizer.h).
+using text::BpeTokenizer;
+using text::ByteLevelTokenizerJson;
 
 struct ModelFolder {
   Transformer model{nullptr};

@@ -27,7 +27,7 @@
 #include "common/dataset.h"
 #include "common/dataset_validator.h"
 #include "common/settings_flags.h"
-#include "worker/engine/bpe_tokenizer.h"
+#include "text/bpe_tokenizer.h"
 #include "worker/engine/metrics_csv.h"
 #include "worker/engine/model_folder.h"
 #include "worker/engine/openmp_env.h"
@@ -149,8 +149,8 @@ int GenerateText(const std::string& model, const std::string& prompt,
 // against any reference.
 int Tokenize(const std::string& dir, bool timing, bool added_tokens) {
   std::string error;
-  std::unique_ptr<tuneforge::engine::BpeTokenizer> tok =
-      tuneforge::engine::BpeTokenizer::FromModelFolder(dir, &error);
+  std::unique_ptr<tuneforge::text::BpeTokenizer> tok =
+      tuneforge::text::BpeTokenizer::FromModelFolder(dir, &error);
   if (!tok) {
     std::fprintf(stderr, "tuneforge-train: %s\n", error.c_str());
     return 1;

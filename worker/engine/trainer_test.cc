@@ -7,7 +7,7 @@
 #include <gtest/gtest.h>
 #include <nlohmann/json.hpp>
 
-#include "worker/engine/bpe_tokenizer.h"
+#include "text/bpe_tokenizer.h"
 #include "worker/engine/hf_model.h"
 #include "worker/engine/model_folder.h"
 #include "worker/engine/test_examples.h"

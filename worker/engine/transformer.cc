@@ -3,19 +3,13 @@
 #include <cmath>
 #include <random>
 
+#include "worker/engine/family.h"
+
 namespace tuneforge::engine {
 
 namespace F = torch::nn::functional;
 
 namespace {
-
-bool IsGpt2(const ModelConfig& c) { return c.architecture == Architecture::kGpt2; }
-
-bool EndsWith(const std::string& s, const std::string& suffix) {
-  return s.size() >= suffix.size() && s.compare(s.size() - suffix.size(), suffix.size(), suffix) == 0;
-}
-
-Projection MakeLinear(int64_t in, int64_t out, bool bias) { return Projection(in, out, bias); }
 
 // x W^T + b with the product computed in `dtype`; the result in x's dtype.
 torch::Tensor Linear(const torch::Tensor& x, const torch::Tensor& w, const torch::Tensor& b,
@@ -74,41 +68,17 @@ torch::Tensor NormImpl::forward(const torch::Tensor& x) {
   return RmsNorm(x, weight_, eps_, fused_);
 }
 
-AttentionImpl::AttentionImpl(const ModelConfig& c) : config_(c) {
-  const int64_t C = c.d_model, q = c.n_head * c.head_dim, kv = c.n_kv_head * c.head_dim;
-  if (IsGpt2(c)) {
-    c_attn_ = register_module("c_attn", MakeLinear(C, 3 * C, true));
-    c_proj_ = register_module("c_proj", MakeLinear(C, C, true));
-  } else {
-    q_proj_ = register_module("q_proj", MakeLinear(C, q, c.qkv_bias));
-    k_proj_ = register_module("k_proj", MakeLinear(C, kv, c.qkv_bias));
-    v_proj_ = register_module("v_proj", MakeLinear(C, kv, c.qkv_bias));
-    o_proj_ = register_module("o_proj", MakeLinear(q, C, c.o_bias));
-  }
-}
-
-torch::Tensor AttentionImpl::forward(const torch::Tensor& x, const Rope* rope, KvCache* cache,
-                                     size_t layer, const torch::Tensor& spans) {
-  const ModelConfig& c = config_;
-  const int64_t B = x.size(0), T = x.size(1), H = c.n_head, K = c.n_kv_head, D = c.head_dim;
-  // Heads stay in the projections' layout, (B, T, N, D).
-  torch::Tensor q, k, v;  // (B, T, H, D), (B, T, K, D), (B, T, K, D)
-  if (IsGpt2(c)) {
-    std::vector<torch::Tensor> qkv = c_attn_->forward(x).split(H * D, /*dim=*/2);  // 3 x (B, T, C)
-    q = qkv[0].view({B, T, H, D});
-    k = qkv[1].view({B, T, H, D});
-    v = qkv[2].view({B, T, H, D});
-  } else {
-    q = RotaryEmbedding(q_proj_->forward(x), H, *rope, fused_);
-    k = RotaryEmbedding(k_proj_->forward(x), K, *rope, fused_);
-    v = v_proj_->forward(x).view({B, T, K, D});
-  }
+torch::Tensor AttendCausally(const torch::Tensor& q, torch::Tensor k, torch::Tensor v,
+                             const ModelConfig& c, KvCache* cache, size_t layer,
+                             const torch::Tensor& spans, bool training,
+                             const ComputeOptions& compute) {
+  const int64_t B = q.size(0), T = q.size(1);
   AttentionOptions options;
   options.past = cache ? cache->length : 0;
   options.window = c.sliding_window;
-  options.dropout = is_training() ? c.dropout : 0.0;
-  options.matmul_dtype = matmul_dtype_;
-  options.fused = fused_;
+  options.dropout = training ? c.dropout : 0.0;
+  options.matmul_dtype = compute.matmul_dtype;
+  options.fused = compute.fused_kernels;
   options.spans = spans;
   if (cache) {
     if (cache->keys.size() <= layer) {
@@ -122,83 +92,39 @@ torch::Tensor AttentionImpl::forward(const torch::Tensor& x, const Rope* rope, K
     cache->keys[layer] = k;
     cache->values[layer] = v;
   }
-  // Each group of H/K query heads shares one key/value head.
   torch::Tensor y = CausalAttention(q, k, v, options);  // (B, T, H, D)
-  y = y.view({B, T, H * D});
-  return IsGpt2(c) ? c_proj_->forward(y) : o_proj_->forward(y);  // (B, T, C)
+  return y.view({B, T, q.size(2) * q.size(3)});         // (B, T, H*D)
 }
 
-MlpImpl::MlpImpl(const ModelConfig& c) {
-  if (IsGpt2(c)) {
-    c_fc_ = register_module("c_fc", MakeLinear(c.d_model, c.d_ff, true));
-    c_proj_ = register_module("c_proj", MakeLinear(c.d_ff, c.d_model, true));
-  } else {
-    gate_proj_ = register_module("gate_proj", MakeLinear(c.d_model, c.d_ff, false));
-    up_proj_ = register_module("up_proj", MakeLinear(c.d_model, c.d_ff, false));
-    down_proj_ = register_module("down_proj", MakeLinear(c.d_ff, c.d_model, false));
+const Family& FamilyOf(const ModelConfig& c) {
+  switch (c.architecture) {
+    case Architecture::kGpt2:
+      return Gpt2Family();
+    case Architecture::kLlama:
+      break;
   }
+  return LlamaFamily();
 }
 
-torch::Tensor MlpImpl::forward(const torch::Tensor& x) {
-  if (c_fc_) {
-    return c_proj_->forward(GeluTanh(c_fc_->forward(x), fused_));  // via (B, T, F)
-  }
-  torch::Tensor gate = gate_proj_->forward(x), up = up_proj_->forward(x);  // (B, T, F) each
-  return down_proj_->forward(SwiGlu(gate, up, fused_));  // (B, T, C)
-}
-
-BlockImpl::BlockImpl(const ModelConfig& c) {
-  const bool rms = !IsGpt2(c);
-  norm1_ = register_module(IsGpt2(c) ? "ln_1" : "input_layernorm", Norm(c.d_model, c.norm_eps, rms));
-  attn_ = register_module(IsGpt2(c) ? "attn" : "self_attn", Attention(c));
-  norm2_ = register_module(IsGpt2(c) ? "ln_2" : "post_attention_layernorm",
-                           Norm(c.d_model, c.norm_eps, rms));
-  mlp_ = register_module("mlp", Mlp(c));
-}
-
-torch::Tensor BlockImpl::forward(torch::Tensor x, const Rope* rope, KvCache* cache, size_t layer,
-                                 const torch::Tensor& spans) {
-  x = x + attn_->forward(norm1_->forward(x), rope, cache, layer, spans);  // (B, T, C)
-  x = x + mlp_->forward(norm2_->forward(x));                      // (B, T, C)
-  return x;
-}
-
-TransformerImpl::TransformerImpl(const ModelConfig& c) : config_(c) {
+TransformerImpl::TransformerImpl(const ModelConfig& c) : config_(c), family_(FamilyOf(c)) {
   TORCH_CHECK(c.n_kv_head > 0 && c.n_head % c.n_kv_head == 0, "n_kv_head (", c.n_kv_head,
               ") must divide n_head (", c.n_head, ")");
-  TORCH_CHECK(!IsGpt2(c) || c.n_head * c.head_dim == c.d_model,
-              "GPT-2 needs n_head * head_dim == d_model");
-  const bool gpt2 = IsGpt2(c);
-  embed_ = register_module(gpt2 ? "wte" : "embed_tokens", torch::nn::Embedding(c.vocab_size, c.d_model));
-  if (gpt2) wpe_ = register_module("wpe", torch::nn::Embedding(c.context_length, c.d_model));
-  blocks_ = register_module(gpt2 ? "h" : "layers", torch::nn::ModuleList());
-  for (int64_t i = 0; i < c.n_layer; ++i) blocks_->push_back(Block(c));
-  norm_f_ = register_module(gpt2 ? "ln_f" : "norm", Norm(c.d_model, c.norm_eps, !gpt2));
-  if (!c.tie_embeddings) lm_head_ = register_module("lm_head", MakeLinear(c.d_model, c.vocab_size, false));
-  drop_ = register_module("drop", torch::nn::Dropout(c.dropout));
-  if (!gpt2) {
-    // HF's default rope: theta^(-2i/D), computed in float32 as HF does.
-    const int64_t D = c.head_dim;
-    torch::Tensor exponents = torch::arange(0, D, 2, torch::kInt64).to(torch::kFloat32) / double(D);
-    torch::Tensor inv_freq = 1.0 / torch::pow(c.rope_theta, exponents);  // (D/2)
-    if (c.rope_factor > 0) {
-      // Llama 3.1: long wavelengths slowed by `factor`, a smooth blend between.
-      const double old_context = double(c.rope_original_context);
-      const double low_wavelen = old_context / c.rope_low_freq_factor;
-      const double high_wavelen = old_context / c.rope_high_freq_factor;
-      torch::Tensor wavelen = 2 * M_PI / inv_freq;
-      torch::Tensor scaled = torch::where(wavelen > low_wavelen, inv_freq / c.rope_factor, inv_freq);
-      torch::Tensor smooth = (old_context / wavelen - c.rope_low_freq_factor) /
-                             (c.rope_high_freq_factor - c.rope_low_freq_factor);
-      torch::Tensor smoothed = (1 - smooth) * scaled / c.rope_factor + smooth * scaled;
-      torch::Tensor medium = (wavelen >= high_wavelen) & (wavelen <= low_wavelen);
-      inv_freq = torch::where(medium, smoothed, scaled);
-    }
-    inv_freq_ = register_buffer("rope_inv_freq", inv_freq);
+  embed_ = register_module(family_.embed, torch::nn::Embedding(c.vocab_size, c.d_model));
+  if (*family_.positions) {
+    wpe_ = register_module(family_.positions, torch::nn::Embedding(c.context_length, c.d_model));
   }
-  // Initialisation: N(0, 0.02); GPT-2 scales its residual projections by
-  // 1/sqrt(2 * n_layer) so the residual stream's variance does not grow with
-  // depth. Norms keep weight 1 and bias 0; Linear biases start at 0.
+  blocks_ = register_module(family_.blocks, torch::nn::ModuleList());
+  for (int64_t i = 0; i < c.n_layer; ++i) blocks_->push_back(family_.make_block(c));
+  norm_f_ = register_module(family_.final_norm, Norm(c.d_model, c.norm_eps, family_.rms_norm));
+  if (!c.tie_embeddings) {
+    lm_head_ = register_module("lm_head", Projection(c.d_model, c.vocab_size, false));
+  }
+  drop_ = register_module("drop", torch::nn::Dropout(c.dropout));
+  if (family_.rotary_inv_freq) {
+    inv_freq_ = register_buffer("rope_inv_freq", family_.rotary_inv_freq(c));  // (D/2)
+  }
+  // Initialisation: N(0, 0.02), or the family's smaller std for residual
+  // projections. Norms keep weight 1 and bias 0; Linear biases start at 0.
   torch::NoGradGuard no_grad;
   const double residual_std = 0.02 / std::sqrt(2.0 * double(c.n_layer));
   for (auto& item : named_parameters()) {
@@ -206,7 +132,7 @@ TransformerImpl::TransformerImpl(const ModelConfig& c) : config_(c) {
     torch::Tensor& p = item.value();
     if (p.dim() == 1) {
       if (name.find("ln_") == std::string::npos && name.find("norm") == std::string::npos) p.zero_();
-    } else if (gpt2 && EndsWith(name, "c_proj.weight")) {
+    } else if (family_.residual_scaled(name)) {
       p.normal_(0.0, residual_std);
     } else {
       p.normal_(0.0, 0.02);
@@ -310,13 +236,7 @@ class RecomputedBlock : public torch::autograd::Function<RecomputedBlock> {
 void TransformerImpl::SetCompute(const ComputeOptions& options) {
   compute_ = options;
   for (const auto& module : modules()) {
-    if (auto* p = module->as<ProjectionImpl>()) p->set_matmul_dtype(options.matmul_dtype);
-    if (auto* a = module->as<AttentionImpl>()) {
-      a->set_matmul_dtype(options.matmul_dtype);
-      a->set_fused(options.fused_kernels);
-    }
-    if (auto* n = module->as<NormImpl>()) n->set_fused(options.fused_kernels);
-    if (auto* m = module->as<MlpImpl>()) m->set_fused(options.fused_kernels);
+    if (auto* aware = dynamic_cast<ComputeAware*>(module.get())) aware->SetCompute(options);
   }
 }
 
@@ -363,15 +283,7 @@ int64_t TransformerImpl::ParameterCount() const {
 }
 
 std::string TransformerImpl::HfName(const std::string& ours, bool* transposed) const {
-  if (IsGpt2(config_)) {
-    *transposed = EndsWith(ours, ".weight") && ours.find(".lora_") == std::string::npos &&
-                  (ours.find(".c_attn.") != std::string::npos ||
-                   ours.find(".c_proj.") != std::string::npos ||
-                   ours.find(".c_fc.") != std::string::npos);
-    return "transformer." + ours;
-  }
-  *transposed = false;
-  return ours.rfind("lm_head.", 0) == 0 ? ours : "model." + ours;
+  return family_.hf_name(ours, transposed);
 }
 
 std::vector<int64_t> Generate(Transformer& model, const std::vector<int64_t>& prompt,

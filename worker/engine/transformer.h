@@ -1,20 +1,15 @@
-// Decoder-only transformers in libtorch: the GPT-2 family and the Llama
-// family (Llama 2/3, Mistral, Qwen2, SmolLM, TinyLlama), one module tree whose
-// parameter names are Hugging Face's, so loading and saving is a rename of
-// the prefix ("transformer." or "model.") and nothing else.
+// Decoder-only transformers in libtorch: the frame every family shares
+// (embeddings, the blocks in order, the final norm, the head, KV caches,
+// recomputation, generation), with each family's blocks and quirks in a file
+// of its own (gpt2.cc: GPT-2; llama.cc: Llama 2/3, Mistral, Qwen2, SmolLM,
+// TinyLlama; see family.h). Parameter names are Hugging Face's, so loading
+// and saving is a rename of the prefix ("transformer." or "model.").
 //
 // Dimensions used in shape comments throughout the engine:
 //   B  batch size          T  sequence length (<= context_length)
 //   C  channels (d_model)  V  vocabulary size
 //   H  query heads         K  key/value heads (grouped-query attention)
 //   D  head size           F  MLP hidden width
-//
-// GPT-2:  x = wte[ids] + wpe[pos]; per block  x += attn(ln_1(x)); x += mlp(ln_2(x))
-//         with LayerNorm, fused QKV (c_attn), GELU (tanh) MLP; ln_f; tied head.
-// Llama:  x = embed_tokens[ids]; per block  x += self_attn(input_layernorm(x));
-//         x += mlp(post_attention_layernorm(x)) with RMSNorm, rotary position
-//         embeddings (HF's half-rotation layout), K <= H key/value heads, a
-//         SwiGLU MLP (down(silu(gate(x)) * up(x))); norm; lm_head or tied head.
 //
 //   ModelConfig config = FindPreset("tiny-llama")->config;
 //   torch::manual_seed(42);
@@ -69,15 +64,23 @@ struct ComputeOptions {
   bool fused_kernels = true;
 };
 
+// A module whose computation follows ComputeOptions; SetCompute() on the
+// model reaches every one.
+class ComputeAware {
+ public:
+  virtual ~ComputeAware() = default;
+  virtual void SetCompute(const ComputeOptions& options) = 0;
+};
+
 // A linear projection (weight (out, in), optional bias, as torch::nn::Linear
 // names them) that can carry a LoRA adapter: y = x W^T + b + s * B(A(drop(x)))
 // with A (r, in), B (out, r) and s = alpha / r, PEFT's layout and names
 // ("q_proj.lora_A.weight").
-class ProjectionImpl : public torch::nn::Module {
+class ProjectionImpl : public torch::nn::Module, public ComputeAware {
  public:
   ProjectionImpl(int64_t in, int64_t out, bool bias);
   torch::Tensor forward(const torch::Tensor& x);  // (B, T, in) -> (B, T, out)
-  void set_matmul_dtype(torch::ScalarType dtype) { matmul_dtype_ = dtype; }
+  void SetCompute(const ComputeOptions& o) override { matmul_dtype_ = o.matmul_dtype; }
 
   // Adds an adapter of rank r: A from PEFT's init (Kaiming uniform), B zero,
   // so the output is unchanged until training moves B.
@@ -99,11 +102,11 @@ class ProjectionImpl : public torch::nn::Module {
 TORCH_MODULE(Projection);
 
 // LayerNorm (weight and bias; GPT-2) or RMSNorm (weight; Llama).
-class NormImpl : public torch::nn::Module {
+class NormImpl : public torch::nn::Module, public ComputeAware {
  public:
   NormImpl(int64_t dim, double eps, bool rms);
   torch::Tensor forward(const torch::Tensor& x);  // (B, T, C) -> (B, T, C)
-  void set_fused(bool fused) { fused_ = fused; }
+  void SetCompute(const ComputeOptions& o) override { fused_ = o.fused_kernels; }
 
  private:
   double eps_;
@@ -114,59 +117,30 @@ class NormImpl : public torch::nn::Module {
 };
 TORCH_MODULE(Norm);
 
-class AttentionImpl : public torch::nn::Module {
- public:
-  explicit AttentionImpl(const ModelConfig& config);
-  // (B, T, C) -> (B, T, C). `rope` is null for GPT-2. With a cache, x holds
-  // the positions after cache->length, and this layer's keys and values are
-  // appended to it. `spans` (Packing::spans) makes each packed sequence
-  // attend within itself; undefined: the whole row is one causal sequence.
-  torch::Tensor forward(const torch::Tensor& x, const Rope* rope, KvCache* cache, size_t layer,
-                        const torch::Tensor& spans);
-  void set_matmul_dtype(torch::ScalarType dtype) { matmul_dtype_ = dtype; }
-  void set_fused(bool fused) { fused_ = fused; }
-
- private:
-  ModelConfig config_;
-  torch::ScalarType matmul_dtype_ = torch::kFloat32;
-  bool fused_ = true;
-  Projection c_attn_{nullptr}, c_proj_{nullptr};  // GPT-2: C -> 3C, C -> C
-  Projection q_proj_{nullptr}, k_proj_{nullptr}, v_proj_{nullptr},
-      o_proj_{nullptr};  // Llama: C -> H*D, C -> K*D, C -> K*D, H*D -> C
-};
-TORCH_MODULE(Attention);
-
-class MlpImpl : public torch::nn::Module {
- public:
-  explicit MlpImpl(const ModelConfig& config);
-  torch::Tensor forward(const torch::Tensor& x);  // (B, T, C) -> (B, T, C)
-  void set_fused(bool fused) { fused_ = fused; }
-
- private:
-  bool fused_ = true;
-  Projection c_fc_{nullptr}, c_proj_{nullptr};  // GPT-2: C -> F, F -> C
-  Projection gate_proj_{nullptr}, up_proj_{nullptr},
-      down_proj_{nullptr};  // Llama: C -> F, C -> F, F -> C
-};
-TORCH_MODULE(Mlp);
-
+// One block of a family (family.h): (B, T, C) -> (B, T, C). `rope` is null
+// for families with learned positions. With a cache, x holds the positions
+// after cache->length, and the block's attention appends its keys and
+// values to layer `layer`. `spans` (Packing::spans) makes each packed
+// sequence attend within itself; undefined: the row is one causal sequence.
 class BlockImpl : public torch::nn::Module {
  public:
-  explicit BlockImpl(const ModelConfig& config);
-  torch::Tensor forward(torch::Tensor x, const Rope* rope, KvCache* cache, size_t layer,
-                        const torch::Tensor& spans);  // (B, T, C) -> (B, T, C)
-  Attention& attention() { return attn_; }
-
- private:
-  Norm norm1_{nullptr}, norm2_{nullptr};  // ln_1/ln_2 or input_/post_attention_layernorm
-  Attention attn_{nullptr};
-  Mlp mlp_{nullptr};
+  virtual torch::Tensor forward(torch::Tensor x, const Rope* rope, KvCache* cache, size_t layer,
+                                const torch::Tensor& spans) = 0;
 };
-TORCH_MODULE(Block);
+
+// Causal attention of q (B, T, H, D) over k and v (B, T, K, D), after
+// appending them to the cache's layer (when a cache is given): each group of
+// H/K query heads shares one key/value head. Returns (B, T, H*D).
+torch::Tensor AttendCausally(const torch::Tensor& q, torch::Tensor k, torch::Tensor v,
+                             const ModelConfig& c, KvCache* cache, size_t layer,
+                             const torch::Tensor& spans, bool training,
+                             const ComputeOptions& compute);
+
+struct Family;
 
 class TransformerImpl : public torch::nn::Module {
  public:
-  // Random initial weights (N(0, 0.02); GPT-2 scales residual projections).
+  // Random initial weights: N(0, 0.02), and the family's own rules.
   explicit TransformerImpl(const ModelConfig& config);
 
   // ids (B, T) int64 -> logits (B, T, V) float32. With a cache, ids are the
@@ -192,14 +166,15 @@ class TransformerImpl : public torch::nn::Module {
                const torch::Device& device) const;
 
   ModelConfig config_;
+  const Family& family_;
   ComputeOptions compute_;
   torch::nn::Embedding embed_{nullptr};  // (V, C): wte or embed_tokens
-  torch::nn::Embedding wpe_{nullptr};    // (T_max, C), GPT-2 only
+  torch::nn::Embedding wpe_{nullptr};    // (T_max, C), learned positions (GPT-2)
   torch::nn::ModuleList blocks_{nullptr};  // h or layers
   Norm norm_f_{nullptr};                  // ln_f or norm
-  Projection lm_head_{nullptr};           // C -> V, untied Llama only
+  Projection lm_head_{nullptr};           // C -> V, untied heads only
   torch::nn::Dropout drop_{nullptr};
-  torch::Tensor inv_freq_;                // (D/2) rotary frequencies, Llama only
+  torch::Tensor inv_freq_;                // (D/2) rotary frequencies, rotary families only
 };
 TORCH_MODULE(Transformer);
 

@@ -29,7 +29,7 @@
 #include <unordered_map>
 #include <vector>
 
-namespace tuneforge::engine {
+namespace tuneforge::text {
 
 class BpeTokenizer {
  public:
@@ -105,6 +105,6 @@ class BpeTokenizer {
 std::string ByteLevelTokenizerJson(const std::string& pattern,
                                    const std::vector<std::string>& specials);
 
-}  // namespace tuneforge::engine
+}  // namespace tuneforge::text
 
 #endif  // TUNEFORGE_WORKER_ENGINE_BPE_TOKENIZER_H_

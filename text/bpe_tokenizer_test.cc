@@ -1,4 +1,4 @@
-#include "worker/engine/bpe_tokenizer.h"
+#include "text/bpe_tokenizer.h"
 
 #include <cstdio>
 #include <cstdlib>
@@ -11,7 +11,7 @@
 
 #include "common/file_util.h"
 
-namespace tuneforge::engine {
+namespace tuneforge::text {
 namespace {
 
 std::string Dir() {
@@ -204,4 +204,4 @@ TEST(BpeTokenizerTest, TokenizerJsonMatchesVocabAndMerges) {
 }
 
 }  // namespace
-}  // namespace tuneforge::engine
+}  // namespace tuneforge::text

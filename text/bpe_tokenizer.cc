@@ -1,4 +1,4 @@
-#include "worker/engine/bpe_tokenizer.h"
+#include "text/bpe_tokenizer.h"
 
 #define PCRE2_CODE_UNIT_WIDTH 8
 #include <pcre2.h>
@@ -11,7 +11,7 @@
 
 #include "common/file_util.h"
 
-namespace tuneforge::engine {
+namespace tuneforge::text {
 namespace {
 
 using json = nlohmann::json;
@@ -444,4 +444,4 @@ std::string ByteLevelTokenizerJson(const std::string& pattern,
   return j.dump(1) + "\n";
 }
 
-}  // namespace tuneforge::engine
+}  // namespace tuneforge::text
