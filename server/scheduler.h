@@ -20,6 +20,10 @@
 // newest events of active jobs are kept in memory, so following a job live
 // reads no disk however many watch it.
 //
+// The methods live by concept: jobs and their commits in scheduler.cc, workers
+// and the queue's order in placement.cc, attempts, leases and the reaper in
+// leases.cc; watchers in the EventHub (event_hub.h).
+//
 // Thread-safe: every public method may be called from any thread. Callbacks
 // (AcquireJob's `done`, subscription listeners) run without internal locks held.
 #ifndef TUNEFORGE_SERVER_SCHEDULER_H_
