@@ -6,6 +6,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
+#include "common/metrics_proto.h"
 
 namespace tuneforge::cli {
 
@@ -14,21 +15,10 @@ std::vector<MetricRow> MetricRows(const std::vector<v1::JobEvent>& events) {
   for (const v1::JobEvent& e : events) {
     MetricRow r;
     if (e.has_metrics()) {
-      const v1::TrainingMetrics& m = e.metrics();
-      r.train.step = m.step();
-      r.train.epoch = m.epoch();
-      r.train.loss = m.loss();
-      r.train.learning_rate = m.learning_rate();
-      r.train.grad_norm = m.grad_norm();
-      r.train.tokens_per_second = m.tokens_per_second();
+      r.train = FromProto(e.metrics());
     } else if (e.has_evaluation()) {
-      const v1::Evaluation& v = e.evaluation();
       r.evaluation = true;
-      r.eval.step = v.step();
-      r.eval.epoch = v.epoch();
-      r.eval.validation_loss = v.validation_loss();
-      r.eval.perplexity = v.perplexity();
-      r.eval.token_accuracy = v.token_accuracy();
+      r.eval = FromProto(e.evaluation());
     } else {
       continue;
     }

@@ -226,13 +226,6 @@ const std::vector<SettingInfo>& TrainingSettingInfos() {
   return infos;
 }
 
-const SettingInfo* FindSetting(std::string_view name) {
-  for (const SettingInfo& info : TrainingSettingInfos()) {
-    if (info.name == name) return &info;
-  }
-  return nullptr;
-}
-
 std::string CheckSettings(const TrainingSettings& s) {
   for (const SettingInfo& info : TrainingSettingInfos()) {
     std::string problem = info.Check(s);

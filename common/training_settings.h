@@ -93,7 +93,6 @@ struct SettingInfo {
 
 // Every setting, in the order of training_settings.def.
 const std::vector<SettingInfo>& TrainingSettingInfos();
-const SettingInfo* FindSetting(std::string_view name);
 
 // "" when every setting is within its bounds, else the first that is not:
 // "learning_rate: must be in (0, 1], got 2".

@@ -8,6 +8,7 @@
 #include "absl/strings/ascii.h"
 #include "absl/strings/escaping.h"
 #include "absl/strings/str_cat.h"
+#include "common/metrics_proto.h"
 #include "common/settings_proto.h"
 #include "common/status_macros.h"
 
@@ -267,24 +268,9 @@ v1::JobEvent ToProto(const Event& e) {
     p->set_to(ToProto(s->to));
     p->set_reason(s->reason);
   } else if (const auto* m = std::get_if<MetricsEvent>(&e.payload)) {
-    v1::TrainingMetrics* p = out.mutable_metrics();
-    p->set_epoch(m->epoch);
-    p->set_step(m->step);
-    p->set_total_steps(m->total_steps);
-    p->set_loss(m->loss);
-    p->set_learning_rate(m->learning_rate);
-    p->set_grad_norm(m->grad_norm);
-    p->set_tokens_per_second(m->tokens_per_second);
-    p->set_tokens_seen(m->tokens_seen);
-    p->set_epoch_progress(m->epoch_progress);
-    p->set_eta_seconds(m->eta_seconds);
+    ToProto(*m, out.mutable_metrics());
   } else if (const auto* v = std::get_if<EvaluationEvent>(&e.payload)) {
-    v1::Evaluation* p = out.mutable_evaluation();
-    p->set_epoch(v->epoch);
-    p->set_step(v->step);
-    p->set_validation_loss(v->validation_loss);
-    p->set_perplexity(v->perplexity);
-    p->set_token_accuracy(v->token_accuracy);
+    ToProto(*v, out.mutable_evaluation());
   } else if (const auto* s = std::get_if<SampleEvent>(&e.payload)) {
     v1::SampleCompletion* p = out.mutable_sample();
     p->set_prompt(s->prompt);
@@ -321,19 +307,12 @@ v1::JobEvent ToProto(const Event& e) {
 absl::StatusOr<Event> EventFromProto(const v1::JobEvent& e) {
   Event out;
   switch (e.payload_case()) {
-    case v1::JobEvent::kMetrics: {
-      const v1::TrainingMetrics& m = e.metrics();
-      out.payload = MetricsEvent{m.epoch(), m.step(), m.total_steps(), m.loss(),
-                                 m.learning_rate(), m.grad_norm(), m.tokens_per_second(),
-                                 m.tokens_seen(), m.epoch_progress(), m.eta_seconds()};
+    case v1::JobEvent::kMetrics:
+      out.payload = FromProto(e.metrics());
       break;
-    }
-    case v1::JobEvent::kEvaluation: {
-      const v1::Evaluation& v = e.evaluation();
-      out.payload = EvaluationEvent{v.epoch(), v.step(), v.validation_loss(), v.perplexity(),
-                                    v.token_accuracy()};
+    case v1::JobEvent::kEvaluation:
+      out.payload = FromProto(e.evaluation());
       break;
-    }
     case v1::JobEvent::kSample:
       out.payload = SampleEvent{e.sample().prompt(), e.sample().completion(), e.sample().step()};
       break;

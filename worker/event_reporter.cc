@@ -3,6 +3,7 @@
 #include <algorithm>
 
 #include "absl/strings/str_cat.h"
+#include "worker/grpc_call.h"
 
 #include <spdlog/spdlog.h>
 
@@ -177,8 +178,7 @@ bool EventReporter::CloseStream(std::unique_lock<std::mutex>& lock) {
     backoff_ms_ = 0;
     return true;
   }
-  last_break_ = absl::Status(static_cast<absl::StatusCode>(status.error_code()),
-                             status.error_message());
+  last_break_ = FromGrpc(status);
   // What the scheduler committed of this stream, in order: the first
   // `accepted` events written on it.
   if (status.ok() || accepted > 0) ForgetUpTo(stream_first_ + accepted - 1);
@@ -186,8 +186,7 @@ bool EventReporter::CloseStream(std::unique_lock<std::mutex>& lock) {
     spdlog::warn("{}: lease lost ({}); stopping", job_, status.error_message());
     lease_lost_ = true;
   } else if (IsRefusal(status.error_code())) {
-    refused_ = absl::Status(static_cast<absl::StatusCode>(status.error_code()),
-                            status.error_message());
+    refused_ = last_break_;
     spdlog::error("{}: the scheduler refused a training event: {}", job_,
                   status.error_message());
   } else if (!stopping_ && !abandoned_) {

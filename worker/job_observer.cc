@@ -2,6 +2,7 @@
 
 #include <spdlog/spdlog.h>
 
+#include "common/metrics_proto.h"
 #include "common/settings_proto.h"
 #include "common/status_macros.h"
 
@@ -70,29 +71,14 @@ void JobObserver::OnMetrics(const engine::StepMetrics& m) {
   gauges_->tokens_per_second = m.tokens_per_second;
   step_ = m.step;
   v1::JobEvent e;
-  v1::TrainingMetrics* p = e.mutable_metrics();
-  p->set_epoch(m.epoch);
-  p->set_step(m.step);
-  p->set_total_steps(m.total_steps);
-  p->set_loss(m.loss);
-  p->set_learning_rate(m.learning_rate);
-  p->set_grad_norm(m.grad_norm);
-  p->set_tokens_per_second(m.tokens_per_second);
-  p->set_tokens_seen(m.tokens_seen);
-  p->set_epoch_progress(m.epoch_progress);
-  p->set_eta_seconds(m.eta_seconds);
+  ToProto(m, e.mutable_metrics());
   Send(std::move(e));
 }
 
 void JobObserver::OnEvaluation(const engine::EvalMetrics& m) {
   metrics_.Row(m);
   v1::JobEvent e;
-  v1::Evaluation* p = e.mutable_evaluation();
-  p->set_epoch(m.epoch);
-  p->set_step(m.step);
-  p->set_validation_loss(m.validation_loss);
-  p->set_perplexity(m.perplexity);
-  p->set_token_accuracy(m.token_accuracy);
+  ToProto(m, e.mutable_evaluation());
   Send(std::move(e));
 }
 
