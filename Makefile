@@ -90,6 +90,7 @@ FUZZ_SECONDS ?= 300
 FUZZ_DIR = $(BUILD_DIR)-fuzz
 FUZZ_TARGETS = dataset safetensors model_config tokenizer
 FUZZ_FLAGS = -std=c++17 -O1 -g -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=all -I.
+FUZZ_ABSL = -labsl_statusor -labsl_status
 $(FUZZ_DIR)/dataset_fuzzer: common/dataset.cc common/dataset_validator.cc \
     tests/fuzz/dataset_fuzzer.cc common/dataset.h common/dataset_validator.h common/json_view.h \
     common/utf8.h
@@ -98,16 +99,16 @@ $(FUZZ_DIR)/dataset_fuzzer: common/dataset.cc common/dataset_validator.cc \
 $(FUZZ_DIR)/safetensors_fuzzer: common/safetensors.cc common/file_util.cc \
     tests/fuzz/safetensors_fuzzer.cc common/safetensors.h
 	mkdir -p $(FUZZ_DIR)
-	clang++-14 $(FUZZ_FLAGS) $(filter %.cc,$^) -o $@
+	clang++-14 $(FUZZ_FLAGS) $(filter %.cc,$^) $(FUZZ_ABSL) -o $@
 
 $(FUZZ_DIR)/model_config_fuzzer: common/model_config.cc tests/fuzz/model_config_fuzzer.cc \
     common/model_config.h
 	mkdir -p $(FUZZ_DIR)
-	clang++-14 $(FUZZ_FLAGS) $(filter %.cc,$^) -o $@
+	clang++-14 $(FUZZ_FLAGS) $(filter %.cc,$^) $(FUZZ_ABSL) -o $@
 $(FUZZ_DIR)/tokenizer_fuzzer: text/bpe_tokenizer.cc common/file_util.cc \
     tests/fuzz/tokenizer_fuzzer.cc text/bpe_tokenizer.h
 	mkdir -p $(FUZZ_DIR)
-	clang++-14 $(FUZZ_FLAGS) $(filter %.cc,$^) -lpcre2-8 -o $@
+	clang++-14 $(FUZZ_FLAGS) $(filter %.cc,$^) -lpcre2-8 $(FUZZ_ABSL) -o $@
 
 fuzz: setup $(FUZZ_TARGETS:%=$(FUZZ_DIR)/%_fuzzer)
 	for t in $(FUZZ_TARGETS); do mkdir -p $(FUZZ_DIR)/corpus-$$t; \

@@ -5,6 +5,8 @@
 
 #include <nlohmann/json.hpp>
 
+#include "absl/status/status.h"
+
 namespace tuneforge {
 namespace {
 
@@ -141,11 +143,10 @@ const char* ArchitectureName(Architecture a) {
   return a == Architecture::kGpt2 ? "gpt2" : "llama";
 }
 
-std::optional<ModelConfig> ParseHfConfig(const std::string& text, std::string* error) {
+absl::StatusOr<ModelConfig> ParseHfConfig(const std::string& text) {
   json j = json::parse(text, nullptr, /*allow_exceptions=*/false);
   if (j.is_discarded() || !j.is_object()) {
-    *error = "config.json: not a JSON object";
-    return std::nullopt;
+    return absl::InvalidArgumentError("config.json: not a JSON object");
   }
   ModelConfig c;
   try {
@@ -161,26 +162,24 @@ std::optional<ModelConfig> ParseHfConfig(const std::string& text, std::string* e
     c.bos_token_id = IntOr(j, "bos_token_id", -1);
     c.eos_token_ids = TokenIds(j, "eos_token_id");
   } catch (const Unsupported& u) {
-    *error = "config.json: unsupported " + u.what;
-    return std::nullopt;
+    return absl::InvalidArgumentError("config.json: unsupported " + u.what);
   }
   if (!InRange(c.vocab_size, 1, 1 << 22) || !InRange(c.context_length, 1, 1 << 21) ||
       !InRange(c.n_layer, 1, 1024) || !InRange(c.n_head, 1, 1024) ||
       !InRange(c.d_model, 1, 1 << 16) || !InRange(c.head_dim, 1, 1 << 12) ||
       !InRange(c.d_ff, 1, 1 << 20) || c.sliding_window < 0 || !(c.norm_eps > 0) ||
       !(c.rope_theta > 0)) {
-    *error = "config.json: a size out of range (vocab_size, context, layers, heads, widths)";
-    return std::nullopt;
+    return absl::InvalidArgumentError(
+        "config.json: a size out of range (vocab_size, context, layers, heads, widths)");
   }
   for (int64_t id : c.eos_token_ids) {
     if (!InRange(id, 0, c.vocab_size - 1)) {
-      *error = "config.json: eos_token_id " + std::to_string(id) + " is outside the vocabulary";
-      return std::nullopt;
+      return absl::InvalidArgumentError("config.json: eos_token_id " + std::to_string(id) +
+                                        " is outside the vocabulary");
     }
   }
   if (c.bos_token_id >= c.vocab_size) {
-    *error = "config.json: bos_token_id is outside the vocabulary";
-    return std::nullopt;
+    return absl::InvalidArgumentError("config.json: bos_token_id is outside the vocabulary");
   }
   return c;
 }

@@ -2,9 +2,8 @@
 // Face `config.json`, and the built-in presets. No libtorch include: the
 // scheduler reads imported models' configs and lists the presets with it.
 //
-//   std::string error;
-//   std::optional<ModelConfig> c = ParseHfConfig(config_json_text, &error);
-//   if (!c) ... error names the unsupported model_type or option ...
+//   absl::StatusOr<ModelConfig> c = ParseHfConfig(config_json_text);
+//   if (!c.ok()) ... c.status() names the unsupported model_type or option ...
 //
 // Supported model types: "gpt2" (learned positions, LayerNorm, GELU, fused
 // QKV) and the Llama family "llama", "mistral", "qwen2" (RMSNorm, rotary
@@ -19,6 +18,8 @@
 #include <optional>
 #include <string>
 #include <vector>
+
+#include "absl/status/statusor.h"
 
 namespace tuneforge {
 
@@ -49,9 +50,9 @@ struct ModelConfig {
   std::vector<int64_t> eos_token_ids;  // generation stops at any of these
 };
 
-// Reads a config.json's text; nullopt with `*error` naming the unsupported
+// Reads a config.json's text; INVALID_ARGUMENT naming the unsupported
 // model_type, option or out-of-range size.
-std::optional<ModelConfig> ParseHfConfig(const std::string& text, std::string* error);
+absl::StatusOr<ModelConfig> ParseHfConfig(const std::string& text);
 
 // config.json text for `c` (float32 weights).
 std::string HfConfigJson(const ModelConfig& c);

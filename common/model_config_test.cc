@@ -45,9 +45,8 @@ constexpr const char* kMistral = R"({
   "tie_word_embeddings": false, "torch_dtype": "bfloat16", "vocab_size": 32000})";
 
 ModelConfig Parse(const char* text) {
-  std::string error;
-  std::optional<ModelConfig> c = ParseHfConfig(text, &error);
-  EXPECT_TRUE(c) << error;
+  absl::StatusOr<ModelConfig> c = ParseHfConfig(text);
+  EXPECT_TRUE(c.ok()) << c.status();
   return c.value_or(ModelConfig());
 }
 
@@ -165,9 +164,10 @@ TEST(ModelConfigTest, NamesWhatIsUnsupported) {
        "out of range"},
   };
   for (const Case& c : cases) {
-    std::string error;
-    EXPECT_FALSE(ParseHfConfig(c.text, &error)) << c.text;
-    EXPECT_NE(error.find(c.error), std::string::npos) << error;
+    absl::StatusOr<ModelConfig> parsed = ParseHfConfig(c.text);
+    ASSERT_FALSE(parsed.ok()) << c.text;
+    EXPECT_EQ(parsed.status().code(), absl::StatusCode::kInvalidArgument);
+    EXPECT_NE(parsed.status().message().find(c.error), std::string::npos) << parsed.status();
   }
 }
 

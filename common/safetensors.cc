@@ -12,6 +12,8 @@
 
 #include <nlohmann/json.hpp>
 
+#include "absl/status/status.h"
+
 #include "common/file_util.h"
 
 namespace tuneforge {
@@ -131,62 +133,63 @@ std::optional<DType> ParseDType(std::string_view name) {
   return std::nullopt;
 }
 
-std::string ParseSafetensorsHeader(std::string_view prefix, uint64_t file_size,
-                                   SafetensorsHeader* out) {
-  *out = SafetensorsHeader();
-  if (prefix.size() < 8 || file_size < 8) return "the file is shorter than 8 bytes";
+absl::StatusOr<SafetensorsHeader> ParseSafetensorsHeader(std::string_view prefix,
+                                                         uint64_t file_size) {
+  auto invalid = [](const std::string& what) { return absl::InvalidArgumentError(what); };
+  if (prefix.size() < 8 || file_size < 8) return invalid("the file is shorter than 8 bytes");
   uint64_t n = 0;
   for (int i = 7; i >= 0; --i) n = (n << 8) | static_cast<unsigned char>(prefix[i]);
   if (n > kMaxSafetensorsHeader) {
-    return "the header claims " + std::to_string(n) + " bytes, more than the limit of " +
-           std::to_string(kMaxSafetensorsHeader);
+    return invalid("the header claims " + std::to_string(n) + " bytes, more than the limit of " +
+                   std::to_string(kMaxSafetensorsHeader));
   }
   if (n > file_size - 8) {
-    return "the header claims " + std::to_string(n) + " bytes but the file holds only " +
-           std::to_string(file_size - 8) + " after the length";
+    return invalid("the header claims " + std::to_string(n) + " bytes but the file holds only " +
+                   std::to_string(file_size - 8) + " after the length");
   }
-  if (prefix.size() < 8 + n) return "the header was not read in full";
+  if (prefix.size() < 8 + n) return invalid("the header was not read in full");
   std::string_view text = prefix.substr(8, n);
-  if (text.empty() || text.front() != '{') return "the header does not start with '{'";
+  if (text.empty() || text.front() != '{') return invalid("the header does not start with '{'");
   json header;
   try {
     header = json::parse(text);
   } catch (const json::exception& e) {
-    return std::string("the header is not valid JSON: ") + e.what();
+    return invalid(std::string("the header is not valid JSON: ") + e.what());
   }
-  out->data_start = 8 + n;
-  std::string error = Check(header, file_size - out->data_start, out);
-  if (!error.empty()) *out = SafetensorsHeader();
-  return error;
+  SafetensorsHeader out;
+  out.data_start = 8 + n;
+  if (std::string error = Check(header, file_size - out.data_start, &out); !error.empty()) {
+    return invalid(error);
+  }
+  return out;
 }
 
-std::unique_ptr<SafetensorsFile> SafetensorsFile::Open(const std::string& path,
-                                                       std::string* error) {
+absl::StatusOr<std::unique_ptr<SafetensorsFile>> SafetensorsFile::Open(const std::string& path) {
   int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
   struct stat st;
   if (fd < 0 || ::fstat(fd, &st) != 0) {
-    *error = path + ": " + std::strerror(errno);
+    absl::Status error = absl::ErrnoToStatus(errno, path);
     if (fd >= 0) ::close(fd);
-    return nullptr;
+    return error;
   }
   std::unique_ptr<SafetensorsFile> file(new SafetensorsFile());
   file->size_ = static_cast<size_t>(st.st_size);
   if (file->size_ > 0) {
     void* map = ::mmap(nullptr, file->size_, PROT_READ, MAP_PRIVATE, fd, 0);
     if (map == MAP_FAILED) {
-      *error = path + ": mmap: " + std::strerror(errno);
+      absl::Status error = absl::ErrnoToStatus(errno, path + ": mmap");
       ::close(fd);
-      return nullptr;
+      return error;
     }
     file->map_ = static_cast<const char*>(map);
   }
   ::close(fd);
-  *error = ParseSafetensorsHeader(std::string_view(file->map_, file->size_), file->size_,
-                                  &file->header_);
-  if (!error->empty()) {
-    *error = path + ": " + *error;
-    return nullptr;
+  absl::StatusOr<SafetensorsHeader> header =
+      ParseSafetensorsHeader(std::string_view(file->map_, file->size_), file->size_);
+  if (!header.ok()) {
+    return absl::InvalidArgumentError(path + ": " + std::string(header.status().message()));
   }
+  file->header_ = *std::move(header);
   return file;
 }
 
@@ -205,18 +208,21 @@ std::string_view SafetensorsFile::Data(const TensorInfo& t) const {
   return std::string_view(map_ + header_.data_start + t.begin, t.end - t.begin);
 }
 
-std::string WriteSafetensors(const std::string& path, const std::vector<TensorToWrite>& tensors,
-                             const std::map<std::string, std::string>& metadata) {
+absl::Status WriteSafetensors(const std::string& path, const std::vector<TensorToWrite>& tensors,
+                              const std::map<std::string, std::string>& metadata) {
   json header = json::object();
   if (!metadata.empty()) header["__metadata__"] = metadata;
   uint64_t offset = 0;
   for (const TensorToWrite& t : tensors) {
     std::optional<uint64_t> bytes = ByteSize(t.shape, DTypeSize(t.dtype));
     if (!bytes || *bytes != t.data.size()) {
-      return "tensor \"" + t.name + "\": " + std::to_string(t.data.size()) +
-             " bytes do not match its shape and dtype";
+      return absl::InvalidArgumentError("tensor \"" + t.name + "\": " +
+                                        std::to_string(t.data.size()) +
+                                        " bytes do not match its shape and dtype");
     }
-    if (header.contains(t.name)) return "tensor \"" + t.name + "\" is given twice";
+    if (header.contains(t.name)) {
+      return absl::InvalidArgumentError("tensor \"" + t.name + "\" is given twice");
+    }
     header[t.name] = {{"dtype", std::string(DTypeName(t.dtype))},
                       {"shape", t.shape},
                       {"data_offsets", {offset, offset + *bytes}}};
@@ -237,37 +243,41 @@ std::string WriteSafetensors(const std::string& path, const std::vector<TensorTo
     }
     out.close();
     if (!out) {
+      absl::Status error = absl::ErrnoToStatus(errno, "cannot write " + tmp);
       std::remove(tmp.c_str());
-      return "cannot write " + tmp;
+      return error;
     }
   }
   if (std::rename(tmp.c_str(), path.c_str()) != 0) {
-    return "cannot rename " + tmp + " to " + path + ": " + std::strerror(errno);
+    return absl::ErrnoToStatus(errno, "cannot rename " + tmp + " to " + path);
   }
-  return "";
+  return absl::OkStatus();
 }
 
-std::string ReadSafetensorsIndex(const std::string& path,
-                                 std::map<std::string, std::string>* weight_map) {
+absl::StatusOr<std::map<std::string, std::string>> ReadSafetensorsIndex(const std::string& path) {
   std::string text;
-  if (!ReadWholeFile(path, &text)) return path + ": " + std::strerror(errno);
-  if (text.size() > kMaxSafetensorsHeader) return path + ": larger than any real index";
+  if (!ReadWholeFile(path, &text)) return absl::ErrnoToStatus(errno, path);
+  auto invalid = [&](const std::string& what) {
+    return absl::InvalidArgumentError(path + ": " + what);
+  };
+  if (text.size() > kMaxSafetensorsHeader) return invalid("larger than any real index");
+  std::map<std::string, std::string> weight_map;
   try {
     json index = json::parse(text);
     const json& map = index.at("weight_map");
-    if (!map.is_object()) return path + ": weight_map is not an object";
+    if (!map.is_object()) return invalid("weight_map is not an object");
     for (const auto& [name, file] : map.items()) {
-      if (!file.is_string()) return path + ": weight_map[\"" + name + "\"] is not a string";
+      if (!file.is_string()) return invalid("weight_map[\"" + name + "\"] is not a string");
       const std::string f = file.get<std::string>();
       if (f.empty() || f.find('/') != std::string::npos || f == "." || f == "..") {
-        return path + ": weight_map[\"" + name + "\"] is not a plain file name: " + f;
+        return invalid("weight_map[\"" + name + "\"] is not a plain file name: " + f);
       }
-      (*weight_map)[name] = f;
+      weight_map[name] = f;
     }
   } catch (const json::exception& e) {
-    return path + ": " + e.what();
+    return invalid(e.what());
   }
-  return "";
+  return weight_map;
 }
 
 }  // namespace tuneforge

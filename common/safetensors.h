@@ -11,13 +11,14 @@
 // against each other and the file's size before any byte is read through
 // them. Offsets must tile the data section exactly: no holes, no overlaps.
 //
-//   std::string error;
-//   auto file = SafetensorsFile::Open("model.safetensors", &error);
-//   const TensorInfo* w = file->Find("wte.weight");
-//   std::string_view bytes = file->Data(*w);  // in the mapping
+//   absl::StatusOr<std::unique_ptr<SafetensorsFile>> file =
+//       SafetensorsFile::Open("model.safetensors");
+//   const TensorInfo* w = (*file)->Find("wte.weight");
+//   std::string_view bytes = (*file)->Data(*w);  // in the mapping
 //
-// Depends only on the standard library and nlohmann/json (the engine links
-// it). Errors are returned as messages; "" means success. Thread-safe: an
+// Depends on the standard library, nlohmann/json and Abseil's Status (the
+// engine links it). A broken file is INVALID_ARGUMENT saying what is wrong
+// and where; one that cannot be opened carries its errno's code. Thread-safe: an
 // opened file is immutable.
 #ifndef TUNEFORGE_COMMON_SAFETENSORS_H_
 #define TUNEFORGE_COMMON_SAFETENSORS_H_
@@ -29,6 +30,9 @@
 #include <string>
 #include <string_view>
 #include <vector>
+
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
 
 namespace tuneforge {
 
@@ -56,14 +60,14 @@ struct SafetensorsHeader {
 inline constexpr uint64_t kMaxSafetensorsHeader = 100 << 20;
 
 // Parses the header of a file of `file_size` bytes whose first bytes are
-// `prefix` (at least 8 + N of them). Returns "" or what is wrong.
-std::string ParseSafetensorsHeader(std::string_view prefix, uint64_t file_size,
-                                   SafetensorsHeader* out);
+// `prefix` (at least 8 + N of them); INVALID_ARGUMENT says what is wrong.
+absl::StatusOr<SafetensorsHeader> ParseSafetensorsHeader(std::string_view prefix,
+                                                         uint64_t file_size);
 
 class SafetensorsFile {
  public:
-  // Maps `path` read-only and checks its header; null with `*error` set.
-  static std::unique_ptr<SafetensorsFile> Open(const std::string& path, std::string* error);
+  // Maps `path` read-only and checks its header.
+  static absl::StatusOr<std::unique_ptr<SafetensorsFile>> Open(const std::string& path);
   ~SafetensorsFile();
   SafetensorsFile(const SafetensorsFile&) = delete;
   SafetensorsFile& operator=(const SafetensorsFile&) = delete;
@@ -88,14 +92,13 @@ struct TensorToWrite {
 };
 
 // Writes the tensors in the given order, the header padded to a multiple of
-// 8 bytes, through a temp file renamed into place. Returns "" or the error.
-std::string WriteSafetensors(const std::string& path, const std::vector<TensorToWrite>& tensors,
-                             const std::map<std::string, std::string>& metadata = {});
+// 8 bytes, through a temp file renamed into place.
+absl::Status WriteSafetensors(const std::string& path, const std::vector<TensorToWrite>& tensors,
+                              const std::map<std::string, std::string>& metadata = {});
 
 // Reads a sharded checkpoint's `model.safetensors.index.json`: tensor name ->
-// shard file name (a plain file name, never a path). Returns "" or the error.
-std::string ReadSafetensorsIndex(const std::string& path,
-                                 std::map<std::string, std::string>* weight_map);
+// shard file name (a plain file name, never a path).
+absl::StatusOr<std::map<std::string, std::string>> ReadSafetensorsIndex(const std::string& path);
 
 }  // namespace tuneforge
 

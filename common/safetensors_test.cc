@@ -48,9 +48,9 @@ std::vector<TensorToWrite> ReferenceTensors(std::vector<std::string>& storage) {
 TEST(SafetensorsTest, ReadsWhatAnIndependentWriterWrote) {
   const std::string path = Dir() + "/from_python.safetensors";
   ASSERT_EQ(std::system(("python3 " + Reference() + " write " + path).c_str()), 0);
-  std::string error;
-  auto file = SafetensorsFile::Open(path, &error);
-  ASSERT_NE(file, nullptr) << error;
+  absl::StatusOr<std::unique_ptr<SafetensorsFile>> opened = SafetensorsFile::Open(path);
+  ASSERT_TRUE(opened.ok()) << opened.status();
+  const SafetensorsFile* file = opened->get();
   EXPECT_EQ(file->header().metadata.at("format"), "pt");
   std::vector<std::string> storage;
   for (const TensorToWrite& expected : ReferenceTensors(storage)) {
@@ -66,12 +66,12 @@ TEST(SafetensorsTest, ReadsWhatAnIndependentWriterWrote) {
 TEST(SafetensorsTest, WritesWhatAnIndependentReaderAccepts) {
   const std::string path = Dir() + "/from_cpp.safetensors";
   std::vector<std::string> storage;
-  ASSERT_EQ(WriteSafetensors(path, ReferenceTensors(storage), {{"format", "pt"}}), "");
+  ASSERT_TRUE(WriteSafetensors(path, ReferenceTensors(storage), {{"format", "pt"}}).ok());
   EXPECT_EQ(std::system(("python3 " + Reference() + " check " + path).c_str()), 0);
   // And back here, bit for bit.
-  std::string error;
-  auto file = SafetensorsFile::Open(path, &error);
-  ASSERT_NE(file, nullptr) << error;
+  absl::StatusOr<std::unique_ptr<SafetensorsFile>> opened = SafetensorsFile::Open(path);
+  ASSERT_TRUE(opened.ok()) << opened.status();
+  const SafetensorsFile* file = opened->get();
   EXPECT_EQ(file->header().data_start % 8, 0u);
   EXPECT_EQ(file->Data(*file->Find("a")), storage[0]);
   EXPECT_EQ(file->Data(*file->Find("d")), storage[3]);
@@ -79,10 +79,14 @@ TEST(SafetensorsTest, WritesWhatAnIndependentReaderAccepts) {
 
 TEST(SafetensorsTest, WriterRefusesMismatchedData) {
   std::string data = Bytes<float>({1, 2, 3});
-  EXPECT_NE(WriteSafetensors(Dir() + "/bad.safetensors", {{"w", DType::kF32, {2, 2}, data}}), "");
-  EXPECT_NE(WriteSafetensors(Dir() + "/bad.safetensors",
-                             {{"w", DType::kF32, {3}, data}, {"w", DType::kF32, {3}, data}}),
-            "");
+  EXPECT_EQ(WriteSafetensors(Dir() + "/bad.safetensors", {{"w", DType::kF32, {2, 2}, data}}).code(),
+            absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(WriteSafetensors(Dir() + "/bad.safetensors",
+                             {{"w", DType::kF32, {3}, data}, {"w", DType::kF32, {3}, data}})
+                .code(),
+            absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(SafetensorsFile::Open(Dir() + "/missing.safetensors").status().code(),
+            absl::StatusCode::kNotFound);
 }
 
 // A file of the header `json_text` and `data_bytes` bytes of data.
@@ -93,9 +97,9 @@ std::string File(const std::string& json_text, size_t data_bytes, uint64_t claim
   return out + json_text + std::string(data_bytes, '\0');
 }
 
+// "" when the header parses, else what is wrong.
 std::string Parse(const std::string& file) {
-  SafetensorsHeader header;
-  return ParseSafetensorsHeader(file, file.size(), &header);
+  return std::string(ParseSafetensorsHeader(file, file.size()).status().message());
 }
 
 TEST(SafetensorsTest, RefusesHostileHeaders) {
@@ -143,12 +147,14 @@ TEST(SafetensorsTest, ShardIndex) {
   std::ofstream(dir + "/model.safetensors.index.json")
       << R"({"metadata": {"total_size": 16}, "weight_map": {"a": "model-00001-of-00002.safetensors",
              "b": "model-00002-of-00002.safetensors"}})";
-  std::map<std::string, std::string> map;
-  ASSERT_EQ(ReadSafetensorsIndex(dir + "/model.safetensors.index.json", &map), "");
-  EXPECT_EQ(map.at("b"), "model-00002-of-00002.safetensors");
+  absl::StatusOr<std::map<std::string, std::string>> map =
+      ReadSafetensorsIndex(dir + "/model.safetensors.index.json");
+  ASSERT_TRUE(map.ok()) << map.status();
+  EXPECT_EQ(map->at("b"), "model-00002-of-00002.safetensors");
   std::ofstream(dir + "/evil.json") << R"({"weight_map": {"a": "../../etc/passwd"}})";
-  EXPECT_NE(ReadSafetensorsIndex(dir + "/evil.json", &map).find("not a plain file name"),
-            std::string::npos);
+  EXPECT_NE(
+      ReadSafetensorsIndex(dir + "/evil.json").status().message().find("not a plain file name"),
+      std::string::npos);
 }
 
 }  // namespace

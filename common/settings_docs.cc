@@ -14,13 +14,12 @@ std::vector<GeneratedBlock> SettingsDocBlocks() {
   };
 }
 
-std::string ReplaceBlock(const std::string& text, const GeneratedBlock& block,
-                         std::string* error) {
+absl::StatusOr<std::string> ReplaceBlock(const std::string& text, const GeneratedBlock& block) {
   const size_t begin = text.find(block.begin + "\n");
   const size_t end = begin == std::string::npos ? begin : text.find(block.end + "\n", begin);
   if (end == std::string::npos) {
-    *error = block.path + ": no lines '" + block.begin + "' ... '" + block.end + "'";
-    return "";
+    return absl::InvalidArgumentError(block.path + ": no lines '" + block.begin + "' ... '" +
+                                      block.end + "'");
   }
   const size_t body = begin + block.begin.size() + 1;
   return text.substr(0, body) + block.body + text.substr(end);

@@ -8,6 +8,8 @@
 #include <string>
 #include <vector>
 
+#include "absl/status/statusor.h"
+
 namespace tuneforge {
 
 struct GeneratedBlock {
@@ -19,9 +21,8 @@ struct GeneratedBlock {
 
 std::vector<GeneratedBlock> SettingsDocBlocks();
 
-// `text` with the block's body replaced; "" in *error if a marker is missing.
-std::string ReplaceBlock(const std::string& text, const GeneratedBlock& block,
-                         std::string* error);
+// `text` with the block's body replaced; INVALID_ARGUMENT if a marker is missing.
+absl::StatusOr<std::string> ReplaceBlock(const std::string& text, const GeneratedBlock& block);
 
 }  // namespace tuneforge
 

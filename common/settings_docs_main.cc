@@ -23,13 +23,12 @@ int main(int argc, char** argv) {
     std::ifstream in(path);
     std::stringstream text;
     text << in.rdbuf();
-    std::string error;
-    const std::string updated = tuneforge::ReplaceBlock(text.str(), block, &error);
-    if (!error.empty()) {
-      std::cerr << error << "\n";
+    absl::StatusOr<std::string> updated = tuneforge::ReplaceBlock(text.str(), block);
+    if (!updated.ok()) {
+      std::cerr << updated.status().message() << "\n";
       return 1;
     }
-    std::ofstream(path) << updated;
+    std::ofstream(path) << *updated;
   }
   return 0;
 }

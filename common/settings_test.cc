@@ -43,10 +43,9 @@ TEST(SettingsTest, EverySettingIsAnApiFieldAndEveryFieldASetting) {
 TEST(SettingsTest, GeneratedProtoAndReadmeBlocksAreCurrent) {
   for (const GeneratedBlock& block : SettingsDocBlocks()) {
     const std::string text = ReadFile(std::string(TUNEFORGE_SOURCE_DIR) + "/" + block.path);
-    std::string error;
-    const std::string expected = ReplaceBlock(text, block, &error);
-    ASSERT_EQ(error, "");
-    EXPECT_EQ(text, expected) << block.path << " is stale: run `make settings`";
+    absl::StatusOr<std::string> expected = ReplaceBlock(text, block);
+    ASSERT_TRUE(expected.ok()) << expected.status();
+    EXPECT_EQ(text, *expected) << block.path << " is stale: run `make settings`";
   }
 }
 
@@ -118,25 +117,26 @@ TEST(SettingsTest, AnUnknownEnumNumberIsNamed) {
 
 TEST(SettingsTest, BoundsSayWhatIsAllowedAndWhatCame) {
   TrainingSettings s;
-  EXPECT_EQ(CheckSettings(s), "");
+  EXPECT_TRUE(CheckSettings(s).ok());
   s.learning_rate = 0;
-  EXPECT_EQ(CheckSettings(s), "learning_rate: must be in (0, 1], got 0");
+  EXPECT_EQ(CheckSettings(s).message(), "learning_rate: must be in (0, 1], got 0");
   s = TrainingSettings();
   s.max_seq_len = -1;
-  EXPECT_EQ(CheckSettings(s),
+  EXPECT_EQ(CheckSettings(s).message(),
             "max_seq_len: must be in [0, 1048576] (0: the model's context length), got -1");
   s = TrainingSettings();
   s.divergence_factor = 1.2;
-  EXPECT_EQ(CheckSettings(s), "divergence_factor: must be 0 (off) or in [1.5, 1000], got 1.2");
+  EXPECT_EQ(CheckSettings(s).message(),
+            "divergence_factor: must be 0 (off) or in [1.5, 1000], got 1.2");
   s.divergence_factor = 0;
-  EXPECT_EQ(CheckSettings(s), "");
+  EXPECT_TRUE(CheckSettings(s).ok());
   s.precision = "fp16";
-  EXPECT_EQ(CheckSettings(s), "precision: must be one of auto, fp32, bf16, got fp16");
+  EXPECT_EQ(CheckSettings(s).message(), "precision: must be one of auto, fp32, bf16, got fp16");
   s = TrainingSettings();
   s.warmup_ratio = 1;
-  EXPECT_EQ(CheckSettings(s), "warmup_ratio: must be in [0, 1), got 1");
+  EXPECT_EQ(CheckSettings(s).message(), "warmup_ratio: must be in [0, 1), got 1");
   s.warmup_ratio = std::nan("");
-  EXPECT_NE(CheckSettings(s), "");
+  EXPECT_EQ(CheckSettings(s).code(), absl::StatusCode::kInvalidArgument);
 }
 
 TEST(SettingsTest, FlagsParseIntoTheSettingsAndReportWhichWereGiven) {

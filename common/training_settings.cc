@@ -226,12 +226,14 @@ const std::vector<SettingInfo>& TrainingSettingInfos() {
   return infos;
 }
 
-std::string CheckSettings(const TrainingSettings& s) {
+absl::Status CheckSettings(const TrainingSettings& s) {
   for (const SettingInfo& info : TrainingSettingInfos()) {
     std::string problem = info.Check(s);
-    if (!problem.empty()) return std::string(info.name) + ": " + problem;
+    if (!problem.empty()) {
+      return absl::InvalidArgumentError(std::string(info.name) + ": " + problem);
+    }
   }
-  return "";
+  return absl::OkStatus();
 }
 
 std::string MustMatchText(const TrainingSettings& s) {

@@ -5,11 +5,11 @@
 //
 //   TrainingSettings s;                  // every default
 //   s.learning_rate = 3e-4;
-//   std::string error = CheckSettings(s);   // "" or "learning_rate: must be in (0, 1], ..."
+//   absl::Status ok = CheckSettings(s);  // "learning_rate: must be in (0, 1], ..."
 //   for (const SettingInfo& info : TrainingSettingInfos()) info.Text(s);
 //
-// Needs only the standard library and nlohmann/json, so the libtorch-only
-// engine build links it. Plain values; the table is immutable and shared.
+// Needs only the standard library, nlohmann/json and Abseil's Status, so the
+// libtorch-only engine build links it. Plain values; the table is immutable and shared.
 #ifndef TUNEFORGE_COMMON_TRAINING_SETTINGS_H_
 #define TUNEFORGE_COMMON_TRAINING_SETTINGS_H_
 
@@ -21,6 +21,8 @@
 #include <vector>
 
 #include <nlohmann/json_fwd.hpp>
+
+#include "absl/status/status.h"
 
 namespace tuneforge {
 
@@ -94,9 +96,9 @@ struct SettingInfo {
 // Every setting, in the order of training_settings.def.
 const std::vector<SettingInfo>& TrainingSettingInfos();
 
-// "" when every setting is within its bounds, else the first that is not:
-// "learning_rate: must be in (0, 1], got 2".
-std::string CheckSettings(const TrainingSettings& s);
+// OK when every setting is within its bounds, else INVALID_ARGUMENT naming
+// the first that is not: "learning_rate: must be in (0, 1], got 2".
+absl::Status CheckSettings(const TrainingSettings& s);
 
 // The settings a resumed run must share with its checkpoint, as text
 // ("batch_size=8 epochs=3 ..."), for the checkpoint fingerprint.

@@ -165,8 +165,8 @@ absl::StatusOr<JobSpec> JobSpecFromProto(const v1::Job& job) {
     return absl::InvalidArgumentError(
         absl::StrCat("job.hyperparameters.", settings.status().message()));
   }
-  if (std::string problem = CheckSettings(*settings); !problem.empty()) {
-    return absl::InvalidArgumentError(absl::StrCat("job.hyperparameters.", problem));
+  if (absl::Status problem = CheckSettings(*settings); !problem.ok()) {
+    return absl::InvalidArgumentError(absl::StrCat("job.hyperparameters.", problem.message()));
   }
   spec.hyperparameters = *std::move(settings);
 

@@ -9,6 +9,7 @@
 #include "common/file_util.h"
 #include "common/model_config.h"
 #include "common/safetensors.h"
+#include "common/status_macros.h"
 #include "text/bpe_tokenizer.h"
 
 namespace tuneforge {
@@ -41,24 +42,21 @@ absl::StatusOr<ModelRecord> CheckModelFolder(const std::map<std::string, std::st
   };
   const std::string* config_path = path_of("config.json");
   if (config_path == nullptr) return absl::InvalidArgumentError("config.json is missing");
-  std::string text, error;
+  std::string text;
   if (!ReadWholeFile(*config_path, &text)) return absl::InternalError("cannot read config.json");
-  std::optional<ModelConfig> config = ParseHfConfig(text, &error);
-  if (!config) return absl::InvalidArgumentError(error);
+  ASSIGN_OR_RETURN(const ModelConfig config, ParseHfConfig(text));
 
   // Weights: one file, or the shards the index names.
   std::vector<std::string> shards;
   if (const std::string* index = path_of("model.safetensors.index.json")) {
-    std::map<std::string, std::string> weight_map;
-    error = ReadSafetensorsIndex(*index, &weight_map);
-    if (!error.empty()) return absl::InvalidArgumentError(error);
+    ASSIGN_OR_RETURN(const auto weight_map, ReadSafetensorsIndex(*index));
     std::set<std::string> names;
     for (const auto& [tensor, shard] : weight_map) names.insert(shard);
     shards.assign(names.begin(), names.end());
   } else {
     shards.push_back("model.safetensors");
   }
-  const std::map<std::string, std::vector<int64_t>> expected = ExpectedTensors(*config);
+  const std::map<std::string, std::vector<int64_t>> expected = ExpectedTensors(config);
   std::set<std::string> seen;
   std::string dtype;
   for (const std::string& shard : shards) {
@@ -67,13 +65,16 @@ absl::StatusOr<ModelRecord> CheckModelFolder(const std::map<std::string, std::st
       return absl::InvalidArgumentError(absl::StrCat(
           shard, " is missing", shards.size() > 1 ? " (named by model.safetensors.index.json)" : ""));
     }
-    std::unique_ptr<SafetensorsFile> file = SafetensorsFile::Open(*path, &error);
-    if (!file) return absl::InvalidArgumentError(absl::StrCat(shard, ": ", error));
+    absl::StatusOr<std::unique_ptr<SafetensorsFile>> opened = SafetensorsFile::Open(*path);
+    if (!opened.ok()) {
+      return absl::InvalidArgumentError(absl::StrCat(shard, ": ", opened.status().message()));
+    }
+    const SafetensorsFile* file = opened->get();
     for (const TensorInfo& t : file->header().tensors) {
-      const std::string name = CanonicalTensorName(t.name, *config);
+      const std::string name = CanonicalTensorName(t.name, config);
       auto it = expected.find(name);
       if (it == expected.end()) {
-        if (IsIgnorableTensor(name, *config)) continue;
+        if (IsIgnorableTensor(name, config)) continue;
         return absl::InvalidArgumentError(
             absl::StrCat(shard, ": unexpected tensor ", t.name, " for this config.json"));
       }
@@ -97,34 +98,33 @@ absl::StatusOr<ModelRecord> CheckModelFolder(const std::map<std::string, std::st
     }
   }
 
-  std::unique_ptr<text::BpeTokenizer> tokenizer;
+  absl::StatusOr<std::unique_ptr<text::BpeTokenizer>> loaded = absl::InvalidArgumentError(
+      "no tokenizer: tokenizer.json, or vocab.json and merges.txt, is needed");
   if (const std::string* p = path_of("tokenizer.json")) {
     if (!ReadWholeFile(*p, &text)) return absl::InternalError("cannot read tokenizer.json");
-    tokenizer = text::BpeTokenizer::FromTokenizerJsonText(text, "tokenizer.json", &error);
+    loaded = text::BpeTokenizer::FromTokenizerJsonText(text, "tokenizer.json");
   } else if (path_of("vocab.json") && path_of("merges.txt")) {
-    tokenizer = text::BpeTokenizer::FromVocabMerges(*path_of("vocab.json"),
-                                                      *path_of("merges.txt"), &error);
-  } else {
-    error = "no tokenizer: tokenizer.json, or vocab.json and merges.txt, is needed";
+    loaded = text::BpeTokenizer::FromVocabMerges(*path_of("vocab.json"), *path_of("merges.txt"));
   }
-  if (!tokenizer) return absl::InvalidArgumentError(error);
-  if (tokenizer->vocab_size() > config->vocab_size) {
+  if (!loaded.ok()) return absl::InvalidArgumentError(loaded.status().message());
+  const std::unique_ptr<text::BpeTokenizer>& tokenizer = *loaded;
+  if (tokenizer->vocab_size() > config.vocab_size) {
     return absl::InvalidArgumentError(absl::StrCat(
         "the tokenizer has ", tokenizer->vocab_size(), " tokens but config.json's vocab_size is ",
-        config->vocab_size));
+        config.vocab_size));
   }
-  if (config->eos_token_ids.empty() && !tokenizer->TokenId("<|endoftext|>")) {
+  if (config.eos_token_ids.empty() && !tokenizer->TokenId("<|endoftext|>")) {
     return absl::InvalidArgumentError(
         "no end-of-text token: config.json has no eos_token_id and the tokenizer no "
         "<|endoftext|>");
   }
 
   ModelRecord m;
-  m.model_type = config->model_type;
-  m.architecture = ArchitectureName(config->architecture);
-  m.parameter_count = ParameterCount(*config);
-  m.context_length = config->context_length;
-  m.vocab_size = config->vocab_size;
+  m.model_type = config.model_type;
+  m.architecture = ArchitectureName(config.architecture);
+  m.parameter_count = ParameterCount(config);
+  m.context_length = config.context_length;
+  m.vocab_size = config.vocab_size;
   m.dtype = dtype;
   m.tokenizer = absl::StrCat("byte-level BPE, ", tokenizer->vocab_size(), " tokens, ",
                              tokenizer->merge_count(), " merges");

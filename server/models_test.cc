@@ -33,7 +33,7 @@ std::map<std::string, std::string> Folder(ModelConfig c) {
   // Per process: ctest runs these tests in parallel processes.
   const std::string path =
       ::testing::TempDir() + "/models-test-weights-" + std::to_string(::getpid());
-  EXPECT_EQ(WriteSafetensors(path, tensors), "");
+  EXPECT_EQ(WriteSafetensors(path, tensors), absl::OkStatus());
   std::ifstream in(path, std::ios::binary);
   files["model.safetensors"].assign(std::istreambuf_iterator<char>(in), {});
   files["tokenizer.json"] =

@@ -4,12 +4,14 @@
 #include <pcre2.h>
 
 #include <algorithm>
+#include <cerrno>
 #include <climits>
 #include <filesystem>
 
 #include <nlohmann/json.hpp>
 
 #include "common/file_util.h"
+#include "common/status_macros.h"
 
 namespace tuneforge::text {
 namespace {
@@ -60,9 +62,11 @@ std::string MergeKey(std::string_view left, std::string_view right) {
 
 }  // namespace
 
+using TokenizerOr = absl::StatusOr<std::unique_ptr<BpeTokenizer>>;
+
 BpeTokenizer::~BpeTokenizer() { pcre2_code_free(static_cast<pcre2_code*>(regex_)); }
 
-std::string BpeTokenizer::Init(std::unordered_map<std::string, int64_t> vocab,
+absl::Status BpeTokenizer::Init(std::unordered_map<std::string, int64_t> vocab,
                                const std::vector<std::pair<std::string, std::string>>& merges,
                                const std::string& pattern) {
   BuildByteSymbols(byte_symbol_);
@@ -70,14 +74,17 @@ std::string BpeTokenizer::Init(std::unordered_map<std::string, int64_t> vocab,
   for (int b = 0; b < 256; ++b) symbol_byte[byte_symbol_[b]] = static_cast<uint8_t>(b);
   int64_t max_id = -1;
   for (const auto& [token, id] : vocab) {
-    if (id < 0 || id > (1 << 24)) return "vocab: id " + std::to_string(id) + " out of range";
+    if (id < 0 || id > (1 << 24)) {
+      return absl::InvalidArgumentError("vocab: id " + std::to_string(id) + " out of range");
+    }
     max_id = std::max(max_id, id);
   }
   // Ids are dense in every real vocabulary; a sparse one would only make
   // this table huge (one token with id 16,000,000: half a gigabyte).
   if (max_id >= static_cast<int64_t>(vocab.size()) + 65536) {
-    return "vocab: id " + std::to_string(max_id) + " for " + std::to_string(vocab.size()) +
-           " tokens; token ids must be 0 to the vocabulary's size";
+    return absl::InvalidArgumentError("vocab: id " + std::to_string(max_id) + " for " +
+                                      std::to_string(vocab.size()) +
+                                      " tokens; token ids must be 0 to the vocabulary's size");
   }
   id_to_token_.assign(static_cast<size_t>(max_id + 1), "");
   for (const auto& [token, id] : vocab) {
@@ -108,28 +115,26 @@ std::string BpeTokenizer::Init(std::unordered_map<std::string, int64_t> vocab,
   if (regex_ == nullptr) {
     PCRE2_UCHAR message[256];
     pcre2_get_error_message(error_code, message, sizeof(message));
-    return "pre-tokenizer pattern: " + std::string(reinterpret_cast<char*>(message)) +
-           " at offset " + std::to_string(error_offset);
+    return absl::InvalidArgumentError("pre-tokenizer pattern: " +
+                                      std::string(reinterpret_cast<char*>(message)) +
+                                      " at offset " + std::to_string(error_offset));
   }
   pcre2_jit_compile(static_cast<pcre2_code*>(regex_), PCRE2_JIT_COMPLETE);
-  return "";
+  return absl::OkStatus();
 }
 
-std::unique_ptr<BpeTokenizer> BpeTokenizer::FromVocabMerges(const std::string& vocab_json,
-                                                            const std::string& merges_txt,
-                                                            std::string* error) {
+TokenizerOr BpeTokenizer::FromVocabMerges(const std::string& vocab_json,
+                                          const std::string& merges_txt) {
   std::string vocab_text, merges_text;
   if (!ReadWholeFile(vocab_json, &vocab_text) || !ReadWholeFile(merges_txt, &merges_text)) {
-    *error = "cannot read " + vocab_json + " or " + merges_txt;
-    return nullptr;
+    return absl::ErrnoToStatus(errno, "cannot read " + vocab_json + " or " + merges_txt);
   }
   std::unordered_map<std::string, int64_t> vocab;
   try {
     const json parsed = json::parse(vocab_text);
     for (const auto& [token, id] : parsed.items()) vocab[token] = TokenIdOf(id);
   } catch (const json::exception& e) {
-    *error = vocab_json + ": " + e.what();
-    return nullptr;
+    return absl::InvalidArgumentError(vocab_json + ": " + e.what());
   }
   std::vector<std::pair<std::string, std::string>> merges;
   size_t pos = 0;
@@ -142,41 +147,33 @@ std::unique_ptr<BpeTokenizer> BpeTokenizer::FromVocabMerges(const std::string& v
     if (line.empty() || line.rfind("#version", 0) == 0) continue;
     const size_t space = line.find(' ');
     if (space == std::string::npos) {
-      *error = merges_txt + ": a merge line without a space: " + line;
-      return nullptr;
+      return absl::InvalidArgumentError(merges_txt + ": a merge line without a space: " + line);
     }
     merges.emplace_back(line.substr(0, space), line.substr(space + 1));
   }
   std::unique_ptr<BpeTokenizer> t(new BpeTokenizer());
-  *error = t->Init(std::move(vocab), merges, kGpt2Pattern);
-  return error->empty() ? std::move(t) : nullptr;
+  RETURN_IF_ERROR(t->Init(std::move(vocab), merges, kGpt2Pattern));
+  return t;
 }
 
-std::unique_ptr<BpeTokenizer> BpeTokenizer::FromTokenizerJson(const std::string& path,
-                                                              std::string* error) {
+TokenizerOr BpeTokenizer::FromTokenizerJson(const std::string& path) {
   std::string text;
-  if (!ReadWholeFile(path, &text)) {
-    *error = "cannot read " + path;
-    return nullptr;
-  }
-  return FromTokenizerJsonText(text, path, error);
+  if (!ReadWholeFile(path, &text)) return absl::ErrnoToStatus(errno, "cannot read " + path);
+  return FromTokenizerJsonText(text, path);
 }
 
-std::unique_ptr<BpeTokenizer> BpeTokenizer::FromModelFolder(const std::string& dir,
-                                                            std::string* error) {
+TokenizerOr BpeTokenizer::FromModelFolder(const std::string& dir) {
   if (std::filesystem::exists(dir + "/tokenizer.json")) {
-    return FromTokenizerJson(dir + "/tokenizer.json", error);
+    return FromTokenizerJson(dir + "/tokenizer.json");
   }
   if (std::filesystem::exists(dir + "/vocab.json")) {
-    return FromVocabMerges(dir + "/vocab.json", dir + "/merges.txt", error);
+    return FromVocabMerges(dir + "/vocab.json", dir + "/merges.txt");
   }
-  *error = dir + " has neither tokenizer.json nor vocab.json + merges.txt";
-  return nullptr;
+  return absl::NotFoundError(dir + " has neither tokenizer.json nor vocab.json + merges.txt");
 }
 
-std::unique_ptr<BpeTokenizer> BpeTokenizer::FromTokenizerJsonText(const std::string& text,
-                                                                  const std::string& path,
-                                                                  std::string* error) {
+TokenizerOr BpeTokenizer::FromTokenizerJsonText(const std::string& text,
+                                                const std::string& path) {
   std::unordered_map<std::string, int64_t> vocab;
   std::vector<std::pair<std::string, std::string>> merges;
   std::vector<AddedToken> added;
@@ -187,14 +184,14 @@ std::unique_ptr<BpeTokenizer> BpeTokenizer::FromTokenizerJsonText(const std::str
     json j = json::parse(text);
     const json& model = j.at("model");
     if (model.value("type", "BPE") != "BPE") {
-      *error = path + ": model type \"" + model.value("type", "") + "\" is not supported (BPE is)";
-      return nullptr;
+      return absl::InvalidArgumentError(path + ": model type \"" + model.value("type", "") +
+                                        "\" is not supported (BPE is)");
     }
     if (model.contains("byte_fallback") && model["byte_fallback"].is_boolean() &&
         model["byte_fallback"].get<bool>()) {
-      *error = path + ": SentencePiece-style BPE with byte_fallback (Llama 2, Mistral v0.1) is "
-               "not supported yet; byte-level BPE (GPT-2, Llama 3, Qwen2) is";
-      return nullptr;
+      return absl::InvalidArgumentError(
+          path + ": SentencePiece-style BPE with byte_fallback (Llama 2, Mistral v0.1) is "
+                 "not supported yet; byte-level BPE (GPT-2, Llama 3, Qwen2) is");
     }
     ignore_merges = model.contains("ignore_merges") && model["ignore_merges"].is_boolean() &&
                     model["ignore_merges"].get<bool>();
@@ -204,8 +201,7 @@ std::unique_ptr<BpeTokenizer> BpeTokenizer::FromTokenizerJsonText(const std::str
         const std::string s = m.get<std::string>();
         const size_t space = s.find(' ');
         if (space == std::string::npos) {
-          *error = path + ": a merge without a space: " + s;
-          return nullptr;
+          return absl::InvalidArgumentError(path + ": a merge without a space: " + s);
         }
         merges.emplace_back(s.substr(0, space), s.substr(space + 1));
       } else {  // ["left", "right"]
@@ -249,12 +245,12 @@ std::unique_ptr<BpeTokenizer> BpeTokenizer::FromTokenizerJsonText(const std::str
       }
     }
   } catch (const json::exception& e) {
-    *error = path + ": " + e.what();
-    return nullptr;
+    return absl::InvalidArgumentError(path + ": " + e.what());
   }
   std::unique_ptr<BpeTokenizer> t(new BpeTokenizer());
-  *error = t->Init(std::move(vocab), merges, pattern);
-  if (!error->empty()) return nullptr;
+  if (absl::Status s = t->Init(std::move(vocab), merges, pattern); !s.ok()) {
+    return absl::InvalidArgumentError(path + ": " + std::string(s.message()));
+  }
   std::sort(added.begin(), added.end(), [](const AddedToken& a, const AddedToken& b) {
     return a.content.size() > b.content.size();
   });
@@ -265,8 +261,8 @@ std::unique_ptr<BpeTokenizer> BpeTokenizer::FromTokenizerJsonText(const std::str
   t->ignore_merges_ = ignore_merges;
   for (int64_t id : prefix_ids) {
     if (id < 0 || id >= t->vocab_size()) {
-      *error = path + ": post_processor token id " + std::to_string(id) + " is not in the vocabulary";
-      return nullptr;
+      return absl::InvalidArgumentError(path + ": post_processor token id " +
+                                        std::to_string(id) + " is not in the vocabulary");
     }
   }
   t->prefix_ids_ = std::move(prefix_ids);

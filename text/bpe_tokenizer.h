@@ -7,9 +7,12 @@
 // mapped to GPT-2's printable byte alphabet, and merges are applied lowest
 // rank first. Decoding maps tokens back to bytes: decode(encode(s)) == s.
 //
-//   std::string error;
-//   auto tok = BpeTokenizer::FromVocabMerges("vocab.json", "merges.txt", &error);
-//   std::vector<int64_t> ids = tok->Encode("Hello world");   // {15496, 995} for GPT-2
+//   absl::StatusOr<std::unique_ptr<BpeTokenizer>> tok =
+//       BpeTokenizer::FromVocabMerges("vocab.json", "merges.txt");
+//   std::vector<int64_t> ids = (*tok)->Encode("Hello world");   // {15496, 995} for GPT-2
+//
+// A broken or unsupported file is INVALID_ARGUMENT naming the file and what
+// is wrong; a missing one NOT_FOUND.
 //
 // Encode() is "ordinary": added and special tokens in the text (e.g.
 // "<|endoftext|>") are encoded as text, so user data cannot inject them.
@@ -29,6 +32,9 @@
 #include <unordered_map>
 #include <vector>
 
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+
 namespace tuneforge::text {
 
 class BpeTokenizer {
@@ -41,19 +47,15 @@ class BpeTokenizer {
   static constexpr const char* kLlama3Pattern =
       R"((?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+)";
 
-  static std::unique_ptr<BpeTokenizer> FromTokenizerJson(const std::string& path,
-                                                         std::string* error);
+  static absl::StatusOr<std::unique_ptr<BpeTokenizer>> FromTokenizerJson(
+      const std::string& path);
   // The same from the file's text; `origin` names it in errors.
-  static std::unique_ptr<BpeTokenizer> FromTokenizerJsonText(const std::string& text,
-                                                             const std::string& origin,
-                                                             std::string* error);
-  // A model folder's tokenizer: tokenizer.json, else vocab.json + merges.txt;
-  // null with `*error` set when it has neither or they are broken.
-  static std::unique_ptr<BpeTokenizer> FromModelFolder(const std::string& dir,
-                                                       std::string* error);
-  static std::unique_ptr<BpeTokenizer> FromVocabMerges(const std::string& vocab_json,
-                                                       const std::string& merges_txt,
-                                                       std::string* error);
+  static absl::StatusOr<std::unique_ptr<BpeTokenizer>> FromTokenizerJsonText(
+      const std::string& text, const std::string& origin);
+  // A model folder's tokenizer: tokenizer.json, else vocab.json + merges.txt.
+  static absl::StatusOr<std::unique_ptr<BpeTokenizer>> FromModelFolder(const std::string& dir);
+  static absl::StatusOr<std::unique_ptr<BpeTokenizer>> FromVocabMerges(
+      const std::string& vocab_json, const std::string& merges_txt);
   ~BpeTokenizer();
 
   std::vector<int64_t> Encode(std::string_view text) const;
@@ -74,8 +76,8 @@ class BpeTokenizer {
 
  private:
   BpeTokenizer() = default;
-  // Builds the tokenizer; "" or what is wrong.
-  std::string Init(std::unordered_map<std::string, int64_t> vocab,
+  // Builds the tokenizer; INVALID_ARGUMENT says what is wrong.
+  absl::Status Init(std::unordered_map<std::string, int64_t> vocab,
                    const std::vector<std::pair<std::string, std::string>>& merges,
                    const std::string& pattern);
   void EncodePiece(std::string_view piece, std::vector<int64_t>& out) const;

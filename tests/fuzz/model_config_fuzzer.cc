@@ -8,11 +8,10 @@
 #include "common/model_config.h"
 
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
-  std::string error;
-  std::optional<tuneforge::ModelConfig> config =
-      tuneforge::ParseHfConfig(std::string(reinterpret_cast<const char*>(data), size), &error);
-  if (!config) {
-    if (error.empty()) std::abort();  // a refusal always says why
+  absl::StatusOr<tuneforge::ModelConfig> config =
+      tuneforge::ParseHfConfig(std::string(reinterpret_cast<const char*>(data), size));
+  if (!config.ok()) {
+    if (config.status().message().empty()) std::abort();  // a refusal always says why
     return 0;
   }
   // Accepted sizes stay bounded: a config cannot ask for absurd tensors.

@@ -9,8 +9,10 @@
 
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   std::string_view file(reinterpret_cast<const char*>(data), size);
-  tuneforge::SafetensorsHeader header;
-  if (!tuneforge::ParseSafetensorsHeader(file, size, &header).empty()) return 0;
+  absl::StatusOr<tuneforge::SafetensorsHeader> parsed =
+      tuneforge::ParseSafetensorsHeader(file, size);
+  if (!parsed.ok()) return 0;
+  const tuneforge::SafetensorsHeader& header = *parsed;
   uint64_t next = 0;
   for (const tuneforge::TensorInfo& t : header.tensors) {
     if (t.begin != next || t.end < t.begin || header.data_start + t.end > size) std::abort();

@@ -8,14 +8,14 @@
 #include "text/bpe_tokenizer.h"
 
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
-  std::string error;
-  std::unique_ptr<tuneforge::text::BpeTokenizer> tokenizer =
+  absl::StatusOr<std::unique_ptr<tuneforge::text::BpeTokenizer>> loaded =
       tuneforge::text::BpeTokenizer::FromTokenizerJsonText(
-          std::string(reinterpret_cast<const char*>(data), size), "tokenizer.json", &error);
-  if (!tokenizer) {
-    if (error.empty()) std::abort();  // a refusal always says why
+          std::string(reinterpret_cast<const char*>(data), size), "tokenizer.json");
+  if (!loaded.ok()) {
+    if (loaded.status().message().empty()) std::abort();  // a refusal always says why
     return 0;
   }
+  const std::unique_ptr<tuneforge::text::BpeTokenizer>& tokenizer = *loaded;
   for (int64_t id : tokenizer->Encode("Hello world, 2026! \xc3\xa9t\xc3\xa9 <|endoftext|>")) {
     if (id < 0 || id >= tokenizer->vocab_size()) std::abort();
   }

@@ -3,6 +3,7 @@
 #include <ATen/CPUGeneratorImpl.h>
 
 #include <algorithm>
+#include <cerrno>
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
@@ -13,6 +14,7 @@
 
 #include "common/file_util.h"
 #include "common/safetensors.h"
+#include "common/status_macros.h"
 
 namespace tuneforge::engine {
 namespace {
@@ -91,12 +93,15 @@ std::string TrainerStateJson(const TrainerState& s) {
   return j.dump(2);
 }
 
-std::string ParseTrainerState(const std::string& text, TrainerState* s) {
+absl::StatusOr<TrainerState> ParseTrainerState(const std::string& text) {
+  TrainerState state;
+  TrainerState* s = &state;
   try {
     json j = json::parse(text);
     if (j.value("version", 0) != kStateVersion) {
-      return "trainer state version " + std::to_string(j.value("version", 0)) +
-             ", this build reads version " + std::to_string(kStateVersion);
+      return absl::FailedPreconditionError(
+          "trainer state version " + std::to_string(j.value("version", 0)) +
+          ", this build reads version " + std::to_string(kStateVersion));
     }
     s->step = j.at("step");
     s->epoch = j.at("epoch");
@@ -122,22 +127,21 @@ std::string ParseTrainerState(const std::string& text, TrainerState* s) {
     s->last_eval_loss = j.at("last_eval_loss");
     s->fingerprint = j.at("fingerprint");
   } catch (const json::exception& e) {
-    return e.what();
+    return absl::InvalidArgumentError(e.what());
   }
-  return "";
+  return state;
 }
 
-std::string SaveCheckpoint(const std::string& root, ModelFolder& model, const AdamW& optimizer,
+absl::Status SaveCheckpoint(const std::string& root, ModelFolder& model, const AdamW& optimizer,
                            const TrainerState& s, const LoraOptions* lora) {
   const fs::path final_dir = fs::path(root) / CheckpointName(s.step);
   const fs::path tmp = fs::path(root) / (CheckpointName(s.step) + ".tmp");
   std::error_code ec;
   fs::remove_all(tmp, ec);
   fs::create_directories(tmp, ec);
-  if (ec) return "cannot create " + tmp.string() + ": " + ec.message();
-  std::string error = lora ? SaveAdapter(model.model, *lora, "", tmp.string())
-                           : SaveModelFolder(model, tmp.string());
-  if (!error.empty()) return error;
+  if (ec) return absl::ErrnoToStatus(ec.value(), "cannot create " + tmp.string());
+  RETURN_IF_ERROR(lora ? SaveAdapter(model.model, *lora, "", tmp.string())
+                       : SaveModelFolder(model, tmp.string()));
 
   std::map<std::string, torch::Tensor> tensors = optimizer.State();
   {
@@ -154,18 +158,20 @@ std::string SaveCheckpoint(const std::string& root, ModelFolder& model, const Ad
                    std::vector<int64_t>(k.sizes().begin(), k.sizes().end()),
                    std::string_view(static_cast<const char*>(k.data_ptr()), k.nbytes())});
   }
-  if (error = WriteSafetensors((tmp / kOptimizerFile).string(), out); !error.empty()) return error;
+  RETURN_IF_ERROR(WriteSafetensors((tmp / kOptimizerFile).string(), out));
 
   {
     // The state file goes last: its presence marks a complete checkpoint.
     std::ofstream f(tmp / kStateFile);
     f << TrainerStateJson(s) << "\n";
-    if (!f.flush()) return "cannot write " + (tmp / kStateFile).string();
+    if (!f.flush()) {
+      return absl::ErrnoToStatus(errno, "cannot write " + (tmp / kStateFile).string());
+    }
   }
   fs::remove_all(final_dir, ec);
   fs::rename(tmp, final_dir, ec);
-  if (ec) return "cannot rename " + tmp.string() + ": " + ec.message();
-  return "";
+  if (ec) return absl::ErrnoToStatus(ec.value(), "cannot rename " + tmp.string());
+  return absl::OkStatus();
 }
 
 std::string LatestCheckpoint(const std::string& root) {
@@ -173,17 +179,20 @@ std::string LatestCheckpoint(const std::string& root) {
   return all.empty() ? "" : all.back().second;
 }
 
-std::string ReadTrainerState(const std::string& dir, TrainerState* s) {
+absl::StatusOr<TrainerState> ReadTrainerState(const std::string& dir) {
+  const std::string path = dir + "/" + kStateFile;
   std::string text;
-  if (!ReadWholeFile(dir + "/" + kStateFile, &text)) return "cannot read " + dir + "/" + kStateFile;
-  std::string error = ParseTrainerState(text, s);
-  return error.empty() ? "" : dir + "/" + kStateFile + ": " + error;
+  if (!ReadWholeFile(path, &text)) return absl::ErrnoToStatus(errno, "cannot read " + path);
+  absl::StatusOr<TrainerState> state = ParseTrainerState(text);
+  if (!state.ok()) {
+    return absl::Status(state.status().code(), path + ": " + std::string(state.status().message()));
+  }
+  return state;
 }
 
-std::string LoadOptimizerState(const std::string& dir, AdamW& optimizer) {
-  std::string error;
-  std::unique_ptr<SafetensorsFile> file = SafetensorsFile::Open(dir + "/" + kOptimizerFile, &error);
-  if (!file) return error;
+absl::Status LoadOptimizerState(const std::string& dir, AdamW& optimizer) {
+  ASSIGN_OR_RETURN(const std::unique_ptr<SafetensorsFile> file,
+                   SafetensorsFile::Open(dir + "/" + kOptimizerFile));
   std::map<std::string, torch::Tensor> state;
   for (const TensorInfo& t : file->header().tensors) {
     std::string_view bytes = file->Data(t);
@@ -194,14 +203,16 @@ std::string LoadOptimizerState(const std::string& dir, AdamW& optimizer) {
   try {
     optimizer.LoadState(state);
     auto rng = state.find("rng_state");
-    if (rng == state.end()) return dir + ": the optimizer state has no rng_state";
+    if (rng == state.end()) {
+      return absl::InvalidArgumentError(dir + ": the optimizer state has no rng_state");
+    }
     at::Generator gen = at::detail::getDefaultCPUGenerator();
     std::lock_guard<std::mutex> lock(gen.mutex());
     gen.set_state(rng->second);
   } catch (const std::exception& e) {
-    return dir + ": " + e.what();
+    return absl::InvalidArgumentError(dir + ": " + e.what());
   }
-  return "";
+  return absl::OkStatus();
 }
 
 void PruneCheckpoints(const std::string& root, int keep_last, int64_t best_step) {

@@ -20,6 +20,9 @@
 #include <limits>
 #include <string>
 
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+
 #include "worker/engine/adamw.h"
 #include "worker/engine/lora.h"
 #include "worker/engine/model_folder.h"
@@ -55,24 +58,25 @@ struct TrainerState {
   std::string fingerprint;
 };
 
-// Saves a checkpoint of `state.step` under `root`; "" or the error. With
+// Saves a checkpoint of `state.step` under `root`. With
 // `lora`, the checkpoint holds the adapter (PEFT's files) instead of the
 // model: the frozen base is the run's own.
-std::string SaveCheckpoint(const std::string& root, ModelFolder& model, const AdamW& optimizer,
-                           const TrainerState& state, const LoraOptions* lora = nullptr);
+absl::Status SaveCheckpoint(const std::string& root, ModelFolder& model, const AdamW& optimizer,
+                            const TrainerState& state, const LoraOptions* lora = nullptr);
 
 // The newest checkpoint under `root`, or "" when there is none.
 std::string LatestCheckpoint(const std::string& root);
 
-// Reads a checkpoint's trainer state; "" or the error.
-std::string ReadTrainerState(const std::string& dir, TrainerState* state);
+// Reads a checkpoint's trainer state. A state of another version is
+// FAILED_PRECONDITION; a broken one INVALID_ARGUMENT.
+absl::StatusOr<TrainerState> ReadTrainerState(const std::string& dir);
 
-// The state as trainer_state.json holds it, and back ("" or the error).
+// The state as trainer_state.json holds it, and back.
 std::string TrainerStateJson(const TrainerState& state);
-std::string ParseTrainerState(const std::string& json, TrainerState* state);
+absl::StatusOr<TrainerState> ParseTrainerState(const std::string& json);
 
-// Restores the optimizer's moments and the random generator; "" or the error.
-std::string LoadOptimizerState(const std::string& dir, AdamW& optimizer);
+// Restores the optimizer's moments and the random generator.
+absl::Status LoadOptimizerState(const std::string& dir, AdamW& optimizer);
 
 // Removes every checkpoint but the newest `keep_last` and the one of
 // `best_step` (0: none).

@@ -1,5 +1,6 @@
 #include "worker/engine/hf_model.h"
 
+#include <cerrno>
 #include <filesystem>
 #include <fstream>
 #include <map>
@@ -7,6 +8,7 @@
 
 #include "common/file_util.h"
 #include "common/safetensors.h"
+#include "common/status_macros.h"
 
 namespace tuneforge::engine {
 namespace {
@@ -31,14 +33,14 @@ std::string ShapeText(const std::vector<int64_t>& shape) {
 
 }  // namespace
 
-std::string SaveHfModel(Transformer& model, const std::string& dir) {
+absl::Status SaveHfModel(Transformer& model, const std::string& dir) {
   std::error_code ec;
   std::filesystem::create_directories(dir, ec);
-  if (ec) return "cannot create " + dir + ": " + ec.message();
+  if (ec) return absl::ErrnoToStatus(ec.value(), "cannot create " + dir);
   {
     std::ofstream out(dir + "/config.json");
     out << HfConfigJson(model->config());
-    if (!out.flush()) return "cannot write " + dir + "/config.json";
+    if (!out.flush()) return absl::ErrnoToStatus(errno, "cannot write " + dir + "/config.json");
   }
   torch::NoGradGuard no_grad;
   std::vector<torch::Tensor> keep;  // contiguous float32 CPU copies, alive while writing
@@ -58,39 +60,37 @@ std::string SaveHfModel(Transformer& model, const std::string& dir) {
   return WriteSafetensors(dir + "/model.safetensors", tensors, {{"format", "pt"}});
 }
 
-std::optional<ModelConfig> ReadHfConfig(const std::string& dir, std::string* error) {
+absl::StatusOr<ModelConfig> ReadHfConfig(const std::string& dir) {
   std::string text;
   if (!ReadWholeFile(dir + "/config.json", &text)) {
-    *error = dir + "/config.json: cannot read it";
-    return std::nullopt;
+    return absl::ErrnoToStatus(errno, dir + "/config.json: cannot read it");
   }
-  return ParseHfConfig(text, error);
+  return ParseHfConfig(text);
 }
 
-std::optional<Transformer> LoadHfModel(const std::string& dir, std::string* error) {
-  std::optional<ModelConfig> config = ReadHfConfig(dir, error);
-  if (!config) return std::nullopt;
+absl::StatusOr<Transformer> LoadHfModel(const std::string& dir) {
+  ASSIGN_OR_RETURN(const ModelConfig config, ReadHfConfig(dir));
 
   // Shards: the index maps names to files; else one model.safetensors.
   std::vector<std::unique_ptr<SafetensorsFile>> files;
   std::map<std::string, std::string> weight_map;
   std::set<std::string> shard_names = {"model.safetensors"};
   if (std::filesystem::exists(dir + "/model.safetensors.index.json")) {
-    *error = ReadSafetensorsIndex(dir + "/model.safetensors.index.json", &weight_map);
-    if (!error->empty()) return std::nullopt;
+    ASSIGN_OR_RETURN(weight_map, ReadSafetensorsIndex(dir + "/model.safetensors.index.json"));
     shard_names.clear();
     for (const auto& [name, file] : weight_map) shard_names.insert(file);
   }
   std::map<std::string, std::pair<const SafetensorsFile*, const TensorInfo*>> found;
   for (const std::string& shard : shard_names) {
-    files.push_back(SafetensorsFile::Open(dir + "/" + shard, error));
-    if (!files.back()) return std::nullopt;
+    ASSIGN_OR_RETURN(std::unique_ptr<SafetensorsFile> file,
+                     SafetensorsFile::Open(dir + "/" + shard));
+    files.push_back(std::move(file));
     for (const TensorInfo& t : files.back()->header().tensors) {
-      found[CanonicalTensorName(t.name, *config)] = {files.back().get(), &t};
+      found[CanonicalTensorName(t.name, config)] = {files.back().get(), &t};
     }
   }
 
-  Transformer model(*config);  // its random initial weights are all overwritten below
+  Transformer model(config);  // its random initial weights are all overwritten below
   torch::NoGradGuard no_grad;
   std::set<std::string> used;
   for (auto& item : model->named_parameters()) {
@@ -98,19 +98,18 @@ std::optional<Transformer> LoadHfModel(const std::string& dir, std::string* erro
     const std::string name = model->HfName(item.key(), &transposed);
     auto it = found.find(name);
     if (it == found.end()) {
-      *error = "missing tensor " + name;
-      return std::nullopt;
+      return absl::InvalidArgumentError("missing tensor " + name);
     }
     const auto [file, info] = it->second;
     if (info->dtype != DType::kF32 && info->dtype != DType::kF16 && info->dtype != DType::kBF16) {
-      *error = name + ": dtype " + std::string(DTypeName(info->dtype)) + " is not F32, F16 or BF16";
-      return std::nullopt;
+      return absl::InvalidArgumentError(name + ": dtype " + std::string(DTypeName(info->dtype)) +
+                                        " is not F32, F16 or BF16");
     }
     std::vector<int64_t> expected = Sizes(item.value());
     if (transposed) std::swap(expected[0], expected[1]);
     if (info->shape != expected) {
-      *error = name + ": shape " + ShapeText(info->shape) + ", expected " + ShapeText(expected);
-      return std::nullopt;
+      return absl::InvalidArgumentError(name + ": shape " + ShapeText(info->shape) +
+                                        ", expected " + ShapeText(expected));
     }
     std::string_view bytes = file->Data(*info);
     torch::Tensor t = torch::from_blob(const_cast<char*>(bytes.data()), info->shape,
@@ -120,9 +119,8 @@ std::optional<Transformer> LoadHfModel(const std::string& dir, std::string* erro
     used.insert(name);
   }
   for (const auto& [name, unused] : found) {
-    if (used.count(name) == 0 && !IsIgnorableTensor(name, *config)) {
-      *error = "unexpected tensor " + name;
-      return std::nullopt;
+    if (used.count(name) == 0 && !IsIgnorableTensor(name, config)) {
+      return absl::InvalidArgumentError("unexpected tensor " + name);
     }
   }
   return model;

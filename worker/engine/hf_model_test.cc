@@ -49,6 +49,11 @@ ModelConfig Small(const std::string& type) {
   return c;
 }
 
+// What LoadHfModel says when it refuses `dir` ("" if it loads).
+std::string Refusal(const std::string& dir) {
+  return std::string(LoadHfModel(dir).status().message());
+}
+
 std::string Dir(const std::string& name) {
   std::string dir = ::testing::TempDir() + "/hf-model-" + name + "-" + std::to_string(::getpid());
   std::filesystem::remove_all(dir);
@@ -61,10 +66,9 @@ TEST_P(HfModelTest, SaveThenLoadIsBitExact) {
   torch::manual_seed(11);
   Transformer model(Small(GetParam()));
   const std::string dir = Dir("roundtrip-" + GetParam());
-  ASSERT_EQ(SaveHfModel(model, dir), "");
-  std::string error;
-  std::optional<Transformer> loaded = LoadHfModel(dir, &error);
-  ASSERT_TRUE(loaded) << error;
+  ASSERT_EQ(SaveHfModel(model, dir), absl::OkStatus());
+  absl::StatusOr<Transformer> loaded = LoadHfModel(dir);
+  ASSERT_TRUE(loaded.ok()) << loaded.status();
   auto a = model->named_parameters();
   auto b = (*loaded)->named_parameters();
   ASSERT_EQ(a.size(), b.size());
@@ -90,7 +94,7 @@ TEST_P(HfModelTest, LogitsMatchAnIndependentReference) {
     for (auto& p : model->parameters()) p.normal_(p.dim() == 1 ? 0.5 : 0.0, 0.3);
   }
   const std::string dir = Dir("reference-" + GetParam());
-  ASSERT_EQ(SaveHfModel(model, dir), "");
+  ASSERT_EQ(SaveHfModel(model, dir), absl::OkStatus());
   const std::vector<int64_t> ids = {3, 14, 15, 9, 26, 5, 35, 8, 9, 7, 9, 3, 2, 38, 4, 6};
   std::string csv;
   for (int64_t id : ids) csv += (csv.empty() ? "" : ",") + std::to_string(id);
@@ -118,14 +122,15 @@ TEST_P(HfModelTest, LoadsBf16Shards) {
   torch::manual_seed(14);
   Transformer model(Small(GetParam()));
   const std::string dir = Dir("shards-" + GetParam());
-  ASSERT_EQ(SaveHfModel(model, dir), "");
-  std::string error;
+  ASSERT_EQ(SaveHfModel(model, dir), absl::OkStatus());
   std::vector<torch::Tensor> keep;
   std::vector<TensorToWrite> shards[2];
   nlohmann::json index = {{"metadata", {{"total_size", 0}}}, {"weight_map", nlohmann::json::object()}};
   {
-    std::unique_ptr<SafetensorsFile> file = SafetensorsFile::Open(dir + "/model.safetensors", &error);
-    ASSERT_TRUE(file) << error;
+    absl::StatusOr<std::unique_ptr<SafetensorsFile>> opened =
+        SafetensorsFile::Open(dir + "/model.safetensors");
+    ASSERT_TRUE(opened.ok()) << opened.status();
+    const SafetensorsFile* file = opened->get();
     int i = 0;
     for (const TensorInfo& t : file->header().tensors) {
       std::string_view data = file->Data(t);
@@ -142,12 +147,11 @@ TEST_P(HfModelTest, LoadsBf16Shards) {
   std::filesystem::remove(dir + "/model.safetensors");
   for (int s = 0; s < 2; ++s) {
     ASSERT_EQ(WriteSafetensors(dir + "/model-0000" + std::to_string(s + 1) + "-of-00002.safetensors",
-                               shards[s]),
-              "");
+                               shards[s]), absl::OkStatus());
   }
   std::ofstream(dir + "/model.safetensors.index.json") << index.dump();
-  std::optional<Transformer> loaded = LoadHfModel(dir, &error);
-  ASSERT_TRUE(loaded) << error;
+  absl::StatusOr<Transformer> loaded = LoadHfModel(dir);
+  ASSERT_TRUE(loaded.ok()) << loaded.status();
   auto b = (*loaded)->named_parameters();
   for (const auto& item : model->named_parameters()) {
     torch::Tensor rounded = item.value().to(torch::kBFloat16).to(torch::kFloat32);
@@ -163,34 +167,34 @@ TEST(HfModelRefusalTest, NamesWhatItCannotLoad) {
   torch::manual_seed(13);
   Transformer model(Small("gpt2"));
   const std::string dir = Dir("refuse");
-  ASSERT_EQ(SaveHfModel(model, dir), "");
+  ASSERT_EQ(SaveHfModel(model, dir), absl::OkStatus());
   std::string error;
   // A config the loader does not support is named.
   std::ofstream(dir + "/config.json") << R"({"model_type": "phi3", "vocab_size": 50})";
-  EXPECT_FALSE(LoadHfModel(dir, &error));
+  error = Refusal(dir);
   EXPECT_NE(error.find("model_type \"phi3\""), std::string::npos) << error;
   std::ofstream(dir + "/config.json")
       << R"({"model_type": "llama", "vocab_size": 50, "max_position_embeddings": 16,
              "hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 2,
              "num_attention_heads": 2, "rope_scaling": {"rope_type": "yarn", "factor": 4}})";
-  EXPECT_FALSE(LoadHfModel(dir, &error));
+  error = Refusal(dir);
   EXPECT_NE(error.find("rope_scaling type \"yarn\""), std::string::npos) << error;
   // A shape that does not match the config names the tensor.
   const std::string gpt2 =
       R"("model_type": "gpt2", "n_positions": 16, "n_embd": 32, "n_head": 2, "n_inner": 128)";
   std::ofstream(dir + "/config.json") << "{" << gpt2 << R"(, "vocab_size": 50, "n_layer": 2})";
-  ASSERT_TRUE(LoadHfModel(dir, &error)) << error;
+  ASSERT_EQ(LoadHfModel(dir).status(), absl::OkStatus());
   std::ofstream(dir + "/config.json") << "{" << gpt2 << R"(, "vocab_size": 51, "n_layer": 2})";
-  EXPECT_FALSE(LoadHfModel(dir, &error));
+  error = Refusal(dir);
   EXPECT_NE(error.find("transformer.wte.weight: shape [50, 32], expected [51, 32]"),
             std::string::npos)
       << error;
   // A checkpoint with a layer too few is missing tensors; one too many has extras.
   std::ofstream(dir + "/config.json") << "{" << gpt2 << R"(, "vocab_size": 50, "n_layer": 3})";
-  EXPECT_FALSE(LoadHfModel(dir, &error));
+  error = Refusal(dir);
   EXPECT_NE(error.find("missing tensor transformer.h.2."), std::string::npos) << error;
   std::ofstream(dir + "/config.json") << "{" << gpt2 << R"(, "vocab_size": 50, "n_layer": 1})";
-  EXPECT_FALSE(LoadHfModel(dir, &error));
+  error = Refusal(dir);
   EXPECT_NE(error.find("unexpected tensor transformer.h.1."), std::string::npos) << error;
 }
 
@@ -200,21 +204,22 @@ TEST(HfModelTest, LoadsGpt2NamesWithoutThePrefix) {
   torch::manual_seed(16);
   Transformer model(Small("gpt2"));
   const std::string dir = Dir("bare");
-  ASSERT_EQ(SaveHfModel(model, dir), "");
-  std::string error;
+  ASSERT_EQ(SaveHfModel(model, dir), absl::OkStatus());
   std::vector<TensorToWrite> bare;
   {
-    std::unique_ptr<SafetensorsFile> file = SafetensorsFile::Open(dir + "/model.safetensors", &error);
-    ASSERT_TRUE(file) << error;
+    absl::StatusOr<std::unique_ptr<SafetensorsFile>> opened =
+        SafetensorsFile::Open(dir + "/model.safetensors");
+    ASSERT_TRUE(opened.ok()) << opened.status();
+    const SafetensorsFile* file = opened->get();
     for (const TensorInfo& t : file->header().tensors) {
       ASSERT_EQ(t.name.rfind("transformer.", 0), 0u) << t.name;
       bare.push_back({t.name.substr(12), t.dtype, t.shape, file->Data(t)});
     }
-    ASSERT_EQ(WriteSafetensors(dir + "/bare.safetensors", bare), "");
+    ASSERT_EQ(WriteSafetensors(dir + "/bare.safetensors", bare), absl::OkStatus());
   }
   std::filesystem::rename(dir + "/bare.safetensors", dir + "/model.safetensors");
-  std::optional<Transformer> loaded = LoadHfModel(dir, &error);
-  ASSERT_TRUE(loaded) << error;
+  absl::StatusOr<Transformer> loaded = LoadHfModel(dir);
+  ASSERT_TRUE(loaded.ok()) << loaded.status();
   auto b = (*loaded)->named_parameters();
   for (const auto& item : model->named_parameters()) {
     EXPECT_TRUE(torch::equal(item.value(), b[item.key()])) << item.key();
@@ -227,11 +232,10 @@ TEST(HfModelRefusalTest, AnUntiedLlamaNeedsItsHead) {
   torch::manual_seed(15);
   Transformer model(c);
   const std::string dir = Dir("head");
-  ASSERT_EQ(SaveHfModel(model, dir), "");
+  ASSERT_EQ(SaveHfModel(model, dir), absl::OkStatus());
   c.tie_embeddings = false;
   std::ofstream(dir + "/config.json") << HfConfigJson(c);
-  std::string error;
-  EXPECT_FALSE(LoadHfModel(dir, &error));
+  const std::string error = Refusal(dir);
   EXPECT_EQ(error, "missing tensor lm_head.weight");
 }
 
@@ -241,10 +245,9 @@ TEST(PresetTest, EveryPresetIsAModelFolder) {
   for (const Preset& p : Presets()) {
     if (p.name.rfind("small-", 0) == 0) continue;  // 25M parameters: slow here, same code
     const std::string dir = Dir("preset-" + p.name);
-    ASSERT_EQ(WritePreset(p, 42, dir), "") << p.name;
-    std::string error;
-    std::optional<ModelFolder> m = LoadModelFolder(dir, &error);
-    ASSERT_TRUE(m) << p.name << ": " << error;
+    ASSERT_EQ(WritePreset(p, 42, dir), absl::OkStatus()) << p.name;
+    absl::StatusOr<ModelFolder> m = LoadModelFolder(dir);
+    ASSERT_TRUE(m.ok()) << p.name << ": " << m.status();
     EXPECT_EQ(m->model->ParameterCount(), ParameterCount(p.config)) << p.name;
     EXPECT_EQ(m->stop_ids, std::vector<int64_t>{256});
     EXPECT_EQ(m->pad_id, 257);
@@ -255,9 +258,9 @@ TEST(PresetTest, EveryPresetIsAModelFolder) {
     EXPECT_EQ(m->tokenizer->Decode(ids), text);
     EXPECT_EQ(m->tokenizer->EncodeWithAddedTokens("a<|endoftext|>").back(), 256);
     // The same seed gives the same weights; another seed others.
-    std::optional<ModelFolder> again = OpenModel(p.name, 42, &error);
-    std::optional<ModelFolder> other = OpenModel(p.name, 43, &error);
-    ASSERT_TRUE(again && other) << error;
+    absl::StatusOr<ModelFolder> again = OpenModel(p.name, 42);
+    absl::StatusOr<ModelFolder> other = OpenModel(p.name, 43);
+    ASSERT_TRUE(again.ok() && other.ok()) << again.status() << other.status();
     torch::Tensor ids_t = torch::tensor(std::vector<int64_t>{1, 2, 3}).unsqueeze(0);
     EXPECT_TRUE(torch::equal(m->model->forward(ids_t), again->model->forward(ids_t)));
     EXPECT_FALSE(torch::equal(m->model->forward(ids_t), other->model->forward(ids_t)));

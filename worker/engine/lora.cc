@@ -1,5 +1,6 @@
 #include "worker/engine/lora.h"
 
+#include <cerrno>
 #include <filesystem>
 #include <fstream>
 #include <map>
@@ -9,6 +10,7 @@
 #include <nlohmann/json.hpp>
 
 #include "common/safetensors.h"
+#include "common/status_macros.h"
 #include "worker/engine/family.h"
 
 namespace tuneforge::engine {
@@ -63,11 +65,11 @@ std::vector<std::string> EnableLora(Transformer& model, const LoraOptions& o) {
   return adapted;
 }
 
-std::string SaveAdapter(Transformer& model, const LoraOptions& o, const std::string& base_model,
-                        const std::string& dir) {
+absl::Status SaveAdapter(Transformer& model, const LoraOptions& o, const std::string& base_model,
+                         const std::string& dir) {
   std::error_code ec;
   std::filesystem::create_directories(dir, ec);
-  if (ec) return "cannot create " + dir + ": " + ec.message();
+  if (ec) return absl::ErrnoToStatus(ec.value(), "cannot create " + dir);
   torch::NoGradGuard no_grad;
   std::vector<torch::Tensor> keep;
   std::vector<TensorToWrite> tensors;
@@ -80,7 +82,9 @@ std::string SaveAdapter(Transformer& model, const LoraOptions& o, const std::str
     tensors.push_back({name, DType::kF32, Sizes(k),
                        std::string_view(static_cast<const char*>(k.data_ptr()), k.nbytes())});
   }
-  if (tensors.empty()) return "the model has no LoRA adapters to save";
+  if (tensors.empty()) {
+    return absl::FailedPreconditionError("the model has no LoRA adapters to save");
+  }
   const ModelConfig& c = model->config();
   nlohmann::json config = {
       {"peft_type", "LORA"},
@@ -101,16 +105,16 @@ std::string SaveAdapter(Transformer& model, const LoraOptions& o, const std::str
   {
     std::ofstream out(dir + "/adapter_config.json");
     out << config.dump(2) << "\n";
-    if (!out.flush()) return "cannot write " + dir + "/adapter_config.json";
+    if (!out.flush()) {
+      return absl::ErrnoToStatus(errno, "cannot write " + dir + "/adapter_config.json");
+    }
   }
   return WriteSafetensors(dir + "/adapter_model.safetensors", tensors, {{"format", "pt"}});
 }
 
-std::string LoadAdapter(Transformer& model, const std::string& dir) {
-  std::string error;
-  std::unique_ptr<SafetensorsFile> file =
-      SafetensorsFile::Open(dir + "/adapter_model.safetensors", &error);
-  if (!file) return error;
+absl::Status LoadAdapter(Transformer& model, const std::string& dir) {
+  ASSIGN_OR_RETURN(const std::unique_ptr<SafetensorsFile> file,
+                   SafetensorsFile::Open(dir + "/adapter_model.safetensors"));
   torch::NoGradGuard no_grad;
   int loaded = 0;
   for (auto& item : model->named_parameters()) {
@@ -118,18 +122,19 @@ std::string LoadAdapter(Transformer& model, const std::string& dir) {
     bool transposed = false;
     const std::string name = kPeftPrefix + model->HfName(item.key(), &transposed);
     const TensorInfo* t = file->Find(name);
-    if (t == nullptr) return dir + ": the adapter has no " + name;
+    if (t == nullptr) return absl::InvalidArgumentError(dir + ": the adapter has no " + name);
     if (t->dtype != DType::kF32 || t->shape != Sizes(item.value())) {
-      return dir + ": " + name + " is not F32 of the adapter's shape";
+      return absl::InvalidArgumentError(dir + ": " + name + " is not F32 of the adapter's shape");
     }
     std::string_view bytes = file->Data(*t);
     item.value().copy_(torch::from_blob(const_cast<char*>(bytes.data()), t->shape, torch::kFloat32));
     ++loaded;
   }
   if (loaded != static_cast<int>(file->header().tensors.size())) {
-    return dir + ": the adapter has tensors for projections this model does not adapt";
+    return absl::InvalidArgumentError(
+        dir + ": the adapter has tensors for projections this model does not adapt");
   }
-  return "";
+  return absl::OkStatus();
 }
 
 void MergeLora(Transformer& model) {

@@ -22,6 +22,8 @@
 #include <string>
 #include <vector>
 
+#include "absl/status/status.h"
+
 #include "worker/engine/lora_options.h"
 #include "worker/engine/transformer.h"
 
@@ -35,12 +37,12 @@ std::vector<std::string> DefaultLoraTargets(const ModelConfig& c);
 std::vector<std::string> EnableLora(Transformer& model, const LoraOptions& options);
 
 // Writes adapter_config.json and adapter_model.safetensors into `dir`.
-std::string SaveAdapter(Transformer& model, const LoraOptions& options,
-                        const std::string& base_model, const std::string& dir);
+absl::Status SaveAdapter(Transformer& model, const LoraOptions& options,
+                         const std::string& base_model, const std::string& dir);
 
 // Copies a saved adapter's tensors into the model's (after EnableLora with
-// the same options); "" or the error.
-std::string LoadAdapter(Transformer& model, const std::string& dir);
+// the same options); INVALID_ARGUMENT when the adapter does not fit.
+absl::Status LoadAdapter(Transformer& model, const std::string& dir);
 
 // Folds every adapter into its base weight.
 void MergeLora(Transformer& model);

@@ -68,17 +68,18 @@ TEST_P(LoraTest, TrainsAdaptersOnlyAndExportsMergedAndPeft) {
   const size_t n = r.losses.size();
   EXPECT_LT(r.losses[n - 1] + r.losses[n - 2], r.losses[0] + r.losses[1] - 0.8);
 
-  std::string error;
-  std::optional<ModelFolder> base = OpenModel(preset, c.seed, &error);
-  ASSERT_TRUE(base) << error;
-  std::optional<ModelFolder> merged = LoadModelFolder(c.output_dir, &error);
-  ASSERT_TRUE(merged) << error;
+  absl::StatusOr<ModelFolder> base = OpenModel(preset, c.seed);
+  ASSERT_TRUE(base.ok()) << base.status();
+  absl::StatusOr<ModelFolder> merged = LoadModelFolder(c.output_dir);
+  ASSERT_TRUE(merged.ok()) << merged.status();
   // base + adapter, unmerged, equals the merged export.
-  ModelFolder adapted = std::move(*OpenModel(preset, c.seed, &error));
+  absl::StatusOr<ModelFolder> opened = OpenModel(preset, c.seed);
+  ASSERT_TRUE(opened.ok()) << opened.status();
+  ModelFolder adapted = *std::move(opened);
   std::vector<std::string> names = EnableLora(adapted.model, c.lora);
   // PEFT's default targets: GPT-2's c_attn; Llama's q_proj and v_proj.
   EXPECT_EQ(names.size(), 4u * DefaultLoraTargets(base->model->config()).size());
-  ASSERT_EQ(LoadAdapter(adapted.model, c.output_dir + "/adapter"), "");
+  ASSERT_EQ(LoadAdapter(adapted.model, c.output_dir + "/adapter"), absl::OkStatus());
   const std::vector<int64_t> ids = {81, 58, 32, 108, 101, 97, 118, 101, 63, 32, 65, 58};
   torch::Tensor unmerged = Logits(adapted.model, ids);
   torch::Tensor from_export = Logits(merged->model, ids);
@@ -87,7 +88,7 @@ TEST_P(LoraTest, TrainsAdaptersOnlyAndExportsMergedAndPeft) {
       << "the adapter changed nothing";
 
   // The independent merge: the base folder plus PEFT's files.
-  ASSERT_EQ(WritePreset(*FindPreset(preset), c.seed, dir + "/base"), "");
+  ASSERT_EQ(WritePreset(*FindPreset(preset), c.seed, dir + "/base"), absl::OkStatus());
   std::string csv;
   for (int64_t id : ids) csv += (csv.empty() ? "" : ",") + std::to_string(id);
   const std::string out = dir + "/logits.bin";
@@ -137,14 +138,14 @@ INSTANTIATE_TEST_SUITE_P(Families, LoraTest, ::testing::Values("tiny-gpt2", "tin
                          });
 
 TEST(LoraOptionsTest, TargetsAreCheckedAndFrozenBaseIsUnchanged) {
-  std::string error;
-  std::optional<ModelFolder> m = OpenModel("tiny-llama", 1, &error);
-  ASSERT_TRUE(m) << error;
+  absl::StatusOr<ModelFolder> m = OpenModel("tiny-llama", 1);
+  ASSERT_TRUE(m.ok()) << m.status();
   LoraOptions o;
   o.rank = 2;
   o.targets = {"q_proj", "nonexistent"};
   EXPECT_THROW(EnableLora(m->model, o), std::invalid_argument);
-  std::optional<ModelFolder> fresh = OpenModel("tiny-llama", 1, &error);
+  absl::StatusOr<ModelFolder> fresh = OpenModel("tiny-llama", 1);
+  ASSERT_TRUE(fresh.ok()) << fresh.status();
   const std::vector<int64_t> ids = {1, 2, 3, 4};
   torch::Tensor before = Logits(fresh->model, ids);
   o.targets = {"mlp.down_proj", "o_proj"};

@@ -3,10 +3,12 @@
 // vocab.json + merges.txt), or a built-in preset written as such a folder
 // first, so presets and Hub models go through the same loader.
 //
-//   std::string error;
-//   std::optional<ModelFolder> m = OpenModel("tiny-llama", /*seed=*/42, &error);
+//   absl::StatusOr<ModelFolder> m = OpenModel("tiny-llama", /*seed=*/42);
 //   std::vector<int64_t> ids = m->tokenizer->Encode("Hello");
-//   SaveModelFolder(*m, "out/");  // weights, config and tokenizer files
+//   absl::Status saved = SaveModelFolder(*m, "out/");  // weights, config, tokenizer
+//
+// A folder that is broken or unsupported is INVALID_ARGUMENT saying what is
+// wrong and where; a missing one NOT_FOUND.
 //
 // Thread-compatible.
 #ifndef TUNEFORGE_WORKER_ENGINE_MODEL_FOLDER_H_
@@ -18,6 +20,9 @@
 #include <optional>
 #include <string>
 #include <vector>
+
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
 
 #include "text/bpe_tokenizer.h"
 #include "worker/engine/transformer.h"
@@ -40,19 +45,18 @@ struct ModelFolder {
 
 // Writes a preset, random from `seed`, as a folder: config.json,
 // model.safetensors, tokenizer.json (byte-level, see ByteLevelTokenizerJson).
-std::string WritePreset(const Preset& preset, uint64_t seed, const std::string& dir);
+absl::Status WritePreset(const Preset& preset, uint64_t seed, const std::string& dir);
 
 // Loads a model folder; checks that the tokenizer fits the model's vocabulary.
-std::optional<ModelFolder> LoadModelFolder(const std::string& dir, std::string* error);
+absl::StatusOr<ModelFolder> LoadModelFolder(const std::string& dir);
 
 // A preset name (written under a fresh temporary folder, removed again once
 // loaded) or a model folder's path.
-std::optional<ModelFolder> OpenModel(const std::string& name_or_dir, uint64_t seed,
-                                     std::string* error);
+absl::StatusOr<ModelFolder> OpenModel(const std::string& name_or_dir, uint64_t seed);
 
 // Saves weights, config and the side files, so `dir` is a complete model
 // folder (written in place; see SaveCheckpoint for atomic saves).
-std::string SaveModelFolder(ModelFolder& m, const std::string& dir);
+absl::Status SaveModelFolder(ModelFolder& m, const std::string& dir);
 
 }  // namespace tuneforge::engine
 

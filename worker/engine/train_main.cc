@@ -125,11 +125,9 @@ std::vector<tuneforge::Example> Load(const std::string& path,
 // `tuneforge-train generate`: a model (a folder or a preset) continues a prompt.
 int GenerateText(const std::string& model, const std::string& prompt,
                  tuneforge::engine::SamplingOptions sampling, uint64_t seed) {
-  std::string error;
-  std::optional<tuneforge::engine::ModelFolder> m =
-      tuneforge::engine::OpenModel(model, seed, &error);
-  if (!m) {
-    std::fprintf(stderr, "tuneforge-train: %s\n", error.c_str());
+  absl::StatusOr<tuneforge::engine::ModelFolder> m = tuneforge::engine::OpenModel(model, seed);
+  if (!m.ok()) {
+    std::fprintf(stderr, "tuneforge-train: %s\n", std::string(m.status().message()).c_str());
     return 1;
   }
   std::vector<int64_t> ids = m->tokenizer->prefix_ids();
@@ -148,13 +146,13 @@ int GenerateText(const std::string& model, const std::string& prompt,
 // `tuneforge-train tokenize`: the BPE tokenizer on its own, checkable
 // against any reference.
 int Tokenize(const std::string& dir, bool timing, bool added_tokens) {
-  std::string error;
-  std::unique_ptr<tuneforge::text::BpeTokenizer> tok =
-      tuneforge::text::BpeTokenizer::FromModelFolder(dir, &error);
-  if (!tok) {
-    std::fprintf(stderr, "tuneforge-train: %s\n", error.c_str());
+  absl::StatusOr<std::unique_ptr<tuneforge::text::BpeTokenizer>> loaded =
+      tuneforge::text::BpeTokenizer::FromModelFolder(dir);
+  if (!loaded.ok()) {
+    std::fprintf(stderr, "tuneforge-train: %s\n", std::string(loaded.status().message()).c_str());
     return 1;
   }
+  const tuneforge::text::BpeTokenizer* tok = loaded->get();
   std::string text((std::istreambuf_iterator<char>(std::cin)), std::istreambuf_iterator<char>());
   const auto start = std::chrono::steady_clock::now();
   std::vector<int64_t> ids = added_tokens ? tok->EncodeWithAddedTokens(text) : tok->Encode(text);
@@ -301,10 +299,12 @@ int main(int argc, char** argv) {
   CLI11_PARSE(app, argc, argv);
   if (init->parsed()) {
     const tuneforge::Preset* p = tuneforge::FindPreset(preset);
-    const std::string error = p ? tuneforge::engine::WritePreset(*p, init_seed, init_output)
-                                : "unknown preset " + preset;
-    if (!error.empty()) std::fprintf(stderr, "tuneforge-train: %s\n", error.c_str());
-    return error.empty() ? 0 : 1;
+    const absl::Status written = p ? tuneforge::engine::WritePreset(*p, init_seed, init_output)
+                                   : absl::NotFoundError("unknown preset " + preset);
+    if (!written.ok()) {
+      std::fprintf(stderr, "tuneforge-train: %s\n", std::string(written.message()).c_str());
+    }
+    return written.ok() ? 0 : 1;
   }
   if (tokenize->parsed()) return Tokenize(model_dir, timing, added_tokens);
   if (generate->parsed()) return GenerateText(model_dir, prompt, sampling, config.seed);

@@ -13,6 +13,7 @@
 #include <torch/torch.h>
 #include <torch/version.h>
 
+#include "common/status_macros.h"
 #include "worker/engine/batches.h"
 #include "worker/engine/evaluate.h"
 #include "worker/engine/keep_freed_memory.h"
@@ -38,26 +39,31 @@ int AvailableCores() {
   return cores;
 }
 
-std::string CheckConfig(const TrainConfig& c) {
-  if (c.model.empty()) return "model is empty: name a preset or a model folder";
-  if (std::string problem = CheckSettings(c); !problem.empty()) return problem;
-  if (c.resume && c.checkpoint_dir.empty()) return "resume needs a checkpoint_dir";
+int TrainingThreads(const TrainConfig& config) {
+  return config.threads > 0 ? config.threads : AvailableCores();
+}
+
+absl::Status CheckConfig(const TrainConfig& c) {
+  auto invalid = [](const char* what) { return absl::InvalidArgumentError(what); };
+  if (c.model.empty()) return invalid("model is empty: name a preset or a model folder");
+  RETURN_IF_ERROR(CheckSettings(c));
+  if (c.resume && c.checkpoint_dir.empty()) return invalid("resume needs a checkpoint_dir");
   if (c.device != "auto" && c.device != "cpu" && c.device != "cuda") {
-    return "device must be auto, cpu or cuda";
+    return invalid("device must be auto, cpu or cuda");
   }
-  if (c.world_size < 1 || c.world_size > 4096) return "world_size must be in [1, 4096]";
-  if (c.rank < 0 || c.rank >= c.world_size) return "rank must be in [0, world_size)";
+  if (c.world_size < 1 || c.world_size > 4096) return invalid("world_size must be in [1, 4096]");
+  if (c.rank < 0 || c.rank >= c.world_size) return invalid("rank must be in [0, world_size)");
   if (c.world_size > 1 && c.rendezvous.empty()) {
-    return "a world_size above 1 needs a rendezvous (host:port of rank 0)";
+    return invalid("a world_size above 1 needs a rendezvous (host:port of rank 0)");
   }
-  if (c.rendezvous_timeout_seconds < 1) return "rendezvous_timeout_seconds must be >= 1";
-  return "";
+  if (c.rendezvous_timeout_seconds < 1) return invalid("rendezvous_timeout_seconds must be >= 1");
+  return absl::OkStatus();
 }
 
 TrainResult Train(const TrainConfig& config, const std::vector<Example>& train,
                   const std::vector<Example>& validation, TrainObserver& observer) {
-  if (std::string problem = CheckConfig(config); !problem.empty()) {
-    throw std::invalid_argument(problem);
+  if (absl::Status problem = CheckConfig(config); !problem.ok()) {
+    throw std::invalid_argument(std::string(problem.message()));
   }
   if (train.empty()) throw std::invalid_argument("the training set is empty");
   KeepFreedMemory keep_freed_memory;
@@ -72,10 +78,10 @@ TrainResult Train(const TrainConfig& config, const std::vector<Example>& train,
 
 EvalMetrics EvaluateModel(const TrainConfig& config, const std::vector<Example>& examples,
                           int64_t* truncated) {
-  if (std::string problem = CheckConfig(config); !problem.empty()) {
-    throw std::invalid_argument(problem);
+  if (absl::Status problem = CheckConfig(config); !problem.ok()) {
+    throw std::invalid_argument(std::string(problem.message()));
   }
-  torch::set_num_threads(config.threads > 0 ? config.threads : AvailableCores());
+  torch::set_num_threads(TrainingThreads(config));
   ModelFolder m = OpenBase(config);
   const torch::Device device = SetUpCompute(config, m.model, nullptr);
   const ChatTemplate chat = ResolveChatTemplate(config.chat_template, *m.tokenizer);

@@ -25,6 +25,7 @@
 #include <string>
 #include <vector>
 
+#include "absl/status/status.h"
 #include "common/dataset.h"
 #include "common/metrics_row.h"
 #include "common/training_settings.h"
@@ -137,11 +138,15 @@ std::string LibtorchVersion();
 // CPU quota (Kubernetes limits) when one is set.
 int AvailableCores();
 
+// The intra-op threads a run or an evaluation uses: config.threads, else
+// every available core.
+int TrainingThreads(const TrainConfig& config);
+
 // "cuda" when libtorch sees a GPU, else "cpu": where device "auto" trains.
 std::string DefaultDevice();
 
-// Validates a config; returns an empty string or what is wrong with it.
-std::string CheckConfig(const TrainConfig& config);
+// Validates a config: INVALID_ARGUMENT says what is wrong with it.
+absl::Status CheckConfig(const TrainConfig& config);
 
 }  // namespace tuneforge::engine
 

@@ -83,7 +83,7 @@ TEST(TrainerTest, TrainsWithAMergingTokenizer) {
   c.vocab_size = 270;
   torch::manual_seed(3);
   Transformer model(c);
-  ASSERT_EQ(SaveHfModel(model, dir), "");
+  ASSERT_EQ(SaveHfModel(model, dir), absl::OkStatus());
   nlohmann::json t = nlohmann::json::parse(
       ByteLevelTokenizerJson(BpeTokenizer::kLlama3Pattern, {"<|endoftext|>", "<|pad|>"}));
   const std::vector<std::pair<std::string, std::string>> merges = {
@@ -181,9 +181,8 @@ TEST(TrainerTest, SavesTheTrainedModelAsAnHfFolder) {
   c.epochs = 15;
   c.output_dir = ::testing::TempDir() + "/trained-" + std::to_string(::getpid());
   Train(c, Memorisable(), Memorisable(), r);
-  std::string error;
-  std::optional<ModelFolder> loaded = LoadModelFolder(c.output_dir, &error);
-  ASSERT_TRUE(loaded) << error;
+  absl::StatusOr<ModelFolder> loaded = LoadModelFolder(c.output_dir);
+  ASSERT_TRUE(loaded.ok()) << loaded.status();
   EXPECT_EQ(loaded->model->config().d_model, 128);
   // It continues training from there (continued fine-tuning), and its loss
   // on the data starts where the first run ended, not at a fresh model's.
@@ -209,7 +208,7 @@ std::string ChatMlModel() {
   c.vocab_size = 260;
   torch::manual_seed(5);
   Transformer model(c);
-  EXPECT_EQ(SaveHfModel(model, dir), "");
+  EXPECT_EQ(SaveHfModel(model, dir), absl::OkStatus());
   std::ofstream(dir + "/tokenizer.json") << ByteLevelTokenizerJson(
       BpeTokenizer::kGpt2Pattern, {"<|endoftext|>", "<|pad|>", "<|im_start|>", "<|im_end|>"});
   return dir;
@@ -389,19 +388,19 @@ TEST(TrainerTest, RejectsBadConfig) {
   c.learning_rate = 0;
   EXPECT_THROW(Train(c, Memorisable(), {}, r), std::invalid_argument);
   EXPECT_THROW(Train(FastConfig(), {}, {}, r), std::invalid_argument);
-  EXPECT_EQ(CheckConfig(FastConfig()), "");
+  EXPECT_EQ(CheckConfig(FastConfig()), absl::OkStatus());
   c = FastConfig();
   c.chat_template = "vicuna";
-  EXPECT_NE(CheckConfig(c).find("chat_template"), std::string::npos);
+  EXPECT_NE(CheckConfig(c).message().find("chat_template"), std::string::npos);
   c = FastConfig();
   c.warmup_ratio = 1;
-  EXPECT_NE(CheckConfig(c).find("warmup_ratio"), std::string::npos);
+  EXPECT_NE(CheckConfig(c).message().find("warmup_ratio"), std::string::npos);
   c = FastConfig();
   c.precision = "fp16";
-  EXPECT_NE(CheckConfig(c).find("precision"), std::string::npos);
+  EXPECT_NE(CheckConfig(c).message().find("precision"), std::string::npos);
   c = FastConfig();
   c.divergence_factor = 1;
-  EXPECT_NE(CheckConfig(c).find("divergence_factor"), std::string::npos);
+  EXPECT_NE(CheckConfig(c).message().find("divergence_factor"), std::string::npos);
 }
 
 }  // namespace

@@ -17,6 +17,18 @@ namespace {
 
 using Clock = std::chrono::steady_clock;
 
+// Inside a run, failures are exceptions, as libtorch's are: the worker
+// catches them once, at the job's boundary. The loaders' Status becomes one
+// here, prefixed with what the run was doing.
+void OrThrow(const absl::Status& s, const std::string& doing) {
+  if (!s.ok()) throw std::runtime_error(doing + std::string(s.message()));
+}
+template <typename T>
+T OrThrow(absl::StatusOr<T> v, const std::string& doing) {
+  OrThrow(v.status(), doing);
+  return *std::move(v);
+}
+
 // The settings a checkpoint must share with the run that resumes it: those
 // training_settings.def marks kMustMatch, and what they resolve to (warmup
 // steps, sequence length, chat template). A data-parallel run counts as one
@@ -110,10 +122,9 @@ int64_t MaxLength(const TrainConfig& config, const ModelConfig& model) {
 }
 
 ModelFolder OpenBase(const TrainConfig& config) {
-  std::string error;
-  std::optional<ModelFolder> m = OpenModel(config.model, config.seed, &error);
-  if (!m) throw std::invalid_argument(error);
-  return std::move(*m);
+  absl::StatusOr<ModelFolder> m = OpenModel(config.model, config.seed);
+  if (!m.ok()) throw std::invalid_argument(std::string(m.status().message()));
+  return *std::move(m);
 }
 
 torch::Device SetUpCompute(const TrainConfig& c, Transformer& model, TrainPlan* plan) {
@@ -139,7 +150,7 @@ TrainingRun::TrainingRun(const TrainConfig& config, const std::vector<Example>& 
       observer_(observer),
       leader_(config.rank == 0),
       lora_(config.lora.rank > 0) {
-  plan_.threads = config.threads > 0 ? config.threads : AvailableCores();
+  plan_.threads = TrainingThreads(config);
   torch::set_num_threads(plan_.threads);
   torch::manual_seed(config.seed);
 }
@@ -154,15 +165,12 @@ void TrainingRun::OpenModel() {
     if (lora_) EnableLora(base_.model, config_.lora);
   }
   if (!resume_from_.empty()) {
-    std::string error = ReadTrainerState(resume_from_, &state_);
-    if (error.empty() && lora_) {
-      error = LoadAdapter(base_.model, resume_from_);
-    } else if (error.empty()) {
-      std::optional<ModelFolder> m = LoadModelFolder(resume_from_, &error);
-      if (m) base_ = std::move(*m);
-    }
-    if (!error.empty()) {
-      throw std::runtime_error("cannot resume from " + resume_from_ + ": " + error);
+    const std::string what = "cannot resume from " + resume_from_ + ": ";
+    state_ = OrThrow(ReadTrainerState(resume_from_), what);
+    if (lora_) {
+      OrThrow(LoadAdapter(base_.model, resume_from_), what);
+    } else {
+      base_ = OrThrow(LoadModelFolder(resume_from_), what);
     }
   }
   Transformer& model = base_.model;
@@ -226,11 +234,8 @@ void TrainingRun::JoinRanks() {
         config_.rendezvous_timeout_seconds});
     group_->CheckSame("settings and data",
                       fingerprint_ + " data=" + DataHash(train_seqs_, val_seqs_));
-    if (std::string error =
-            ParseTrainerState(group_->Broadcast(TrainerStateJson(state_)), &state_);
-        !error.empty()) {
-      throw std::runtime_error("rank 0's trainer state: " + error);
-    }
+    state_ = OrThrow(ParseTrainerState(group_->Broadcast(TrainerStateJson(state_))),
+                     "rank 0's trainer state: ");
     plan_.resumed_from_step = state_.step;
   }
   plan_.resumed_tokens_seen = state_.tokens_seen;
@@ -249,9 +254,7 @@ void TrainingRun::MakeOptimizer() {
   adam.fused = config_.fused_kernels;
   optimizer_ = std::make_unique<AdamW>(std::move(params), adam);
   if (!resume_from_.empty()) {
-    if (std::string error = LoadOptimizerState(resume_from_, *optimizer_); !error.empty()) {
-      throw std::runtime_error("cannot resume: " + error);
-    }
+    OrThrow(LoadOptimizerState(resume_from_, *optimizer_), "cannot resume: ");
   }
   if (group_) {  // every rank starts from rank 0's weights and moments
     std::map<std::string, torch::Tensor> moments = optimizer_->State();
@@ -456,11 +459,9 @@ bool TrainingRun::Evaluate() {
 
 void TrainingRun::Checkpoint() {
   if (config_.checkpoint_dir.empty() || !leader_) return;
-  if (std::string error = SaveCheckpoint(config_.checkpoint_dir, base_, *optimizer_, state_,
-                                         lora_ ? &config_.lora : nullptr);
-      !error.empty()) {
-    throw std::runtime_error("cannot save a checkpoint: " + error);
-  }
+  OrThrow(SaveCheckpoint(config_.checkpoint_dir, base_, *optimizer_, state_,
+                         lora_ ? &config_.lora : nullptr),
+          "cannot save a checkpoint: ");
   last_checkpoint_ = state_.step;
   PruneCheckpoints(config_.checkpoint_dir, config_.keep_checkpoints, state_.best_step);
   observer_.OnCheckpoint(state_.step, state_.epoch,
@@ -471,24 +472,21 @@ void TrainingRun::Checkpoint() {
 void TrainingRun::SaveOutput() {
   // After early stopping, the best checkpoint's weights are the result.
   const std::string best = config_.checkpoint_dir + "/" + CheckpointName(state_.best_step);
-  std::string error;
   if (!result_.stop_reason.empty() && !config_.checkpoint_dir.empty() &&
       std::filesystem::exists(best)) {
+    const std::string what = "cannot load the best checkpoint: ";
     if (lora_) {
-      error = LoadAdapter(base_.model, best);
-    } else if (std::optional<ModelFolder> m = LoadModelFolder(best, &error)) {
-      base_.model = m->model;
+      OrThrow(LoadAdapter(base_.model, best), what);
+    } else {
+      base_.model = OrThrow(LoadModelFolder(best), what).model;
     }
-    if (!error.empty()) throw std::runtime_error("cannot load the best checkpoint: " + error);
   }
   if (lora_) {
-    error = SaveAdapter(base_.model, config_.lora, config_.model,
-                        config_.output_dir + "/adapter");
-    if (!error.empty()) throw std::runtime_error("cannot save the adapter: " + error);
+    OrThrow(SaveAdapter(base_.model, config_.lora, config_.model, config_.output_dir + "/adapter"),
+            "cannot save the adapter: ");
     MergeLora(base_.model);
   }
-  error = SaveModelFolder(base_, config_.output_dir);
-  if (!error.empty()) throw std::runtime_error("cannot save the model: " + error);
+  OrThrow(SaveModelFolder(base_, config_.output_dir), "cannot save the model: ");
 }
 
 }  // namespace tuneforge::engine
